@@ -1,0 +1,45 @@
+"""fedkit: a Jupyter-first kit for cross-silo federated learning on the UCI Heart Disease hospitals.
+
+Public API (imported lazily, so ``import fedkit`` is fast and needs no optional extras)::
+
+    fedkit.load_silos(split, ...)   # -> Federation
+    fedkit.RunConfig(...)           # validated run configuration
+    fedkit.run(config)              # -> RunResult
+    fedkit.runs()                   # -> DataFrame of recorded runs
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from fedkit._version import __version__
+
+_EXPORTS = {
+    "RunConfig": "fedkit.config",
+    "load_silos": "fedkit.data.silos",
+    "Federation": "fedkit.data.silos",
+    "run": "fedkit.runner",
+    "RunResult": "fedkit.result",
+    "runs": "fedkit.api",
+    "load_run": "fedkit.api",
+    "FedkitError": "fedkit.errors",
+    "ConfigError": "fedkit.errors",
+    "DataError": "fedkit.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from fedkit.api import load_run, runs
+    from fedkit.config import RunConfig
+    from fedkit.data.silos import Federation, load_silos
+    from fedkit.errors import ConfigError, DataError, FedkitError
+    from fedkit.result import RunResult
+    from fedkit.runner import run
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fedkit' has no attribute {name!r}")

@@ -1,0 +1,129 @@
+"""RunConfig: every knob of a run, validated once, with errors that name the field and what is allowed."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fedkit._validation import NONE, Interval, Options, validate_params
+from fedkit.client import OPTIMIZERS, LocalTraining
+from fedkit.data.silos import DATA_CONSTRAINTS, MISSING, SPLITS, STANDARDIZE, check_data_options
+from fedkit.errors import ConfigError
+from fedkit.strategies import STRATEGIES
+
+DEFAULT_LOCAL_STEPS = 100
+MODELS: tuple[str, ...] = ("logreg", "mlp")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A federated run. Defaults are FLamby's Fed-Heart-Disease FedAvg benchmark configuration."""
+
+    split: str = field(default="flamby", metadata=_help(f"how rows become silos: {', '.join(SPLITS)}"))
+    silos: int | None = field(default=None, metadata=_help("number of silos of a synthetic split (default 4)"))
+    alpha: float = field(default=0.5, metadata=_help("Dirichlet concentration of the dirichlet/quantity splits; smaller = more skew"))
+    missing: str | None = field(default=None, metadata=_help(f"missing-value policy: {', '.join(MISSING)} (default: drop for flamby, impute otherwise)"))
+    standardize: str = field(default="silo", metadata=_help(f"feature scaling: {', '.join(STANDARDIZE)}"))
+    model: str = field(default="logreg", metadata=_help(f"model: {', '.join(MODELS)}"))
+    hidden: int = field(default=16, metadata=_help("hidden units of the mlp model"))
+    strategy: str = field(default="fedavg", metadata=_help(f"aggregation strategy: {', '.join(STRATEGIES)}"))
+    rounds: int = field(default=15, metadata=_help("federated rounds"))
+    fraction: float = field(default=1.0, metadata=_help("fraction of silos sampled each round, in (0, 1]"))
+    local_steps: int | None = field(default=None, metadata=_help(f"optimizer steps per silo per round (default {DEFAULT_LOCAL_STEPS} unless --local-epochs)"))
+    local_epochs: int | None = field(default=None, metadata=_help("passes over the silo's train set per round (instead of --local-steps)"))
+    batch_size: int = field(default=4, metadata=_help("local batch size"))
+    lr: float = field(default=0.001, metadata=_help("local learning rate"))
+    optimizer: str = field(default="sgd", metadata=_help(f"local optimizer: {', '.join(OPTIMIZERS)}"))
+    momentum: float = field(default=0.0, metadata=_help("SGD momentum (sgd only)"))
+    weight_decay: float = field(default=0.0, metadata=_help("L2 weight decay of the local optimizer"))
+    seed: int = field(default=42, metadata=_help("seed of the data split, model init, batches and silo sampling"))
+    verify: bool = field(default=True, metadata=_help("check data files against pinned sha256 (--no-verify to use other files; recorded)"))
+
+    def __post_init__(self) -> None:
+        validate_params(asdict(self), CONSTRAINTS, "RunConfig")
+        if self.local_steps is not None and self.local_epochs is not None:
+            raise ConfigError(
+                f"RunConfig got both local_steps={self.local_steps} and local_epochs={self.local_epochs}; "
+                "set only one of them."
+            )
+        if self.local_steps is None and self.local_epochs is None:
+            object.__setattr__(self, "local_steps", DEFAULT_LOCAL_STEPS)
+        if self.momentum and self.optimizer != "sgd":
+            raise ConfigError(
+                f"The 'momentum' parameter of RunConfig only applies to optimizer='sgd'; got "
+                f"momentum={self.momentum} with optimizer={self.optimizer!r}. Set momentum=0 or use sgd."
+            )
+        check_data_options(self.split, self.silos, self.missing, "RunConfig")
+
+    @property
+    def local(self) -> LocalTraining:
+        """The local-training hyperparameters of this run."""
+        return LocalTraining(
+            optimizer=self.optimizer, lr=self.lr, batch_size=self.batch_size,
+            local_steps=self.local_steps, local_epochs=self.local_epochs,
+            momentum=self.momentum, weight_decay=self.weight_decay,
+        )  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields, JSON-ready."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Build from a mapping; unknown keys are rejected with the closest valid name."""
+        names = [f.name for f in fields(cls)]
+        for key in values:
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"RunConfig has no field {key!r}.{hint} Valid fields: {', '.join(names)}.")
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        """Build from a YAML or JSON file holding a mapping of RunConfig fields."""
+        return cls.from_dict(read_config_file(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML (.yaml/.yml) or JSON file, with errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist.")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            values = json.loads(text)
+    except Exception as exc:  # yaml and json raise unrelated types
+        raise ConfigError(f"Config file {path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {exc}") from exc
+    if not isinstance(values, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of RunConfig fields; it holds {type(values).__name__}.")
+    return values
+
+
+CONSTRAINTS: dict[str, list[Any]] = {
+    **DATA_CONSTRAINTS,
+    "model": [Options(MODELS)],
+    "hidden": [Interval(int, 1, 4096)],
+    "strategy": [Options(STRATEGIES)],
+    "rounds": [Interval(int, 1, 100_000)],
+    "fraction": [Interval(float, 0, 1, closed="right")],
+    "local_steps": [Interval(int, 1, None), NONE],
+    "local_epochs": [Interval(int, 1, None), NONE],
+    "batch_size": [Interval(int, 1, None)],
+    "lr": [Interval(float, 0, None, closed="neither")],
+    "optimizer": [Options(OPTIMIZERS)],
+    "momentum": [Interval(float, 0, 1, closed="left")],
+    "weight_decay": [Interval(float, 0, None)],
+}

@@ -1,0 +1,228 @@
+"""Silos: per-silo train/test arrays from the UCI files, for every split fedkit offers.
+
+Splits:
+
+- ``hospitals``: one silo per hospital, each with its own seeded, stratified 66/34 train/test split;
+  missing values imputed by default, so every patient is used (920 rows).
+- ``flamby``: exactly the FLamby Fed-Heart-Disease protocol (rows with a missing value dropped,
+  ``train_test_split(train_size=0.66, random_state=43)`` per center, stratified when both classes
+  have more than 2 rows) → train/test 199/104, 172/89, 30/16, 85/45, whatever the seed.
+- ``iid``, ``dirichlet`` (label skew, ``alpha``), ``quantity`` (size skew, ``alpha``): the four
+  hospitals pooled, then partitioned into ``silos`` silos, each split 66/34 like a hospital.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedkit import seeding
+from fedkit._validation import NONE, Interval, OfType, Options, validate_params
+from fedkit.data import partition, preprocess, uci
+from fedkit.errors import ConfigError
+from fedkit.paths import data_dir as default_data_dir
+
+SPLITS: tuple[str, ...] = ("hospitals", "flamby", "iid", "dirichlet", "quantity")
+SYNTHETIC: tuple[str, ...] = ("iid", "dirichlet", "quantity")
+MISSING: tuple[str, ...] = ("drop", "impute")
+STANDARDIZE: tuple[str, ...] = ("silo", "federated", "none")
+TRAIN_FRACTION = 0.66
+FLAMBY_SPLIT_SEED = 43
+MIN_SILO_ROWS = 6
+
+DATA_CONSTRAINTS: dict[str, list[Any]] = {
+    "split": [Options(SPLITS)],
+    "silos": [Interval(int, 1, None), NONE],
+    "alpha": [Interval(float, 0, None, closed="neither")],
+    "missing": [Options(MISSING), NONE],
+    "standardize": [Options(STANDARDIZE)],
+    "seed": [Interval(int, 0, 2**32 - 1)],
+    "verify": [Options((True, False))],
+}
+
+
+@dataclass(frozen=True)
+class Silo:
+    """One silo's data: float32 features and 0/1 labels, split into train and test."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def n_train(self) -> int:
+        """Number of train rows (the silo's aggregation weight)."""
+        return len(self.y_train)
+
+    @property
+    def n_test(self) -> int:
+        """Number of test rows."""
+        return len(self.y_test)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the rows came from: folder, sha256 of each file, and whether they matched the pins."""
+
+    directory: str
+    sha256: dict[str, str]
+    verified: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, recorded with every run."""
+        return {"directory": self.directory, "sha256": dict(self.sha256), "verified": self.verified}
+
+
+@dataclass(frozen=True)
+class Federation:
+    """The silos of one split, the feature names, and the data provenance."""
+
+    silos: tuple[Silo, ...]
+    features: tuple[str, ...]
+    split: str
+    provenance: Provenance
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Silo names in order."""
+        return tuple(s.name for s in self.silos)
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One dict per silo: rows, positives and the train/test sizes."""
+        return [
+            {
+                "silo": s.name,
+                "rows": s.n_train + s.n_test,
+                "positives": int(s.y_train.sum() + s.y_test.sum()),
+                "positive_rate": float((s.y_train.sum() + s.y_test.sum()) / (s.n_train + s.n_test)),
+                "train": s.n_train,
+                "test": s.n_test,
+            }
+            for s in self.silos
+        ]
+
+
+def train_test_indices(labels: np.ndarray, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """FLamby's per-center split: 66/34, stratified when both classes have more than 2 rows."""
+    from sklearn.model_selection import train_test_split
+
+    levels, counts = np.unique(labels, return_counts=True)
+    stratify = labels if len(levels) > 1 and (counts > 2).all() else None
+    train, test = train_test_split(
+        np.arange(len(labels)),
+        test_size=1.0 - TRAIN_FRACTION,
+        train_size=TRAIN_FRACTION,
+        random_state=random_state,
+        shuffle=True,
+        stratify=stratify,
+    )
+    return np.sort(train), np.sort(test)
+
+
+def check_data_options(split: str, silos: int | None, missing: str | None, caller: str) -> str:
+    """Cross-field rules of the data options; returns the missing-value policy in force."""
+    if split not in SYNTHETIC and silos not in (None, len(uci.HOSPITALS)):
+        raise ConfigError(
+            f"The 'silos' parameter of {caller} must be None or 4 with split={split!r} (one silo per "
+            f"hospital); got {silos!r}. Use split='iid', 'dirichlet' or 'quantity' for another number of silos."
+        )
+    if split == "flamby":
+        if missing not in (None, "drop"):
+            raise ConfigError(
+                f"The 'missing' parameter of {caller} must be 'drop' or None with split='flamby': the "
+                f"FLamby protocol drops rows with a missing value; got {missing!r}. Use "
+                "split='hospitals' to keep every patient with imputation."
+            )
+        return "drop"
+    return missing or "impute"
+
+
+def _finish(
+    parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], standardize: str
+) -> list[Silo]:
+    """Standardize each silo's (x_train, y_train, x_test, y_test) and cast to float32."""
+    local = [preprocess.moments(xtr) for _, xtr, _, _, _ in parts]
+    shared = preprocess.mean_std(preprocess.combine(local)) if standardize == "federated" else None
+    silos = []
+    for (name, xtr, ytr, xte, yte), m in zip(parts, local, strict=True):
+        mean, std = shared or preprocess.mean_std(m)
+        scale = None if standardize == "none" else std
+        silos.append(
+            Silo(
+                name,
+                preprocess.standardize(xtr, mean, scale).astype(np.float32),
+                ytr.astype(np.float32),
+                preprocess.standardize(xte, mean, scale).astype(np.float32),
+                yte.astype(np.float32),
+            )
+        )
+    return silos
+
+
+def load_silos(
+    split: str = "flamby",
+    *,
+    silos: int | None = None,
+    alpha: float = 0.5,
+    missing: str | None = None,
+    standardize: str = "silo",
+    seed: int = 42,
+    verify: bool = True,
+    data_dir: str | Path | None = None,
+    download: bool = True,
+) -> Federation:
+    """Load the UCI Heart Disease files and build the silos of ``split``.
+
+    ``silos`` is the number of silos of a synthetic split (default 4) and must be None or 4 for
+    ``hospitals`` and ``flamby``. ``standardize`` is ``"silo"`` (each silo with its own train
+    mean/std, FLamby), ``"federated"`` (global mean/std from per-silo sums and counts: no row
+    leaves a silo) or ``"none"``. Files are verified against pinned sha256 unless ``verify=False``.
+    """
+    validate_params(
+        {"split": split, "silos": silos, "alpha": alpha, "missing": missing,
+         "standardize": standardize, "seed": seed, "verify": verify},
+        DATA_CONSTRAINTS,
+        "load_silos",
+    )  # fmt: skip
+    missing = check_data_options(split, silos, missing, "load_silos")
+    directory = Path(data_dir) if data_dir is not None else default_data_dir()
+    digests = uci.ensure_files(directory, verify=verify, download_missing=download)
+    tables = {h: preprocess.select(uci.read_hospital(directory, h), h, missing) for h in uci.HOSPITALS}
+    rng = seeding.stream(seed, seeding.DATA)
+
+    groups: list[tuple[str, np.ndarray]]
+    if split in SYNTHETIC:
+        pooled = np.concatenate(list(tables.values()))
+        labels = (pooled[:, -1] > 0).astype(int)
+        k = silos or len(uci.HOSPITALS)
+        if split == "iid":
+            index = partition.iid(len(pooled), k, rng, MIN_SILO_ROWS)
+        elif split == "dirichlet":
+            index = partition.dirichlet(labels, k, alpha, rng, MIN_SILO_ROWS)
+        else:
+            index = partition.quantity(len(pooled), k, alpha, rng, MIN_SILO_ROWS)
+        width = len(str(k - 1))
+        groups = [(f"silo_{i:0{width}d}", pooled[rows]) for i, rows in enumerate(index)]
+    else:
+        groups = list(tables.items())
+
+    parts = []
+    for name, table in groups:
+        x, y = preprocess.encode(table)
+        state = FLAMBY_SPLIT_SEED if split == "flamby" else int(rng.integers(2**31 - 1))
+        train, test = train_test_indices(y, state)
+        parts.append((name, x[train], y[train], x[test], y[test]))
+
+    return Federation(
+        silos=tuple(_finish(parts, standardize)),
+        features=preprocess.FEATURES,
+        split=split,
+        provenance=Provenance(str(directory.resolve()), digests, verify),
+        options={"silos": len(parts), "alpha": alpha, "missing": missing, "standardize": standardize, "seed": seed},
+    )

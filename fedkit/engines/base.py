@@ -1,0 +1,53 @@
+"""The engine interface: how parameters reach the silos and come back. The round loop needs nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from fedkit.strategies.base import Strategy
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's logits on one silo's test set, with the labels: enough for every metric and for pooling."""
+
+    silo: str
+    labels: np.ndarray
+    logits: np.ndarray
+
+
+@dataclass(frozen=True)
+class FitReply:
+    """What one silo returns from a round: its local parameters, train size, train loss, local-model test scores."""
+
+    silo: str
+    params: np.ndarray
+    n_train: int
+    train_loss: float
+    steps: int
+    local_test: Scores
+
+
+class Engine(Protocol):
+    """Moves parameters to silos and back; simulation runs them in-process, remote over a network."""
+
+    @property
+    def silos(self) -> tuple[str, ...]:
+        """Names of all silos, in order."""
+        ...
+
+    def initial_params(self) -> np.ndarray:
+        """The seeded initial global parameters."""
+        ...
+
+    def fit(self, params: np.ndarray, round: int, silos: Sequence[str], strategy: Strategy) -> list[FitReply]:
+        """Local training of ``silos`` from ``params`` in round ``round`` (the strategy supplies any local term)."""
+        ...
+
+    def evaluate(self, params: np.ndarray) -> list[Scores]:
+        """Scores of the global parameters on every silo's test set."""
+        ...

@@ -1,0 +1,68 @@
+"""Models: FLamby's logistic regression and a small MLP. Both output logits of shape (batch,).
+
+Parameters travel as one flat float32 vector (:func:`get_flat` / :func:`set_flat`), which is what
+strategies aggregate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedkit.config import MODELS
+
+__all__ = ["MLP", "MODELS", "LogisticRegression", "build_model", "get_flat", "logits", "set_flat"]
+
+
+class LogisticRegression(nn.Module):
+    """One linear layer (FLamby's Fed-Heart-Disease baseline); sigmoid of the logit is P(disease)."""
+
+    def __init__(self, n_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, shape (batch,)."""
+        return self.linear(x).squeeze(-1)
+
+
+class MLP(nn.Module):
+    """Linear → ReLU → Linear, a small non-linear model for tabular data."""
+
+    def __init__(self, n_features: int, hidden: int) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(n_features, hidden)
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, shape (batch,)."""
+        return self.out(torch.relu(self.hidden(x))).squeeze(-1)
+
+
+def build_model(name: str, n_features: int, *, hidden: int, seed: int) -> nn.Module:
+    """A freshly initialized model; init draws from ``torch.manual_seed(seed)`` in a forked RNG (as FLamby)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name == "logreg":
+            return LogisticRegression(n_features)
+        if name == "mlp":
+            return MLP(n_features, hidden)
+    raise ValueError(f"unknown model {name!r}")  # unreachable after RunConfig validation
+
+
+def get_flat(model: nn.Module) -> np.ndarray:
+    """All parameters of ``model`` as one new float32 vector."""
+    return nn.utils.parameters_to_vector(model.parameters()).detach().numpy().astype(np.float32, copy=True)
+
+
+def set_flat(model: nn.Module, flat: np.ndarray) -> None:
+    """Load a flat vector into ``model``'s parameters (in place on the model, never on ``flat``)."""
+    nn.utils.vector_to_parameters(torch.as_tensor(np.array(flat, dtype=np.float32)), model.parameters())
+
+
+@torch.no_grad()
+def logits(model: nn.Module, flat: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Logits of the model with parameters ``flat`` on rows ``x``."""
+    set_flat(model, flat)
+    return model(torch.as_tensor(x)).numpy().astype(np.float64)

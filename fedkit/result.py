@@ -1,0 +1,102 @@
+"""RunResult: a finished run's history, final metrics and model, and its JSON summary."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fedkit.metrics import METRICS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+POOLED = "pooled"
+
+
+def _json_float(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int]) -> dict[str, Any]:
+    """The ``final`` block of a summary: the global model's test metrics at the last round."""
+    rows = [r for r in history if r["model"] == "global" and r["split"] == "test"]
+    if not rows:
+        return {"silos": {}, POOLED: None, "avg_accuracy": None}
+    last = max(r["round"] for r in rows)
+    values = {(r["silo"], r["metric"]): r["value"] for r in rows if r["round"] == last}
+
+    def block(silo: str) -> dict[str, Any]:
+        return {**{m: _json_float(values[(silo, m)]) for m in sorted(METRICS)}, "n_test": n_test[silo]}
+
+    silos = {s: block(s) for s in n_test if s != POOLED}
+    accuracies = [b["accuracy"] for b in silos.values()]
+    return {
+        "round": last,
+        "silos": silos,
+        POOLED: block(POOLED),
+        "avg_accuracy": float(np.mean(accuracies)),
+    }
+
+
+def undefined_auc_notes(history: list[dict[str, Any]], labels: dict[str, np.ndarray]) -> list[str]:
+    """A sentence for every test set whose AUC is undefined (one class only), so null never goes unexplained."""
+    notes = []
+    for silo, y in labels.items():
+        positives = int(np.sum(y == 1))
+        if positives in (0, len(y)):
+            kind = "positive" if positives else "negative"
+            notes.append(
+                f"AUC of {silo!r} is null: its test set has a single class ({len(y)} rows, all {kind}), "
+                "so ROC AUC is undefined; accuracy and loss are reported."
+            )
+    return notes
+
+
+@dataclass
+class RunResult:
+    """The outcome of :func:`fedkit.run`: status, config, history rows, final parameters."""
+
+    run_id: str
+    status: str
+    config: dict[str, Any]
+    records: list[dict[str, Any]]
+    params: np.ndarray
+    n_test: dict[str, int]
+    data: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def history(self) -> pd.DataFrame:
+        """Per-round metrics as a long DataFrame: round, silo, model, split, metric, value."""
+        import pandas as pd
+
+        return pd.DataFrame(self.records, columns=["round", "silo", "model", "split", "metric", "value"])
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """Final global-model test metrics per silo and pooled, and their unweighted mean accuracy."""
+        return final_metrics(self.records, self.n_test)
+
+    def table(self) -> pd.DataFrame:
+        """The final per-silo table (plus pooled), one row per silo."""
+        import pandas as pd
+
+        final = self.final
+        rows = [{"silo": s, **m} for s, m in final["silos"].items()]
+        rows.append({"silo": POOLED, **final[POOLED]})
+        return pd.DataFrame(rows, columns=["silo", "n_test", "loss", "auc", "accuracy"]).set_index("silo")
+
+    def summary(self) -> dict[str, Any]:
+        """Exactly what ``fedkit run --json`` prints: run id, config, final metrics, history, notes."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "config": dict(self.config),
+            "data": self.data,
+            "final": self.final,
+            "history": [{**r, "value": _json_float(r["value"])} for r in self.records],
+            "notes": list(self.notes),
+        }

@@ -1,0 +1,198 @@
+"""The local run store: one SQLite file under the fedkit home, the default tracker and source of truth.
+
+Every write is one transaction, so a run is never half-written: a round's metrics are all there or
+none are, and a run that raises is marked ``failed`` with its error. A run whose process died
+without a word (killed) is shown as ``interrupted`` when read back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedkit._version import __version__
+from fedkit.errors import RunNotFoundError
+from fedkit.paths import home_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    finished_at TEXT,
+    fedkit_version TEXT NOT NULL,
+    config TEXT NOT NULL,
+    data TEXT NOT NULL,
+    summary TEXT,
+    params BLOB,
+    error TEXT,
+    pid INTEGER,
+    host TEXT
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    round INTEGER NOT NULL,
+    silo TEXT NOT NULL,
+    model TEXT NOT NULL,
+    split TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, round, silo, model, split, metric)
+);
+"""
+HISTORY_COLUMNS = ["round", "silo", "model", "split", "metric", "value"]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _alive(pid: int | None, host: str | None) -> bool:
+    if pid is None or host != socket.gethostname():
+        return True  # cannot tell from here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalStore:
+    """The SQLite run store at ``path`` (default ``$FEDKIT_HOME/runs.sqlite``)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else home_dir() / "runs.sqlite"
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=30)
+        try:
+            con.execute("PRAGMA foreign_keys = ON")
+            con.executescript(SCHEMA)
+            with con:  # one transaction: commit on success, roll back on error
+                yield con
+        finally:
+            con.close()
+
+    # -- Tracker -------------------------------------------------------------------------------
+    def start_run(self, run_id: str, config: dict[str, Any], data: dict[str, Any]) -> None:
+        """Insert the run as ``running``."""
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO runs (run_id, status, created_at, fedkit_version, config, data, pid, host)"
+                " VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+                (run_id, _now(), __version__, json.dumps(config), json.dumps(data), os.getpid(), socket.gethostname()),
+            )
+
+    def log_round(self, run_id: str, round: int, rows: list[dict[str, Any]]) -> None:
+        """Insert one round's metric rows in one transaction (NaN stored as NULL)."""
+        with self._connect() as con:
+            con.executemany(
+                "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (run_id, r["round"], r["silo"], r["model"], r["split"], r["metric"],
+                     None if r["value"] is None or np.isnan(r["value"]) else float(r["value"]))
+                    for r in rows
+                ],
+            )  # fmt: skip
+
+    def end_run(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        summary: dict[str, Any] | None = None,
+        params: np.ndarray | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Set the final status, summary, model weights (float32 bytes) and error."""
+        blob = None if params is None else np.asarray(params, dtype=np.float32).tobytes()
+        with self._connect() as con:
+            con.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, summary = ?, params = ?, error = ? WHERE run_id = ?",
+                (status, _now(), None if summary is None else json.dumps(summary), blob, error, run_id),
+            )
+
+    # -- reading -------------------------------------------------------------------------------
+    def _row(self, con: sqlite3.Connection, run_id: str) -> sqlite3.Row:
+        con.row_factory = sqlite3.Row
+        rows = con.execute("SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ?", (run_id, run_id + "%")).fetchall()
+        exact = [r for r in rows if r["run_id"] == run_id]
+        if exact:
+            return exact[0]
+        if len(rows) == 1:
+            return rows[0]
+        if not rows:
+            raise RunNotFoundError(
+                f"No run {run_id!r} in the run store {self.path}; `fedkit runs list` shows the recorded runs."
+            )
+        raise RunNotFoundError(f"Run id prefix {run_id!r} matches {len(rows)} runs; give more characters.")
+
+    @staticmethod
+    def _status(row: sqlite3.Row) -> str:
+        if row["status"] == "running" and not _alive(row["pid"], row["host"]):
+            return "interrupted"
+        return str(row["status"])
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        """One run: status, times, version, config, data provenance, summary, error and final params."""
+        with self._connect() as con:
+            row = self._row(con, run_id)
+        return {
+            "run_id": row["run_id"],
+            "status": self._status(row),
+            "created_at": row["created_at"],
+            "finished_at": row["finished_at"],
+            "fedkit_version": row["fedkit_version"],
+            "config": json.loads(row["config"]),
+            "data": json.loads(row["data"]),
+            "summary": None if row["summary"] is None else json.loads(row["summary"]),
+            "error": row["error"],
+            "params": None if row["params"] is None else np.frombuffer(row["params"], dtype=np.float32).copy(),
+        }
+
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's metric rows ordered by round (NULL back to NaN)."""
+        with self._connect() as con:
+            full_id = self._row(con, run_id)["run_id"]
+            rows = con.execute(
+                f"SELECT {', '.join(HISTORY_COLUMNS)} FROM metrics WHERE run_id = ? ORDER BY round, rowid",
+                (full_id,),
+            ).fetchall()
+        return [dict(zip(HISTORY_COLUMNS, (*r[:5], float("nan") if r[5] is None else r[5]), strict=True)) for r in rows]
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        """Every run, newest first: id, status, times, the main config fields and the final scores."""
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            rows = con.execute("SELECT * FROM runs ORDER BY created_at DESC").fetchall()
+        out = []
+        for row in rows:
+            config = json.loads(row["config"])
+            final = (json.loads(row["summary"]) or {}).get("final", {}) if row["summary"] else {}
+            out.append(
+                {
+                    "run_id": row["run_id"],
+                    "status": self._status(row),
+                    "created_at": row["created_at"],
+                    "split": config.get("split"),
+                    "strategy": config.get("strategy"),
+                    "rounds": config.get("rounds"),
+                    "seed": config.get("seed"),
+                    "avg_accuracy": final.get("avg_accuracy"),
+                    "pooled_auc": final.get("pooled", {}).get("auc"),
+                }
+            )
+        return out
