@@ -28,7 +28,19 @@ _EXPORTS = {
     "DataError": "fedkit.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "Federation",
+    "FedkitError",
+    "RunConfig",
+    "RunResult",
+    "__version__",
+    "load_run",
+    "load_silos",
+    "run",
+    "runs",
+]
 
 if TYPE_CHECKING:
     from fedkit.api import load_run, runs

@@ -41,7 +41,10 @@ class Options:
 
 @dataclass(frozen=True)
 class Interval:
-    """A number of a given kind (``int`` or ``float``) in a range; ``closed`` is "both", "left", "right" or "neither"."""
+    """A number of a given kind (``int`` or ``float``) in a range.
+
+    ``closed`` says which ends belong to it: "both", "left", "right" or "neither".
+    """
 
     kind: type
     low: float | None
@@ -59,9 +62,7 @@ class Interval:
         if isinstance(value, numbers.Real) and not math.isfinite(value):
             return False
         low_ok = self.low is None or (value >= self.low if self.closed in ("both", "left") else value > self.low)
-        high_ok = self.high is None or (
-            value <= self.high if self.closed in ("both", "right") else value < self.high
-        )
+        high_ok = self.high is None or (value <= self.high if self.closed in ("both", "right") else value < self.high)
         return low_ok and high_ok
 
     def __str__(self) -> str:
@@ -95,9 +96,7 @@ def _describe(constraints: Iterable[Constraint]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
 
 
-def validate_params(
-    params: Mapping[str, Any], constraints: Mapping[str, list[Constraint]], caller: str
-) -> None:
+def validate_params(params: Mapping[str, Any], constraints: Mapping[str, list[Constraint]], caller: str) -> None:
     """Check every ``params[name]`` against ``constraints[name]``; raise on the first failure.
 
     A value fails with :class:`ConfigTypeError` when no constraint accepts its type at all and
@@ -108,8 +107,7 @@ def validate_params(
         if any(c.is_satisfied_by(value) for c in allowed):
             continue
         message = (
-            f"The {name!r} parameter of {caller} must be {_describe(allowed)}; "
-            f"got {value!r} ({type(value).__name__})."
+            f"The {name!r} parameter of {caller} must be {_describe(allowed)}; got {value!r} ({type(value).__name__})."
         )
         numeric = isinstance(value, numbers.Real) and not isinstance(value, bool)
         type_ok = any(

@@ -28,23 +28,36 @@ class RunConfig:
 
     split: str = field(default="flamby", metadata=_help(f"how rows become silos: {', '.join(SPLITS)}"))
     silos: int | None = field(default=None, metadata=_help("number of silos of a synthetic split (default 4)"))
-    alpha: float = field(default=0.5, metadata=_help("Dirichlet concentration of the dirichlet/quantity splits; smaller = more skew"))
-    missing: str | None = field(default=None, metadata=_help(f"missing-value policy: {', '.join(MISSING)} (default: drop for flamby, impute otherwise)"))
+    alpha: float = field(
+        default=0.5, metadata=_help("Dirichlet concentration of the dirichlet/quantity splits; smaller = more skew")
+    )
+    missing: str | None = field(
+        default=None,
+        metadata=_help(f"missing-value policy: {', '.join(MISSING)} (default: drop for flamby, impute otherwise)"),
+    )
     standardize: str = field(default="silo", metadata=_help(f"feature scaling: {', '.join(STANDARDIZE)}"))
     model: str = field(default="logreg", metadata=_help(f"model: {', '.join(MODELS)}"))
     hidden: int = field(default=16, metadata=_help("hidden units of the mlp model"))
     strategy: str = field(default="fedavg", metadata=_help(f"aggregation strategy: {', '.join(STRATEGIES)}"))
     rounds: int = field(default=15, metadata=_help("federated rounds"))
     fraction: float = field(default=1.0, metadata=_help("fraction of silos sampled each round, in (0, 1]"))
-    local_steps: int | None = field(default=None, metadata=_help(f"optimizer steps per silo per round (default {DEFAULT_LOCAL_STEPS} unless --local-epochs)"))
-    local_epochs: int | None = field(default=None, metadata=_help("passes over the silo's train set per round (instead of --local-steps)"))
+    local_steps: int | None = field(
+        default=None,
+        metadata=_help(f"optimizer steps per silo per round (default {DEFAULT_LOCAL_STEPS} unless --local-epochs)"),
+    )
+    local_epochs: int | None = field(
+        default=None, metadata=_help("passes over the silo's train set per round (instead of --local-steps)")
+    )
     batch_size: int = field(default=4, metadata=_help("local batch size"))
     lr: float = field(default=0.001, metadata=_help("local learning rate"))
     optimizer: str = field(default="sgd", metadata=_help(f"local optimizer: {', '.join(OPTIMIZERS)}"))
     momentum: float = field(default=0.0, metadata=_help("SGD momentum (sgd only)"))
     weight_decay: float = field(default=0.0, metadata=_help("L2 weight decay of the local optimizer"))
     seed: int = field(default=42, metadata=_help("seed of the data split, model init, batches and silo sampling"))
-    verify: bool = field(default=True, metadata=_help("check data files against pinned sha256 (--no-verify to use other files; recorded)"))
+    verify: bool = field(
+        default=True,
+        metadata=_help("check data files against pinned sha256 (--no-verify to use other files; recorded)"),
+    )
 
     def __post_init__(self) -> None:
         validate_params(asdict(self), CONSTRAINTS, "RunConfig")
@@ -106,9 +119,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         else:
             values = json.loads(text)
     except Exception as exc:  # yaml and json raise unrelated types
-        raise ConfigError(f"Config file {path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {exc}") from exc
+        raise ConfigError(
+            f"Config file {path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: {exc}"
+        ) from exc
     if not isinstance(values, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of RunConfig fields; it holds {type(values).__name__}.")
+        raise ConfigError(
+            f"Config file {path} must hold a mapping of RunConfig fields; it holds {type(values).__name__}."
+        )
     return values
 
 

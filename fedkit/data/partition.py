@@ -55,9 +55,7 @@ def dirichlet(
     )
 
 
-def quantity(
-    n_rows: int, n_silos: int, alpha: float, rng: np.random.Generator, min_size: int = 1
-) -> list[np.ndarray]:
+def quantity(n_rows: int, n_silos: int, alpha: float, rng: np.random.Generator, min_size: int = 1) -> list[np.ndarray]:
     """Quantity skew: silo sizes are ``min_size`` plus a Dirichlet(alpha) share of the rest; labels stay IID."""
     _check(n_rows, n_silos, min_size, "quantity")
     spare = n_rows - n_silos * min_size

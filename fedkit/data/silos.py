@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fedkit import seeding
-from fedkit._validation import NONE, Interval, OfType, Options, validate_params
+from fedkit._validation import NONE, Interval, Options, validate_params
 from fedkit.data import partition, preprocess, uci
 from fedkit.errors import ConfigError
 from fedkit.paths import data_dir as default_data_dir
@@ -143,9 +143,7 @@ def check_data_options(split: str, silos: int | None, missing: str | None, calle
     return missing or "impute"
 
 
-def _finish(
-    parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], standardize: str
-) -> list[Silo]:
+def _finish(parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], standardize: str) -> list[Silo]:
     """Standardize each silo's (x_train, y_train, x_test, y_test) and cast to float32."""
     local = [preprocess.moments(xtr) for _, xtr, _, _, _ in parts]
     shared = preprocess.mean_std(preprocess.combine(local)) if standardize == "federated" else None

@@ -47,6 +47,7 @@ PINS: dict[str, Pin] = {
 ZIP_URL = "https://archive.ics.uci.edu/static/public/45/heart+disease.zip"
 LEGACY_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/heart-disease/{name}"
 DOWNLOAD_TIMEOUT_S = 30.0
+MISSING_TOKEN = "?"  # noqa: S105 (the UCI files' mark for a missing value)
 
 
 def file_name(hospital: str) -> str:
@@ -198,9 +199,9 @@ def parse(data: bytes, where: str) -> np.ndarray:
                 f"({', '.join(COLUMNS)}); the line reads {line.strip()[:80]!r}."
             )
         row: list[float] = []
-        for column, token in zip(COLUMNS, fields, strict=True):
-            token = token.strip()
-            if token == "?":
+        for column, raw in zip(COLUMNS, fields, strict=True):
+            token = raw.strip()
+            if token == MISSING_TOKEN:
                 row.append(float("nan"))
                 continue
             try:

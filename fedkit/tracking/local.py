@@ -168,7 +168,7 @@ class LocalStore:
         with self._connect() as con:
             full_id = self._row(con, run_id)["run_id"]
             rows = con.execute(
-                f"SELECT {', '.join(HISTORY_COLUMNS)} FROM metrics WHERE run_id = ? ORDER BY round, rowid",
+                f"SELECT {', '.join(HISTORY_COLUMNS)} FROM metrics WHERE run_id = ? ORDER BY round, rowid",  # noqa: S608 (constant column list)
                 (full_id,),
             ).fetchall()
         return [dict(zip(HISTORY_COLUMNS, (*r[:5], float("nan") if r[5] is None else r[5]), strict=True)) for r in rows]

@@ -1,0 +1,36 @@
+# fedkit: `make run` sets up and runs the main job; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+EXTRAS ?= dev
+# Elsewhere on Linux, `make setup TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu` picks torch's CPU build.
+TORCH_INDEX_URL ?=
+FEDKIT_DATA_DIR ?= $(firstword $(wildcard $(CURDIR)/../shared/data/heart-disease) $(HOME)/.cache/fedkit/heart-disease)
+export FEDKIT_DATA_DIR
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fedkit-$(EXTRAS)
+
+.PHONY: setup data run test lint clean
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+data: setup
+	$(BIN)/fedkit data download
+
+run: data
+	$(BIN)/fedkit run --split flamby --strategy fedavg --rounds 15 --local-steps 100 --batch-size 4 --lr 0.001 --optimizer sgd --seed 42
+
+test: data
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check fedkit tests benchmarks
+	$(BIN)/ruff format --check fedkit tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

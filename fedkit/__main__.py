@@ -1,0 +1,7 @@
+"""``python -m fedkit`` runs the CLI."""
+
+import sys
+
+from fedkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,244 @@
+"""``fedkit`` on the command line: a thin layer that merges parameter sources and calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import MISSING, fields
+from typing import Any
+
+from fedkit._version import __version__
+from fedkit.errors import FedkitError
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field (only flags given on the command line override the config file)."""
+    from fedkit.config import RunConfig
+
+    group = parser.add_argument_group("run configuration (every RunConfig field)")
+    for f in fields(RunConfig):
+        base = str(f.type).split("|")[0].strip()
+        default = None if f.default is MISSING else f.default
+        text = f"{f.metadata.get('help', '')} (default: {default})"
+        if base == "bool":
+            group.add_argument(
+                _flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
+            )
+        else:
+            group.add_argument(
+                _flag(f.name), type=_TYPES[base], default=argparse.SUPPRESS, metavar=f.name.upper(), help=text
+            )
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """RunConfig from defaults < ``--config FILE`` < explicit flags."""
+    from fedkit.config import RunConfig, read_config_file
+
+    values: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    names = {f.name for f in fields(RunConfig)}
+    explicit = {k: v for k, v in vars(args).items() if k in names}
+    if "local_epochs" in explicit and "local_steps" not in explicit:
+        values.pop("local_steps", None)  # --local-epochs replaces steps from the file
+    if "local_steps" in explicit and "local_epochs" not in explicit:
+        values.pop("local_epochs", None)
+    return RunConfig.from_dict({**values, **explicit})
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A plain aligned text table (first column left-aligned, the rest right-aligned)."""
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        )
+
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The readable report of ``fedkit run``: header, per-silo table, Avg accuracy, notes."""
+    config, final = summary["config"], summary["final"]
+    steps = (
+        f"{config['local_steps']} local steps" if config["local_steps"] else f"{config['local_epochs']} local epochs"
+    )
+    head = (
+        f"run {summary['run_id']} {summary['status']} · split {config['split']} · {config['strategy']} · "
+        f"{final.get('round', 0)}/{config['rounds']} rounds · {steps} · "
+        f"{config['optimizer']} lr {config['lr']} · seed {config['seed']}"
+    )
+    rows = [{"silo": s, **m} for s, m in final["silos"].items()] + [{"silo": "pooled", **final["pooled"]}]
+    body = format_table(rows, ["silo", "n_test", "loss", "auc", "accuracy"])
+    avg = f"avg_accuracy (unweighted mean over silos, FLamby's Avg{len(final['silos'])}): {_fmt(final['avg_accuracy'])}"
+    lines = [head, "", "Global model on each silo's test set:", body, "", avg]
+    lines += [f"note: {n}" for n in summary.get("notes", [])]
+    return "\n".join(lines)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``fedkit run``."""
+    import fedkit
+
+    config = config_from_args(args)
+    result = fedkit.run(config, progress=not args.quiet)
+    summary = result.summary()
+    print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    """``fedkit data info``."""
+    from fedkit.data import load_silos
+
+    federation = load_silos(args.split, silos=args.silos, alpha=args.alpha, seed=args.seed, verify=args.verify)
+    rows = federation.summary()
+    if args.json:
+        print(json.dumps({"split": federation.split, "silos": rows, "features": list(federation.features),
+                          "data": federation.provenance.as_dict()}, indent=2))  # fmt: skip
+        return 0
+    total = {k: sum(r[k] for r in rows) for k in ("rows", "positives", "train", "test")}
+    total["positive_rate"] = total["positives"] / total["rows"]
+    verified = "verified" if federation.provenance.verified else "NOT verified"
+    print(
+        f"split {federation.split} · {len(rows)} silos · {len(federation.features)} features · "
+        f"data {federation.provenance.directory} ({verified})"
+    )
+    print(
+        format_table(
+            [*rows, {"silo": "total", **total}], ["silo", "rows", "positives", "positive_rate", "train", "test"]
+        )
+    )
+    return 0
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    """``fedkit data download``."""
+    from fedkit.data import uci
+    from fedkit.paths import data_dir
+
+    target = data_dir()
+    digests = uci.ensure_files(target)
+    print(f"{len(digests)} verified files in {target}")
+    return 0
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    """``fedkit runs list``."""
+    from fedkit.tracking.local import LocalStore
+
+    rows = LocalStore().list_runs()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("No runs recorded yet; start one with `fedkit run`.")
+    else:
+        print(
+            format_table(
+                rows,
+                ["run_id", "status", "created_at", "split", "strategy", "rounds", "seed", "avg_accuracy", "pooled_auc"],
+            )
+        )
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    """``fedkit runs show RUN_ID``."""
+    from fedkit.tracking.local import LocalStore
+
+    run = LocalStore().get(args.run_id)
+    run.pop("params")
+    if args.json:
+        print(json.dumps(run, indent=2))
+        return 0
+    print(f"run {run['run_id']} · status {run['status']} · fedkit {run['fedkit_version']} · "
+          f"started {run['created_at']} · ended {run['finished_at'] or '-'}")  # fmt: skip
+    print("config: " + ", ".join(f"{k}={v}" for k, v in run["config"].items()))
+    print(f"data: {run['data']['directory']} ({'verified' if run['data']['verified'] else 'NOT verified'})")
+    if run["summary"]:
+        print()
+        print(format_summary(run["summary"]))
+    if run["error"]:
+        print("\nerror:\n" + run["error"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fedkit`` argument parser with all subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="fedkit", description="Cross-silo federated learning on the UCI Heart Disease hospitals."
+    )
+    parser.add_argument("--version", action="version", version=f"fedkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="train federatedly and record the run",
+        description="Train federatedly and record the run in the local store.",
+    )
+    run.add_argument("--config", metavar="FILE", help="YAML or JSON file of RunConfig fields (flags override it)")
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    run.add_argument("--compact", action="store_true", help="with --json: one line")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_config_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    data = sub.add_parser("data", help="the UCI Heart Disease files and silos").add_subparsers(
+        dest="data_command", required=True, metavar="COMMAND"
+    )
+    info = data.add_parser("info", help="rows, positives and train/test sizes per silo")
+    info.add_argument("--split", default="flamby", help="split to show (default: flamby)")
+    info.add_argument("--silos", type=int, default=None, help="silos of a synthetic split")
+    info.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of dirichlet/quantity splits")
+    info.add_argument("--seed", type=int, default=42, help="seed of the split")
+    info.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True, help="check sha256 pins")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(func=cmd_data_info)
+    download = data.add_parser("download", help="download and verify the files into the data folder")
+    download.set_defaults(func=cmd_data_download)
+
+    runs = sub.add_parser("runs", help="recorded runs in the local store").add_subparsers(
+        dest="runs_command", required=True, metavar="COMMAND"
+    )
+    listing = runs.add_parser("list", help="every recorded run, newest first")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=cmd_runs_list)
+    show = runs.add_parser("show", help="one run: config, data, final metrics")
+    show.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=cmd_runs_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fedkit`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except FedkitError as exc:
+        print(f"fedkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedkit: stopped (Ctrl-C); the run is recorded as stopped.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
