@@ -1,0 +1,74 @@
+"""The CLI: parameter merging (patched API call), the --json schema, tables, errors."""
+
+from __future__ import annotations
+
+import json
+from unittest import mock
+
+import pytest
+
+import fedkit
+from fedkit import RunConfig
+from fedkit.cli import main
+
+
+def test_flags_override_the_config_file_which_overrides_defaults(tmp_path) -> None:
+    (tmp_path / "c.yaml").write_text("split: dirichlet\nsilos: 6\nalpha: 0.2\nlr: 0.05\nlocal_steps: 7\n")
+    with mock.patch.object(fedkit, "run", side_effect=SystemExit(0)) as run:
+        with pytest.raises(SystemExit):
+            main(["run", "--config", str(tmp_path / "c.yaml"), "--lr", "0.1", "--local-epochs", "2", "--no-verify"])
+    config = run.call_args.args[0]
+    assert config == RunConfig(split="dirichlet", silos=6, alpha=0.2, lr=0.1, local_epochs=2, verify=False)
+
+
+def test_every_config_field_has_a_flag(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    for name in RunConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in text
+
+
+def test_run_json_schema(data_dir, capsys) -> None:
+    assert main(["run", "--rounds", "2", "--local-steps", "5", "--json", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {"run_id", "config", "final", "history"} <= set(summary)
+    assert summary["config"] == RunConfig(rounds=2, local_steps=5).to_dict()
+    final = summary["final"]
+    assert set(final["silos"]) == {"cleveland", "hungarian", "switzerland", "va"}
+    for block in [*final["silos"].values(), final["pooled"]]:
+        assert set(block) == {"accuracy", "auc", "loss", "n_test"}
+        assert isinstance(block["n_test"], int) and all(isinstance(block[m], float) for m in ("accuracy", "auc", "loss"))
+    assert isinstance(final["avg_accuracy"], float)
+    for row in summary["history"]:
+        assert set(row) == {"round", "silo", "model", "split", "metric", "value"}
+        assert row["model"] in ("local", "global") and row["split"] in ("train", "test")
+    assert fedkit.load_run(summary["run_id"])["summary"] == summary
+
+
+def test_run_prints_a_per_silo_table_and_runs_list_and_show_read_it(data_dir, capsys) -> None:
+    assert main(["run", "--rounds", "1", "--local-steps", "3", "-q"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("cleveland", "switzerland", "pooled", "avg_accuracy", "n_test"):
+        assert needle in out
+    run_id = out.split()[1]
+    assert main(["runs", "list"]) == 0
+    assert run_id in capsys.readouterr().out
+    assert main(["runs", "show", run_id[:17]]) == 0
+    assert "status finished" in capsys.readouterr().out
+
+
+def test_bad_values_exit_2_with_the_message(capsys) -> None:
+    assert main(["run", "--optimizer", "rmsprop"]) == 2
+    err = capsys.readouterr().err
+    assert "fedkit: error: The 'optimizer' parameter of RunConfig must be one of 'sgd', 'adam', 'adamw'" in err
+    assert main(["runs", "show", "nope"]) == 2
+    assert "No run 'nope'" in capsys.readouterr().err
+
+
+def test_data_info_shows_the_silos(data_dir, capsys) -> None:
+    assert main(["data", "info", "--split", "flamby"]) == 0
+    out = capsys.readouterr().out
+    assert "cleveland" in out and "199" in out and "104" in out and "verified" in out
+    assert main(["data", "info", "--split", "iid", "--silos", "5", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["silos"]) == 5

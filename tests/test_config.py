@@ -1,0 +1,88 @@
+"""RunConfig validation: every validated field rejects a bad value with a message naming it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import pytest
+
+from fedkit import RunConfig
+from fedkit.config import CONSTRAINTS
+from fedkit.errors import ConfigError, ConfigTypeError, FedkitError
+
+BAD = {
+    "split": "hospital",
+    "silos": 0,
+    "alpha": 0.0,
+    "missing": "mean",
+    "standardize": "global",
+    "seed": -1,
+    "verify": "yes",
+    "model": "resnet",
+    "hidden": 0,
+    "strategy": "fedsgd",
+    "rounds": 0,
+    "fraction": 1.5,
+    "local_steps": 0,
+    "local_epochs": -2,
+    "batch_size": 0,
+    "lr": 0.0,
+    "optimizer": "rmsprop",
+    "momentum": 1.0,
+    "weight_decay": -0.1,
+}
+
+
+def test_every_field_is_validated_and_covered_here() -> None:
+    assert set(CONSTRAINTS) == {f.name for f in fields(RunConfig)} == set(BAD)
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_value_names_the_field_the_value_and_what_is_allowed(name: str) -> None:
+    with pytest.raises(FedkitError) as err:
+        RunConfig(**{name: BAD[name]})
+    message = str(err.value)
+    assert f"'{name}' parameter of RunConfig must be" in message
+    assert repr(BAD[name]) in message
+    assert isinstance(err.value, ValueError | TypeError)
+
+
+def test_wrong_type_is_a_type_error() -> None:
+    with pytest.raises(ConfigTypeError, match="'rounds' parameter of RunConfig must be an int"):
+        RunConfig(rounds=2.5)
+    with pytest.raises(ConfigTypeError, match="'lr' parameter"):
+        RunConfig(lr="fast")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"local_steps": 5, "local_epochs": 1}, "set only one of them"),
+        ({"optimizer": "adam", "momentum": 0.9}, "only applies to optimizer='sgd'"),
+        ({"split": "flamby", "silos": 8}, "must be None or 4 with split='flamby'"),
+        ({"split": "flamby", "missing": "impute"}, "must be 'drop' or None with split='flamby'"),
+    ],
+)
+def test_invalid_combinations_are_explained(kwargs: dict, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        RunConfig(**kwargs)
+
+
+def test_local_steps_default_to_flamby_unless_epochs_are_given() -> None:
+    assert RunConfig().local_steps == 100
+    assert RunConfig(local_epochs=2).local_steps is None
+
+
+def test_config_files_and_unknown_keys(tmp_path) -> None:
+    (tmp_path / "c.yaml").write_text("split: iid\nsilos: 6\nlr: 0.01\n")
+    (tmp_path / "c.json").write_text(json.dumps({"rounds": 3}))
+    assert RunConfig.from_file(tmp_path / "c.yaml") == RunConfig(split="iid", silos=6, lr=0.01)
+    assert RunConfig.from_file(tmp_path / "c.json").rounds == 3
+    with pytest.raises(ConfigError, match="no field 'round'. Did you mean 'rounds'"):
+        RunConfig.from_dict({"round": 3})
+    (tmp_path / "bad.json").write_text("{rounds: 3")
+    with pytest.raises(ConfigError, match=r"bad\.json is not valid JSON"):
+        RunConfig.from_file(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="does not exist"):
+        RunConfig.from_file(tmp_path / "none.yaml")

@@ -1,0 +1,109 @@
+"""Silo splits: the FLamby protocol sizes, partition invariants, seeding, skew, standardization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedkit.data import load_silos
+from fedkit.data import partition, preprocess
+from fedkit.errors import ConfigError
+
+FLAMBY_SIZES = {"cleveland": (199, 104), "hungarian": (172, 89), "switzerland": (30, 16), "va": (85, 45)}
+
+
+def test_flamby_protocol_sizes_features_and_seed_independence(data_dir) -> None:
+    for seed in (0, 42):
+        fed = load_silos("flamby", seed=seed)
+        assert {s.name: (s.n_train, s.n_test) for s in fed.silos} == FLAMBY_SIZES
+        assert len(fed.features) == 13 and all(s.x_train.shape[1] == 13 for s in fed.silos)
+    switzerland = fed.silos[2]
+    assert 0 < switzerland.y_test.sum() < switzerland.n_test  # both classes, so AUC is defined
+
+
+def test_flamby_standardizes_each_center_with_its_own_train_statistics(data_dir) -> None:
+    for silo in load_silos("flamby").silos:
+        std = silo.x_train.std(axis=0, ddof=1)
+        assert np.allclose(silo.x_train.mean(axis=0), 0, atol=1e-5)
+        assert np.allclose(std[std > 0], 1, atol=1e-4)
+
+
+def test_hospitals_split_keeps_every_patient_with_imputation(data_dir) -> None:
+    fed = load_silos("hospitals")
+    assert sum(s.n_train + s.n_test for s in fed.silos) == 920
+    assert not any(np.isnan(s.x_train).any() or np.isnan(s.x_test).any() for s in fed.silos)
+    dropped = load_silos("hospitals", missing="drop")
+    assert sum(s.n_train + s.n_test for s in dropped.silos) == 740
+
+
+@pytest.mark.parametrize("split", ["iid", "dirichlet", "quantity"])
+def test_synthetic_splits_hold_every_row_once_and_are_seeded(data_dir, split: str) -> None:
+    a = load_silos(split, silos=7, seed=3)
+    b = load_silos(split, silos=7, seed=3)
+    c = load_silos(split, silos=7, seed=4)
+    assert len(a.silos) == 7
+    assert sum(s.n_train + s.n_test for s in a.silos) == 920
+    for s, t in zip(a.silos, b.silos, strict=True):
+        assert np.array_equal(s.x_train, t.x_train) and np.array_equal(s.y_test, t.y_test)
+    assert any(s.n_train != t.n_train or not np.array_equal(s.y_train, t.y_train) for s, t in zip(a.silos, c.silos, strict=True))
+
+
+@pytest.mark.parametrize("kind", ["iid", "dirichlet", "quantity"])
+def test_partitions_are_a_cover_without_overlap(kind: str) -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    parts = {
+        "iid": lambda: partition.iid(500, 9, rng),
+        "dirichlet": lambda: partition.dirichlet(labels, 9, 0.3, rng, min_size=5),
+        "quantity": lambda: partition.quantity(500, 9, 0.3, rng, min_size=5),
+    }[kind]()
+    everything = np.concatenate(parts)
+    assert len(everything) == 500 and np.array_equal(np.sort(everything), np.arange(500))
+    assert min(len(p) for p in parts) >= (1 if kind == "iid" else 5)
+
+
+def _label_skew(alpha: float) -> float:
+    """Mean over seeds of the mean absolute gap between each silo's positive rate and the global rate."""
+    labels = np.r_[np.zeros(400, int), np.ones(400, int)]
+    gaps = []
+    for seed in range(20):
+        parts = partition.dirichlet(labels, 8, alpha, np.random.default_rng(seed), min_size=1)
+        gaps.append(np.mean([abs(labels[p].mean() - 0.5) for p in parts]))
+    return float(np.mean(gaps))
+
+
+def test_smaller_alpha_gives_more_label_skew() -> None:
+    skews = [_label_skew(a) for a in (0.1, 1.0, 100.0)]
+    assert skews[0] > skews[1] > skews[2]
+    assert skews[2] < 0.05 < 0.25 < skews[0]
+
+
+def test_smaller_alpha_gives_more_size_skew() -> None:
+    def spread(alpha: float) -> float:
+        sizes = [len(p) for s in range(20) for p in partition.quantity(800, 8, alpha, np.random.default_rng(s))]
+        return float(np.std(sizes))
+
+    assert spread(0.2) > spread(2.0) > spread(200.0)
+
+
+def test_too_many_silos_is_a_clear_error(data_dir) -> None:
+    with pytest.raises(ConfigError, match="Cannot split 920 rows into 200 silos of at least 6 rows each .*at most 153"):
+        load_silos("iid", silos=200)
+
+
+def test_federated_standardization_equals_pooled_train_statistics(data_dir) -> None:
+    raw = load_silos("hospitals", missing="drop", standardize="none")
+    fed = load_silos("hospitals", missing="drop", standardize="federated")
+    pooled = np.concatenate([s.x_train for s in raw.silos]).astype(np.float64)
+    mean, std = pooled.mean(axis=0), pooled.std(axis=0, ddof=1)
+    for r, f in zip(raw.silos, fed.silos, strict=True):
+        assert np.allclose(f.x_train, (r.x_train - mean) / (std + preprocess.STD_EPS), atol=1e-4)
+    m = preprocess.combine([preprocess.moments(s.x_train.astype(np.float64)) for s in raw.silos])
+    assert np.allclose(preprocess.mean_std(m)[0], mean) and np.allclose(preprocess.mean_std(m)[1], std)
+
+
+def test_flamby_split_rejects_imputation_and_other_silo_counts(data_dir) -> None:
+    with pytest.raises(ConfigError, match="'missing' parameter of load_silos must be 'drop'"):
+        load_silos("flamby", missing="impute")
+    with pytest.raises(ConfigError, match="'silos' parameter of load_silos must be None or 4"):
+        load_silos("hospitals", silos=3)
