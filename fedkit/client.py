@@ -9,7 +9,6 @@ and silo, so every engine draws the same batches.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,8 +20,18 @@ if TYPE_CHECKING:  # torch is imported when training starts, so `import fedkit` 
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 
-Penalty = Callable[[list["torch.Tensor"]], "torch.Tensor"]
-"""An extra term of the local objective (e.g. FedProx's proximal term), given the model's parameters."""
+
+@dataclass(frozen=True)
+class LocalTerm:
+    """What a strategy adds to every silo's local objective, as data (so any engine can apply it).
+
+    - ``prox_mu`` / ``anchor``: FedProx's proximal term ``mu/2 * ||w - anchor||^2`` (Li et al. 2020).
+    - ``correction``: a vector added to every gradient step (SCAFFOLD's ``c - c_i``, Karimireddy et al. 2020).
+    """
+
+    prox_mu: float = 0.0
+    anchor: np.ndarray | None = None
+    correction: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ def train_local(
     hp: LocalTraining,
     rng: np.random.Generator,
     *,
-    penalty: Penalty | None = None,
+    term: LocalTerm | None = None,
 ) -> LocalResult:
     """Train ``model`` from parameters ``start`` on ``(x, y)``; ``start`` is left untouched.
 
@@ -95,6 +104,10 @@ def train_local(
     set_flat(model, start)
     params = list(model.parameters())
     optimizer = make_optimizer(hp, params)
+    anchor = None if term is None or not term.prox_mu else torch.as_tensor(term.anchor, dtype=torch.float32)
+    correction = (
+        None if term is None or term.correction is None else torch.as_tensor(term.correction, dtype=torch.float32)
+    )
     loss_fn = nn.BCEWithLogitsLoss()
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     batches = batch_schedule(len(y), hp.batch_size, hp.n_steps(len(y)), rng)
@@ -105,8 +118,14 @@ def train_local(
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(xt[index]), yt[index])
         total += loss.item()
-        if penalty is not None:
-            loss = loss + penalty(params)
+        if anchor is not None:
+            flat = torch.cat([p.reshape(-1) for p in params])
+            loss = loss + 0.5 * term.prox_mu * torch.sum((flat - anchor) ** 2)
         loss.backward()
+        if correction is not None:
+            offset = 0
+            for p in params:
+                p.grad += correction[offset : offset + p.numel()].view_as(p)
+                offset += p.numel()
         optimizer.step()
     return LocalResult(get_flat(model), total / max(len(batches), 1), len(batches))

@@ -12,7 +12,7 @@ from fedkit._validation import NONE, Interval, Options, validate_params
 from fedkit.client import OPTIMIZERS, LocalTraining
 from fedkit.data.silos import DATA_CONSTRAINTS, MISSING, SPLITS, STANDARDIZE, check_data_options
 from fedkit.errors import ConfigError
-from fedkit.strategies import STRATEGIES
+from fedkit.strategies import HYPERPARAMETERS, STRATEGIES, options_of
 
 DEFAULT_LOCAL_STEPS = 100
 MODELS: tuple[str, ...] = ("logreg", "mlp")
@@ -39,6 +39,17 @@ class RunConfig:
     model: str = field(default="logreg", metadata=_help(f"model: {', '.join(MODELS)}"))
     hidden: int = field(default=16, metadata=_help("hidden units of the mlp model"))
     strategy: str = field(default="fedavg", metadata=_help(f"aggregation strategy: {', '.join(STRATEGIES)}"))
+    server_lr: float | None = field(
+        default=None, metadata=_help("server learning rate (fedavgm, scaffold, fedadam, fedyogi, fedadagrad)")
+    )
+    server_momentum: float | None = field(default=None, metadata=_help("server momentum (fedavgm)"))
+    mu: float | None = field(default=None, metadata=_help("proximal term weight (fedprox)"))
+    beta1: float | None = field(default=None, metadata=_help("first-moment decay (fedadam, fedyogi, fedadagrad)"))
+    beta2: float | None = field(default=None, metadata=_help("second-moment decay (fedadam, fedyogi)"))
+    tau: float | None = field(default=None, metadata=_help("adaptivity / epsilon (fedadam, fedyogi, fedadagrad)"))
+    trim_beta: float | None = field(default=None, metadata=_help("fraction trimmed at each end (trimmedmean)"))
+    byzantine: int | None = field(default=None, metadata=_help("number of Byzantine silos tolerated (krum)"))
+    krum_m: int | None = field(default=None, metadata=_help("silos averaged by multi-Krum (krum; 1 = Krum)"))
     rounds: int = field(default=15, metadata=_help("federated rounds"))
     fraction: float = field(default=1.0, metadata=_help("fraction of silos sampled each round, in (0, 1]"))
     local_steps: int | None = field(
@@ -74,6 +85,20 @@ class RunConfig:
                 f"momentum={self.momentum} with optimizer={self.optimizer!r}. Set momentum=0 or use sgd."
             )
         check_data_options(self.split, self.silos, self.missing, "RunConfig")
+        takes = options_of(self.strategy)
+        for name in HYPERPARAMETERS:
+            if getattr(self, name) is not None and name not in takes:
+                users = [s for s in STRATEGIES if name in options_of(s)]
+                raise ConfigError(
+                    f"The {name!r} parameter of RunConfig only applies to strategy "
+                    f"{' / '.join(users) or '(none yet)'}; got {name}={getattr(self, name)} with "
+                    f"strategy={self.strategy!r}. Remove it or change the strategy."
+                )
+
+    @property
+    def strategy_options(self) -> dict[str, Any]:
+        """The hyperparameters this run sets for its strategy (unset ones take the strategy's default)."""
+        return {name: getattr(self, name) for name in options_of(self.strategy) if getattr(self, name) is not None}
 
     @property
     def local(self) -> LocalTraining:
@@ -134,6 +159,15 @@ CONSTRAINTS: dict[str, list[Any]] = {
     "model": [Options(MODELS)],
     "hidden": [Interval(int, 1, 4096)],
     "strategy": [Options(STRATEGIES)],
+    "server_lr": [Interval(float, 0, None, closed="neither"), NONE],
+    "server_momentum": [Interval(float, 0, 1, closed="left"), NONE],
+    "mu": [Interval(float, 0, None), NONE],
+    "beta1": [Interval(float, 0, 1, closed="left"), NONE],
+    "beta2": [Interval(float, 0, 1, closed="left"), NONE],
+    "tau": [Interval(float, 0, None, closed="neither"), NONE],
+    "trim_beta": [Interval(float, 0, 0.5, closed="left"), NONE],
+    "byzantine": [Interval(int, 0, None), NONE],
+    "krum_m": [Interval(int, 1, None), NONE],
     "rounds": [Interval(int, 1, 100_000)],
     "fraction": [Interval(float, 0, 1, closed="right")],
     "local_steps": [Interval(int, 1, None), NONE],

@@ -119,7 +119,7 @@ def run(
     )  # fmt: skip
     engine = engine or default_engine(federation, config)
     trackers = list(trackers) if trackers is not None else [LocalStore()]
-    strategy = make_strategy(config.strategy)
+    strategy = make_strategy(config.strategy, **config.strategy_options)
     weights_of = {s.name: s.n_train for s in federation.silos}
     test_labels = {s.name: s.y_test for s in federation.silos}
     n_test = {**{s.name: s.n_test for s in federation.silos}, POOLED: sum(s.n_test for s in federation.silos)}
@@ -146,7 +146,7 @@ def run(
         emit(0, evaluation_rows(0, engine.evaluate(params)))
         for round in range(1, config.rounds + 1):
             chosen = select_silos(engine.silos, config.fraction, config.seed, round)
-            replies = engine.fit(params, round, chosen, strategy)
+            replies = engine.fit(params, round, chosen, strategy.local_term(state, params))
             for hook in hooks:
                 replies = [hook(round, r) for r in replies]
             updates = np.stack([r.params - params for r in replies])

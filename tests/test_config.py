@@ -31,6 +31,15 @@ BAD = {
     "optimizer": "rmsprop",
     "momentum": 1.0,
     "weight_decay": -0.1,
+    "server_lr": 0.0,
+    "server_momentum": 1.0,
+    "mu": -1.0,
+    "beta1": 1.0,
+    "beta2": -0.5,
+    "tau": 0.0,
+    "trim_beta": 0.5,
+    "byzantine": -1,
+    "krum_m": 0,
 }
 
 

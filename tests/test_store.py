@@ -29,10 +29,10 @@ def test_a_run_is_recorded_with_config_metrics_model_version_and_checksums(data_
 
 
 class _Exploding(SimulationEngine):
-    def fit(self, params, round, silos, strategy):  # type: ignore[override]
+    def fit(self, params, round, silos, term=None):  # type: ignore[override]
         if round == 2:
             raise RuntimeError("silo went away")
-        return super().fit(params, round, silos, strategy)
+        return super().fit(params, round, silos, term)
 
 
 def test_a_crash_marks_the_run_failed_with_whole_rounds_only(data_dir) -> None:

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fedkit.strategies.base import Strategy
+from fedkit.client import LocalTerm
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,10 @@ class Engine(Protocol):
         """The seeded initial global parameters."""
         ...
 
-    def fit(self, params: np.ndarray, round: int, silos: Sequence[str], strategy: Strategy) -> list[FitReply]:
-        """Local training of ``silos`` from ``params`` in round ``round`` (the strategy supplies any local term)."""
+    def fit(
+        self, params: np.ndarray, round: int, silos: Sequence[str], term: LocalTerm | None = None
+    ) -> list[FitReply]:
+        """Local training of ``silos`` from ``params`` in round ``round``, adding the strategy's local term."""
         ...
 
     def evaluate(self, params: np.ndarray) -> list[Scores]:

@@ -7,11 +7,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedkit import seeding
-from fedkit.client import LocalTraining, train_local
+from fedkit.client import LocalTerm, LocalTraining, train_local
 from fedkit.data.silos import Federation
 from fedkit.engines.base import FitReply, Scores
 from fedkit.models import build_model, get_flat, logits
-from fedkit.strategies.base import Strategy
 
 
 class SimulationEngine:
@@ -33,8 +32,10 @@ class SimulationEngine:
         """The seeded initial parameters of the model."""
         return get_flat(self._model)
 
-    def fit(self, params: np.ndarray, round: int, silos: Sequence[str], strategy: Strategy) -> list[FitReply]:
-        """Train each silo in ``silos`` from ``params``."""
+    def fit(
+        self, params: np.ndarray, round: int, silos: Sequence[str], term: LocalTerm | None = None
+    ) -> list[FitReply]:
+        """Train each silo in ``silos`` from ``params``, with the strategy's local term if any."""
         replies = []
         for name in silos:
             i = self._index[name]
@@ -42,7 +43,7 @@ class SimulationEngine:
             rng = seeding.stream(self.seed, seeding.SAMPLING, round, i)
             result = train_local(
                 self._model, params, silo.x_train, silo.y_train, self.local, rng,
-                penalty=strategy.penalty(params),
+                term=term,
             )  # fmt: skip
             local_test = Scores(name, silo.y_test, logits(self._model, result.params, silo.x_test))
             replies.append(FitReply(name, result.params, silo.n_train, result.train_loss, result.steps, local_test))

@@ -1,20 +1,35 @@
-"""Aggregation strategies, one module each, registered by name."""
+"""Aggregation strategies, one module each, registered by name.
+
+A strategy's hyperparameters are its dataclass fields (besides ``name``); each has a RunConfig
+field of the same name, and :func:`strategy_options` picks the ones a run sets.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 from fedkit.strategies.base import Strategy
 from fedkit.strategies.fedavg import FedAvg
 
-REGISTRY: dict[str, Callable[..., Strategy]] = {"fedavg": FedAvg}
-STRATEGIES: tuple[str, ...] = tuple(REGISTRY)
+REGISTRY: dict[str, type] = {"fedavg": FedAvg}
+BASELINES: tuple[str, ...] = ("pooled", "local")
+"""Not aggregation strategies: the non-federated references, run through the same loop and metrics."""
+STRATEGIES: tuple[str, ...] = (*REGISTRY, *BASELINES)
+HYPERPARAMETERS: tuple[str, ...] = (
+    "server_lr", "server_momentum", "mu", "beta1", "beta2", "tau", "trim_beta", "byzantine", "krum_m",
+)  # fmt: skip
+
+
+def options_of(name: str) -> tuple[str, ...]:
+    """The hyperparameter names strategy ``name`` takes (none for the baselines)."""
+    cls = REGISTRY.get(name)
+    return () if cls is None else tuple(f.name for f in fields(cls) if f.name != "name")
 
 
 def make_strategy(name: str, **options: Any) -> Strategy:
-    """The strategy registered as ``name`` with its options (validated by RunConfig)."""
-    return REGISTRY[name](**options)
+    """The strategy ``name`` with the given hyperparameters (None means the strategy's default)."""
+    return REGISTRY[name](**{k: v for k, v in options.items() if v is not None})
 
 
-__all__ = ["REGISTRY", "STRATEGIES", "Strategy", "make_strategy"]
+__all__ = ["BASELINES", "HYPERPARAMETERS", "REGISTRY", "STRATEGIES", "Strategy", "make_strategy", "options_of"]

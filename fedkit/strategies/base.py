@@ -6,7 +6,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from fedkit.client import Penalty
+from fedkit.client import LocalTerm
 
 
 class EmptyState(NamedTuple):
@@ -18,7 +18,9 @@ class Strategy(Protocol):
 
     ``init(params) -> state`` and ``aggregate(updates, weights, state, params) -> (params, state)``
     are pure: no I/O, inputs untouched, state returned (a NamedTuple), never kept on ``self``.
-    ``updates`` are the silos' parameter deltas (local minus global), shape (silos, parameters).
+    ``updates`` are the silos' parameter deltas (local minus global), shape (silos, parameters);
+    ``weights`` their train sizes. The strategy's hyperparameters are its dataclass fields, named
+    as the RunConfig fields that set them.
     """
 
     name: str
@@ -33,6 +35,18 @@ class Strategy(Protocol):
         """New global parameters and state from this round's updates."""
         ...
 
-    def penalty(self, global_params: np.ndarray) -> Penalty | None:
-        """An extra local-objective term for the silos this round (None for most strategies)."""
+    def local_term(self, state: Any, params: np.ndarray) -> LocalTerm | None:
+        """What the silos add to their local objective this round (None for server-only strategies)."""
         ...
+
+
+class ServerSide:
+    """Defaults for strategies that act only on the server: no state, no local term."""
+
+    def init(self, params: np.ndarray) -> Any:
+        """No state."""
+        return EmptyState()
+
+    def local_term(self, state: Any, params: np.ndarray) -> LocalTerm | None:
+        """Silos train plainly."""
+        return None
