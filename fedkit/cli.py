@@ -88,7 +88,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     rows = [{"silo": s, **m} for s, m in final["silos"].items()] + [{"silo": "pooled", **final["pooled"]}]
     body = format_table(rows, ["silo", "n_test", "loss", "auc", "accuracy"])
     avg = f"avg_accuracy (unweighted mean over silos, FLamby's Avg{len(final['silos'])}): {_fmt(final['avg_accuracy'])}"
-    lines = [head, "", "Global model on each silo's test set:", body, "", avg]
+    title = "Global model" if final.get("model", "global") == "global" else "Each silo's own (personalized) model"
+    lines = [head, "", f"{title} on each silo's test set:", body, "", avg]
     lines += [f"note: {n}" for n in summary.get("notes", [])]
     return "\n".join(lines)
 

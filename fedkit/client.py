@@ -1,9 +1,9 @@
-"""Local training of one silo: the reference per-silo path for any ``torch.nn.Module``.
+"""Local training of one silo: hyperparameters, the batch plan, and the reference per-silo torch path.
 
 Batches follow ``DataLoader(shuffle=True)`` semantics: each epoch is a fresh permutation cut into
 batches (the last one may be smaller), and ``local_steps`` runs across epoch boundaries as FLamby's
-trainer does. The batch order comes from a generator the caller derives from the run seed, round
-and silo, so every engine draws the same batches.
+trainer does. The plan comes from a generator derived from the run seed, round and silo, so every
+engine (per-silo torch, vectorized, remote) draws the same batches.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # torch is imported when training starts, so `import fedkit` stays fast
-    import torch
     from torch import nn
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,13 @@ class LocalTerm:
     """What a strategy adds to every silo's local objective, as data (so any engine can apply it).
 
     - ``prox_mu`` / ``anchor``: FedProx's proximal term ``mu/2 * ||w - anchor||^2`` (Li et al. 2020).
-    - ``correction``: a vector added to every gradient step (SCAFFOLD's ``c - c_i``, Karimireddy et al. 2020).
+    - ``control``: SCAFFOLD's server control variate ``c``; a silo adds ``c - c_i`` to every
+      gradient, with ``c_i`` its own control variate (Karimireddy et al. 2020).
     """
 
     prox_mu: float = 0.0
     anchor: np.ndarray | None = None
-    correction: np.ndarray | None = None
+    control: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -53,29 +55,23 @@ class LocalTraining:
         return (self.local_epochs or 1) * math.ceil(n_train / self.batch_size)
 
 
-def batch_schedule(n_train: int, batch_size: int, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """The row indices of each of ``steps`` batches: epochs of fresh permutations, cut in order."""
-    batches: list[np.ndarray] = []
-    while len(batches) < steps:
-        order = rng.permutation(n_train)
-        batches.extend(order[i : i + batch_size] for i in range(0, n_train, batch_size))
-    return batches[:steps]
+def batch_plan(n_train: int, batch_size: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices of ``steps`` batches, shape (steps, batch_size), ``-1`` where an epoch's last batch is short.
 
-
-def make_optimizer(hp: LocalTraining, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    """The torch optimizer named by ``hp.optimizer`` with its learning rate, momentum and weight decay."""
-    import torch
-
-    if hp.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-    if hp.optimizer == "adam":
-        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
-    return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+    Each epoch is the argsort of fresh uniform keys (a uniform random permutation), drawn for all
+    needed epochs in one call.
+    """
+    per_epoch = math.ceil(n_train / batch_size)
+    epochs = math.ceil(steps / per_epoch)
+    order = np.argsort(rng.random((epochs, n_train)), axis=1, kind="stable")
+    padded = np.full((epochs, per_epoch * batch_size), -1, dtype=np.int64)
+    padded[:, :n_train] = order
+    return padded.reshape(epochs * per_epoch, batch_size)[:steps]
 
 
 @dataclass(frozen=True)
 class LocalResult:
-    """What a silo sends back: its new parameters, mean training loss over its steps, and step count."""
+    """What a silo's training returns: its new parameters, mean training loss over its steps, and step count."""
 
     params: np.ndarray
     train_loss: float
@@ -88,13 +84,17 @@ def train_local(
     x: np.ndarray,
     y: np.ndarray,
     hp: LocalTraining,
-    rng: np.random.Generator,
+    plan: np.ndarray,
     *,
-    term: LocalTerm | None = None,
+    prox_mu: float = 0.0,
+    anchor: np.ndarray | None = None,
+    correction: np.ndarray | None = None,
 ) -> LocalResult:
-    """Train ``model`` from parameters ``start`` on ``(x, y)``; ``start`` is left untouched.
+    """Train ``model`` from parameters ``start`` on ``(x, y)`` following ``plan``; ``start`` is left untouched.
 
-    The optimizer state starts fresh every call (every round), as in FedAvg.
+    The loss of a step is the mean BCE over the batch, plus ``prox_mu/2 * ||w - anchor||^2``;
+    ``correction`` is added to the gradient before the optimizer step. The optimizer state starts
+    fresh every call (every round), as in FedAvg.
     """
     import torch
     from torch import nn
@@ -103,29 +103,30 @@ def train_local(
 
     set_flat(model, start)
     params = list(model.parameters())
-    optimizer = make_optimizer(hp, params)
-    anchor = None if term is None or not term.prox_mu else torch.as_tensor(term.anchor, dtype=torch.float32)
-    correction = (
-        None if term is None or term.correction is None else torch.as_tensor(term.correction, dtype=torch.float32)
-    )
+    if hp.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+    elif hp.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=hp.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=hp.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=hp.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    batches = batch_schedule(len(y), hp.batch_size, hp.n_steps(len(y)), rng)
+    anchor_t = torch.as_tensor(anchor, dtype=torch.float32) if prox_mu else None
+    correction_t = None if correction is None else torch.as_tensor(correction, dtype=torch.float32)
     total = 0.0
     model.train()
-    for rows in batches:
-        index = torch.as_tensor(rows)
+    for rows in plan:
+        index = torch.as_tensor(rows[rows >= 0])
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(xt[index]), yt[index])
         total += loss.item()
-        if anchor is not None:
-            flat = torch.cat([p.reshape(-1) for p in params])
-            loss = loss + 0.5 * term.prox_mu * torch.sum((flat - anchor) ** 2)
+        if anchor_t is not None:
+            loss = loss + 0.5 * prox_mu * torch.sum((torch.cat([p.reshape(-1) for p in params]) - anchor_t) ** 2)
         loss.backward()
-        if correction is not None:
+        if correction_t is not None:
             offset = 0
             for p in params:
-                p.grad += correction[offset : offset + p.numel()].view_as(p)
+                p.grad += correction_t[offset : offset + p.numel()].view_as(p)
                 offset += p.numel()
         optimizer.step()
-    return LocalResult(get_flat(model), total / max(len(batches), 1), len(batches))
+    return LocalResult(get_flat(model), total / max(len(plan), 1), len(plan))

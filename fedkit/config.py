@@ -14,6 +14,8 @@ from fedkit.data.silos import DATA_CONSTRAINTS, MISSING, SPLITS, STANDARDIZE, ch
 from fedkit.errors import ConfigError
 from fedkit.strategies import HYPERPARAMETERS, STRATEGIES, options_of
 
+PERSONALIZE: tuple[str, ...] = ("none", "finetune", "fedper")
+BACKENDS: tuple[str, ...] = ("vectorized", "torch")
 DEFAULT_LOCAL_STEPS = 100
 MODELS: tuple[str, ...] = ("logreg", "mlp")
 
@@ -50,6 +52,21 @@ class RunConfig:
     trim_beta: float | None = field(default=None, metadata=_help("fraction trimmed at each end (trimmedmean)"))
     byzantine: int | None = field(default=None, metadata=_help("number of Byzantine silos tolerated (krum)"))
     krum_m: int | None = field(default=None, metadata=_help("silos averaged by multi-Krum (krum; 1 = Krum)"))
+    personalize: str = field(
+        default="none",
+        metadata=_help(
+            "personalized models per silo: none, finetune (FedAvg + local fine-tuning), "
+            "fedper (per-silo output layer; bias for logreg)"
+        ),
+    )
+    finetune_steps: int | None = field(
+        default=None,
+        metadata=_help("local fine-tuning steps with --personalize finetune (default: one round of local steps)"),
+    )
+    backend: str = field(
+        default="vectorized",
+        metadata=_help("simulation trainer: vectorized (numpy, all silos per step) or torch (per silo)"),
+    )
     rounds: int = field(default=15, metadata=_help("federated rounds"))
     fraction: float = field(default=1.0, metadata=_help("fraction of silos sampled each round, in (0, 1]"))
     local_steps: int | None = field(
@@ -85,6 +102,16 @@ class RunConfig:
                 f"momentum={self.momentum} with optimizer={self.optimizer!r}. Set momentum=0 or use sgd."
             )
         check_data_options(self.split, self.silos, self.missing, "RunConfig")
+        if self.finetune_steps is not None and self.personalize != "finetune":
+            raise ConfigError(
+                f"The 'finetune_steps' parameter of RunConfig only applies to personalize='finetune'; got "
+                f"finetune_steps={self.finetune_steps} with personalize={self.personalize!r}."
+            )
+        if self.personalize != "none" and self.strategy in ("local", "pooled"):
+            raise ConfigError(
+                f"The 'personalize' parameter of RunConfig must be 'none' with strategy={self.strategy!r} "
+                f"(a baseline); got {self.personalize!r}."
+            )
         takes = options_of(self.strategy)
         for name in HYPERPARAMETERS:
             if getattr(self, name) is not None and name not in takes:
@@ -168,6 +195,9 @@ CONSTRAINTS: dict[str, list[Any]] = {
     "trim_beta": [Interval(float, 0, 0.5, closed="left"), NONE],
     "byzantine": [Interval(int, 0, None), NONE],
     "krum_m": [Interval(int, 1, None), NONE],
+    "personalize": [Options(PERSONALIZE)],
+    "finetune_steps": [Interval(int, 1, None), NONE],
+    "backend": [Options(BACKENDS)],
     "rounds": [Interval(int, 1, 100_000)],
     "fraction": [Interval(float, 0, 1, closed="right")],
     "local_steps": [Interval(int, 1, None), NONE],

@@ -66,3 +66,16 @@ def logits(model: nn.Module, flat: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Logits of the model with parameters ``flat`` on rows ``x``."""
     set_flat(model, flat)
     return model(torch.as_tensor(x)).numpy().astype(np.float64)
+
+
+def personal_mask(model: nn.Module) -> np.ndarray:
+    """Which flat parameters a silo keeps for itself in FedPer (Arivazhagan et al. 2019): the output layer.
+
+    When the output layer is the whole model (logistic regression), only its bias is personal: a
+    per-silo intercept on shared weights, so the model stays federated.
+    """
+    layers = [m for m in model.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
+    head = {id(p) for p in layers[-1].parameters(recurse=False)}
+    if len(layers) == 1:
+        head = {id(p) for name, p in layers[-1].named_parameters(recurse=False) if name == "bias"}
+    return np.concatenate([np.full(p.numel(), id(p) in head) for p in model.parameters()])

@@ -20,11 +20,11 @@ def _json_float(value: float) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int]) -> dict[str, Any]:
-    """The ``final`` block of a summary: the global model's test metrics at the last round."""
-    rows = [r for r in history if r["model"] == "global" and r["split"] == "test"]
+def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int], model: str = "global") -> dict[str, Any]:
+    """The ``final`` block of a summary: test metrics of ``model`` ("global"/"personal") at the last round."""
+    rows = [r for r in history if r["model"] == model and r["split"] == "test"]
     if not rows:
-        return {"silos": {}, POOLED: None, "avg_accuracy": None}
+        return {"model": model, "silos": {}, POOLED: None, "avg_accuracy": None}
     last = max(r["round"] for r in rows)
     values = {(r["silo"], r["metric"]): r["value"] for r in rows if r["round"] == last}
 
@@ -34,6 +34,7 @@ def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int]) -> dict
     silos = {s: block(s) for s in n_test if s != POOLED}
     accuracies = [b["accuracy"] for b in silos.values()]
     return {
+        "model": model,
         "round": last,
         "silos": silos,
         POOLED: block(POOLED),
@@ -67,6 +68,7 @@ class RunResult:
     n_test: dict[str, int]
     data: dict[str, Any]
     notes: list[str] = field(default_factory=list)
+    scored: str = "global"
 
     @property
     def history(self) -> pd.DataFrame:
@@ -77,8 +79,12 @@ class RunResult:
 
     @property
     def final(self) -> dict[str, Any]:
-        """Final global-model test metrics per silo and pooled, and their unweighted mean accuracy."""
-        return final_metrics(self.records, self.n_test)
+        """Final test metrics per silo and pooled, and their unweighted mean accuracy.
+
+        Scored with the model each silo would use: the global model, or its own personalized model
+        (``personalize`` / the ``local`` baseline), as ``final["model"]`` says.
+        """
+        return final_metrics(self.records, self.n_test, self.scored)
 
     def table(self) -> pd.DataFrame:
         """The final per-silo table (plus pooled), one row per silo."""

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,10 +16,13 @@ from fedkit import seeding
 from fedkit.config import RunConfig
 from fedkit.data.silos import Federation, load_silos
 from fedkit.engines.base import Engine, FitReply, Scores
-from fedkit.metrics import binary_metrics
+from fedkit.metrics import METRICS, binary_metrics, grouped_metrics
 from fedkit.result import POOLED, RunResult, undefined_auc_notes
-from fedkit.strategies import make_strategy
+from fedkit.strategies import BASELINES, make_strategy
 from fedkit.tracking.base import Tracker
+
+if TYPE_CHECKING:
+    from torch import nn
 
 UpdateHook = Callable[[int, FitReply], FitReply]
 """Called on every silo reply before aggregation (DP noise, validation, secure aggregation masks...)."""
@@ -63,30 +66,39 @@ def metric_rows(round: int, model: str, split: str, silo: str, values: dict[str,
     ]
 
 
-def evaluation_rows(round: int, scores: list[Scores]) -> list[dict[str, Any]]:
-    """Global-model test metrics per silo and on the pooled test set (all silos' test rows)."""
-    rows = []
-    for s in scores:
-        rows += metric_rows(round, "global", "test", s.silo, binary_metrics(s.labels, s.logits))
+def score_rows(round: int, model: str, scores: list[Scores], pooled: bool = True) -> list[dict[str, Any]]:
+    """Test metrics of ``model`` per silo (one grouped pass) and, if ``pooled``, on all silos' rows together."""
     labels = np.concatenate([s.labels for s in scores])
     logits = np.concatenate([s.logits for s in scores])
-    return rows + metric_rows(round, "global", "test", POOLED, binary_metrics(labels, logits))
+    group = np.repeat(np.arange(len(scores)), [len(s.labels) for s in scores])
+    values = grouped_metrics(labels, logits, group, len(scores))
+    rows = [
+        {"round": round, "silo": s.silo, "model": model, "split": "test", "metric": m, "value": float(values[m][i])}
+        for i, s in enumerate(scores)
+        for m in METRICS
+    ]
+    if pooled:
+        rows += metric_rows(round, model, "test", POOLED, binary_metrics(labels, logits))
+    return rows
+
+
+def evaluation_rows(round: int, scores: list[Scores], model: str = "global") -> list[dict[str, Any]]:
+    """Test metrics of ``model`` ("global" or "personal") per silo and on the pooled test set (all silos' rows)."""
+    return score_rows(round, model, scores)
+
+
+def evaluate_rows(round: int, engine: Engine, params: np.ndarray, strategy: str) -> list[dict[str, Any]]:
+    """The round's evaluation: the global model (not for ``local``) and each silo's own model when personalized."""
+    rows = [] if strategy == "local" else evaluation_rows(round, engine.evaluate(params))
+    if engine.personalized:
+        rows += evaluation_rows(round, engine.evaluate_personal(params, round), "personal")
+    return rows
 
 
 def fit_rows(round: int, replies: list[FitReply]) -> list[dict[str, Any]]:
     """Local-model metrics: train loss of the local update, and test metrics on the silo's own test set."""
-    rows = []
-    for r in replies:
-        rows += metric_rows(round, "local", "train", r.silo, {"loss": r.train_loss})
-        rows += metric_rows(round, "local", "test", r.silo, binary_metrics(r.local_test.labels, r.local_test.logits))
-    return rows
-
-
-def default_engine(federation: Federation, config: RunConfig) -> Engine:
-    """The in-process simulation engine for ``config``."""
-    from fedkit.engines.simulation import SimulationEngine
-
-    return SimulationEngine(federation, model=config.model, hidden=config.hidden, local=config.local, seed=config.seed)
+    rows = [metric_rows(round, "local", "train", r.silo, {"loss": r.train_loss})[0] for r in replies]
+    return rows + score_rows(round, "local", [r.local_test for r in replies], pooled=False)
 
 
 def run(
@@ -94,6 +106,7 @@ def run(
     *,
     federation: Federation | None = None,
     engine: Engine | None = None,
+    model: nn.Module | None = None,
     trackers: Sequence[Tracker] | None = None,
     hooks: Sequence[UpdateHook] = (),
     callbacks: Sequence[Callable[[RoundEvent], None]] = (),
@@ -102,8 +115,10 @@ def run(
 ) -> RunResult:
     """Run federated training as ``config`` says and record it; returns the :class:`RunResult`.
 
-    Round 0 records the initial global model. ``should_stop`` is checked after each round: when it
-    returns True the run ends cleanly with status ``stopped``. Ctrl-C also records ``stopped``;
+    Round 0 records the initial model. ``model`` is any ``torch.nn.Module`` returning logits,
+    trained on the per-silo path (default: ``config.model`` on the vectorized path).
+    ``should_stop`` is checked after each round: when it returns True the run ends cleanly with
+    status ``stopped``. Ctrl-C also records ``stopped``;
     an exception records ``failed`` (with the traceback) and is re-raised.
     """
     from tqdm.auto import tqdm
@@ -117,10 +132,14 @@ def run(
         config.split, silos=config.silos, alpha=config.alpha, missing=config.missing,
         standardize=config.standardize, seed=config.seed, verify=config.verify,
     )  # fmt: skip
-    engine = engine or default_engine(federation, config)
+    if engine is None:
+        from fedkit.engines.simulation import make_engine
+
+        engine = make_engine(federation, config, model)
     trackers = list(trackers) if trackers is not None else [LocalStore()]
-    strategy = make_strategy(config.strategy, **config.strategy_options)
-    weights_of = {s.name: s.n_train for s in federation.silos}
+    baseline = config.strategy in BASELINES  # pooled: one silo; local: nothing shared — FedAvg is a no-op
+    strategy = make_strategy("fedavg" if baseline else config.strategy, **config.strategy_options)
+    scored = "personal" if engine.personalized else "global"
     test_labels = {s.name: s.y_test for s in federation.silos}
     n_test = {**{s.name: s.n_test for s in federation.silos}, POOLED: sum(s.n_test for s in federation.silos)}
     run_id = new_run_id()
@@ -143,18 +162,21 @@ def run(
             callback(event)
 
     try:
-        emit(0, evaluation_rows(0, engine.evaluate(params)))
+        emit(0, evaluate_rows(0, engine, params, config.strategy))
         for round in range(1, config.rounds + 1):
             chosen = select_silos(engine.silos, config.fraction, config.seed, round)
             replies = engine.fit(params, round, chosen, strategy.local_term(state, params))
             for hook in hooks:
                 replies = [hook(round, r) for r in replies]
             updates = np.stack([r.params - params for r in replies])
-            weights = np.array([weights_of[r.silo] for r in replies], dtype=np.float64)
+            weights = np.array([r.n_train for r in replies], dtype=np.float64)
+            controls = [r.control_delta for r in replies if r.control_delta is not None]
             params, state = strategy.aggregate(updates, weights, state, params)
-            rows = fit_rows(round, replies) + evaluation_rows(round, engine.evaluate(params))
+            if controls:
+                state = strategy.update_controls(state, np.stack(controls), len(engine.silos))
+            rows = fit_rows(round, replies) + evaluate_rows(round, engine, params, config.strategy)
             emit(round, rows)
-            pooled = {r["metric"]: r["value"] for r in rows if r["silo"] == POOLED}
+            pooled = {r["metric"]: r["value"] for r in rows if r["silo"] == POOLED and r["model"] == scored}
             bar.set_postfix(auc=f"{pooled['auc']:.3f}", acc=f"{pooled['accuracy']:.3f}", refresh=False)
             bar.update()
             if should_stop is not None and should_stop() and round < config.rounds:
@@ -162,7 +184,7 @@ def run(
                 break
     except KeyboardInterrupt:
         status = "stopped"
-        _finish(trackers, run_id, status, records, params, n_test, config, data, test_labels)
+        _finish(trackers, run_id, status, records, params, n_test, config, data, test_labels, scored)
         bar.close()
         raise
     except BaseException:
@@ -171,7 +193,7 @@ def run(
         bar.close()
         raise
     bar.close()
-    return _finish(trackers, run_id, status, records, params, n_test, config, data, test_labels)
+    return _finish(trackers, run_id, status, records, params, n_test, config, data, test_labels, scored)
 
 
 def _finish(
@@ -184,11 +206,12 @@ def _finish(
     config: RunConfig,
     data: dict[str, Any],
     test_labels: dict[str, np.ndarray],
+    scored: str,
 ) -> RunResult:
     notes = undefined_auc_notes(records, test_labels)
     if not data["verified"]:
         notes.append("The data files were not verified against the pinned sha256 (verify=False); see data.sha256.")
-    result = RunResult(run_id, status, config.to_dict(), records, params, n_test, data, notes)
+    result = RunResult(run_id, status, config.to_dict(), records, params, n_test, data, notes, scored)
     summary = result.summary()
     for t in trackers:
         t.end_run(run_id, status, summary=summary, params=params)

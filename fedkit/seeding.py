@@ -1,4 +1,4 @@
-"""One seed, independent named streams: data, batch sampling, silo selection.
+"""One seed, independent named streams: data, batch sampling, silo selection, fine-tuning.
 
 ``stream(seed, DATA)`` and ``stream(seed, SAMPLING, round, silo)`` are independent generators
 derived from the same seed, so the batches a silo draws in a round do not depend on which engine
@@ -13,6 +13,7 @@ import numpy as np
 DATA = 0
 SAMPLING = 1
 SELECTION = 2
+FINETUNE = 3
 
 
 def stream(seed: int, kind: int, *keys: int) -> np.random.Generator:

@@ -14,9 +14,8 @@ from fedkit.cli import main
 
 def test_flags_override_the_config_file_which_overrides_defaults(tmp_path) -> None:
     (tmp_path / "c.yaml").write_text("split: dirichlet\nsilos: 6\nalpha: 0.2\nlr: 0.05\nlocal_steps: 7\n")
-    with mock.patch.object(fedkit, "run", side_effect=SystemExit(0)) as run:
-        with pytest.raises(SystemExit):
-            main(["run", "--config", str(tmp_path / "c.yaml"), "--lr", "0.1", "--local-epochs", "2", "--no-verify"])
+    with mock.patch.object(fedkit, "run", side_effect=SystemExit(0)) as run, pytest.raises(SystemExit):
+        main(["run", "--config", str(tmp_path / "c.yaml"), "--lr", "0.1", "--local-epochs", "2", "--no-verify"])
     config = run.call_args.args[0]
     assert config == RunConfig(split="dirichlet", silos=6, alpha=0.2, lr=0.1, local_epochs=2, verify=False)
 
@@ -38,7 +37,9 @@ def test_run_json_schema(data_dir, capsys) -> None:
     assert set(final["silos"]) == {"cleveland", "hungarian", "switzerland", "va"}
     for block in [*final["silos"].values(), final["pooled"]]:
         assert set(block) == {"accuracy", "auc", "loss", "n_test"}
-        assert isinstance(block["n_test"], int) and all(isinstance(block[m], float) for m in ("accuracy", "auc", "loss"))
+        assert isinstance(block["n_test"], int) and all(
+            isinstance(block[m], float) for m in ("accuracy", "auc", "loss")
+        )
     assert isinstance(final["avg_accuracy"], float)
     for row in summary["history"]:
         assert set(row) == {"round", "silo", "model", "split", "metric", "value"}

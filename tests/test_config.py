@@ -40,6 +40,9 @@ BAD = {
     "trim_beta": 0.5,
     "byzantine": -1,
     "krum_m": 0,
+    "personalize": "ditto",
+    "finetune_steps": 0,
+    "backend": "jax",
 }
 
 
@@ -88,7 +91,7 @@ def test_config_files_and_unknown_keys(tmp_path) -> None:
     (tmp_path / "c.json").write_text(json.dumps({"rounds": 3}))
     assert RunConfig.from_file(tmp_path / "c.yaml") == RunConfig(split="iid", silos=6, lr=0.01)
     assert RunConfig.from_file(tmp_path / "c.json").rounds == 3
-    with pytest.raises(ConfigError, match="no field 'round'. Did you mean 'rounds'"):
+    with pytest.raises(ConfigError, match=r"no field 'round'. Did you mean 'rounds'"):
         RunConfig.from_dict({"round": 3})
     (tmp_path / "bad.json").write_text("{rounds: 3")
     with pytest.raises(ConfigError, match=r"bad\.json is not valid JSON"):

@@ -49,7 +49,9 @@ def test_corrupted_byte_names_file_and_both_checksums(data_copy: Path) -> None:
 def test_truncated_file_is_called_truncated(data_copy: Path) -> None:
     path = data_copy / "processed.cleveland.data"
     path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(ChecksumError, match=r"processed\.cleveland\.data.*truncated: 5000 bytes where the pinned file has 18461"):
+    with pytest.raises(
+        ChecksumError, match=r"processed\.cleveland\.data.*truncated: 5000 bytes where the pinned file has 18461"
+    ):
         load_silos("flamby")
 
 
@@ -103,7 +105,7 @@ class _Server:
         files_ = files
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 body = files_.get(self.path)
                 self.send_response(200 if body is not None else 404)
                 self.end_headers()

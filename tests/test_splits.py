@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedkit.data import load_silos
-from fedkit.data import partition, preprocess
+from fedkit.data import load_silos, partition, preprocess
 from fedkit.errors import ConfigError
 
 FLAMBY_SIZES = {"cleveland": (199, 104), "hungarian": (172, 89), "switzerland": (30, 16), "va": (85, 45)}
@@ -45,7 +44,10 @@ def test_synthetic_splits_hold_every_row_once_and_are_seeded(data_dir, split: st
     assert sum(s.n_train + s.n_test for s in a.silos) == 920
     for s, t in zip(a.silos, b.silos, strict=True):
         assert np.array_equal(s.x_train, t.x_train) and np.array_equal(s.y_test, t.y_test)
-    assert any(s.n_train != t.n_train or not np.array_equal(s.y_train, t.y_train) for s, t in zip(a.silos, c.silos, strict=True))
+    assert any(
+        s.n_train != t.n_train or not np.array_equal(s.y_train, t.y_train)
+        for s, t in zip(a.silos, c.silos, strict=True)
+    )
 
 
 @pytest.mark.parametrize("kind", ["iid", "dirichlet", "quantity"])
@@ -87,7 +89,9 @@ def test_smaller_alpha_gives_more_size_skew() -> None:
 
 
 def test_too_many_silos_is_a_clear_error(data_dir) -> None:
-    with pytest.raises(ConfigError, match="Cannot split 920 rows into 200 silos of at least 6 rows each .*at most 153"):
+    with pytest.raises(
+        ConfigError, match=r"Cannot split 920 rows into 200 silos of at least 6 rows each .*at most 153"
+    ):
         load_silos("iid", silos=200)
 
 

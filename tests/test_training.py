@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from fedkit import RunConfig, run, seeding
-from fedkit.client import batch_schedule
+from fedkit.client import batch_plan
 from fedkit.data import load_silos
 from fedkit.metrics import binary_metrics, roc_auc
 from fedkit.models import build_model, get_flat
@@ -46,7 +46,8 @@ def test_fedavg_with_one_silo_equals_plain_local_training(data_dir) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.as_tensor(silo.x_train), torch.as_tensor(silo.y_train)
     for r in range(1, 5):
-        for rows in batch_schedule(silo.n_train, 4, 25, seeding.stream(7, seeding.SAMPLING, r, 0)):
+        for rows in batch_plan(silo.n_train, 4, 25, seeding.stream(7, seeding.SAMPLING, r, 0)):
+            rows = rows[rows >= 0]
             optimizer.zero_grad()
             torch.nn.functional.binary_cross_entropy_with_logits(model(x[rows]), y[rows]).backward()
             optimizer.step()
@@ -73,7 +74,9 @@ def test_every_round_records_local_and_global_metrics_per_silo_and_pooled(data_d
         rows = h[h["round"] == r]
         assert set(rows[(rows.model == "local") & (rows.split == "train")].silo) == set(silos)
         local_test = rows[(rows.model == "local") & (rows.split == "test")]
-        assert set(zip(local_test.silo, local_test.metric)) == {(s, m) for s in silos for m in ("loss", "auc", "accuracy")}
+        assert set(zip(local_test.silo, local_test.metric)) == {
+            (s, m) for s in silos for m in ("loss", "auc", "accuracy")
+        }
         global_test = rows[rows.model == "global"]
         assert set(global_test.silo) == {*silos, "pooled"}
     final = result.summary()["final"]
@@ -86,7 +89,9 @@ def test_fraction_samples_silos_deterministically() -> None:
     picks = [select_silos(names, 0.3, 5, r) for r in range(1, 30)]
     assert all(len(p) == 3 for p in picks) and len({tuple(p) for p in picks}) > 5
     assert picks == [select_silos(names, 0.3, 5, r) for r in range(1, 30)]
-    assert select_silos(names, 0.01, 5, 1) == select_silos(names, 0.01, 5, 1) and len(select_silos(names, 0.01, 5, 1)) == 1
+    assert (
+        select_silos(names, 0.01, 5, 1) == select_silos(names, 0.01, 5, 1) and len(select_silos(names, 0.01, 5, 1)) == 1
+    )
 
 
 def test_fraction_trains_only_the_sampled_silos(data_dir) -> None:
@@ -117,7 +122,9 @@ def test_auc_of_a_single_class_test_set_is_null_and_explained(data_dir) -> None:
     json.dumps(summary, allow_nan=False)  # valid JSON: no NaN anywhere
 
 
-@pytest.mark.parametrize(("optimizer", "extra"), [("sgd", {"momentum": 0.9}), ("adam", {}), ("adamw", {"weight_decay": 0.01})])
+@pytest.mark.parametrize(
+    ("optimizer", "extra"), [("sgd", {"momentum": 0.9}), ("adam", {}), ("adamw", {"weight_decay": 0.01})]
+)
 def test_every_optimizer_and_the_mlp_train_and_lower_the_loss(data_dir, optimizer: str, extra: dict) -> None:
     config = RunConfig(rounds=3, local_epochs=1, lr=0.01, optimizer=optimizer, model="mlp", split="hospitals", **extra)
     h = run(config, progress=False).history
@@ -126,7 +133,9 @@ def test_every_optimizer_and_the_mlp_train_and_lower_the_loss(data_dir, optimize
 
 
 def test_flamby_fedavg_reproduces_the_published_avg4_over_seeds_42_to_46(data_dir) -> None:
-    config = RunConfig(split="flamby", strategy="fedavg", rounds=15, local_steps=100, batch_size=4, lr=0.001, optimizer="sgd")
+    config = RunConfig(
+        split="flamby", strategy="fedavg", rounds=15, local_steps=100, batch_size=4, lr=0.001, optimizer="sgd"
+    )
     results = [run(replace(config, seed=s), progress=False).summary()["final"] for s in range(42, 47)]
     mean = float(np.mean([f["avg_accuracy"] for f in results]))
     assert abs(mean - 0.685) <= 0.035, mean

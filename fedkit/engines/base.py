@@ -22,7 +22,11 @@ class Scores:
 
 @dataclass(frozen=True)
 class FitReply:
-    """What one silo returns from a round: its local parameters, train size, train loss, local-model test scores."""
+    """What one silo returns from a round.
+
+    Its local parameters (personal coordinates replaced by the global ones), train size, mean train
+    loss, step count, its local model's scores on its own test set, and SCAFFOLD's control delta.
+    """
 
     silo: str
     params: np.ndarray
@@ -30,6 +34,7 @@ class FitReply:
     train_loss: float
     steps: int
     local_test: Scores
+    control_delta: np.ndarray | None = None
 
 
 class Engine(Protocol):
@@ -52,4 +57,13 @@ class Engine(Protocol):
 
     def evaluate(self, params: np.ndarray) -> list[Scores]:
         """Scores of the global parameters on every silo's test set."""
+        ...
+
+    @property
+    def personalized(self) -> bool:
+        """Whether each silo is scored with a model of its own (FedPer, fine-tuning, local)."""
+        ...
+
+    def evaluate_personal(self, params: np.ndarray, round: int) -> list[Scores]:
+        """Scores of each silo's own model on its own test set."""
         ...

@@ -1,54 +1,205 @@
-"""The simulation engine: every silo in this process, trained one after another with the reference path."""
+"""The simulation engine: every silo in this process, with the state a real silo would keep.
+
+A silo keeps its SCAFFOLD control variate and, with personalization, its personal parameters:
+they never reach the server (the reply carries the global values in those coordinates). Training
+goes through a trainer: vectorized numpy for the built-in models, per-silo torch for any module.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from fedkit import seeding
-from fedkit.client import LocalTerm, LocalTraining, train_local
-from fedkit.data.silos import Federation
+from fedkit.client import LocalTerm, LocalTraining, batch_plan
+from fedkit.data.silos import Federation, Silo
 from fedkit.engines.base import FitReply, Scores
-from fedkit.models import build_model, get_flat, logits
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fedkit.config import RunConfig
+
+
+class Trainer(Protocol):
+    """Local training of several silos and forward passes of one model."""
+
+    def train(
+        self,
+        silos: Sequence[int],
+        starts: np.ndarray,
+        plans: Sequence[np.ndarray],
+        hp: LocalTraining,
+        *,
+        prox_mu: float = 0.0,
+        anchor: np.ndarray | None = None,
+        corrections: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """New parameters (silos, P), mean train loss and step count per silo."""
+        ...
+
+    def logits(self, params: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Logits of one model on rows ``x``."""
+        ...
 
 
 class SimulationEngine:
-    """In-process silos; batches of silo ``i`` in round ``r`` come from ``stream(seed, SAMPLING, r, i)``."""
+    """In-process silos; the batches of silo ``i`` in round ``r`` come from ``stream(seed, SAMPLING, r, i)``.
 
-    def __init__(self, federation: Federation, *, model: str, hidden: int, local: LocalTraining, seed: int) -> None:
+    ``personal`` marks parameters each silo keeps for itself (FedPer, or all of them for the
+    ``local`` baseline); ``finetune_steps`` makes every round also evaluate each silo's
+    fine-tuned copy of the global model. ``eval_federation`` (default: the training one) holds the
+    test sets the models are scored on.
+    """
+
+    def __init__(
+        self,
+        federation: Federation,
+        trainer: Trainer,
+        init: np.ndarray,
+        *,
+        local: LocalTraining,
+        seed: int,
+        personal: np.ndarray | None = None,
+        finetune_steps: int | None = None,
+        eval_federation: Federation | None = None,
+    ) -> None:
         self.federation = federation
+        self.eval_federation = eval_federation or federation
+        self.trainer = trainer
         self.local = local
         self.seed = seed
-        self._model = build_model(model, len(federation.features), hidden=hidden, seed=seed)
+        self.personal = personal
+        self.finetune_steps = finetune_steps
+        self._init = np.asarray(init, dtype=np.float32)
         self._index = {s.name: i for i, s in enumerate(federation.silos)}
+        self._own = (
+            {i: self._init[personal].copy() for i in range(len(federation.silos))} if personal is not None else {}
+        )
+        self._control: dict[int, np.ndarray] = {}
 
     @property
     def silos(self) -> tuple[str, ...]:
-        """Silo names in order."""
+        """Training silo names in order."""
         return self.federation.names
 
+    @property
+    def personalized(self) -> bool:
+        """Whether each silo is scored with a model of its own."""
+        return self.personal is not None or self.finetune_steps is not None
+
     def initial_params(self) -> np.ndarray:
-        """The seeded initial parameters of the model."""
-        return get_flat(self._model)
+        """The seeded initial parameters."""
+        return self._init.copy()
+
+    def _plans(self, kind: int, round: int, idx: Sequence[int], steps: int | None = None) -> list[np.ndarray]:
+        silos = self.federation.silos
+        return [
+            batch_plan(
+                silos[i].n_train, self.local.batch_size, steps or self.local.n_steps(silos[i].n_train),
+                seeding.stream(self.seed, kind, round, i),
+            )
+            for i in idx
+        ]  # fmt: skip
+
+    def _starts(self, params: np.ndarray, idx: Sequence[int]) -> np.ndarray:
+        starts = np.repeat(params[None, :], len(idx), axis=0).astype(np.float32)
+        if self.personal is not None:
+            for j, i in enumerate(idx):
+                starts[j, self.personal] = self._own[i]
+        return starts
 
     def fit(
         self, params: np.ndarray, round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
-        """Train each silo in ``silos`` from ``params``, with the strategy's local term if any."""
+        """Train ``silos`` from ``params``, adding the strategy's local term; returns one reply per silo."""
+        idx = [self._index[name] for name in silos]
+        term = term or LocalTerm()
+        corrections = None
+        if term.control is not None:
+            zero = np.zeros_like(params)
+            corrections = np.stack([term.control - self._control.get(i, zero) for i in idx])
+        new, losses, steps = self.trainer.train(
+            idx, self._starts(params, idx), self._plans(seeding.SAMPLING, round, idx), self.local,
+            prox_mu=term.prox_mu, anchor=term.anchor, corrections=corrections,
+        )  # fmt: skip
         replies = []
-        for name in silos:
-            i = self._index[name]
+        for j, i in enumerate(idx):
             silo = self.federation.silos[i]
-            rng = seeding.stream(self.seed, seeding.SAMPLING, round, i)
-            result = train_local(
-                self._model, params, silo.x_train, silo.y_train, self.local, rng,
-                term=term,
-            )  # fmt: skip
-            local_test = Scores(name, silo.y_test, logits(self._model, result.params, silo.x_test))
-            replies.append(FitReply(name, result.params, silo.n_train, result.train_loss, result.steps, local_test))
+            local_model = new[j]
+            control_delta = None
+            if term.control is not None:
+                # SCAFFOLD option II: c_i+ = c_i - c + (x - y_i) / (K * lr)
+                old = self._control.get(i, np.zeros_like(params))
+                fresh = old - term.control + (params - local_model) / (steps[j] * self.local.lr)
+                self._control[i] = fresh.astype(np.float32)
+                control_delta = fresh - old
+            sent = local_model.copy()
+            if self.personal is not None:
+                self._own[i] = local_model[self.personal].copy()
+                sent[self.personal] = params[self.personal]  # personal parameters stay on the silo
+            scores = Scores(silo.name, silo.y_test, self.trainer.logits(local_model, silo.x_test))
+            replies.append(
+                FitReply(silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), scores, control_delta)
+            )
         return replies
 
     def evaluate(self, params: np.ndarray) -> list[Scores]:
-        """Global-model logits on every silo's test set."""
-        return [Scores(s.name, s.y_test, logits(self._model, params, s.x_test)) for s in self.federation.silos]
+        """Global-model logits on every evaluation silo's test set."""
+        return [Scores(s.name, s.y_test, self.trainer.logits(params, s.x_test)) for s in self.eval_federation.silos]
+
+    def evaluate_personal(self, params: np.ndarray, round: int) -> list[Scores]:
+        """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global."""
+        silos = self.federation.silos
+        idx = list(range(len(silos)))
+        models = self._starts(params, idx)
+        if self.finetune_steps is not None:
+            models, _, _ = self.trainer.train(
+                idx, models, self._plans(seeding.FINETUNE, round, idx, self.finetune_steps), self.local
+            )
+        return [Scores(s.name, s.y_test, self.trainer.logits(models[i], s.x_test)) for i, s in enumerate(silos)]
+
+
+def pooled_federation(federation: Federation) -> Federation:
+    """One training silo holding every silo's train rows (the non-federated upper reference)."""
+    merged = Silo(
+        "all-silos",
+        np.concatenate([s.x_train for s in federation.silos]),
+        np.concatenate([s.y_train for s in federation.silos]),
+        np.concatenate([s.x_test for s in federation.silos]),
+        np.concatenate([s.y_test for s in federation.silos]),
+    )
+    return replace(federation, silos=(merged,))
+
+
+def make_engine(federation: Federation, config: RunConfig, model: nn.Module | None = None) -> SimulationEngine:
+    """The simulation engine ``config`` asks for: trainer, initial parameters, personalization, baselines.
+
+    A user ``model`` (any ``torch.nn.Module`` returning logits) always trains on the per-silo path.
+    """
+    from fedkit.engines.per_silo import PerSiloTrainer
+    from fedkit.engines.vectorized import VectorizedTrainer
+    from fedkit.models import build_model, get_flat, personal_mask
+
+    train_fed = pooled_federation(federation) if config.strategy == "pooled" else federation
+    module = model or build_model(config.model, len(federation.features), hidden=config.hidden, seed=config.seed)
+    if model is None and config.backend == "vectorized":
+        trainer: Trainer = VectorizedTrainer(train_fed, config.model, config.hidden)
+    else:
+        trainer = PerSiloTrainer(train_fed, module)
+    init = get_flat(module)
+    personal = None
+    if config.strategy == "local":
+        personal = np.ones(len(init), dtype=bool)
+    elif config.personalize == "fedper":
+        personal = personal_mask(module)
+    finetune = None
+    if config.personalize == "finetune":
+        finetune = config.finetune_steps or config.local.n_steps(min(s.n_train for s in federation.silos))
+    return SimulationEngine(
+        train_fed, trainer, init, local=config.local, seed=config.seed,
+        personal=personal, finetune_steps=finetune, eval_federation=federation,
+    )  # fmt: skip
