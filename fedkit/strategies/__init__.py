@@ -1,4 +1,4 @@
-"""Aggregation strategies, one module each, registered by name.
+"""Aggregation strategies, one module per strategy (FedAdam/FedYogi/FedAdagrad share ``fedopt``), registered by name.
 
 A strategy's hyperparameters are its dataclass fields (besides ``name``); each has a RunConfig
 field of the same name, and :func:`strategy_options` picks the ones a run sets.
@@ -11,8 +11,22 @@ from typing import Any
 
 from fedkit.strategies.base import Strategy
 from fedkit.strategies.fedavg import FedAvg
+from fedkit.strategies.fedavgm import FedAvgM
+from fedkit.strategies.fedmedian import FedMedian
+from fedkit.strategies.fedopt import FedAdagrad, FedAdam, FedYogi
+from fedkit.strategies.krum import Krum
+from fedkit.strategies.trimmedmean import TrimmedMean
 
-REGISTRY: dict[str, type] = {"fedavg": FedAvg}
+REGISTRY: dict[str, type] = {
+    "fedavg": FedAvg,
+    "fedavgm": FedAvgM,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "fedadagrad": FedAdagrad,
+    "fedmedian": FedMedian,
+    "trimmedmean": TrimmedMean,
+    "krum": Krum,
+}
 BASELINES: tuple[str, ...] = ("pooled", "local")
 """Not aggregation strategies: the non-federated references, run through the same loop and metrics."""
 STRATEGIES: tuple[str, ...] = (*REGISTRY, *BASELINES)

@@ -1,0 +1,23 @@
+"""FedMedian: Yin et al. 2018, "Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedkit.strategies.aggregate import coordinate_median
+from fedkit.strategies.base import EmptyState, ServerSide
+
+
+@dataclass(frozen=True)
+class FedMedian(ServerSide):
+    """Global parameters move by the coordinate-wise median of the silos' deltas (train sizes ignored)."""
+
+    name: str = "fedmedian"
+
+    def aggregate(
+        self, updates: np.ndarray, weights: np.ndarray, state: EmptyState, params: np.ndarray
+    ) -> tuple[np.ndarray, EmptyState]:
+        """``params + median_k delta_k`` per coordinate."""
+        return (params + coordinate_median(updates)).astype(params.dtype), state
