@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,15 @@ class RunConfig:
                 f"The 'personalize' parameter of RunConfig must be 'none' with strategy={self.strategy!r} "
                 f"(a baseline); got {self.personalize!r}."
             )
+        if self.strategy == "krum":
+            per_round = max(1, math.floor(self.fraction * (self.silos or 4) + 0.5))
+            byzantine = self.byzantine or 0
+            if per_round - byzantine - 2 < 1:
+                raise ConfigError(
+                    f"Krum needs at least byzantine + 3 silos per round; with byzantine={byzantine} this run "
+                    f"trains {per_round} silo(s) per round (silos={self.silos or 4}, fraction={self.fraction}). "
+                    "Lower byzantine, raise fraction or use more silos."
+                )
         takes = options_of(self.strategy)
         for name in HYPERPARAMETERS:
             if getattr(self, name) is not None and name not in takes:

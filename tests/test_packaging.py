@@ -35,7 +35,9 @@ def test_constraints_pin_every_core_dependency_inside_its_range() -> None:
     for spec in _pyproject()["project"]["dependencies"]:
         req = Requirement(spec)
         assert req.name.lower() in pins, f"{req.name} has no pin in constraints.txt"
-        assert req.specifier.contains(pins[req.name.lower()]), f"{req.name}=={pins[req.name.lower()]} outside {req.specifier}"
+        assert req.specifier.contains(pins[req.name.lower()]), (
+            f"{req.name}=={pins[req.name.lower()]} outside {req.specifier}"
+        )
 
 
 def test_import_fedkit_loads_no_torch_pandas_or_sklearn() -> None:

@@ -1,7 +1,7 @@
 """Aggregation strategies, one module per strategy (FedAdam/FedYogi/FedAdagrad share ``fedopt``), registered by name.
 
 A strategy's hyperparameters are its dataclass fields (besides ``name``); each has a RunConfig
-field of the same name, and :func:`strategy_options` picks the ones a run sets.
+field of the same name, and :attr:`RunConfig.strategy_options` picks the ones a run sets.
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ from fedkit.strategies.fedavg import FedAvg
 from fedkit.strategies.fedavgm import FedAvgM
 from fedkit.strategies.fedmedian import FedMedian
 from fedkit.strategies.fedopt import FedAdagrad, FedAdam, FedYogi
+from fedkit.strategies.fedprox import FedProx
 from fedkit.strategies.krum import Krum
+from fedkit.strategies.scaffold import Scaffold
 from fedkit.strategies.trimmedmean import TrimmedMean
 
 REGISTRY: dict[str, type] = {
     "fedavg": FedAvg,
     "fedavgm": FedAvgM,
+    "fedprox": FedProx,
+    "scaffold": Scaffold,
     "fedadam": FedAdam,
     "fedyogi": FedYogi,
     "fedadagrad": FedAdagrad,
