@@ -1,7 +1,7 @@
 # fedkit: `make run` sets up and runs the main job; `make test` sets up and runs the tests.
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= dev
+EXTRAS ?= all
 # Elsewhere on Linux, `make setup TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu` picks torch's CPU build.
 TORCH_INDEX_URL ?=
 FEDKIT_DATA_DIR ?= $(firstword $(wildcard $(CURDIR)/../shared/data/heart-disease) $(HOME)/.cache/fedkit/heart-disease)
