@@ -44,7 +44,9 @@ def main() -> None:
     for seed, final, seconds in rows:
         cells = [f"{final['silos'][s]['accuracy']:.3f} / {final['silos'][s]['auc']:.3f}" for s in silos]
         lines.append(
-            f"| {seed} | " + " | ".join(cells) + f" | {final['pooled']['auc']:.3f} | {final['avg_accuracy']:.4f} | {seconds:.1f} |"
+            f"| {seed} | "
+            + " | ".join(cells)
+            + f" | {final['pooled']['auc']:.3f} | {final['avg_accuracy']:.4f} | {seconds:.1f} |"
         )
     avg = [final["avg_accuracy"] for _, final, _ in rows]
     mean, sd = statistics.mean(avg), statistics.stdev(avg)

@@ -12,6 +12,7 @@ from typing import Any
 
 from fedkit._version import __version__
 from fedkit.errors import FedkitError
+from fedkit.presets import PRESETS
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -40,10 +41,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    """RunConfig from defaults < ``--config FILE`` < explicit flags."""
+    """RunConfig from defaults < ``--preset NAME`` < ``--config FILE`` < explicit flags."""
     from fedkit.config import RunConfig, read_config_file
+    from fedkit.presets import preset
 
-    values: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    values: dict[str, Any] = preset(args.preset) if args.preset else {}
+    values.update(read_config_file(args.config) if args.config else {})
     names = {f.name for f in fields(RunConfig)}
     explicit = {k: v for k, v in vars(args).items() if k in names}
     if "local_epochs" in explicit and "local_steps" not in explicit:
@@ -193,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="train federatedly and record the run",
         description="Train federatedly and record the run in the local store.",
+    )
+    run.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="a named configuration: " + ", ".join(PRESETS) + " (file and flags override it)",
     )
     run.add_argument("--config", metavar="FILE", help="YAML or JSON file of RunConfig fields (flags override it)")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")

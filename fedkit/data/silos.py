@@ -224,3 +224,27 @@ def load_silos(
         provenance=Provenance(str(directory.resolve()), digests, verify),
         options={"silos": len(parts), "alpha": alpha, "missing": missing, "standardize": standardize, "seed": seed},
     )
+
+
+def validation_split(federation: Federation, *, seed: int, fold: int = 0, folds: int = 4) -> Federation:
+    """Fold ``fold`` of a ``folds``-fold split of each silo's train rows: its validation rows replace the test set.
+
+    For honest hyperparameter search: models are scored on rows that were train rows, never on the
+    real test sets. Stratified when every class has at least ``folds`` rows; the train statistics
+    used for standardization are unchanged.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if not 0 <= fold < folds:
+        raise ConfigError(f"The 'fold' parameter of validation_split must be in [0, {folds}); got {fold}.")
+    silos = []
+    for i, s in enumerate(federation.silos):
+        _, counts = np.unique(s.y_train, return_counts=True)
+        stratified = len(counts) > 1 and counts.min() >= folds
+        splitter = (StratifiedKFold if stratified else KFold)(
+            n_splits=folds, shuffle=True, random_state=seed * 1000 + i
+        )
+        train, val = list(splitter.split(s.x_train, s.y_train))[fold]
+        silos.append(Silo(s.name, s.x_train[train], s.y_train[train], s.x_train[val], s.y_train[val]))
+    options = {**federation.options, "validation_fold": f"{fold}/{folds}"}
+    return Federation(tuple(silos), federation.features, federation.split, federation.provenance, options)

@@ -1,0 +1,34 @@
+"""Helpers shared by the benchmark scripts: FLamby seeds, repeated runs, mean ± std formatting."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import fedkit
+from fedkit.data import Federation
+
+SEEDS = tuple(range(42, 47))
+FLAMBY_PROTOCOL: dict[str, Any] = {
+    "split": "flamby", "model": "logreg", "rounds": 15, "local_steps": 100, "batch_size": 4, "optimizer": "sgd",
+}  # fmt: skip
+
+
+def finals(fields: dict[str, Any], federation: Federation | dict[int, Federation], seeds=SEEDS) -> list[dict]:
+    """The ``final`` block of one run per seed (no run store, no progress bar)."""
+    out = []
+    for seed in seeds:
+        fed = federation[seed] if isinstance(federation, dict) else federation
+        result = fedkit.run(fedkit.RunConfig(**{**fields, "seed": seed}), federation=fed, trackers=[], progress=False)
+        out.append(result.final)
+    return out
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def describe(fields: dict[str, Any]) -> str:
+    """A config as the CLI flags that differ from the FLamby protocol."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in fields.items() if FLAMBY_PROTOCOL.get(k) != v)
