@@ -2,17 +2,20 @@
 
 Batches follow ``DataLoader(shuffle=True)`` semantics: each epoch is a fresh permutation cut into
 batches (the last one may be smaller), and ``local_steps`` runs across epoch boundaries as FLamby's
-trainer does. The plan comes from a generator derived from the run seed, round and silo, so every
-engine (per-silo torch, vectorized, remote) draws the same batches.
+trainer does. The plan is a function of the run seed, round and silo only, so every engine
+(per-silo torch, vectorized, remote) draws the same batches.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from fedkit.seeding import uniform
 
 if TYPE_CHECKING:  # torch is imported when training starts, so `import fedkit` stays fast
     from torch import nn
@@ -55,18 +58,43 @@ class LocalTraining:
         return (self.local_epochs or 1) * math.ceil(n_train / self.batch_size)
 
 
-def batch_plan(n_train: int, batch_size: int, steps: int, rng: np.random.Generator) -> np.ndarray:
-    """Row indices of ``steps`` batches, shape (steps, batch_size), ``-1`` where an epoch's last batch is short.
+def batch_plans(
+    sizes: Sequence[int],
+    batch_size: int,
+    steps: Sequence[int],
+    *,
+    seed: int,
+    kind: int,
+    round: int,
+    silos: Sequence[int],
+) -> list[np.ndarray]:
+    """Each silo's batches for a round: row indices of shape (steps, batch_size), ``-1`` pads a short last batch.
 
-    Each epoch is the argsort of fresh uniform keys (a uniform random permutation), drawn for all
-    needed epochs in one call.
+    Silo ``silos[i]`` has ``sizes[i]`` train rows and takes ``steps[i]`` steps. Each epoch is the
+    argsort of fresh keys from :func:`fedkit.seeding.uniform` (a uniform random permutation), so a
+    silo's plan is the same whether it is computed alone or with others. Silos of equal size are
+    drawn together in one vectorized call.
     """
-    per_epoch = math.ceil(n_train / batch_size)
-    epochs = math.ceil(steps / per_epoch)
-    order = np.argsort(rng.random((epochs, n_train)), axis=1, kind="stable")
-    padded = np.full((epochs, per_epoch * batch_size), -1, dtype=np.int64)
-    padded[:, :n_train] = order
-    return padded.reshape(epochs * per_epoch, batch_size)[:steps]
+    plans: list[np.ndarray] = [np.empty((0, batch_size), dtype=np.int64)] * len(sizes)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (n, k) in enumerate(zip(sizes, steps, strict=True)):
+        groups.setdefault((n, k), []).append(i)
+    for (n, k), members in groups.items():
+        per_epoch = math.ceil(n / batch_size)
+        epochs = math.ceil(k / per_epoch)
+        keys = uniform(seed, kind, round, np.asarray([silos[i] for i in members]), epochs * n)
+        order = np.argsort(keys.reshape(len(members), epochs, n), axis=2, kind="stable")
+        padded = np.full((len(members), epochs, per_epoch * batch_size), -1, dtype=np.int64)
+        padded[:, :, :n] = order
+        stacked = padded.reshape(len(members), epochs * per_epoch, batch_size)[:, :k]
+        for j, i in enumerate(members):
+            plans[i] = stacked[j]
+    return plans
+
+
+def batch_plan(n_train: int, batch_size: int, steps: int, *, seed: int, kind: int, round: int, silo: int) -> np.ndarray:
+    """One silo's batch plan for a round (see :func:`batch_plans`)."""
+    return batch_plans([n_train], batch_size, [steps], seed=seed, kind=kind, round=round, silos=[silo])[0]
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from fedkit import seeding
 from fedkit.config import RunConfig
 from fedkit.data.silos import Federation, load_silos
 from fedkit.engines.base import Engine, FitReply, Scores
+from fedkit.errors import ConfigError
 from fedkit.metrics import METRICS, binary_metrics, grouped_metrics
 from fedkit.result import POOLED, RunResult, undefined_auc_notes
 from fedkit.strategies import BASELINES, make_strategy
@@ -112,6 +114,7 @@ def run(
     callbacks: Sequence[Callable[[RoundEvent], None]] = (),
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
+    admin_kit: str | Path | None = None,
 ) -> RunResult:
     """Run federated training as ``config`` says and record it; returns the :class:`RunResult`.
 
@@ -120,6 +123,9 @@ def run(
     ``should_stop`` is checked after each round: when it returns True the run ends cleanly with
     status ``stopped``. Ctrl-C also records ``stopped``;
     an exception records ``failed`` (with the traceback) and is re-raised.
+
+    With ``config.engine == "remote"`` the run goes to the NVIDIA FLARE federation of the admin
+    startup kit ``admin_kit`` (see :func:`fedkit.remote.submit.run_remote`); it is recorded here all the same.
     """
     from tqdm.auto import tqdm
 
@@ -128,6 +134,22 @@ def run(
     config = config or RunConfig()
     if not isinstance(config, RunConfig):
         raise TypeError(f"run() takes a RunConfig; got {type(config).__name__}. Build one with fedkit.RunConfig(...).")
+    if config.engine == "remote" and engine is None:
+        from fedkit.remote.submit import run_remote
+
+        if admin_kit is None or federation is not None or model is not None or hooks:
+            raise ConfigError(
+                "engine='remote' needs admin_kit= (the admin startup kit from `fedkit remote provision`) and takes "
+                "no federation=, model= or hooks= (each site loads its own hospital and trains the config's model)."
+            )
+        return run_remote(
+            config,
+            admin_kit=admin_kit,
+            trackers=trackers,
+            callbacks=callbacks,
+            should_stop=should_stop,
+            progress=progress,
+        )
     federation = federation or load_silos(
         config.split, silos=config.silos, alpha=config.alpha, missing=config.missing,
         standardize=config.standardize, seed=config.seed, verify=config.verify,
@@ -212,7 +234,7 @@ def _finish(
     if not data["verified"]:
         notes.append("The data files were not verified against the pinned sha256 (verify=False); see data.sha256.")
     result = RunResult(run_id, status, config.to_dict(), records, params, n_test, data, notes, scored)
-    summary = result.summary()
+    summary = result.summary() if trackers else None
     for t in trackers:
         t.end_run(run_id, status, summary=summary, params=params)
     return result

@@ -9,8 +9,6 @@ import numpy as np
 
 from fedkit.errors import ConfigError
 
-MAX_ATTEMPTS = 1000
-
 
 def _check(n_rows: int, n_silos: int, min_size: int, split: str) -> None:
     if n_silos * min_size > n_rows:
@@ -32,27 +30,29 @@ def dirichlet(
     """Label skew (Hsu et al. 2019, "Measuring the Effects of Non-Identical Data Distribution").
 
     For each class, the share of its rows that each silo gets is drawn from Dirichlet(alpha):
-    small alpha → each silo sees mostly one class; large alpha → close to IID. Draws are
-    repeated (bounded) until every silo has ``min_size`` rows.
+    small alpha → each silo sees mostly one class; large alpha → close to IID. A silo left with
+    fewer than ``min_size`` rows is topped up with random rows of the largest silo, so the split
+    works for any silo count the rows allow.
     """
     _check(len(labels), n_silos, min_size, "dirichlet")
-    classes = np.unique(labels)
-    for _ in range(MAX_ATTEMPTS):
-        parts: list[list[np.ndarray]] = [[] for _ in range(n_silos)]
-        for cls in classes:
-            rows = rng.permutation(np.flatnonzero(labels == cls))
-            shares = rng.dirichlet(np.full(n_silos, alpha))
-            cuts = (np.cumsum(shares)[:-1] * len(rows)).astype(int)
-            for silo, chunk in enumerate(np.split(rows, cuts)):
-                parts[silo].append(chunk)
-        out = [np.sort(np.concatenate(p)) for p in parts]
-        if min(len(p) for p in out) >= min_size:
-            return out
-    raise ConfigError(
-        f"Could not draw a Dirichlet(alpha={alpha}) label split of {len(labels)} rows into "
-        f"{n_silos} silos with at least {min_size} rows each in {MAX_ATTEMPTS} tries: "
-        "raise alpha or use fewer silos."
-    )
+    parts: list[list[np.ndarray]] = [[] for _ in range(n_silos)]
+    for cls in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == cls))
+        shares = rng.dirichlet(np.full(n_silos, alpha))
+        cuts = (np.cumsum(shares)[:-1] * len(rows)).astype(int)
+        for silo, chunk in enumerate(np.split(rows, cuts)):
+            parts[silo].append(chunk)
+    out = [rng.permutation(np.concatenate(p)) for p in parts]
+    sizes = np.array([len(p) for p in out])
+    for small in np.flatnonzero(sizes < min_size):
+        while sizes[small] < min_size:
+            large = int(np.argmax(sizes))
+            take = min(min_size - sizes[small], sizes[large] - min_size)
+            out[small] = np.concatenate([out[small], out[large][:take]])
+            out[large] = out[large][take:]
+            sizes[small] += take
+            sizes[large] -= take
+    return [np.sort(p) for p in out]
 
 
 def quantity(n_rows: int, n_silos: int, alpha: float, rng: np.random.Generator, min_size: int = 1) -> list[np.ndarray]:

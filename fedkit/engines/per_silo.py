@@ -23,6 +23,10 @@ class PerSiloTrainer:
         """Logits of the model with flat parameters ``params`` on rows ``x``."""
         return logits(self.model, params, x)
 
+    def logits_each(self, params: np.ndarray, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Logits of model ``params[i]`` on rows ``xs[i]`` for every i."""
+        return [self.logits(p, x) for p, x in zip(params, xs, strict=True)]
+
     def train(
         self,
         silos: Sequence[int],

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from fedkit import seeding
-from fedkit.client import LocalTerm, LocalTraining, batch_plan
+from fedkit.client import LocalTerm, LocalTraining, batch_plans
 from fedkit.data.silos import Federation, Silo
 from fedkit.engines.base import FitReply, Scores
 
@@ -45,6 +45,10 @@ class Trainer(Protocol):
         """Logits of one model on rows ``x``."""
         ...
 
+    def logits_each(self, params: np.ndarray, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Logits of model ``params[i]`` on rows ``xs[i]`` for every i."""
+        ...
+
 
 class SimulationEngine:
     """In-process silos; the batches of silo ``i`` in round ``r`` come from ``stream(seed, SAMPLING, r, i)``.
@@ -52,7 +56,9 @@ class SimulationEngine:
     ``personal`` marks parameters each silo keeps for itself (FedPer, or all of them for the
     ``local`` baseline); ``finetune_steps`` makes every round also evaluate each silo's
     fine-tuned copy of the global model. ``eval_federation`` (default: the training one) holds the
-    test sets the models are scored on.
+    test sets the models are scored on. ``stream_ids`` (default ``0..K-1``) is each silo's index in
+    the full federation, for the batch-plan streams: a remote site runs a one-silo engine with its
+    hospital's index, so it draws the same batches as the simulation.
     """
 
     def __init__(
@@ -66,6 +72,7 @@ class SimulationEngine:
         personal: np.ndarray | None = None,
         finetune_steps: int | None = None,
         eval_federation: Federation | None = None,
+        stream_ids: Sequence[int] | None = None,
     ) -> None:
         self.federation = federation
         self.eval_federation = eval_federation or federation
@@ -76,10 +83,13 @@ class SimulationEngine:
         self.finetune_steps = finetune_steps
         self._init = np.asarray(init, dtype=np.float32)
         self._index = {s.name: i for i, s in enumerate(federation.silos)}
+        self._stream_ids = list(stream_ids) if stream_ids is not None else list(range(len(federation.silos)))
         self._own = (
             {i: self._init[personal].copy() for i in range(len(federation.silos))} if personal is not None else {}
         )
         self._control: dict[int, np.ndarray] = {}
+        self._eval_x = np.concatenate([s.x_test for s in self.eval_federation.silos])
+        self._eval_cuts = np.cumsum([s.n_test for s in self.eval_federation.silos])[:-1]
 
     @property
     def silos(self) -> tuple[str, ...]:
@@ -96,14 +106,9 @@ class SimulationEngine:
         return self._init.copy()
 
     def _plans(self, kind: int, round: int, idx: Sequence[int], steps: int | None = None) -> list[np.ndarray]:
-        silos = self.federation.silos
-        return [
-            batch_plan(
-                silos[i].n_train, self.local.batch_size, steps or self.local.n_steps(silos[i].n_train),
-                seeding.stream(self.seed, kind, round, i),
-            )
-            for i in idx
-        ]  # fmt: skip
+        sizes = [self.federation.silos[i].n_train for i in idx]
+        counts = [steps or self.local.n_steps(n) for n in sizes]
+        return batch_plans(sizes, self.local.batch_size, counts, seed=self.seed, kind=kind, round=round, silos=idx)
 
     def _starts(self, params: np.ndarray, idx: Sequence[int]) -> np.ndarray:
         starts = np.repeat(params[None, :], len(idx), axis=0).astype(np.float32)
@@ -126,6 +131,7 @@ class SimulationEngine:
             idx, self._starts(params, idx), self._plans(seeding.SAMPLING, round, idx), self.local,
             prox_mu=term.prox_mu, anchor=term.anchor, corrections=corrections,
         )  # fmt: skip
+        local_logits = self.trainer.logits_each(new, [self.federation.silos[i].x_test for i in idx])
         replies = []
         for j, i in enumerate(idx):
             silo = self.federation.silos[i]
@@ -141,15 +147,17 @@ class SimulationEngine:
             if self.personal is not None:
                 self._own[i] = local_model[self.personal].copy()
                 sent[self.personal] = params[self.personal]  # personal parameters stay on the silo
-            scores = Scores(silo.name, silo.y_test, self.trainer.logits(local_model, silo.x_test))
+            scores = Scores(silo.name, silo.y_test, local_logits[j])
             replies.append(
                 FitReply(silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), scores, control_delta)
             )
         return replies
 
     def evaluate(self, params: np.ndarray) -> list[Scores]:
-        """Global-model logits on every evaluation silo's test set."""
-        return [Scores(s.name, s.y_test, self.trainer.logits(params, s.x_test)) for s in self.eval_federation.silos]
+        """Global-model logits on every evaluation silo's test set (one forward pass over all of them)."""
+        silos = self.eval_federation.silos
+        z = np.split(self.trainer.logits(params, self._eval_x), self._eval_cuts)
+        return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
 
     def evaluate_personal(self, params: np.ndarray, round: int) -> list[Scores]:
         """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global."""
@@ -160,7 +168,8 @@ class SimulationEngine:
             models, _, _ = self.trainer.train(
                 idx, models, self._plans(seeding.FINETUNE, round, idx, self.finetune_steps), self.local
             )
-        return [Scores(s.name, s.y_test, self.trainer.logits(models[i], s.x_test)) for i, s in enumerate(silos)]
+        z = self.trainer.logits_each(models, [s.x_test for s in silos])
+        return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
 
 
 def pooled_federation(federation: Federation) -> Federation:
@@ -175,10 +184,17 @@ def pooled_federation(federation: Federation) -> Federation:
     return replace(federation, silos=(merged,))
 
 
-def make_engine(federation: Federation, config: RunConfig, model: nn.Module | None = None) -> SimulationEngine:
+def make_engine(
+    federation: Federation,
+    config: RunConfig,
+    model: nn.Module | None = None,
+    *,
+    stream_ids: Sequence[int] | None = None,
+) -> SimulationEngine:
     """The simulation engine ``config`` asks for: trainer, initial parameters, personalization, baselines.
 
     A user ``model`` (any ``torch.nn.Module`` returning logits) always trains on the per-silo path.
+    ``stream_ids`` lets a remote site build the engine of its own silo only (its index in the full federation).
     """
     from fedkit.engines.per_silo import PerSiloTrainer
     from fedkit.engines.vectorized import VectorizedTrainer
@@ -201,5 +217,5 @@ def make_engine(federation: Federation, config: RunConfig, model: nn.Module | No
         finetune = config.finetune_steps or config.local.n_steps(min(s.n_train for s in federation.silos))
     return SimulationEngine(
         train_fed, trainer, init, local=config.local, seed=config.seed,
-        personal=personal, finetune_steps=finetune, eval_federation=federation,
+        personal=personal, finetune_steps=finetune, eval_federation=federation, stream_ids=stream_ids,
     )  # fmt: skip
