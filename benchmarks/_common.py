@@ -14,6 +14,12 @@ FLAMBY_PROTOCOL: dict[str, Any] = {
 }  # fmt: skip
 
 
+def protocol(fields: dict[str, Any]) -> dict[str, Any]:
+    """The FLamby protocol with ``fields`` on top (``local_epochs`` replaces the protocol's local steps)."""
+    base = {k: v for k, v in FLAMBY_PROTOCOL.items() if not (k == "local_steps" and "local_epochs" in fields)}
+    return {**base, **fields}
+
+
 def finals(fields: dict[str, Any], federation: Federation | dict[int, Federation], seeds=SEEDS) -> list[dict]:
     """The ``final`` block of one run per seed (no run store, no progress bar)."""
     out = []

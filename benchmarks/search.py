@@ -3,7 +3,7 @@
     python benchmarks/search.py [--write-readme]
 
 Every candidate is scored by 4-fold cross-validation inside each silo's train set
-(``validation_split``, the 4 folds × seeds 42-46 = 20 runs per candidate) — never on a test set. The winners (highest mean
+(``validation_split``; 4 folds × seeds 42-46 = 20 runs per candidate) — never on a test set. The winners (highest mean
 validation Avg4 accuracy; ties broken by validation pooled AUC) are then measured once on the real
 test sets and compared with ``fedkit.presets``, which ship them as ``best-global`` and
 ``best-personalized``.

@@ -149,7 +149,8 @@ def main() -> None:
         f"| same run, plain per-silo torch loop (median of 3) | {theirs_med * 1000:.0f} ms |",
         f"| speed-up, same process | **{theirs_med / ours_med:.0f}×** |",
         f"| FLamby's 8 methods × 5 seeds (40 runs) | {table_seconds:.2f} s |",
-        f"| 1,000 silos × 100 rounds × 100 local steps (fresh process) | {big['seconds']:.1f} s, peak RSS {big['peak_rss_mb']:.0f} MB |",
+        f"| 1,000 silos × 100 rounds × 100 local steps (fresh process) | {big['seconds']:.1f} s, "
+        f"peak RSS {big['peak_rss_mb']:.0f} MB |",
     ]
     table = "\n".join(lines)
     print(table)

@@ -111,3 +111,10 @@ def test_flamby_split_rejects_imputation_and_other_silo_counts(data_dir) -> None
         load_silos("flamby", missing="impute")
     with pytest.raises(ConfigError, match="'silos' parameter of load_silos must be None or 4"):
         load_silos("hospitals", silos=3)
+
+
+def test_a_feature_constant_in_train_is_centered_not_blown_up() -> None:
+    x_train = np.array([[1.0, 0.0], [3.0, 0.0]])
+    mean, std = preprocess.mean_std(preprocess.moments(x_train))
+    out = preprocess.standardize(np.array([[2.0, 1.0]]), mean, std)
+    assert np.allclose(out, [[0.0, 1.0]], atol=1e-6)
