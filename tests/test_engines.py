@@ -112,3 +112,19 @@ def test_trainer_memory_is_linear_in_silos(data_dir) -> None:
         sizes.append(trainer._x.nbytes + trainer._y.nbytes + trainer._offset.nbytes)
     # rows are stored once (no per-silo padding): only the offsets grow with the silo count
     assert sizes[1] - sizes[0] == 30 * 8
+
+
+def test_scaffold_server_steps_match_the_paper_by_hand() -> None:
+    from fedkit.strategies.scaffold import Scaffold
+
+    strategy = Scaffold(server_lr=0.5)
+    params = np.array([1.0, 2.0], dtype=np.float32)
+    state = strategy.init(params)
+    assert np.array_equal(strategy.local_term(state, params).control, [0.0, 0.0])
+    updates = np.array([[0.2, -0.4], [0.6, 0.0]])
+    new, state = strategy.aggregate(updates, np.array([1.0, 3.0]), state, params)
+    # x + 0.5 * (1 * u0 + 3 * u1) / 4 = [1 + 0.5 * 0.5, 2 + 0.5 * -0.1] = [1.25, 1.95]
+    assert np.allclose(new, [1.25, 1.95])
+    state = strategy.update_controls(state, np.array([[1.0, 2.0], [3.0, 4.0]]), n_silos=4)
+    # c + |S|/N * mean(dc) = 0 + 2/4 * [2, 3] = [1.0, 1.5]
+    assert np.allclose(state.control, [1.0, 1.5])
