@@ -17,6 +17,8 @@ from fedkit.strategies import HYPERPARAMETERS, STRATEGIES, options_of
 
 PERSONALIZE: tuple[str, ...] = ("none", "finetune", "fedper")
 BACKENDS: tuple[str, ...] = ("vectorized", "torch")
+ENGINES: tuple[str, ...] = ("simulation", "remote")
+REMOTE_SPLITS: tuple[str, ...] = ("flamby", "hospitals")
 DEFAULT_LOCAL_STEPS = 100
 MODELS: tuple[str, ...] = ("logreg", "mlp")
 
@@ -67,6 +69,12 @@ class RunConfig:
     backend: str = field(
         default="vectorized",
         metadata=_help("simulation trainer: vectorized (numpy, all silos per step) or torch (per silo)"),
+    )
+    engine: str = field(
+        default="simulation",
+        metadata=_help(
+            "simulation (every silo in this process) or remote (one NVIDIA FLARE site per hospital; needs --admin-kit)"
+        ),
     )
     rounds: int = field(default=15, metadata=_help("federated rounds"))
     fraction: float = field(default=1.0, metadata=_help("fraction of silos sampled each round, in (0, 1]"))
@@ -122,6 +130,12 @@ class RunConfig:
                     f"trains {per_round} silo(s) per round (silos={self.silos or 4}, fraction={self.fraction}). "
                     "Lower byzantine, raise fraction or use more silos."
                 )
+        if self.engine == "remote" and (self.split not in REMOTE_SPLITS or self.strategy == "pooled"):
+            raise ConfigError(
+                f"engine='remote' runs one site per hospital, so it needs split in {REMOTE_SPLITS} and a strategy "
+                f"other than 'pooled' (which moves rows off the silos); got split={self.split!r}, "
+                f"strategy={self.strategy!r}. Use engine='simulation' for that run."
+            )
         takes = options_of(self.strategy)
         for name in HYPERPARAMETERS:
             if getattr(self, name) is not None and name not in takes:
@@ -208,6 +222,7 @@ CONSTRAINTS: dict[str, list[Any]] = {
     "personalize": [Options(PERSONALIZE)],
     "finetune_steps": [Interval(int, 1, None), NONE],
     "backend": [Options(BACKENDS)],
+    "engine": [Options(ENGINES)],
     "rounds": [Interval(int, 1, 100_000)],
     "fraction": [Interval(float, 0, 1, closed="right")],
     "local_steps": [Interval(int, 1, None), NONE],

@@ -31,7 +31,7 @@ def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int], model: 
     def block(silo: str) -> dict[str, Any]:
         return {**{m: _json_float(values[(silo, m)]) for m in sorted(METRICS)}, "n_test": n_test[silo]}
 
-    silos = {s: block(s) for s in n_test if s != POOLED}
+    silos = {s: block(s) for s in n_test if s != POOLED and (s, "accuracy") in values}  # a dropped silo is absent
     accuracies = [b["accuracy"] for b in silos.values()]
     return {
         "model": model,

@@ -43,6 +43,7 @@ BAD = {
     "personalize": "ditto",
     "finetune_steps": 0,
     "backend": "jax",
+    "engine": "flower",
 }
 
 

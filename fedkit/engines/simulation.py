@@ -108,7 +108,10 @@ class SimulationEngine:
     def _plans(self, kind: int, round: int, idx: Sequence[int], steps: int | None = None) -> list[np.ndarray]:
         sizes = [self.federation.silos[i].n_train for i in idx]
         counts = [steps or self.local.n_steps(n) for n in sizes]
-        return batch_plans(sizes, self.local.batch_size, counts, seed=self.seed, kind=kind, round=round, silos=idx)
+        return batch_plans(
+            sizes, self.local.batch_size, counts, seed=self.seed, kind=kind, round=round,
+            silos=[self._stream_ids[i] for i in idx],
+        )  # fmt: skip
 
     def _starts(self, params: np.ndarray, idx: Sequence[int]) -> np.ndarray:
         starts = np.repeat(params[None, :], len(idx), axis=0).astype(np.float32)

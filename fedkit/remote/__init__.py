@@ -1,0 +1,12 @@
+"""The remote engine: the same runs across organizations on NVIDIA FLARE (``pip install 'fedkit[remote]'``).
+
+- :mod:`fedkit.remote.wire` — task names and how arrays travel (no FLARE import);
+- :mod:`fedkit.remote.silo` — a site's side: its hospital's silo only, trained by a one-silo
+  :class:`~fedkit.engines.simulation.SimulationEngine`; :mod:`fedkit.remote.executor` wraps it in a FLARE executor;
+- :mod:`fedkit.remote.server` — the :class:`~fedkit.engines.base.Engine` the server's round loop drives, and the
+  relay of tracker calls to the notebook; :mod:`fedkit.remote.controller` wraps it in a FLARE controller;
+- :mod:`fedkit.remote.submit` — the notebook/CLI side: submit the job, follow it round by round, stop it, record it;
+- :mod:`fedkit.remote.kits` — ``fedkit remote provision`` and ``fedkit remote poc``.
+
+Nothing here imports ``nvflare`` at import time except the two FLARE wrappers, which only FLARE loads.
+"""

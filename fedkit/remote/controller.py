@@ -1,0 +1,164 @@
+"""The FLARE controller of the server: fedkit's own round loop, with :class:`RemoteEngine` moving the parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from typing import Any
+
+from nvflare.apis.client import Client
+from nvflare.apis.controller_spec import Task
+from nvflare.apis.fl_constant import ReturnCode
+from nvflare.apis.fl_context import FLContext
+from nvflare.apis.impl.controller import Controller
+from nvflare.apis.shareable import Shareable
+from nvflare.apis.signal import Signal
+
+from fedkit.remote import wire
+from fedkit.remote.executor import PAYLOAD
+from fedkit.remote.server import RelayTracker, RemoteEngine, RemoteRunError, hello
+
+
+class FedkitController(Controller):
+    """Runs ``fedkit.run`` for ``config`` on the sites of this job.
+
+    ``min_silos``: fewest sites a round may aggregate; ``straggler_timeout``: seconds to wait for the
+    other sites once ``min_silos`` replied (a site slower than that is dropped from the round);
+    ``task_timeout``: seconds before a task is given up entirely; ``join_timeout``: seconds to wait
+    for every expected site at the start.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        expected_sites: list[str] | None = None,
+        min_silos: int = 1,
+        straggler_timeout: int = 10,
+        task_timeout: int = 600,
+        join_timeout: int = 60,
+        task_check_period: float = 0.02,
+    ) -> None:
+        super().__init__(task_check_period=task_check_period)
+        self.config = config or {}
+        self.expected_sites = expected_sites or []
+        self.min_silos = min_silos
+        self.straggler_timeout = straggler_timeout
+        self.task_timeout = task_timeout
+        self.join_timeout = join_timeout
+        self.relay = RelayTracker()
+
+    def set_communicator(self, communicator: Any) -> None:
+        """Attach FLARE's communicator and make it check tasks every ``task_check_period`` seconds.
+
+        FLARE 2.9's ``Controller.set_communicator`` sets ``communicator.task_check_period`` while the
+        server communicator sleeps on ``_task_check_period`` (default 0.2 s), so both are set here.
+        """
+        super().set_communicator(communicator)
+        if hasattr(communicator, "_task_check_period"):
+            communicator._task_check_period = self._task_check_period
+
+    def start_controller(self, fl_ctx: FLContext) -> None:
+        """Register the app command the notebook polls for events."""
+        fl_ctx.get_engine().register_app_command(wire.EVENTS_TOPIC, self._events)
+
+    def _events(self, topic: str, data: Any, fl_ctx: FLContext) -> dict[str, Any]:
+        start = int((data or {}).get("since", 0))
+        return {"events": self.relay.since(start)}
+
+    def stop_controller(self, fl_ctx: FLContext) -> None:
+        """Nothing to release."""
+
+    def process_result_of_unknown_task(
+        self, client: Client, task_name: str, client_task_id: str, result: Shareable, fl_ctx: FLContext
+    ) -> None:
+        """A late reply of a site that was dropped from its round: logged and ignored."""
+        self.log_info(fl_ctx, f"ignored late {task_name} reply from {client.name} (dropped from that round)")
+
+    def _connected(self, fl_ctx: FLContext) -> list[str]:
+        return [c.name for c in fl_ctx.get_engine().get_clients()]
+
+    def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
+        """Wait for the sites, say hello, run the round loop, write the result into the job workspace."""
+        import fedkit
+        from fedkit.config import RunConfig
+        from fedkit.models import build_model, get_flat
+        from fedkit.result import POOLED, undefined_auc_notes
+
+        job_dir = fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
+        try:
+            config = RunConfig.from_dict(self.config)
+            deadline = time.monotonic() + self.join_timeout
+            while time.monotonic() < deadline and not abort_signal.triggered:
+                if set(self.expected_sites) <= set(self._connected(fl_ctx)):
+                    break
+                time.sleep(0.1)
+            sites = [s for s in self._connected(fl_ctx) if not self.expected_sites or s in self.expected_sites]
+
+            def transport(task: str, payload: dict[str, Any], targets: Any, need: int) -> dict[str, dict[str, Any]]:
+                return self._broadcast(task, payload, list(targets), need, fl_ctx, abort_signal)
+
+            known, outline = hello(transport, self.config, sites, self.min_silos)
+            module = build_model(config.model, len(outline.features), hidden=config.hidden, seed=config.seed)
+            finetune = None
+            if config.personalize == "finetune":
+                finetune = config.finetune_steps or config.local.n_steps(min(s.n_train for s in known))
+            engine = RemoteEngine(
+                transport, known, get_flat(module),
+                personalized=config.personalize != "none" or config.strategy == "local",
+                finetune_steps=finetune, min_silos=self.min_silos,
+            )  # fmt: skip
+            self.relay.notes = lambda: list(engine.notes)
+            labels = {s.silo: s.y_test for s in known}
+            n_test = {**{name: len(y) for name, y in labels.items()}, POOLED: sum(len(y) for y in labels.values())}
+            scored = "personal" if engine.personalized else "global"
+            self.relay.add(
+                {"kind": "outline", "n_test": n_test, "notes": undefined_auc_notes([], labels), "scored": scored}
+            )
+            engine.on_note = lambda text: self.relay.add({"kind": "note", "text": text})
+            result = fedkit.run(
+                config, federation=outline, engine=engine, trackers=[self.relay],
+                callbacks=[self.relay.on_round], should_stop=lambda: abort_signal.triggered, progress=False,
+            )  # fmt: skip
+            summary = {**result.summary(), "notes": [*result.notes, *engine.notes]}
+            with open(os.path.join(job_dir, wire.RESULT_FILE), "w") as f:
+                json.dump(wire.to_json({"summary": summary, "params": result.params}), f)
+        except Exception as exc:
+            text = traceback.format_exc()
+            self.log_error(fl_ctx, f"fedkit run failed:\n{text}")
+            if not any(e["kind"] == "end" for e in self.relay.since(0)):
+                self.relay.add(
+                    {"kind": "end", "status": "failed", "error": str(exc) if isinstance(exc, RemoteRunError) else text}
+                )
+            self.system_panic(f"fedkit run failed: {exc}", fl_ctx)
+
+    def _broadcast(
+        self,
+        task_name: str,
+        payload: dict[str, Any],
+        targets: list[str],
+        need: int,
+        fl_ctx: FLContext,
+        abort_signal: Signal,
+    ) -> dict[str, dict[str, Any]]:
+        data = Shareable()
+        data[PAYLOAD] = payload
+        task = Task(name=task_name, data=data, timeout=self.task_timeout)
+        self.broadcast_and_wait(
+            task, fl_ctx, targets=targets, min_responses=need,
+            wait_time_after_min_received=self.straggler_timeout, abort_signal=abort_signal,
+        )  # fmt: skip
+        replies: dict[str, dict[str, Any]] = {}
+        failures = []
+        for client_task in task.client_tasks:
+            result = client_task.result
+            if result is None:
+                continue
+            if result.get_return_code() == ReturnCode.OK and PAYLOAD in result:
+                replies[client_task.client.name] = result[PAYLOAD]
+            else:
+                failures.append(f"{client_task.client.name}: {result.get('error') or result.get_return_code()}")
+        if failures:
+            raise RemoteRunError(f"Task {task_name} failed on site(s) " + "; ".join(failures))
+        return replies

@@ -1,0 +1,268 @@
+"""Startup kits and a federation on this machine: ``fedkit remote provision`` and ``fedkit remote poc``.
+
+Provisioning (NVIDIA FLARE's ``nvflare provision``) turns a project file — the server, one site per
+hospital, an admin user for the notebook — into startup kits: a root CA, a certificate and key per
+participant, and connection settings with mutual TLS. A kit is the only secret a participant needs.
+
+The proof-of-concept federation provisions a loopback project (server on 127.0.0.1, free ports) and
+starts the server and one process per hospital, each in its own process group so that stopping it by
+PID also stops the job processes FLARE forks; nothing listens on or connects to another address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedkit.data.uci import HOSPITALS
+from fedkit.errors import ConfigError, FedkitError
+
+LOOPBACK = "127.0.0.1"
+ADMIN = "admin@fedkit.local"
+SERVER = "server"
+FEDKIT_SERVER_CLASSES: tuple[str, ...] = ("fedkit.remote.controller.FedkitController",)
+FEDKIT_SITE_CLASSES: tuple[str, ...] = ("fedkit.remote.executor.FedkitExecutor",)
+BUILDERS: list[dict[str, Any]] = [
+    {"path": "nvflare.lighter.impl.workspace.WorkspaceBuilder"},
+    {"path": "nvflare.lighter.impl.static_file.StaticFileBuilder", "args": {"config_folder": "config"}},
+    {"path": "nvflare.lighter.impl.cert.CertBuilder"},
+    {"path": "nvflare.lighter.impl.signature.SignatureBuilder"},
+]
+
+
+class PocError(FedkitError, RuntimeError):
+    """The local federation could not start or stop; the message says which process and where its log is."""
+
+
+def _nvflare() -> list[str]:
+    try:
+        import nvflare  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("The remote engine needs NVIDIA FLARE: pip install 'fedkit[remote]'.") from exc
+    return [sys.executable, "-m", "nvflare.cli"]
+
+
+def provision(project: str | Path, workspace: str | Path) -> Path:
+    """Create the startup kits of ``project`` under ``workspace``; returns the folder holding one kit each."""
+    import yaml
+
+    project = Path(project)
+    if not project.is_file():
+        raise ConfigError(f"Project file {project} does not exist; start from deploy/project.yml.")
+    name = yaml.safe_load(project.read_text()).get("name")
+    workspace = Path(workspace)
+    done = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [*_nvflare(), "provision", "-p", str(project.resolve()), "-w", str(workspace.resolve())],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    prods = sorted((workspace / str(name)).glob("prod_*"), key=lambda p: int(p.name.split("_")[1]))
+    if done.returncode != 0 or not prods:
+        raise PocError(f"`nvflare provision -p {project}` failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    allow_fedkit(prods[-1])
+    return prods[-1]
+
+
+def allow_fedkit(kits: Path) -> None:
+    """Add fedkit's controller (server) and executor (sites) to each kit's ``class_allow_list``.
+
+    FLARE builds only the component classes a site allows (``local/resources.json.default``); a site
+    admin can read exactly what fedkit adds there.
+    """
+    for resources in kits.glob("*/local/resources.json.default"):
+        conf = json.loads(resources.read_text())
+        if "class_allow_list" not in conf:
+            continue
+        server = (resources.parent.parent / "startup" / "fed_server.json").exists()
+        allowed = FEDKIT_SERVER_CLASSES if server else FEDKIT_SITE_CLASSES
+        conf["class_allow_list"] = [
+            *conf["class_allow_list"],
+            *(c for c in allowed if c not in conf["class_allow_list"]),
+        ]
+        resources.write_text(json.dumps(conf, indent=2))
+
+
+def loopback_project(hospitals: Sequence[str], port: int, name: str = "fedkit-poc") -> dict[str, Any]:
+    """A project file for a federation on 127.0.0.1: the server, one site per hospital (named after it), the admin."""
+    return {
+        "api_version": 3,
+        "name": name,
+        "description": "fedkit proof-of-concept federation on 127.0.0.1",
+        "participants": [
+            {"name": SERVER, "type": "server", "org": "fedkit", "fed_learn_port": port, "admin_port": port,
+             "default_host": LOOPBACK, "host_names": [LOOPBACK]},
+            *({"name": h, "type": "client", "org": h} for h in hospitals),
+            {"name": ADMIN, "type": "admin", "org": "fedkit", "role": "project_admin"},
+        ],
+        "builders": BUILDERS,
+    }  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Poc:
+    """A running local federation: its kits and the PIDs (= process groups) of the server and each site."""
+
+    kits: Path
+    hospitals: tuple[str, ...]
+    data_dir: str
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def admin_kit(self) -> Path:
+        """The admin startup kit the notebook/CLI submits with."""
+        return self.kits / ADMIN
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """PID of every process started (each leads its own process group)."""
+        return {name: p.pid for name, p in self.processes.items()}
+
+    def log(self, name: str) -> Path:
+        """Log file of participant ``name``."""
+        return self.kits / name / "fedkit-process.log"
+
+    def start(self, name: str) -> None:
+        """Start the server or one site (again, after :meth:`kill`) from its kit."""
+        kit = self.kits / name
+        if name == SERVER:
+            module, extra = "nvflare.private.fed.app.server.server_train", ["org=fedkit"]
+            conf = "fed_server.json"
+        else:
+            module, extra = "nvflare.private.fed.app.client.client_train", [f"uid={name}", f"org={name}"]
+            conf = "fed_client.json"
+        env = {**os.environ, "FEDKIT_DATA_DIR": self.data_dir, "PYTHONUNBUFFERED": "1"}
+        log = self.log(name).open("ab")
+        self.processes[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [sys.executable, "-u", "-m", module, "-m", str(kit), "-s", conf,
+             "--set", "secure_train=true", "config_folder=config", *extra],
+            cwd=kit, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        log.close()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 15.0) -> None:
+        """Stop one participant's process group by its PID; SIGKILL after ``timeout`` seconds."""
+        proc = self.processes.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=timeout)
+        except ProcessLookupError:
+            pass
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # job processes FLARE forked into the same group
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop every process started, sites first, each by PID within ``timeout`` seconds."""
+        for name in [*(h for h in self.hospitals if h in self.processes), SERVER]:
+            self.kill(name, signal.SIGTERM, timeout)
+
+    def wait_ready(self, timeout: float = 90.0, sites: Sequence[str] | None = None) -> None:
+        """Block until the admin can log in and ``sites`` (default: every hospital) are connected."""
+        from fedkit.remote.submit import open_session
+
+        want = set(self.hospitals if sites is None else sites)
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            for name, proc in self.processes.items():
+                if proc.poll() is not None:
+                    raise PocError(f"{name} exited with code {proc.returncode}; see {self.log(name)}.")
+            try:
+                session = open_session(self.admin_kit, timeout=5.0)
+                try:
+                    while time.monotonic() < deadline:
+                        connected = {c.name for c in session.get_connected_client_list()}
+                        if want <= connected:
+                            return
+                        last = f"connected: {sorted(connected)}"
+                        time.sleep(0.5)
+                finally:
+                    session.close()
+            except FedkitError as exc:
+                last = exc
+                time.sleep(0.5)
+        raise PocError(
+            f"The local federation was not ready after {timeout:.0f} s ({last}); see the logs in {self.kits}."
+        )
+
+    def __enter__(self) -> Poc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_poc(
+    workspace: str | Path,
+    silos: int = 4,
+    *,
+    data_dir: str | Path | None = None,
+    port: int | None = None,
+    wait: bool = True,
+    log_level: str = "WARNING",
+) -> Poc:
+    """Provision a loopback federation of the first ``silos`` hospitals under ``workspace`` and start it.
+
+    FLARE's processes log at ``log_level`` (their kits' default, INFO, writes a dozen lines per task and site).
+    """
+    import yaml
+
+    from fedkit.paths import data_dir as default_data_dir
+
+    if not 1 <= silos <= len(HOSPITALS):
+        raise ConfigError(
+            f"The 'silos' parameter of start_poc must be in [1, {len(HOSPITALS)}] (one per hospital); got {silos}."
+        )
+    hospitals = HOSPITALS[:silos]
+    workspace = Path(workspace)
+    workspace.mkdir(parents=True, exist_ok=True)
+    project = workspace / "project.yml"
+    project.write_text(yaml.safe_dump(loopback_project(hospitals, port or free_port()), sort_keys=False))
+    kits = provision(project, workspace / "kits")
+    _bind_loopback(kits / SERVER / "startup" / "fed_server.json")
+    for default in kits.glob("*/local/log_config.json.default"):
+        conf = json.loads(default.read_text())
+        conf["loggers"]["root"]["level"] = log_level
+        (default.parent / "log_config.json").write_text(json.dumps(conf, indent=2))
+    poc = Poc(kits, tuple(hospitals), str(Path(data_dir or default_data_dir()).resolve()))
+    try:
+        poc.start(SERVER)
+        for h in hospitals:
+            poc.start(h)
+        if wait:
+            poc.wait_ready()
+    except BaseException:
+        poc.stop()
+        raise
+    return poc
+
+
+def _bind_loopback(path: Path) -> None:
+    """Make the server listen on 127.0.0.1 only (the provisioned target is its certificate name)."""
+    conf = json.loads(path.read_text())
+    for server in conf["servers"]:
+        port = server["service"]["target"].rsplit(":", 1)[1]
+        server["service"]["target"] = f"{LOOPBACK}:{port}"
+        server["admin_server"] = LOOPBACK
+    path.write_text(json.dumps(conf, indent=2))
