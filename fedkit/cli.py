@@ -11,7 +11,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from fedkit._version import __version__
-from fedkit.errors import FedkitError
+from fedkit.errors import ConfigError, FedkitError
 from fedkit.presets import PRESETS
 
 _TYPES = {"int": int, "float": float, "str": str}
@@ -102,7 +102,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     import fedkit
 
     config = config_from_args(args)
-    result = fedkit.run(config, progress=not args.quiet)
+    if config.engine == "remote":
+        from fedkit.remote.submit import run_remote
+
+        if not args.admin_kit:
+            raise ConfigError("--engine remote needs --admin-kit DIR (the admin startup kit of the federation).")
+        result = run_remote(
+            config, admin_kit=args.admin_kit, progress=not args.quiet,
+            min_silos=args.min_silos, straggler_timeout=args.straggler_timeout,
+        )  # fmt: skip
+    elif args.admin_kit:
+        raise ConfigError("--admin-kit only applies with --engine remote; add --engine remote or drop --admin-kit.")
+    else:
+        result = fedkit.run(config, progress=not args.quiet)
     summary = result.summary()
     print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary))
     return 0
@@ -184,6 +196,54 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remote_provision(args: argparse.Namespace) -> int:
+    """``fedkit remote provision``."""
+    from fedkit.remote.kits import provision
+
+    kits = provision(args.project, args.workspace)
+    print(f"startup kits (CA, per-site certificates, mTLS) in {kits}:")
+    for kit in sorted(p for p in kits.iterdir() if p.is_dir()):
+        print(f"  {kit.name}: {kit}")
+    print("Give each participant only its own kit folder; the admin kit is what --admin-kit takes.")
+    return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_remote_start(args: argparse.Namespace) -> int:
+    """``fedkit remote start``: run one participant's FLARE process from its kit (the container entry point)."""
+    from fedkit.remote.kits import run_participant
+
+    run_participant(args.kit, args.workspace)
+    return 0
+
+
+def cmd_remote_poc(args: argparse.Namespace) -> int:
+    """``fedkit remote poc``: a federation on 127.0.0.1 until Ctrl-C."""
+    import signal
+    import time
+
+    from fedkit.remote.kits import start_poc
+
+    poc = start_poc(args.workspace, args.silos, data_dir=args.data_dir)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops the federation like Ctrl-C
+    try:
+        print(f"server and {args.silos} site(s) on 127.0.0.1 (mTLS); PIDs: {poc.pids}")
+        print(f"run on it:  fedkit run --engine remote --admin-kit {poc.admin_kit}")
+        print("Ctrl-C stops every process.", flush=True)
+        while all(p.poll() is None for p in poc.processes.values()):
+            time.sleep(1)
+        dead = [n for n, p in poc.processes.items() if p.poll() is not None]
+        print(f"fedkit: {', '.join(dead)} exited; see {poc.log(dead[0])}. Stopping the rest.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        poc.stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``fedkit`` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -206,6 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
     run.add_argument("--compact", action="store_true", help="with --json: one line")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    remote = run.add_argument_group("remote engine (--engine remote)")
+    remote.add_argument("--admin-kit", metavar="DIR", help="admin startup kit of the FLARE federation")
+    remote.add_argument(
+        "--min-silos", type=int, default=1, metavar="N", help="fewest sites a round may aggregate (default: 1)"
+    )
+    remote.add_argument(
+        "--straggler-timeout", type=int, default=10, metavar="S",
+        help="seconds to wait for the other sites once --min-silos replied; later ones are dropped from the round",
+    )  # fmt: skip
     add_config_flags(run)
     run.set_defaults(func=cmd_run)
 
@@ -222,6 +291,24 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_data_info)
     download = data.add_parser("download", help="download and verify the files into the data folder")
     download.set_defaults(func=cmd_data_download)
+
+    remote_cmd = sub.add_parser("remote", help="NVIDIA FLARE federations: startup kits, a local federation")
+    remote_sub = remote_cmd.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
+    prov = remote_sub.add_parser("provision", help="startup kits (CA, per-site certificates, mTLS) from a project file")
+    prov.add_argument("--project", default="deploy/project.yml", metavar="FILE", help="default: deploy/project.yml")
+    prov.add_argument("--workspace", default="workspace", metavar="DIR", help="where the kits go (default: workspace)")
+    prov.set_defaults(func=cmd_remote_provision)
+    start = remote_sub.add_parser("start", help="run the server or a site from its startup kit (containers)")
+    start.add_argument("--kit", required=True, metavar="DIR", help="the startup kit (startup/ and local/)")
+    start.add_argument("--workspace", required=True, metavar="DIR", help="writable folder the kit is copied to")
+    start.set_defaults(func=cmd_remote_start)
+    poc = remote_sub.add_parser("poc", help="server + one process per hospital on 127.0.0.1 until Ctrl-C")
+    poc.add_argument("--silos", type=int, default=4, help="hospitals to start, 1-4 (default: 4)")
+    poc.add_argument(
+        "--workspace", default="poc-workspace", metavar="DIR", help="kits and logs (default: poc-workspace)"
+    )
+    poc.add_argument("--data-dir", default=None, metavar="DIR", help="the UCI files (default: $FEDKIT_DATA_DIR)")
+    poc.set_defaults(func=cmd_remote_poc)
 
     runs = sub.add_parser("runs", help="recorded runs in the local store").add_subparsers(
         dest="runs_command", required=True, metavar="COMMAND"

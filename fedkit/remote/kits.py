@@ -107,6 +107,49 @@ def loopback_project(hospitals: Sequence[str], port: int, name: str = "fedkit-po
     }  # fmt: skip
 
 
+def participant_command(kit: Path) -> list[str]:
+    """The command that runs the FLARE server or site of a startup kit (name and org from its certificate)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    startup = Path(kit) / "startup"
+    server = (startup / "fed_server.json").is_file()
+    if not server and not (startup / "fed_client.json").is_file():
+        raise ConfigError(
+            f"{kit} is not a FLARE server or site startup kit (no startup/fed_server.json or fed_client.json)."
+        )
+    cert = x509.load_pem_x509_certificate((startup / ("server.crt" if server else "client.crt")).read_bytes())
+    name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
+    if server:
+        module, conf, extra = "nvflare.private.fed.app.server.server_train", "fed_server.json", [f"org={org}"]
+    else:
+        module, conf, extra = (
+            "nvflare.private.fed.app.client.client_train",
+            "fed_client.json",
+            [f"uid={name}", f"org={org}"],
+        )
+    return [sys.executable, "-u", "-m", module, "-m", str(Path(kit).resolve()), "-s", conf,
+            "--set", "secure_train=true", "config_folder=config", *extra]  # fmt: skip
+
+
+def run_participant(kit: str | Path, workspace: str | Path) -> None:
+    """Copy a (read-only, e.g. mounted from a Secret) startup kit into a writable workspace and run it in this process.
+
+    For containers: ``fedkit remote start --kit /kit --workspace /workspace`` replaces itself with the
+    FLARE process, so it receives the pod's signals directly.
+    """
+    import shutil
+
+    kit, workspace = Path(kit), Path(workspace)
+    for part in ("startup", "local"):
+        if (kit / part).is_dir():
+            shutil.copytree(kit / part, workspace / part, dirs_exist_ok=True)
+    command = participant_command(workspace)
+    os.chdir(workspace)
+    os.execv(command[0], command)  # noqa: S606 - our own interpreter and arguments
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
@@ -140,19 +183,11 @@ class Poc:
     def start(self, name: str) -> None:
         """Start the server or one site (again, after :meth:`kill`) from its kit."""
         kit = self.kits / name
-        if name == SERVER:
-            module, extra = "nvflare.private.fed.app.server.server_train", ["org=fedkit"]
-            conf = "fed_server.json"
-        else:
-            module, extra = "nvflare.private.fed.app.client.client_train", [f"uid={name}", f"org={name}"]
-            conf = "fed_client.json"
         env = {**os.environ, "FEDKIT_DATA_DIR": self.data_dir, "PYTHONUNBUFFERED": "1"}
         log = self.log(name).open("ab")
         self.processes[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            [sys.executable, "-u", "-m", module, "-m", str(kit), "-s", conf,
-             "--set", "secure_train=true", "config_folder=config", *extra],
-            cwd=kit, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            participant_command(kit), cwd=kit, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
 
     def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 15.0) -> None:
