@@ -1,0 +1,199 @@
+"""Tables and sentences for the notebooks: the hospitals' raw data, and runs side by side.
+
+Pure functions over the UCI files and recorded runs (no plotting, no widgets), tested like the rest
+of the package; the notebooks only call them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fedkit.data import uci
+from fedkit.errors import ConfigError
+from fedkit.result import POOLED
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def raw_tables(data_dir: str | Path | None = None, *, verify: bool = True) -> dict[str, pd.DataFrame]:
+    """Each hospital's file as a DataFrame of the 14 UCI columns (NaN where the file has '?')."""
+    import pandas as pd
+
+    from fedkit.paths import data_dir as default_data_dir
+
+    directory = Path(data_dir) if data_dir is not None else default_data_dir()
+    uci.ensure_files(directory, verify=verify)
+    return {h: pd.DataFrame(uci.read_hospital(directory, h), columns=list(uci.COLUMNS)) for h in uci.HOSPITALS}
+
+
+def hospital_overview(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per hospital: patients, positives, positive rate, rows with a missing value, age, share male."""
+    import pandas as pd
+
+    rows = []
+    for name, t in tables.items():
+        positive = t["num"] > 0
+        rows.append(
+            {
+                "hospital": name,
+                "patients": len(t),
+                "positives": int(positive.sum()),
+                "positive_rate": float(positive.mean()),
+                "rows_with_missing": int(t.isna().any(axis=1).sum()),
+                "rows_kept_by_flamby": int((~t.drop(columns=["slope", "ca", "thal"]).isna().any(axis=1)).sum()),
+                "mean_age": float(t["age"].mean()),
+                "male_share": float(t["sex"].mean()),
+            }
+        )
+    return pd.DataFrame(rows).set_index("hospital")
+
+
+def missing_values(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Missing values ('?') per column and hospital, plus ``chol == 0`` (not measured in switzerland and va)."""
+    import pandas as pd
+
+    counts = pd.DataFrame({name: t.isna().sum() for name, t in tables.items()}).T
+    counts["chol == 0"] = [int((t["chol"] == 0).sum()) for t in tables.values()]
+    counts.index.name = "hospital"
+    return counts.loc[:, (counts != 0).any(axis=0)]
+
+
+def partition_table(federation: Any) -> pd.DataFrame:
+    """One row per silo of a :class:`~fedkit.data.silos.Federation`: rows, positives, positive rate, train/test."""
+    import pandas as pd
+
+    return pd.DataFrame(federation.summary()).set_index("silo")
+
+
+# -- runs side by side -------------------------------------------------------------------------
+
+
+def run_label(run: Mapping[str, Any]) -> str:
+    """A short label of a recorded run: strategy, split, seed and the id's last characters."""
+    config = run["config"]
+    return f"{config['strategy']}·{config['split']}·s{config['seed']}·{run['run_id'][-6:]}"
+
+
+def load_runs(
+    run_ids: Sequence[str] | None = None, *, last: int = 3, source: str = "local", store: Any = None
+) -> list[dict[str, Any]]:
+    """Recorded runs (dicts as :func:`fedkit.load_run` returns them, with ``history`` and ``label``).
+
+    ``run_ids`` (unique prefixes are enough) or else the ``last`` finished or stopped runs of the local store.
+    """
+    from fedkit.tracking.local import LocalStore
+
+    if source != "local":
+        raise ConfigError(f"Runs can be read from source='local' (the run store) in this fedkit; got {source!r}.")
+    store = store or LocalStore()
+    if not run_ids:
+        listed = [r for r in store.list_runs() if r["status"] in ("finished", "stopped")]
+        if not listed:
+            raise ConfigError(
+                f"The run store {store.path} has no finished run to compare; start one with the "
+                "02_fedavg_widgets notebook or `fedkit run`, or pass run_ids."
+            )
+        run_ids = [r["run_id"] for r in listed[:last]][::-1]
+    runs = []
+    for run_id in run_ids:
+        run = store.get(run_id)
+        if run["summary"] is None:
+            raise ConfigError(f"Run {run['run_id']} has status {run['status']!r} and no final metrics; pick another.")
+        run["history"] = run["summary"]["history"]
+        run["label"] = run_label(run)
+        runs.append(run)
+    return runs
+
+
+def config_differences(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """The config fields whose values differ between runs: one row per field, one column per run."""
+    import pandas as pd
+
+    table = pd.DataFrame({label: dict(c) for label, c in configs.items()})
+    differ = table.astype(str).nunique(axis=1) > 1
+    return table[differ]
+
+
+def final_frame(final: Mapping[str, Any]) -> pd.DataFrame:
+    """A summary's ``final`` block as a table: one row per silo plus pooled (n_test, loss, auc, accuracy)."""
+    import pandas as pd
+
+    rows = [{"silo": s, **m} for s, m in final["silos"].items()] + [{"silo": POOLED, **final[POOLED]}]
+    return pd.DataFrame(rows, columns=["silo", "n_test", "loss", "auc", "accuracy"]).set_index("silo")
+
+
+def finals_table(finals: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ("accuracy", "auc")) -> pd.DataFrame:
+    """Final metrics of several runs side by side: rows silo, columns (metric, run)."""
+    import pandas as pd
+
+    return pd.concat({m: pd.DataFrame({label: t[m] for label, t in finals.items()}) for m in metrics}, axis=1)
+
+
+def best_summary(finals: Mapping[str, pd.DataFrame]) -> str:
+    """A few sentences: which run is best on each silo (by accuracy, AUC breaking ties) and on average."""
+    if not finals:
+        return "No runs to compare."
+    silos: list[str] = []
+    for table in finals.values():
+        silos += [s for s in table.index if s not in silos]
+    lines = []
+    for silo in silos:
+        scored = [
+            (t.loc[silo, "accuracy"], _or_minus(t.loc[silo, "auc"]), label)
+            for label, t in finals.items()
+            if silo in t.index
+        ]
+        accuracy, auc, label = max(scored)
+        auc_text = f", AUC {auc:.3f}" if auc >= 0 else ""
+        margin = sorted((s[0] for s in scored), reverse=True)
+        gap = f" ({margin[0] - margin[1]:+.3f} over the next)" if len(margin) > 1 else ""
+        lines.append(f"- **{silo}**: {label} (accuracy {accuracy:.3f}{auc_text}){gap}")
+    means = {label: t.drop(index=POOLED, errors="ignore")["accuracy"].mean() for label, t in finals.items()}
+    best = max(means, key=lambda label: means[label])
+    head = (
+        f"Best mean accuracy over silos (FLamby's Avg): **{best}** ({means[best]:.3f}). "
+        "Best run per silo (final test accuracy, AUC breaking ties):"
+    )
+    return "\n".join([head, *lines])
+
+
+def _or_minus(value: float | None) -> float:
+    return -1.0 if value is None or value != value else float(value)
+
+
+def mean_table(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Several final tables (``RunResult.table()``) averaged cell-wise, rows in their order (e.g. over seeds)."""
+    import pandas as pd
+
+    return pd.concat(list(tables)).groupby(level=0, sort=False).mean()
+
+
+def mean_history(histories: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Several runs' long metric tables averaged value-wise (e.g. over seeds)."""
+    import pandas as pd
+
+    keys = ["round", "silo", "model", "split", "metric"]
+    return pd.concat(list(histories)).groupby(keys, sort=False, as_index=False)["value"].mean()
+
+
+def seeds_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
+    """Mean ± std over seeds of the final accuracy and AUC per silo, one column block per label.
+
+    ``summaries`` maps a label (e.g. strategy) to the run summaries of its seeds.
+    """
+    import pandas as pd
+
+    columns = {}
+    for label, runs in summaries.items():
+        finals = [final_frame(s["final"]) for s in runs]
+        for table in finals:  # the unweighted mean over silos (FLamby's Avg), per seed
+            table.loc["avg (silos)"] = table.drop(index=POOLED).mean()
+        stacked = pd.concat(finals)
+        for metric in ("accuracy", "auc"):
+            grouped = stacked.groupby(level=0, sort=False)[metric]
+            columns[(label, f"{metric} mean")] = grouped.mean()
+            columns[(label, f"{metric} std")] = grouped.std(ddof=0)
+    return pd.DataFrame(columns)

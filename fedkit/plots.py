@@ -1,0 +1,285 @@
+"""Matplotlib figures for the notebooks and reports, with one colour per silo everywhere.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without pyplot (no global state,
+safe to draw from the widget panel's training thread); a notebook displays it as the last value of
+a cell (``%matplotlib inline``). Colours come from :func:`silo_colors`: a hospital, a synthetic silo
+``silo_03`` and the pooled test set get the same colour in every notebook and report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fedkit.metrics import METRICS
+from fedkit.result import POOLED
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from fedkit.data.silos import Federation
+
+# tab10 without its grey (grey is too close to the pooled black), then tab20's light shades.
+PALETTE: tuple[str, ...] = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5",
+)  # fmt: skip
+HOSPITAL_COLORS: dict[str, str] = {
+    "cleveland": PALETTE[0],
+    "hungarian": PALETTE[1],
+    "switzerland": PALETTE[2],
+    "va": PALETTE[3],
+}
+POOLED_COLOR = "#222222"
+METRIC_LABELS: dict[str, str] = {"loss": "test loss (BCE)", "auc": "test ROC AUC", "accuracy": "test accuracy"}
+LINESTYLES: tuple[str, ...] = ("-", "--", ":", "-.")
+HATCHES: tuple[str, ...] = ("", "//", "..", "xx", "\\\\", "oo")
+_SYNTHETIC = re.compile(r"^silo_(\d+)$")
+
+
+def silo_colors(names: Sequence[str]) -> dict[str, str]:
+    """The colour of each silo name: fixed per hospital, ``silo_<i>`` by its number, pooled near-black.
+
+    A name is always given the same colour, whatever else is in ``names``, so every notebook and
+    report shows a silo in one colour. Other names take the palette colours in order.
+    """
+    colors: dict[str, str] = {}
+    others = 0
+    for name in names:
+        match = _SYNTHETIC.match(name)
+        if name == POOLED:
+            colors[name] = POOLED_COLOR
+        elif name in HOSPITAL_COLORS:
+            colors[name] = HOSPITAL_COLORS[name]
+        elif match:
+            colors[name] = PALETTE[int(match.group(1)) % len(PALETTE)]
+        else:
+            colors[name] = PALETTE[(len(HOSPITAL_COLORS) + others) % len(PALETTE)]
+            others += 1
+    return colors
+
+
+def new_figure(ncols: int, *, nrows: int = 1, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list[Axes]]:
+    """A pyplot-free figure with ``nrows`` x ``ncols`` axes (flattened), sized for a notebook."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), dpi=90, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def scored_model(history: pd.DataFrame) -> str:
+    """The model whose test curves a run is judged by: personal if present, else global, else local."""
+    models = set(history["model"])
+    return next((m for m in ("personal", "global", "local") if m in models), "global")
+
+
+def _curves(history: pd.DataFrame, model: str, metric: str) -> dict[str, tuple[list[float], list[float]]]:
+    rows = history[(history["model"] == model) & (history["split"] == "test") & (history["metric"] == metric)]
+    return {
+        silo: (part["round"].tolist(), part["value"].tolist())
+        for silo, part in rows.sort_values("round").groupby("silo", sort=False)
+    }
+
+
+def _silo_order(names: Sequence[str]) -> list[str]:
+    """Silos in their order, pooled last."""
+    return [n for n in names if n != POOLED] + ([POOLED] if POOLED in names else [])
+
+
+def curves_figure(
+    history: pd.DataFrame,
+    *,
+    model: str | None = None,
+    metrics: Sequence[str] = METRICS,
+    title: str | None = None,
+) -> Figure:
+    """Test loss / AUC / accuracy per round: one panel per metric, one line per silo plus pooled.
+
+    ``history`` is a run's long metric table (``RunResult.history``); ``model`` defaults to the
+    one the run is scored by (global, or personal with personalization).
+    """
+    model = model or scored_model(history)
+    fig, axes = new_figure(len(metrics))
+    for ax, metric in zip(axes, metrics, strict=True):
+        curves = _curves(history, model, metric)
+        colors = silo_colors(list(curves))
+        for silo in _silo_order(list(curves)):
+            xs, ys = curves[silo]
+            ax.plot(xs, ys, color=colors[silo], label=silo, lw=2.4 if silo == POOLED else 1.6, marker=".")
+        style_axes(ax, metric, f"{metric} ({model} model)")
+    axes[-1].legend(title="silo", fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def style_axes(ax: Axes, metric: str, title: str) -> None:
+    """Title, axis labels, integer round ticks and a light grid."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title(title)
+    ax.set_xlabel("round")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+class LiveCurves:
+    """Curves that grow round by round (the widget panel's figure): one line per silo plus pooled per metric."""
+
+    def __init__(self, silos: Sequence[str], rounds: int, *, model: str = "global", title: str = "") -> None:
+        self.silos = _silo_order([*silos, POOLED])
+        self.model = model
+        self.figure, self.axes = new_figure(len(METRICS))
+        colors = silo_colors(self.silos)
+        self.lines: dict[tuple[str, str], Any] = {}
+        for ax, metric in zip(self.axes, METRICS, strict=True):
+            for silo in self.silos:
+                (line,) = ax.plot([], [], color=colors[silo], label=silo, lw=2.4 if silo == POOLED else 1.6, marker=".")
+                self.lines[(metric, silo)] = line
+            style_axes(ax, metric, f"{metric} ({model} model)")
+            ax.set_xlim(0, max(rounds, 1))
+            ax.set_ylim(0, 1)
+        self.axes[-1].legend(title="silo", fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+        if title:
+            self.figure.suptitle(title)
+
+    def update(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Redraw every line from the metric rows received so far."""
+        points: dict[tuple[str, str], dict[int, float]] = {key: {} for key in self.lines}
+        for r in records:
+            key = (r["metric"], r["silo"])
+            if r["model"] == self.model and r["split"] == "test" and key in points:
+                points[key][r["round"]] = r["value"]
+        for key, line in self.lines.items():
+            rounds = sorted(points[key])
+            line.set_data(rounds, [points[key][i] for i in rounds])
+        for ax, metric in zip(self.axes, METRICS, strict=True):
+            if metric == "loss":
+                ax.relim()
+                ax.autoscale_view(scalex=False)
+
+    def png(self) -> bytes:
+        """The figure as PNG bytes (Agg canvas; no display needed)."""
+        import io
+
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        buffer = io.BytesIO()
+        FigureCanvasAgg(self.figure).print_png(buffer)
+        return buffer.getvalue()
+
+
+def label_balance_figure(federation: Federation, title: str | None = None) -> Figure:
+    """Rows per silo split into positives (silo colour) and negatives (grey), with the positive rate."""
+    summary = federation.summary()
+    names = [r["silo"] for r in summary]
+    colors = silo_colors(names)
+    fig, (ax,) = new_figure(1, width=max(4.5, 0.75 * len(names) + 2), height=3.4)
+    positives = [r["positives"] for r in summary]
+    negatives = [r["rows"] - r["positives"] for r in summary]
+    ax.bar(names, negatives, color="#cccccc", label="negative (num = 0)")
+    ax.bar(names, positives, bottom=negatives, color=[colors[n] for n in names], label="positive (num > 0)")
+    for i, r in enumerate(summary):
+        ax.annotate(f"{r['positive_rate']:.0%}", (i, r["rows"]), ha="center", va="bottom", fontsize="small")
+    ax.set_title(title or f"Label balance per silo ({federation.split} split)")
+    ax.set_xlabel("silo")
+    ax.set_ylabel("patients (label: % positive on top)")
+    ax.margins(y=0.12)
+    ax.tick_params(axis="x", labelrotation=30 if len(names) > 6 else 0)
+    ax.legend(fontsize="small", loc="upper right")
+    return fig
+
+
+def feature_figure(tables: Mapping[str, pd.DataFrame], features: Sequence[str], title: str | None = None) -> Figure:
+    """Distribution of raw features per silo (densities, or level shares for categorical columns)."""
+    import numpy as np
+
+    colors = silo_colors(list(tables))
+    ncols = min(4, len(features))
+    nrows = -(-len(features) // ncols)
+    fig, axes = new_figure(ncols, nrows=nrows, width=3.6, height=2.8)
+    for ax, feature in zip(axes, features, strict=False):
+        values = {silo: t[feature].dropna().to_numpy() for silo, t in tables.items()}
+        levels = np.unique(np.concatenate(list(values.values())))
+        if len(levels) <= 5:
+            width = 0.8 / len(values)
+            for i, (silo, v) in enumerate(values.items()):
+                shares = [(v == level).mean() if len(v) else np.nan for level in levels]
+                ax.bar(np.arange(len(levels)) + i * width, shares, width, color=colors[silo], label=silo)
+            ax.set_xticks(np.arange(len(levels)) + 0.4 - width / 2, [f"{x:g}" for x in levels])
+            ax.set_ylabel("share of patients")
+        else:
+            edges = np.histogram_bin_edges(np.concatenate(list(values.values())), bins=20)
+            for silo, v in values.items():
+                if len(v):
+                    ax.hist(v, bins=edges, density=True, histtype="step", lw=1.6, color=colors[silo], label=silo)
+            ax.set_ylabel("density")
+        ax.set_title(feature)
+        ax.set_xlabel(feature)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(features) :]:
+        ax.set_visible(False)
+    axes[0].legend(title="silo", fontsize="small")
+    fig.suptitle(title or "Raw feature distributions per silo (missing values left out)")
+    return fig
+
+
+def overlay_figure(histories: Mapping[str, pd.DataFrame], metric: str = "auc", title: str | None = None) -> Figure:
+    """One panel per silo (and pooled), one line per run: silo colour, a line style per run."""
+    silos: list[str] = []
+    for history in histories.values():
+        silos += [s for s in history["silo"].unique() if s not in silos]
+    silos = _silo_order(silos)
+    colors = silo_colors(silos)
+    ncols = min(5, len(silos))
+    fig, axes = new_figure(ncols, nrows=-(-len(silos) // ncols), width=3.3, height=2.8)
+    for ax, silo in zip(axes, silos, strict=False):
+        for i, (label, history) in enumerate(histories.items()):
+            curves = _curves(history, scored_model(history), metric)
+            if silo in curves:
+                xs, ys = curves[silo]
+                ax.plot(xs, ys, color=colors[silo], ls=LINESTYLES[i % len(LINESTYLES)], lw=1.6, label=label)
+        style_axes(ax, metric, silo)
+    for ax in axes[len(silos) :]:
+        ax.set_visible(False)
+    axes[0].legend(title="run", fontsize="x-small")
+    fig.suptitle(title or f"{METRIC_LABELS.get(metric, metric)} per silo, runs overlaid")
+    return fig
+
+
+def final_bars_figure(finals: Mapping[str, pd.DataFrame], metric: str = "accuracy", title: str | None = None) -> Figure:
+    """Final ``metric`` per silo (and pooled) for several runs: silo colour, one hatch per run.
+
+    ``finals`` maps a run label to its final table (``RunResult.table()``: index silo).
+    """
+    import numpy as np
+
+    silos: list[str] = []
+    for table in finals.values():
+        silos += [s for s in table.index if s not in silos]
+    silos = _silo_order(silos)
+    colors = silo_colors(silos)
+    width = 0.8 / max(len(finals), 1)
+    fig, (ax,) = new_figure(1, width=max(6.0, 1.1 * len(silos) * max(1, len(finals) / 2)), height=3.4)
+    for i, (label, table) in enumerate(finals.items()):
+        values = [table[metric].get(s, np.nan) for s in silos]
+        ax.bar(
+            np.arange(len(silos)) + i * width, values, width, color=[colors[s] for s in silos],
+            hatch=HATCHES[i % len(HATCHES)], edgecolor="white", label=label,
+        )  # fmt: skip
+    ax.set_xticks(np.arange(len(silos)) + 0.4 - width / 2, silos)
+    ax.set_xlabel("silo")
+    ax.set_ylabel(f"final {METRIC_LABELS.get(metric, metric)}")
+    ax.set_title(title or f"Final {metric} per silo")
+    ax.grid(axis="y", alpha=0.3)
+    if metric != "loss":
+        ax.set_ylim(0, 1.05)
+    legend = ax.legend(title="run (hatch)", fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for patch in legend.get_patches():
+        patch.set_facecolor("#999999")
+    return fig

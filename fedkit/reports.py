@@ -1,0 +1,239 @@
+"""Reports: run a notebook with papermill, export it to one standalone HTML file, in ``reports/``.
+
+``render(notebook, parameters)`` injects the parameters after the notebook's ``parameters`` cell,
+executes it on the ``python3`` kernel of the running interpreter, and writes
+``<output_dir>/<date>_<time>_<notebook>[_<parameters>].ipynb`` and ``.html`` (figures embedded as
+data URIs, code hidden). A cell that raises fails the whole call with that cell's error.
+
+Also the helpers the headless report notebook calls: trackers by name, the engine check, seeds.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.util import find_spec
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fedkit.errors import ConfigError, FedkitError
+
+if TYPE_CHECKING:
+    from fedkit.result import RunResult
+    from fedkit.tracking.base import Tracker
+
+ENGINES: tuple[str, ...] = ("simulation", "remote")
+TRACKERS: dict[str, str] = {"local": "local run store", "sagemaker": "SageMaker Experiments", "mlflow": "MLflow"}
+KERNEL_NAME = "python3"
+
+
+class ReportError(FedkitError, RuntimeError):
+    """A report notebook could not be executed or exported; the message names the cell and its error."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """The files one report wrote: the executed notebook and its standalone HTML export."""
+
+    notebook: Path
+    html: Path | None
+
+
+def report_name(notebook: Path, parameters: Mapping[str, Any], when: datetime) -> str:
+    """``<YYYY-MM-DD>_<HHMMSS>_<notebook stem>[_<name>-<value>...]``: sortable by date, says which run."""
+    slug = "_".join(f"{k}-{v}" for k, v in parameters.items())
+    slug = re.sub(r"[^A-Za-z0-9.=_-]+", "", slug)[:60]
+    return "_".join(part for part in (when.strftime("%Y-%m-%d_%H%M%S"), notebook.stem, slug) if part)
+
+
+def notebook_parameters(notebook: Path) -> dict[str, Any]:
+    """The names and default values (source text) of the notebook's ``parameters`` cell."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return {}
+    names = {}
+    for line in cell.source.splitlines():
+        match = re.match(r"^([A-Za-z_]\w*)\s*(?::[^=]+)?=\s*(.+?)\s*(#.*)?$", line)
+        if match:
+            names[match.group(1)] = match.group(2)
+    return names
+
+
+def _check_parameters(notebook: Path, parameters: Mapping[str, Any]) -> None:
+    declared = notebook_parameters(notebook)
+    unknown = [name for name in parameters if name not in declared]
+    if unknown:
+        allowed = ", ".join(declared) or "(none: the notebook has no cell tagged 'parameters')"
+        raise ConfigError(
+            f"{notebook.name} has no parameter {', '.join(map(repr, unknown))}; its parameters are: {allowed}."
+        )
+
+
+def render(
+    notebook: str | Path,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    output_dir: str | Path = "reports",
+    html: bool = True,
+    timeout: float = 600,
+    kernel_name: str = KERNEL_NAME,
+) -> Report:
+    """Execute ``notebook`` with ``parameters`` (papermill) and export it to HTML; returns the paths written.
+
+    The executed notebook is written even when a cell fails; the :class:`ReportError` then names
+    the cell, its error and that file. ``timeout`` bounds each cell, in seconds.
+    """
+    notebook = Path(notebook)
+    parameters = dict(parameters or {})
+    if notebook.suffix != ".ipynb" or not notebook.is_file():
+        raise ConfigError(f"Notebook {notebook} does not exist or is not an .ipynb file; give the path to one.")
+    _check_parameters(notebook, parameters)
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = report_name(notebook, parameters, datetime.now())
+    executed = out_dir / f"{stem}.ipynb"
+
+    exporter: dict[str, Any] = {}
+    # nbconvert's import and template loading overlap the kernel's work (another process).
+    warm = threading.Thread(target=lambda: exporter.update(html=_html_exporter()), daemon=True) if html else None
+    if warm:
+        warm.start()
+    nb = _execute(notebook, executed, parameters, timeout=timeout, kernel_name=kernel_name)
+    if warm is None:
+        return Report(executed, None)
+    warm.join()
+    body, _ = exporter["html"].from_notebook_node(nb, resources={"metadata": {"name": _title(notebook, parameters)}})
+    page = out_dir / f"{stem}.html"
+    page.write_text(body, encoding="utf-8")
+    return Report(executed, page)
+
+
+def _execute(notebook: Path, output: Path, parameters: dict[str, Any], *, timeout: float, kernel_name: str) -> Any:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        return papermill.execute_notebook(
+            str(notebook), str(output), parameters=parameters, kernel_name=kernel_name,
+            progress_bar=False, execution_timeout=timeout, cwd=str(notebook.parent), log_output=False,
+        )  # fmt: skip
+    except PapermillExecutionError as exc:
+        raise ReportError(
+            f"{notebook.name} failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}). "
+            f"The executed notebook with the full traceback is {output}."
+        ) from None
+    except Exception as exc:
+        if type(exc).__name__ == "NoSuchKernel":
+            raise ReportError(
+                f"No Jupyter kernel named {kernel_name!r}: install ipykernel in this environment "
+                "(pip install 'fedkit[notebooks]')."
+            ) from None
+        raise
+
+
+def _html_exporter() -> Any:
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    exporter.embed_images = True
+    exporter.template  # noqa: B018 (load the template now, in the warm-up thread)
+    return exporter
+
+
+def _title(notebook: Path, parameters: Mapping[str, Any]) -> str:
+    shown = ", ".join(f"{k}={v}" for k, v in parameters.items())
+    return f"fedkit report: {notebook.stem}" + (f" ({shown})" if shown else "")
+
+
+# -- helpers of the headless report notebook --------------------------------------------------
+
+
+def available_trackers() -> dict[str, bool]:
+    """Each tracker name and whether this installation can record to it."""
+    return {name: name == "local" or find_spec(f"fedkit.tracking.{name}") is not None for name in TRACKERS}
+
+
+def make_trackers(names: str | Sequence[str]) -> list[Tracker]:
+    """Tracker objects from names (``"local"``, ``"sagemaker"``, ``"mlflow"``; a list records to several)."""
+    from importlib import import_module
+
+    from fedkit.tracking.local import LocalStore
+
+    names = [names] if isinstance(names, str) else list(names)
+    if not names:
+        raise ConfigError("Give at least one tracker (e.g. 'local'); every run is recorded somewhere.")
+    trackers: list[Tracker] = []
+    for name in names:
+        if name not in TRACKERS:
+            raise ConfigError(f"The tracker must be one of {', '.join(map(repr, TRACKERS))}; got {name!r}.")
+        if name == "local":
+            trackers.append(LocalStore())
+            continue
+        if not available_trackers()[name]:
+            raise ConfigError(
+                f"The {TRACKERS[name]} tracker ({name!r}) is not in this fedkit installation yet; use tracker='local'."
+            )
+        module = import_module("fedkit.tracking")
+        if not hasattr(module, "make_tracker"):
+            raise ConfigError(f"fedkit.tracking has no make_tracker() to build the {name!r} tracker; use 'local'.")
+        trackers.append(module.make_tracker(name))
+    return trackers
+
+
+def check_engine(engine: str, admin_kit: str | Path | None = None) -> None:
+    """Refuse an engine this installation cannot run, saying what to do instead."""
+    from fedkit.config import ENGINES
+
+    if engine not in ENGINES:
+        raise ConfigError(f"The engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}.")
+    if engine == "remote":
+        if find_spec("fedkit.remote") is None or find_spec("nvflare") is None:
+            raise ConfigError(
+                "engine='remote' needs NVIDIA FLARE (fedkit.remote and nvflare): pip install 'fedkit[remote]', "
+                "or use engine='simulation'."
+            )
+        if admin_kit is None:
+            raise ConfigError(
+                "engine='remote' needs admin_kit: the path to the FLARE admin startup kit "
+                "(`fedkit remote provision` or `fedkit remote poc` makes one)."
+            )
+    elif admin_kit is not None:
+        raise ConfigError(f"admin_kit only applies to engine='remote'; got admin_kit={admin_kit!r} with {engine!r}.")
+
+
+def baseline_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The FedAvg baseline of a run: the same fields without the strategy and its hyperparameters."""
+    from fedkit.strategies import HYPERPARAMETERS
+
+    return {**{k: v for k, v in fields.items() if k not in HYPERPARAMETERS}, "strategy": "fedavg"}
+
+
+def run_seeds(
+    fields: Mapping[str, Any],
+    seeds: Sequence[int],
+    *,
+    tracker: str | Sequence[str] = "local",
+    engine: str = "simulation",
+    admin_kit: str | Path | None = None,
+) -> list[RunResult]:
+    """One run per seed of the RunConfig ``fields`` on ``engine`` (all validated first), recorded in ``tracker``."""
+    from fedkit.config import RunConfig
+    from fedkit.runner import run
+
+    check_engine(engine, admin_kit)
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    if not seeds:
+        raise ConfigError("seeds must list at least one seed, e.g. [42] or [42, 43, 44, 45, 46].")
+    configs = [RunConfig.from_dict({**fields, "engine": engine, "seed": int(s)}) for s in seeds]
+    extra = {"admin_kit": admin_kit} if engine == "remote" else {}
+    return [run(config, trackers=make_trackers(tracker), progress=False, **extra) for config in configs]

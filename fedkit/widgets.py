@@ -1,0 +1,400 @@
+"""The notebook control panel: set a run up with widgets, Run / Stop it, watch curves per silo live.
+
+Training runs in a background thread, so the kernel stays responsive: the Stop button, other
+cells and the widgets keep working while rounds go by. Each round's callback updates the progress
+bar, the round counter and the figure (a PNG drawn with matplotlib's Agg canvas into an
+``ipywidgets.Image``, which needs no front-end extension: JupyterLab 4 and SageMaker Studio show
+it as is). Every change of a value is checked by :class:`~fedkit.config.RunConfig`: an invalid
+combination disables Run and the panel shows RunConfig's message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fedkit.errors import FedkitError
+
+if TYPE_CHECKING:
+    import ipywidgets
+
+    from fedkit.config import RunConfig
+    from fedkit.plots import LiveCurves
+    from fedkit.result import RunResult
+    from fedkit.runner import RoundEvent
+
+DESCRIPTION_WIDTH = "96px"
+FIELD_WIDTH = "250px"
+REDRAW_EVERY_S = 0.25  # the figure is redrawn at most this often (and always after the last round)
+
+TOOLTIPS: dict[str, str] = {
+    "split": "How rows become silos: the 4 hospitals (hospitals, flamby) or synthetic silos of the pooled rows",
+    "silos": "Number of silos of a synthetic split (iid, dirichlet, quantity)",
+    "alpha": "Dirichlet concentration of the dirichlet/quantity splits: smaller = more skew between silos",
+    "strategy": "Server aggregation strategy (pooled and local are the non-federated baselines)",
+    "rounds": "Federated rounds",
+    "local_unit": "Local training per round: a number of optimizer steps, or of passes (epochs) over the silo",
+    "local_amount": "Local steps or epochs per round",
+    "lr": "Local learning rate",
+    "batch_size": "Local batch size",
+    "optimizer": "Local optimizer",
+    "weight_decay": "L2 weight decay of the local optimizer",
+    "seed": "One seed for the data split, model init, batches and silo sampling",
+}
+
+
+def _field(widget: ipywidgets.Widget, name: str) -> ipywidgets.Widget:
+    widget.tooltip = TOOLTIPS.get(name, "")
+    widget.style = {"description_width": DESCRIPTION_WIDTH}
+    widget.layout.width = FIELD_WIDTH
+    widget.add_class(f"fedkit-{name.replace('_', '-')}")
+    return widget
+
+
+class ControlPanel:
+    """An ipywidgets panel that builds a :class:`RunConfig`, runs it in a thread and plots it live.
+
+    ``defaults`` are RunConfig fields that preset the panel (fields the panel has no widget for,
+    e.g. ``mu``, are passed through unchanged). ``callbacks`` also receive every round event.
+    Display it with ``panel`` as the last value of a cell, or ``display(panel.widget)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        trackers: Sequence[str] = ("local",),
+        callbacks: Sequence[Callable[[RoundEvent], None]] = (),
+        **defaults: Any,
+    ) -> None:
+        import ipywidgets as w
+
+        from fedkit.client import OPTIMIZERS
+        from fedkit.config import RunConfig
+        from fedkit.data.silos import SPLITS
+        from fedkit.reports import TRACKERS, available_trackers
+        from fedkit.strategies import STRATEGIES
+
+        base = RunConfig.from_dict(defaults)  # a bad preset fails here, with RunConfig's message
+        self._extra = {k: v for k, v in defaults.items() if k not in _WIDGET_FIELDS}
+        self.callbacks = list(callbacks)
+        self.result: RunResult | None = None
+        self.error: BaseException | None = None
+        self.curves: LiveCurves | None = None
+        self._stop = threading.Event()
+        self._lock = threading.RLock()  # one refresh at a time (kernel thread and training thread)
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._records: list[dict[str, Any]] = []
+        self._drawn_at = 0.0
+
+        epochs = base.local_epochs is not None
+        self.split = _field(w.Dropdown(options=SPLITS, value=base.split, description="split"), "split")
+        self.silos = _field(w.IntText(value=base.silos or 4, description="silos"), "silos")
+        self.alpha = _field(w.FloatText(value=base.alpha, step=0.1, description="alpha"), "alpha")
+        self.strategy = _field(w.Dropdown(options=STRATEGIES, value=base.strategy, description="strategy"), "strategy")
+        self.rounds = _field(w.IntText(value=base.rounds, description="rounds"), "rounds")
+        self.local_unit = _field(
+            w.Dropdown(
+                options=[("optimizer steps", "steps"), ("epochs", "epochs")],
+                value="epochs" if epochs else "steps",
+                description="local unit",
+            ),
+            "local_unit",
+        )
+        self.local_amount = _field(
+            w.IntText(value=base.local_epochs if epochs else base.local_steps, description="per round"),
+            "local_amount",
+        )
+        self.lr = _field(w.FloatText(value=base.lr, step=0.001, description="lr"), "lr")
+        self.batch_size = _field(w.IntText(value=base.batch_size, description="batch size"), "batch_size")
+        self.optimizer = _field(
+            w.Dropdown(options=OPTIMIZERS, value=base.optimizer, description="optimizer"), "optimizer"
+        )
+        self.weight_decay = _field(
+            w.FloatText(value=base.weight_decay, step=0.0001, description="weight decay"), "weight_decay"
+        )
+        self.seed = _field(w.IntText(value=base.seed, description="seed"), "seed")
+        usable = available_trackers()
+        self.trackers = {
+            name: w.Checkbox(
+                value=name in trackers and usable[name], description=label, disabled=not usable[name], indent=False,
+                tooltip=f"record the run in the {label}" if usable[name] else f"{label}: not installed in this fedkit",
+                layout=w.Layout(width="auto", margin="0 12px 0 0"),
+            )
+            for name, label in TRACKERS.items()
+        }  # fmt: skip
+
+        self.run_button = w.Button(description="Run", icon="play", button_style="primary", tooltip="Start the run")
+        self.stop_button = w.Button(
+            description="Stop", icon="stop", button_style="warning", disabled=True,
+            tooltip="Stop after the current round; the run is recorded as stopped",
+        )  # fmt: skip
+        self.run_button.add_class("fedkit-run")
+        self.stop_button.add_class("fedkit-stop")
+        self.progress = w.IntProgress(value=0, min=0, max=base.rounds, description="", bar_style="info")
+        self.progress.layout.width = "220px"
+        self.counter = w.Label(value=f"round 0/{base.rounds}")
+        self.counter.add_class("fedkit-round-counter")
+        self.message = w.HTML()
+        self.message.add_class("fedkit-message")
+        self.figure = w.Image(format="png", layout=w.Layout(width="100%", max_width="1140px"))
+        self.figure.add_class("fedkit-figure")
+        self.table = w.HTML()
+        self.table.add_class("fedkit-table")
+
+        grid = w.GridBox(
+            [
+                self.split, self.strategy, self.rounds, self.silos, self.optimizer, self.lr,
+                self.alpha, self.batch_size, self.weight_decay, self.local_unit, self.local_amount, self.seed,
+            ],
+            layout=w.Layout(grid_template_columns=f"repeat(3, {FIELD_WIDTH})", grid_gap="4px 16px"),
+        )  # fmt: skip
+        tracker_row = w.HBox([w.Label("record in:", layout=w.Layout(width=DESCRIPTION_WIDTH)), *self.trackers.values()])
+        controls = w.HBox([self.run_button, self.stop_button, self.progress, self.counter])
+        controls.layout.align_items = "center"
+        self.widget = w.VBox([grid, tracker_row, controls, self.message, self.figure, self.table])
+        self.widget.add_class("fedkit-panel")
+
+        for field in self._inputs():
+            field.observe(self._on_change, names="value")
+        self.run_button.on_click(lambda _: self.run())
+        self.stop_button.on_click(lambda _: self.stop())
+        self._on_change()
+
+    # -- state -----------------------------------------------------------------------------------
+    def _inputs(self) -> list[ipywidgets.Widget]:
+        return [
+            self.split, self.silos, self.alpha, self.strategy, self.rounds, self.local_unit, self.local_amount,
+            self.lr, self.batch_size, self.optimizer, self.weight_decay, self.seed, *self.trackers.values(),
+        ]  # fmt: skip
+
+    @property
+    def running(self) -> bool:
+        """Whether a run is in progress."""
+        return self._running
+
+    def values(self) -> dict[str, Any]:
+        """The RunConfig fields the panel currently sets (plus the presets it has no widget for)."""
+        from fedkit.data.silos import SYNTHETIC
+
+        synthetic = self.split.value in SYNTHETIC
+        unit = self.local_unit.value
+        return {
+            **self._extra,
+            "split": self.split.value,
+            "silos": self.silos.value if synthetic else None,
+            "alpha": self.alpha.value,
+            "strategy": self.strategy.value,
+            "rounds": self.rounds.value,
+            "local_steps": self.local_amount.value if unit == "steps" else None,
+            "local_epochs": self.local_amount.value if unit == "epochs" else None,
+            "lr": self.lr.value,
+            "batch_size": self.batch_size.value,
+            "optimizer": self.optimizer.value,
+            "weight_decay": self.weight_decay.value,
+            "seed": self.seed.value,
+        }
+
+    def config(self) -> RunConfig:
+        """The validated RunConfig of the current values (raises RunConfig's error when invalid)."""
+        from fedkit.config import RunConfig
+
+        return RunConfig.from_dict(self.values())
+
+    def selected_trackers(self) -> list[str]:
+        """Names of the trackers ticked in the panel."""
+        return [name for name, box in self.trackers.items() if box.value]
+
+    def _on_change(self, _change: Any = None) -> None:
+        problem = self._refresh()
+        if problem:
+            self._say(problem, "error")
+        elif not self.running:
+            config = self.config()
+            self._say(
+                f"Ready: {config.strategy} on the {config.split} split, {config.rounds} rounds, "
+                f"recorded in {', '.join(self.selected_trackers())}.",
+                "info",
+            )
+
+    def _refresh(self) -> str | None:
+        """Enable what applies to the current values; returns the problem that blocks Run, if any."""
+        from fedkit.data.silos import SYNTHETIC
+        from fedkit.reports import available_trackers
+
+        with self._lock:
+            running = self._running
+            for field in self._inputs():
+                field.disabled = running
+            self.silos.disabled = running or self.split.value not in SYNTHETIC
+            self.alpha.disabled = running or self.split.value not in ("dirichlet", "quantity")
+            for name, usable in available_trackers().items():
+                self.trackers[name].disabled = running or not usable
+            problem = self.problem()
+            self.run_button.disabled = bool(problem) or running
+            self.stop_button.disabled = not running or self._stop.is_set()
+            return problem
+
+    def problem(self) -> str | None:
+        """Why the current values cannot run (RunConfig's message), or None when they can."""
+        if not self.selected_trackers():
+            return "Tick at least one tracker under 'record in': every run is recorded."
+        try:
+            self.config()
+        except FedkitError as exc:
+            return str(exc)
+        return None
+
+    def _say(self, text: str, kind: str) -> None:
+        color = {"error": "#b00020", "info": "#444444", "ok": "#1b5e20"}[kind]
+        self.message.value = f'<span style="color:{color}">{html.escape(text)}</span>'
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self) -> threading.Thread | None:
+        """Start a run of the current values in a background thread (what the Run button does)."""
+        if self.running:
+            self._say("A run is in progress; Stop it or wait for it to finish.", "error")
+            return None
+        problem = self.problem()
+        if problem:
+            self._say(problem, "error")
+            return None
+        from fedkit.data.silos import load_silos
+        from fedkit.plots import LiveCurves
+        from fedkit.reports import make_trackers
+
+        config = self.config()
+        try:
+            trackers = make_trackers(self.selected_trackers())
+            federation = load_silos(
+                config.split, silos=config.silos, alpha=config.alpha, missing=config.missing,
+                standardize=config.standardize, seed=config.seed, verify=config.verify,
+            )  # fmt: skip
+        except FedkitError as exc:
+            self._say(str(exc), "error")
+            return None
+        model = "personal" if config.personalize != "none" else "global"
+        if config.strategy == "local":
+            model = "local"
+        title = f"{config.strategy} · {config.split} split · seed {config.seed}"
+        self.curves = LiveCurves(federation.names, config.rounds, model=model, title=title)
+        self.result, self.error, self._records = None, None, []
+        self._stop.clear()
+        self.progress.max, self.progress.value, self.progress.bar_style = config.rounds, 0, "info"
+        self.counter.value = f"round 0/{config.rounds}"
+        self.table.value = ""
+        self._draw()
+        self._say(f"Running {title}…", "info")
+        with self._lock:  # the panel shows "running" before the thread can end it
+            self._running = True
+            self._refresh()
+            self._thread = threading.Thread(
+                target=self._work, args=(config, federation, trackers), name="fedkit-run", daemon=True
+            )
+            self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current round (what the Stop button does)."""
+        if self.running:
+            self._stop.set()
+            self.stop_button.disabled = True
+            self._say("Stopping after the current round…", "info")
+
+    def wait(self, timeout: float | None = None) -> RunResult | None:
+        """Block until the run ends (at most ``timeout`` s); returns its result (None if it failed)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.result
+
+    def _work(self, config: RunConfig, federation: Any, trackers: list[Any]) -> None:
+        from fedkit.runner import run
+
+        try:
+            self.result = run(
+                config, federation=federation, trackers=trackers, callbacks=[self._on_round, *self.callbacks],
+                should_stop=self._stop.is_set, progress=False,
+            )  # fmt: skip
+        except BaseException as exc:  # shown in the panel; the run store has it as failed
+            self.error = exc
+            self.progress.bar_style = "danger"
+            self._say(f"The run failed: {type(exc).__name__}: {exc}", "error")
+        else:
+            self._finished(self.result)
+        finally:
+            self._draw()
+            with self._lock:
+                self._running = False
+                self._refresh()
+
+    def _on_round(self, event: RoundEvent) -> None:
+        self._records.extend(event.rows)
+        now = time.monotonic()
+        if event.round == event.rounds or now - self._drawn_at >= REDRAW_EVERY_S:
+            self._draw()  # before the counter, so "round N/N" means the figure shows round N
+        self.progress.value = event.round
+        self.counter.value = f"round {event.round}/{event.rounds}"
+
+    def _draw(self) -> None:
+        if self.curves is not None:
+            self.curves.update(self._records)
+            self.figure.value = self.curves.png()
+            self._drawn_at = time.monotonic()
+
+    def _finished(self, result: RunResult) -> None:
+        final = result.final
+        self.progress.bar_style = "success" if result.status == "finished" else "warning"
+        table = result.table().to_html(float_format=lambda v: f"{v:.4f}", na_rep="null", border=0)
+        self.table.value = f'<div class="jp-RenderedHTMLCommon">{table}</div>'
+        self._say(
+            f"Run {result.run_id} {result.status} after round {final.get('round', 0)}: mean accuracy over "
+            f"silos {final['avg_accuracy']:.4f}, pooled AUC {final['pooled']['auc'] or float('nan'):.4f}. "
+            f"Recorded in {', '.join(self.selected_trackers())}.",
+            "ok",
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+
+_WIDGET_FIELDS = frozenset(
+    {"split", "silos", "alpha", "strategy", "rounds", "local_steps", "local_epochs", "lr", "batch_size",
+     "optimizer", "weight_decay", "seed"}
+)  # fmt: skip
+
+
+def partition_explorer(
+    split: str = "dirichlet", silos: int = 4, alpha: float = 0.5, seed: int = 42
+) -> ipywidgets.Widget:
+    """Pick split, silos, alpha and seed; see the label balance of the resulting silos (and RunConfig's errors)."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    from fedkit.data.silos import SPLITS, load_silos
+    from fedkit.explore import partition_table
+    from fedkit.plots import label_balance_figure
+
+    controls = {
+        "split": _field(w.Dropdown(options=SPLITS, value=split, description="split"), "split"),
+        "silos": _field(w.IntSlider(value=silos, min=2, max=16, description="silos"), "silos"),
+        "alpha": _field(w.FloatLogSlider(value=alpha, base=10, min=-2, max=2, step=0.1, description="alpha"), "alpha"),
+        "seed": _field(w.IntText(value=seed, description="seed"), "seed"),
+    }
+
+    def show(split: str, silos: int, alpha: float, seed: int) -> None:
+        from fedkit.data.silos import SYNTHETIC
+
+        controls["silos"].disabled = split not in SYNTHETIC
+        controls["alpha"].disabled = split not in ("dirichlet", "quantity")
+        try:
+            federation = load_silos(split, silos=silos if split in SYNTHETIC else None, alpha=alpha, seed=seed)
+        except FedkitError as exc:
+            display(w.HTML(f'<span style="color:#b00020">{html.escape(str(exc))}</span>'))
+            return
+        display(label_balance_figure(federation), partition_table(federation))
+
+    out = w.interactive_output(show, controls)
+    return w.VBox([w.HBox(list(controls.values())), out])

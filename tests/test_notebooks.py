@@ -1,0 +1,82 @@
+"""Every notebook runs through papermill with small parameters; a cell error fails the test."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("papermill")
+
+import fedkit
+from fedkit import reports
+from fedkit.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+NAMES = ["01_explore_silos", "02_fedavg_widgets", "03_compare_runs", "04_headless_report"]
+
+
+def _outputs(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    return json.dumps([c.get("outputs", []) for c in nb["cells"]])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_is_committed_without_outputs_and_starts_with_parameters(name) -> None:
+    nb = json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert "parameters" in nb["cells"][0]["metadata"].get("tags", [])
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+
+
+def test_explore_silos_runs(data_dir, tmp_path) -> None:
+    report = reports.render(NOTEBOOKS / "01_explore_silos.ipynb", {"split": "quantity", "silos": 3, "alpha": 1.0},
+                            output_dir=tmp_path, html=False)  # fmt: skip
+    text = _outputs(report.notebook)
+    assert "switzerland" in text and "image/png" in text and "silo_2" in text
+
+
+def test_fedavg_widgets_runs_the_panel_headless(data_dir, tmp_path) -> None:
+    parameters = {"autorun": True, "rounds": 2, "local_steps": 5}
+    report = reports.render(NOTEBOOKS / "02_fedavg_widgets.ipynb", parameters, output_dir=tmp_path, html=False)
+    assert "finished" in _outputs(report.notebook)
+    (run,) = fedkit.runs().to_dict("records")
+    assert run["status"] == "finished" and run["rounds"] == 2
+
+
+def test_compare_runs_compares_the_last_runs(data_dir, tmp_path) -> None:
+    ids = [fedkit.run(fedkit.RunConfig(rounds=2, local_steps=3, lr=lr), progress=False).run_id for lr in (0.001, 0.05)]
+    report = reports.render(NOTEBOOKS / "03_compare_runs.ipynb", {"last": 2, "metric": "accuracy"},
+                            output_dir=tmp_path, html=False)  # fmt: skip
+    text = _outputs(report.notebook)
+    assert all(i in text for i in ids)
+    assert "Best mean accuracy" in text and "lr" in text
+
+
+def test_headless_report_writes_html_with_curves_and_a_final_table(data_dir, tmp_path, capsys) -> None:
+    code = main(["report", str(NOTEBOOKS / "04_headless_report.ipynb"), "-p", "rounds", "2", "-p", "seeds", "[42, 43]",
+                 "-p", "strategy", "fedprox", "-p", "hyperparameters", "{mu: 0.01, local_steps: 5}",
+                 "--output-dir", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    (page,) = tmp_path.glob("*_04_headless_report_*.html")
+    (executed,) = tmp_path.glob("*_04_headless_report_*.ipynb")
+    html = page.read_text()
+    assert html.count("data:image/png;base64") >= 3  # curves, overlay, bars: embedded
+    assert "Summary: final test metrics per silo" in html and "switzerland" in html and "fedavg (baseline)" in html
+    assert "reports.run_seeds" not in html  # code hidden
+    assert sys.executable in _outputs(executed)  # the kernel is this interpreter
+    assert len(fedkit.runs()) == 4  # 2 seeds x (fedprox + fedavg baseline)
+
+
+def test_a_failing_cell_fails_the_report_with_the_cells_error(data_dir, tmp_path, capsys) -> None:
+    code = main(["report", str(NOTEBOOKS / "04_headless_report.ipynb"), "-p", "hyperparameters", "{lr: -1}",
+                 "--output-dir", str(tmp_path)])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "failed in cell" in err and "ConfigError" in err and "'lr' parameter of RunConfig" in err
+    assert not list(tmp_path.glob("*.html"))

@@ -1,0 +1,94 @@
+"""`fedkit report` and fedkit.reports: CLI parameter merging (patched API call), names, errors, helpers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from fedkit import reports
+from fedkit.cli import main, report_parameters
+from fedkit.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADLESS = ROOT / "notebooks" / "04_headless_report.ipynb"
+
+
+def test_report_command_parses_values_as_yaml_and_calls_render(tmp_path, capsys) -> None:
+    written = reports.Report(tmp_path / "r.ipynb", tmp_path / "r.html")
+    with mock.patch.object(reports, "render", return_value=written) as render:
+        code = main(["report", str(HEADLESS), "-p", "rounds", "5", "-p", "seeds", "[42, 43]", "-p", "strategy",
+                     "fedprox", "-p", "hyperparameters", "{mu: 0.01}", "--output-dir", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    assert render.call_args.args == (str(HEADLESS), {"rounds": 5, "seeds": [42, 43], "strategy": "fedprox",
+                                                     "hyperparameters": {"mu": 0.01}})  # fmt: skip
+    assert render.call_args.kwargs == {"output_dir": str(tmp_path), "html": True}
+    out = capsys.readouterr().out
+    assert str(written.notebook) in out and str(written.html) in out
+
+
+def test_report_parameters_keep_unparsable_text_as_a_string() -> None:
+    assert report_parameters([["name", "a: b: c"], ["n", "null"], ["x", "0.5"]]) == {
+        "name": "a: b: c", "n": None, "x": 0.5,
+    }  # fmt: skip
+
+
+def test_report_name_sorts_by_date_and_says_which_run() -> None:
+    name = reports.report_name(HEADLESS, {"rounds": 5, "seeds": [42, 43]}, datetime(2026, 1, 2, 3, 4, 5))
+    assert name == "2026-01-02_030405_04_headless_report_rounds-5_seeds-4243"
+
+
+def test_unknown_parameter_is_refused_before_running(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"no parameter 'round'.*rounds"):
+        reports.render(HEADLESS, {"round": 5}, output_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_notebook_is_an_actionable_cli_error(tmp_path, capsys) -> None:
+    assert main(["report", str(tmp_path / "nope.ipynb")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_headless_notebook_declares_the_issue_parameters() -> None:
+    declared = reports.notebook_parameters(HEADLESS)
+    assert set(declared) == {"split", "strategy", "rounds", "seeds", "hyperparameters", "tracker", "engine",
+                             "admin_kit"}  # fmt: skip
+    assert declared["engine"] == '"simulation"'
+
+
+def test_engine_check_explains_what_is_missing() -> None:
+    reports.check_engine("simulation")
+    with pytest.raises(ConfigError, match="engine must be one of"):
+        reports.check_engine("cloud")
+    with pytest.raises(ConfigError, match="admin_kit only applies"):
+        reports.check_engine("simulation", "kit/")
+    with mock.patch.object(reports, "find_spec", return_value=None), pytest.raises(ConfigError, match="FLARE"):
+        reports.check_engine("remote", "kit/")
+    with mock.patch.object(reports, "find_spec", return_value=object()), pytest.raises(ConfigError, match="admin"):
+        reports.check_engine("remote")
+
+
+def test_trackers_by_name() -> None:
+    from fedkit.tracking.local import LocalStore
+
+    assert [type(t) for t in reports.make_trackers("local")] == [LocalStore]
+    with pytest.raises(ConfigError, match="tracker must be one of"):
+        reports.make_trackers("wandb")
+    with pytest.raises(ConfigError, match="at least one tracker"):
+        reports.make_trackers([])
+
+
+def test_baseline_drops_the_strategy_and_its_hyperparameters() -> None:
+    fields = {"strategy": "fedprox", "mu": 0.01, "rounds": 3, "lr": 0.01}
+    assert reports.baseline_fields(fields) == {"strategy": "fedavg", "rounds": 3, "lr": 0.01}
+
+
+def test_run_seeds_validates_before_running(data_dir) -> None:
+    with pytest.raises(ConfigError, match="seeds must list"):
+        reports.run_seeds({"rounds": 1}, [])
+    with pytest.raises(ConfigError, match="lr"):
+        reports.run_seeds({"rounds": 1, "lr": -1}, [42])
+    results = reports.run_seeds({"rounds": 1, "local_steps": 2}, [42, 43])
+    assert [r.config["seed"] for r in results] == [42, 43]

@@ -1,0 +1,154 @@
+"""The control panel without a browser: values → RunConfig, Run records the run, Stop stops it; plots."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+import fedkit
+from fedkit import plots
+from fedkit.result import POOLED
+from fedkit.widgets import ControlPanel, partition_explorer
+
+RUN_TIMEOUT_S = 60
+
+
+def test_run_button_records_a_run_with_the_panel_values_and_draws_one_line_per_silo(data_dir) -> None:
+    panel = ControlPanel()
+    panel.split.value = "dirichlet"
+    panel.silos.value = 5
+    panel.alpha.value = 0.3
+    panel.strategy.value = "fedavgm"
+    panel.rounds.value = 3
+    panel.local_unit.value = "epochs"
+    panel.local_amount.value = 1
+    panel.lr.value = 0.02
+    panel.batch_size.value = 8
+    panel.optimizer.value = "adam"
+    panel.weight_decay.value = 0.001
+    panel.seed.value = 7
+    assert not panel.run_button.disabled
+    panel.run_button.click()
+    result = panel.wait(RUN_TIMEOUT_S)
+
+    assert result is not None and result.status == "finished"
+    recorded = fedkit.load_run(result.run_id)
+    assert recorded["status"] == "finished"
+    expected = {"split": "dirichlet", "silos": 5, "alpha": 0.3, "strategy": "fedavgm", "rounds": 3,
+                "local_epochs": 1, "local_steps": None, "lr": 0.02, "batch_size": 8, "optimizer": "adam",
+                "weight_decay": 0.001, "seed": 7}  # fmt: skip
+    assert {k: recorded["config"][k] for k in expected} == expected
+    silos = [f"silo_{i}" for i in range(5)]
+    for ax in panel.curves.axes:
+        labels = [line.get_label() for line in ax.lines]
+        assert labels == [*silos, POOLED]
+        assert all(len(line.get_xdata()) == 4 for line in ax.lines)  # rounds 0..3
+        assert ax.get_title() and ax.get_xlabel() == "round" and ax.get_ylabel()
+    assert panel.counter.value == "round 3/3"
+    assert panel.progress.value == 3
+    assert bytes(panel.figure.value).startswith(b"\x89PNG")
+    assert "silo_4" in panel.table.value and "pooled" in panel.table.value
+    assert "finished" in panel.message.value
+    assert not panel.run_button.disabled and panel.stop_button.disabled
+
+
+def test_stop_mid_run_ends_after_the_round_and_records_stopped(data_dir) -> None:
+    panel = ControlPanel(rounds=50, local_steps=5)
+
+    def stop_at_round_two(event) -> None:
+        if event.round == 2:
+            assert not panel.stop_button.disabled
+            panel.stop_button.click()
+
+    panel.callbacks.append(stop_at_round_two)
+    panel.run_button.click()
+    result = panel.wait(RUN_TIMEOUT_S)
+    assert result is not None and result.status == "stopped"
+    assert fedkit.load_run(result.run_id)["status"] == "stopped"
+    assert result.final["round"] == 2
+    assert panel.counter.value == "round 2/50"
+    assert "stopped" in panel.message.value
+
+
+def test_kernel_thread_is_free_while_the_run_trains(data_dir) -> None:
+    panel = ControlPanel(rounds=30, local_steps=20)
+    thread = panel.run()
+    assert thread is not None and thread.daemon
+    assert panel.running and panel.run_button.disabled and panel.split.disabled  # returned at once
+    panel.stop()
+    assert panel.wait(RUN_TIMEOUT_S).status in ("stopped", "finished")
+    assert not panel.running and not panel.split.disabled
+
+
+def test_invalid_values_disable_run_and_show_runconfigs_message() -> None:
+    panel = ControlPanel()
+    panel.lr.value = -1.0
+    assert panel.run_button.disabled
+    assert "lr" in panel.message.value and "RunConfig" in panel.message.value
+    assert panel.run() is None
+    panel.lr.value = 0.01
+    assert not panel.run_button.disabled
+    panel.optimizer.value = "adam"
+    panel.split.value = "flamby"
+    assert panel.silos.disabled and panel.alpha.disabled
+    panel.split.value = "iid"
+    assert not panel.silos.disabled and panel.alpha.disabled
+    panel.trackers["local"].value = False
+    assert panel.run_button.disabled and "tracker" in panel.message.value
+
+
+def test_presets_the_panel_has_no_widget_for_pass_through(data_dir) -> None:
+    panel = ControlPanel(strategy="fedprox", mu=0.05, rounds=1, local_steps=2)
+    assert panel.config().mu == 0.05
+    panel.strategy.value = "fedavg"
+    assert panel.run_button.disabled and "mu" in panel.message.value
+
+
+def test_a_bad_preset_fails_with_runconfigs_message() -> None:
+    with pytest.raises(fedkit.ConfigError, match="rounds"):
+        ControlPanel(rounds=0)
+
+
+def test_trackers_not_installed_are_shown_disabled() -> None:
+    from fedkit.reports import available_trackers
+
+    panel = ControlPanel()
+    for name, usable in available_trackers().items():
+        assert panel.trackers[name].disabled == (not usable)
+    assert panel.selected_trackers() == ["local"]
+
+
+def test_partition_explorer_builds(data_dir) -> None:
+    box = partition_explorer(split="quantity", silos=3, alpha=1.0)
+    assert len(box.children) == 2
+
+
+def test_silo_colors_are_fixed_per_name_whatever_the_company() -> None:
+    a = plots.silo_colors(["cleveland", "hungarian", "switzerland", "va", "pooled"])
+    b = plots.silo_colors(["va", "pooled", "switzerland"])
+    assert a["va"] == b["va"] and a["switzerland"] == b["switzerland"] and a["pooled"] == b["pooled"]
+    assert len(set(a.values())) == 5
+    synthetic = plots.silo_colors([f"silo_{i:02d}" for i in range(12)])
+    assert len(set(synthetic.values())) == 12
+    assert plots.silo_colors(["silo_03"])["silo_03"] == synthetic["silo_03"]
+
+
+def test_figures_have_titles_axis_labels_and_legends(data_dir) -> None:
+    from fedkit import explore
+
+    result = fedkit.run(fedkit.RunConfig(rounds=2, local_steps=3), progress=False)
+    fed = fedkit.load_silos("hospitals")
+    figures = [
+        plots.curves_figure(result.history, title="t"),
+        plots.overlay_figure({"a": result.history, "b": result.history}),
+        plots.final_bars_figure({"a": result.table(), "b": result.table()}),
+        plots.label_balance_figure(fed),
+        plots.feature_figure(explore.raw_tables(), ["age", "sex", "chol"]),
+    ]
+    for fig in figures:
+        visible = [ax for ax in fig.axes if ax.get_visible()]
+        assert visible
+        for ax in visible:
+            assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
+        assert any(ax.get_legend() is not None for ax in visible)
