@@ -17,6 +17,7 @@ from fedkit import seeding
 from fedkit.client import LocalTerm, LocalTraining, batch_plans
 from fedkit.data.silos import Federation, Silo
 from fedkit.engines.base import FitReply, Scores
+from fedkit.engines.vectorized import split_rows
 
 if TYPE_CHECKING:
     from torch import nn
@@ -89,7 +90,6 @@ class SimulationEngine:
         )
         self._control: dict[int, np.ndarray] = {}
         self._eval_x = np.concatenate([s.x_test for s in self.eval_federation.silos])
-        self._eval_cuts = np.cumsum([s.n_test for s in self.eval_federation.silos])[:-1]
 
     @property
     def silos(self) -> tuple[str, ...]:
@@ -159,7 +159,7 @@ class SimulationEngine:
     def evaluate(self, params: np.ndarray) -> list[Scores]:
         """Global-model logits on every evaluation silo's test set (one forward pass over all of them)."""
         silos = self.eval_federation.silos
-        z = np.split(self.trainer.logits(params, self._eval_x), self._eval_cuts)
+        z = split_rows(self.trainer.logits(params, self._eval_x), [s.n_test for s in silos])
         return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
 
     def evaluate_personal(self, params: np.ndarray, round: int) -> list[Scores]:

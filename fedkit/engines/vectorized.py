@@ -74,6 +74,12 @@ def _mlp(d: int, h: int) -> tuple[GradFn, Forward, Forward, bool]:
     return grad, forward, forward_rows, False
 
 
+def split_rows(values: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """``values`` cut into consecutive views of the given sizes (cheaper than ``np.split`` for many parts)."""
+    ends = np.cumsum(sizes).tolist()
+    return [values[end - size : end] for size, end in zip(sizes, ends, strict=True)]
+
+
 class VectorizedTrainer:
     """Batched local training of FLamby's logistic regression or the MLP over any subset of silos."""
 
@@ -96,7 +102,7 @@ class VectorizedTrainer:
         rows = np.concatenate(xs)
         group = np.repeat(np.arange(len(xs)), [len(x) for x in xs])
         z = self._forward_rows(np.asarray(params, dtype=np.float32)[group], rows).astype(np.float64)
-        return np.split(z, np.cumsum([len(x) for x in xs])[:-1])
+        return split_rows(z, [len(x) for x in xs])
 
     def train(
         self,
