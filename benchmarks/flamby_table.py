@@ -4,14 +4,14 @@
 
 Avg4 = unweighted mean over the four hospitals of test accuracy at 0.5. Global-model methods are
 scored with the global model; personalized ones (and ``local``) with each silo's own model on its
-own test set. FLamby's "local" figures (0.72 / 0.63 / 0.57 / 0.64) score each hospital's local
-model on all four test sets, so they are not comparable to the ``local`` row here.
+own test set. Timings are in ``benchmarks/speed.py``. FLamby's "local" figures (0.72 / 0.63 /
+0.57 / 0.64) score each hospital's local model on all four test sets, so they are not comparable
+to the ``local`` row here.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 from _common import describe, finals, mean_std, protocol
 from _readme import write_section
@@ -48,21 +48,19 @@ def main() -> None:
     federation = load_silos("flamby")
     lines = [
         "| method | flags beyond the FLamby protocol | scored with | Avg4 (mean ± std, 5 seeds) | FLamby Avg4 | Δ | "
-        "pooled-test AUC | time, 5 runs |",
-        "|---|---|---|---|---|---|---|---|",
+        "pooled-test AUC |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, (fields, published) in METHODS.items():
         fields = protocol(fields)
-        start = time.perf_counter()
         results = finals(fields, federation)
-        seconds = time.perf_counter() - start
         avg, sd = mean_std([r["avg_accuracy"] for r in results])
         auc, _ = mean_std([r["pooled"]["auc"] for r in results])
         ref = f"{published:.4f}" if published else "–"
         delta = f"{avg - published:+.4f}" if published else "–"
         lines.append(
             f"| {name} | `{describe(fields)}` | {results[0]['model']} | {avg:.4f} ± {sd:.4f} | {ref} | {delta} | "
-            f"{auc:.4f} | {seconds:.2f} s |"
+            f"{auc:.4f} |"
         )
     table = "\n".join(lines)
     print(table)
