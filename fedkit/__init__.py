@@ -23,6 +23,9 @@ _EXPORTS = {
     "RunResult": "fedkit.result",
     "runs": "fedkit.api",
     "load_run": "fedkit.api",
+    "compare": "fedkit.comparison",
+    "make_trackers": "fedkit.tracking.factory",
+    "sync": "fedkit.tracking.delivery",
     "FedkitError": "fedkit.errors",
     "ConfigError": "fedkit.errors",
     "DataError": "fedkit.errors",
@@ -36,19 +39,25 @@ __all__ = [
     "RunConfig",
     "RunResult",
     "__version__",
+    "compare",
     "load_run",
     "load_silos",
+    "make_trackers",
     "run",
     "runs",
+    "sync",
 ]
 
 if TYPE_CHECKING:
     from fedkit.api import load_run, runs
+    from fedkit.comparison import compare
     from fedkit.config import RunConfig
     from fedkit.data.silos import Federation, load_silos
     from fedkit.errors import ConfigError, DataError, FedkitError
     from fedkit.result import RunResult
     from fedkit.runner import run
+    from fedkit.tracking.delivery import sync
+    from fedkit.tracking.factory import make_trackers
 
 
 def __getattr__(name: str) -> Any:

@@ -97,24 +97,32 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _trackers(args: argparse.Namespace) -> list[Any]:
+    """The run's trackers from ``--tracker``, ``--experiment`` and ``--tracking-uri``."""
+    from fedkit.tracking import make_trackers
+
+    return make_trackers(args.tracker, experiment=args.experiment, tracking_uri=args.tracking_uri)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``fedkit run``."""
     import fedkit
 
     config = config_from_args(args)
+    trackers = _trackers(args)
     if config.engine == "remote":
         from fedkit.remote.submit import run_remote
 
         if not args.admin_kit:
             raise ConfigError("--engine remote needs --admin-kit DIR (the admin startup kit of the federation).")
         result = run_remote(
-            config, admin_kit=args.admin_kit, progress=not args.quiet,
+            config, admin_kit=args.admin_kit, progress=not args.quiet, trackers=trackers,
             min_silos=args.min_silos, straggler_timeout=args.straggler_timeout,
         )  # fmt: skip
     elif args.admin_kit:
         raise ConfigError("--admin-kit only applies with --engine remote; add --engine remote or drop --admin-kit.")
     else:
-        result = fedkit.run(config, progress=not args.quiet)
+        result = fedkit.run(config, progress=not args.quiet, trackers=trackers)
     summary = result.summary()
     print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary))
     return 0
@@ -191,6 +199,9 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     if run["summary"]:
         print()
         print(format_summary(run["summary"]))
+    for backend, state in LocalStore().delivery(run["run_id"]).items():
+        line = f"tracker {backend}: {state['delivered']} event(s) delivered, {state['pending']} pending"
+        print(line + (f" ({state['last_error']}); `fedkit runs sync` delivers them" if state["pending"] else ""))
     if run["error"]:
         print("\nerror:\n" + run["error"])
     return 0
@@ -270,6 +281,36 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs_sync(args: argparse.Namespace) -> int:
+    """``fedkit runs sync [RUN_ID]``: 0 when nothing is left pending, 1 otherwise."""
+    from fedkit.tracking import sync
+
+    report = sync(args.run_id, progress=not args.quiet)
+    if not report:
+        print("Nothing to sync: every event has been delivered.")
+    for r in report:
+        line = f"run {r['run_id']} · {r['backend']}: {r['delivered']} event(s) delivered, {r['pending']} pending"
+        print(line + (f" ({r['error']}); run `fedkit runs sync` again when it is reachable" if r["error"] else ""))
+    return 1 if any(r["pending"] for r in report) else 0
+
+
+def cmd_runs_compare(args: argparse.Namespace) -> int:
+    """``fedkit runs compare ID ID ...``: one column per run, config fields that differ, final metrics."""
+    from fedkit.comparison import compare
+
+    table = compare(
+        args.run_ids or None, source=args.source, experiment=args.experiment, tracking_uri=args.tracking_uri
+    )
+    if args.json:
+        print(table.reset_index().to_json(orient="records", indent=2))
+    elif table.empty:
+        print("No runs to compare; `fedkit runs list` shows the recorded runs.")
+    else:
+        rows = [{"field": str(field), **{str(k): v for k, v in values.items()}} for field, values in table.T.iterrows()]
+        print(format_table(rows, ["field", *map(str, table.index)]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``fedkit`` argument parser with all subcommands."""
     parser = argparse.ArgumentParser(
@@ -300,6 +341,18 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument(
         "--straggler-timeout", type=int, default=10, metavar="S",
         help="seconds to wait for the other sites once --min-silos replied; later ones are dropped from the round",
+    )  # fmt: skip
+    tracking = run.add_argument_group("tracking (the local store is always on)")
+    tracking.add_argument(
+        "--tracker", default="local", metavar="LIST",
+        help="comma-separated trackers: local, sagemaker, mlflow (e.g. local,sagemaker,mlflow; default: local)",
+    )  # fmt: skip
+    tracking.add_argument(
+        "--experiment", default=None, metavar="NAME", help="SageMaker/MLflow experiment name (default: fedkit)"
+    )
+    tracking.add_argument(
+        "--tracking-uri", default=None, metavar="URI",
+        help="MLflow tracking URI or SageMaker MLflow tracking server ARN (default: $MLFLOW_TRACKING_URI)",
     )  # fmt: skip
     add_config_flags(run)
     run.set_defaults(func=cmd_run)
@@ -346,6 +399,24 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_runs_show)
+    sync = runs.add_parser(
+        "sync",
+        help="deliver events that SageMaker/MLflow missed (safe to repeat)",
+        description="Deliver every event a remote tracker has not received yet, in order; "
+        "repeating it never duplicates runs, components or metric points.",
+    )
+    sync.add_argument("run_id", metavar="RUN_ID", nargs="?", help="one run (default: every run with pending events)")
+    sync.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    sync.set_defaults(func=cmd_runs_sync)
+    compare = runs.add_parser("compare", help="a table of runs: differing config and final metrics")
+    compare.add_argument("run_ids", metavar="RUN_ID", nargs="*", help="runs to compare (default: all)")
+    compare.add_argument(
+        "--source", default="local", choices=("local", "sagemaker", "mlflow"), help="where to read the runs from"
+    )
+    compare.add_argument("--experiment", default="fedkit", metavar="NAME", help="with --source sagemaker/mlflow")
+    compare.add_argument("--tracking-uri", default=None, metavar="URI", help="with --source mlflow")
+    compare.add_argument("--json", action="store_true", help="print JSON (one object per run)")
+    compare.set_defaults(func=cmd_runs_compare)
 
     report = sub.add_parser(
         "report",

@@ -6,6 +6,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from fedkit.errors import FedkitError
+
 STATUSES: tuple[str, ...] = ("running", "finished", "failed", "stopped")
 
 
@@ -31,3 +33,7 @@ class Tracker(Protocol):
     ) -> None:
         """The run ended with ``status``; ``summary`` and final ``params`` when it got that far."""
         ...
+
+
+class TrackerError(FedkitError, ValueError):
+    """A tracker cannot be set up as asked (unknown backend, missing setting or extra); the message says the fix."""

@@ -48,7 +48,21 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL,
     PRIMARY KEY (run_id, round, silo, model, split, metric)
 );
+CREATE TABLE IF NOT EXISTS outbox (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    backend TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    round INTEGER,
+    target TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    delivered_at TEXT,
+    PRIMARY KEY (run_id, backend, seq)
+);
 """
+OUTBOX_COLUMNS = ["run_id", "backend", "seq", "kind", "round", "target", "created_at", "attempts", "last_error"]
 HISTORY_COLUMNS = ["round", "silo", "model", "split", "metric", "value"]
 
 
@@ -124,6 +138,72 @@ class LocalStore:
                 "UPDATE runs SET status = ?, finished_at = ?, summary = ?, params = ?, error = ? WHERE run_id = ?",
                 (status, _now(), None if summary is None else json.dumps(summary), blob, error, run_id),
             )
+
+    # -- outbox: events for remote trackers, kept until delivered ------------------------------
+    def enqueue(
+        self, run_id: str, backend: str, seq: int, kind: str, round: int | None, target: dict[str, Any]
+    ) -> None:
+        """Record that event ``seq`` (start, round or end) of ``run_id`` is owed to ``backend`` at ``target``.
+
+        The event's payload is not copied: delivery reads it from the run and metric tables, the
+        source of truth. ``created_at`` is fixed here and becomes the remote timestamp, so every
+        re-delivery sends identical points.
+        """
+        with self._connect() as con:
+            con.execute(
+                "INSERT OR IGNORE INTO outbox (run_id, backend, seq, kind, round, target, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, backend, seq, kind, round, json.dumps(target, sort_keys=True), _now()),
+            )
+
+    def pending(self, run_id: str | None = None, backend: str | None = None) -> list[dict[str, Any]]:
+        """Undelivered events, oldest run first and in order within a run (a unique id prefix is enough)."""
+        with self._connect() as con:
+            full_id = None if run_id is None else self._row(con, run_id)["run_id"]
+            rows = con.execute(
+                f"SELECT {', '.join(OUTBOX_COLUMNS)} FROM outbox WHERE delivered_at IS NULL"  # noqa: S608 (constant columns)
+                " AND (? IS NULL OR run_id = ?) AND (? IS NULL OR backend = ?) ORDER BY run_id, backend, seq",
+                (full_id, full_id, backend, backend),
+            ).fetchall()
+        out = [dict(zip(OUTBOX_COLUMNS, r, strict=True)) for r in rows]
+        for event in out:
+            event["target"] = json.loads(event["target"])
+        return out
+
+    def attempt(self, run_id: str, backend: str, seq: int) -> None:
+        """Count a delivery attempt, before sending: an undelivered event with attempts may have arrived."""
+        with self._connect() as con:
+            con.execute(
+                "UPDATE outbox SET attempts = attempts + 1 WHERE run_id = ? AND backend = ? AND seq = ?",
+                (run_id, backend, seq),
+            )
+
+    def failed(self, run_id: str, backend: str, seq: int, error: str) -> None:
+        """Record why delivering an event failed; it stays pending."""
+        with self._connect() as con:
+            con.execute(
+                "UPDATE outbox SET last_error = ? WHERE run_id = ? AND backend = ? AND seq = ?",
+                (error, run_id, backend, seq),
+            )
+
+    def delivered(self, run_id: str, backend: str, seq: int) -> None:
+        """Mark an event delivered (after the backend acknowledged it)."""
+        with self._connect() as con:
+            con.execute(
+                "UPDATE outbox SET delivered_at = ?, last_error = NULL WHERE run_id = ? AND backend = ? AND seq = ?",
+                (_now(), run_id, backend, seq),
+            )
+
+    def delivery(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """Per backend: events delivered, events pending, the last error and the target."""
+        with self._connect() as con:
+            full_id = self._row(con, run_id)["run_id"]
+            rows = con.execute(
+                "SELECT backend, COUNT(delivered_at), COUNT(*) - COUNT(delivered_at), MAX(last_error), MAX(target)"
+                " FROM outbox WHERE run_id = ? GROUP BY backend ORDER BY backend",
+                (full_id,),
+            ).fetchall()
+        return {b: {"delivered": d, "pending": p, "last_error": e, "target": json.loads(t)} for b, d, p, e, t in rows}
 
     # -- reading -------------------------------------------------------------------------------
     def _row(self, con: sqlite3.Connection, run_id: str) -> sqlite3.Row:

@@ -1,0 +1,201 @@
+"""Delivery to remote trackers through an outbox in the local store: nothing is lost when a backend fails.
+
+Every event a remote backend is owed (run start, each round, run end) is first written to the
+``outbox`` table of the local SQLite store, then sent in order. A backend that fails (down,
+throttled past its bounded retries, credentials missing) is not tried again for the rest of the
+run, so training is never slowed beyond one bounded retry; its events stay marked not delivered,
+one warning says so, and :func:`sync` (``fedkit runs sync``) delivers them later.
+
+Delivery is idempotent by construction, so re-sending an event whose first attempt may have
+arrived (the process was killed before the local mark) never duplicates anything: remote names
+and ids are deterministic or looked up by a tag, "already exists" means reuse, and metric points
+carry the event's fixed timestamp and ``step = round``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from fedkit.tracking.base import TrackerError
+from fedkit.tracking.local import LocalStore
+
+END_SEQ = 1_000_000_000
+"""The outbox sequence number of a run's end event (start is 0, round r is r + 1)."""
+
+
+class DeliveryWarning(UserWarning):
+    """A remote tracker could not be reached; its events are kept in the local store for ``fedkit runs sync``."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One outbox event with its payload read back from the local store (the source of truth)."""
+
+    run_id: str
+    seq: int
+    kind: str
+    round: int | None
+    created_at: datetime
+    in_doubt: bool
+    run: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def timestamp_ms(self) -> int:
+        """The event's fixed time in milliseconds since the epoch (the remote metric timestamp)."""
+        return int(self.created_at.timestamp() * 1000)
+
+
+class Backend(Protocol):
+    """A remote tracker: rebuilt from its JSON ``target`` at sync time, told one event at a time."""
+
+    name: str
+
+    def target(self) -> dict[str, Any]:
+        """JSON settings that rebuild this backend in another process (``fedkit runs sync``)."""
+        ...
+
+    def deliver(self, event: Event) -> None:
+        """Send one event; idempotent, raising on any failure so the event stays pending."""
+        ...
+
+
+def load_event(store: LocalStore, pending: dict[str, Any]) -> Event:
+    """The :class:`Event` of an outbox row, with the run (and the round's metric rows) from the store."""
+    run = store.get(pending["run_id"])
+    rows = []
+    if pending["kind"] == "round":
+        rows = [r for r in store.history(pending["run_id"]) if r["round"] == pending["round"]]
+    return Event(
+        run_id=pending["run_id"],
+        seq=pending["seq"],
+        kind=pending["kind"],
+        round=pending["round"],
+        created_at=datetime.fromisoformat(pending["created_at"]),
+        in_doubt=pending["attempts"] > 0,
+        run=run,
+        rows=rows,
+    )
+
+
+def deliver_pending(
+    store: LocalStore,
+    backend: Backend,
+    run_id: str,
+    on_delivered: Callable[[Event], None] | None = None,
+) -> tuple[int, str | None]:
+    """Send ``run_id``'s undelivered events to ``backend`` in order; stop at the first failure.
+
+    Returns the number delivered and the error that stopped delivery (None when all arrived).
+    """
+    delivered = 0
+    for pending in store.pending(run_id, backend.name):
+        event = load_event(store, pending)
+        store.attempt(run_id, backend.name, event.seq)
+        try:
+            backend.deliver(event)
+        except Exception as exc:  # any backend failure (network, auth, throttling, API) keeps the event queued
+            error = f"{type(exc).__name__}: {exc}".strip()
+            store.failed(run_id, backend.name, event.seq, error[:2000])
+            return delivered, error
+        store.delivered(run_id, backend.name, event.seq)
+        delivered += 1
+        if on_delivered is not None:
+            on_delivered(event)
+    return delivered, None
+
+
+class RemoteTracker:
+    """A :class:`~fedkit.tracking.base.Tracker` that queues every event for ``backend`` in ``store`` and sends it.
+
+    Put it after the :class:`LocalStore` tracker writing to the same ``store`` (``make_trackers``
+    does): events are read back from the store when they are sent.
+    """
+
+    def __init__(self, backend: Backend, store: LocalStore) -> None:
+        self.backend = backend
+        self.store = store
+        self.error: str | None = None
+
+    def _push(self, run_id: str, seq: int, kind: str, round: int | None) -> None:
+        self.store.enqueue(run_id, self.backend.name, seq, kind, round, self.backend.target())
+        if self.error is not None and kind != "end":
+            return  # down for this run: keep queuing, do not slow training; one more try at the end
+        _, error = deliver_pending(self.store, self.backend, run_id)
+        if error is not None and self.error is None:
+            warnings.warn(
+                f"The {self.backend.name} tracker failed ({error}). Training goes on; its events are kept in "
+                f"the local store {self.store.path} marked not delivered. Deliver them when it is back with "
+                f"`fedkit runs sync {run_id}`.",
+                DeliveryWarning,
+                stacklevel=4,
+            )
+        self.error = error if error is not None else self.error
+
+    def start_run(self, run_id: str, config: dict[str, Any], data: dict[str, Any]) -> None:
+        """Queue and send the run's start."""
+        self._push(run_id, 0, "start", None)
+
+    def log_round(self, run_id: str, round: int, rows: list[dict[str, Any]]) -> None:
+        """Queue and send one round's metrics (read back from the store)."""
+        self._push(run_id, round + 1, "round", round)
+
+    def end_run(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        summary: dict[str, Any] | None = None,
+        params: np.ndarray | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Queue the run's end and try once more to send everything still pending."""
+        self._push(run_id, END_SEQ, "end", None)
+
+
+def backend_from_target(name: str, target: dict[str, Any]) -> Backend:
+    """Rebuild a backend from the target recorded with its events."""
+    if name == "sagemaker":
+        from fedkit.tracking.sagemaker import SageMakerBackend
+
+        return SageMakerBackend(**target)
+    if name == "mlflow":
+        from fedkit.tracking.mlflow import MlflowBackend
+
+        return MlflowBackend(**target)
+    raise TrackerError(f"Unknown tracker backend {name!r} in the outbox; this fedkit knows sagemaker and mlflow.")
+
+
+def sync(
+    run_id: str | None = None,
+    *,
+    store: LocalStore | None = None,
+    progress: bool = True,
+    backends: dict[str, Backend] | None = None,
+) -> list[dict[str, Any]]:
+    """Deliver every undelivered event (of ``run_id``, or of all runs) to its backend; safe to repeat.
+
+    Returns one row per (run, backend): events delivered now, still pending, and the error that
+    stopped delivery. ``backends`` overrides the backend rebuilt from the recorded target (tests).
+    """
+    from tqdm.auto import tqdm
+
+    store = store or LocalStore()
+    queue = store.pending(run_id)
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for event in queue:
+        groups.setdefault((event["run_id"], event["backend"]), event["target"])
+    report = []
+    with tqdm(total=len(queue), desc="sync", unit="event", disable=not progress) as bar:
+        for (rid, name), target in groups.items():
+            backend = (backends or {}).get(name) or backend_from_target(name, target)
+            delivered, error = deliver_pending(store, backend, rid, on_delivered=lambda _event: bar.update())
+            left = len(store.pending(rid, name))
+            report.append({"run_id": rid, "backend": name, "delivered": delivered, "pending": left, "error": error})
+    return report

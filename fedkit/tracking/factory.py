@@ -1,0 +1,56 @@
+"""``make_trackers("local,sagemaker,mlflow", experiment=...)``: the trackers of a run, local store always first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedkit.tracking.base import Tracker, TrackerError
+from fedkit.tracking.delivery import RemoteTracker
+from fedkit.tracking.local import LocalStore
+
+BACKENDS: tuple[str, ...] = ("local", "sagemaker", "mlflow")
+DEFAULT_EXPERIMENT = "fedkit"
+
+
+def parse_trackers(spec: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Backend names from ``"local,sagemaker"`` (or a list), checked, deduplicated, ``local`` always first."""
+    names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown:
+        raise TrackerError(
+            f"The 'trackers' parameter got unknown backend(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(BACKENDS)} (comma-separated, e.g. 'local,mlflow')."
+        )
+    return ["local", *dict.fromkeys(n for n in names if n != "local")]
+
+
+def make_trackers(
+    spec: str | list[str] | tuple[str, ...] = "local",
+    *,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    region: str | None = None,
+    store: LocalStore | None = None,
+    **options: Any,
+) -> list[Tracker]:
+    """The trackers for ``fedkit.run(config, trackers=...)``: the local store, then each remote backend.
+
+    ``experiment`` names the SageMaker experiment and the MLflow experiment (default ``fedkit``);
+    ``tracking_uri`` is MLflow's (default ``$MLFLOW_TRACKING_URI``); ``region`` is AWS's (default from
+    the environment). Remote backends deliver through the local store's outbox, so a backend that
+    fails never stops the run; ``fedkit runs sync`` delivers what it missed. ``options`` go to the
+    SageMaker backend (``max_attempts``, ``timeout``).
+    """
+    store = store or LocalStore()
+    experiment = experiment or DEFAULT_EXPERIMENT
+    trackers: list[Tracker] = [store]
+    for name in parse_trackers(spec)[1:]:
+        if name == "sagemaker":
+            from fedkit.tracking.sagemaker import SageMakerBackend
+
+            trackers.append(RemoteTracker(SageMakerBackend(experiment, region, **options), store))
+        else:
+            from fedkit.tracking.mlflow import MlflowBackend
+
+            trackers.append(RemoteTracker(MlflowBackend(experiment, tracking_uri), store))
+    return trackers
