@@ -77,17 +77,12 @@ def run_label(run: Mapping[str, Any]) -> str:
     return f"{config['strategy']}·{config['split']}·s{config['seed']}·{run['run_id'][-6:]}"
 
 
-def load_runs(
-    run_ids: Sequence[str] | None = None, *, last: int = 3, source: str = "local", store: Any = None
-) -> list[dict[str, Any]]:
-    """Recorded runs (dicts as :func:`fedkit.load_run` returns them, with ``history`` and ``label``).
-
-    ``run_ids`` (unique prefixes are enough) or else the ``last`` finished or stopped runs of the local store.
+def load_runs(run_ids: Sequence[str] | None = None, *, last: int = 3, store: Any = None) -> list[dict[str, Any]]:
+    """Recorded runs from the local store, which has every run's curves (as :func:`fedkit.load_run`, plus
+    ``history`` and ``label``): ``run_ids`` (unique prefixes are enough), else the ``last`` finished or stopped runs.
     """
     from fedkit.tracking.local import LocalStore
 
-    if source != "local":
-        raise ConfigError(f"Runs can be read from source='local' (the run store) in this fedkit; got {source!r}.")
     store = store or LocalStore()
     if not run_ids:
         listed = [r for r in store.list_runs() if r["status"] in ("finished", "stopped")]
@@ -106,6 +101,26 @@ def load_runs(
         run["label"] = run_label(run)
         runs.append(run)
     return runs
+
+
+def differences_table(runs: Sequence[Mapping[str, Any]], source: str = "local") -> pd.DataFrame:
+    """One row per run: the config fields that differ and the final metrics.
+
+    Uses ``fedkit.compare`` (which also reads the runs back from SageMaker or MLflow with ``source``)
+    when this fedkit has it, else the local runs' configs.
+    """
+    from importlib.util import find_spec
+
+    if find_spec("fedkit.comparison") is not None:
+        from fedkit.comparison import compare
+
+        return compare([r["run_id"] for r in runs], source=source)
+    if source != "local":
+        raise ConfigError(f"This fedkit compares runs of source='local' only; got {source!r}.")
+    table = config_differences({r["run_id"]: r["config"] for r in runs}).T
+    table.insert(0, "avg_accuracy", [r["summary"]["final"]["avg_accuracy"] for r in runs])
+    table.index.name = "run_id"
+    return table
 
 
 def config_differences(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

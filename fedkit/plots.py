@@ -265,7 +265,7 @@ def final_bars_figure(finals: Mapping[str, pd.DataFrame], metric: str = "accurac
     silos = _silo_order(silos)
     colors = silo_colors(silos)
     width = 0.8 / max(len(finals), 1)
-    fig, (ax,) = new_figure(1, width=max(6.0, 1.1 * len(silos) * max(1, len(finals) / 2)), height=3.4)
+    fig, (ax,) = new_figure(1, width=max(6.5, 1.5 * len(silos) * max(1, len(finals) / 2)), height=3.4)
     for i, (label, table) in enumerate(finals.items()):
         values = [table[metric].get(s, np.nan) for s in silos]
         ax.bar(

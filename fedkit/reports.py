@@ -44,21 +44,30 @@ class Report:
 
 def report_name(notebook: Path, parameters: Mapping[str, Any], when: datetime) -> str:
     """``<YYYY-MM-DD>_<HHMMSS>_<notebook stem>[_<name>-<value>...]``: sortable by date, says which run."""
-    slug = "_".join(f"{k}-{v}" for k, v in parameters.items())
-    slug = re.sub(r"[^A-Za-z0-9.=_-]+", "", slug)[:60]
+
+    def text(value: Any) -> str:
+        if isinstance(value, Mapping):
+            return "-".join(f"{k}{text(v)}" for k, v in value.items())
+        if isinstance(value, list | tuple):
+            return "-".join(map(text, value))
+        return str(value)
+
+    slug = "_".join(f"{k}-{text(v)}" for k, v in parameters.items())
+    slug = re.sub(r"[^A-Za-z0-9.=_-]+", "", slug)[:80].rstrip("._-")
     return "_".join(part for part in (when.strftime("%Y-%m-%d_%H%M%S"), notebook.stem, slug) if part)
 
 
 def notebook_parameters(notebook: Path) -> dict[str, Any]:
     """The names and default values (source text) of the notebook's ``parameters`` cell."""
-    import nbformat
+    import json
 
-    nb = nbformat.read(notebook, as_version=4)
-    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])  # json: nbformat loads slowly
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if cell is None:
         return {}
+    source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
     names = {}
-    for line in cell.source.splitlines():
+    for line in source.splitlines():
         match = re.match(r"^([A-Za-z_]\w*)\s*(?::[^=]+)?=\s*(.+?)\s*(#.*)?$", line)
         if match:
             names[match.group(1)] = match.group(2)
@@ -99,42 +108,97 @@ def render(
     stem = report_name(notebook, parameters, datetime.now())
     executed = out_dir / f"{stem}.ipynb"
 
-    exporter: dict[str, Any] = {}
-    # nbconvert's import and template loading overlap the kernel's work (another process).
-    warm = threading.Thread(target=lambda: exporter.update(html=_html_exporter()), daemon=True) if html else None
-    if warm:
-        warm.start()
-    nb = _execute(notebook, executed, parameters, timeout=timeout, kernel_name=kernel_name)
-    if warm is None:
+    kernel = _Kernel(kernel_name, notebook.parent, timeout)  # starts first: it is the longest pole
+    try:
+        exporter = _html_exporter() if html else None  # nbconvert loads while the kernel imports
+        nb = _execute(notebook, executed, parameters, kernel, timeout=timeout)
+    finally:
+        kernel.shutdown()
+    if exporter is None:
         return Report(executed, None)
-    warm.join()
-    body, _ = exporter["html"].from_notebook_node(nb, resources={"metadata": {"name": _title(notebook, parameters)}})
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": _title(notebook, parameters)}})
     page = out_dir / f"{stem}.html"
     page.write_text(body, encoding="utf-8")
     return Report(executed, page)
 
 
-def _execute(notebook: Path, output: Path, parameters: dict[str, Any], *, timeout: float, kernel_name: str) -> Any:
+WARM_UP = """
+def _fedkit_warm_up():
+    import importlib
+    for name in ("matplotlib_inline.backend_inline", "matplotlib.figure", "matplotlib.backends.backend_agg",
+                 "pandas", "sklearn.metrics", "sklearn.model_selection", "torch", "fedkit.runner",
+                 "fedkit.engines.simulation", "fedkit.plots", "fedkit.explore", "fedkit.reports"):
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(1, 1))
+    figure.add_subplot().set_title("fonts")
+    FigureCanvasAgg(figure).draw()  # loads the fonts the first real figure would wait for
+_fedkit_warm_up()
+del _fedkit_warm_up
+"""
+"""What the kernel imports while this process loads papermill: the modules fedkit's notebooks import anyway."""
+
+
+class _Kernel:
+    """A kernel started before papermill is imported, warming fedkit's imports; papermill then runs in it."""
+
+    def __init__(self, kernel_name: str, cwd: Path, timeout: float) -> None:
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        self.manager = AsyncKernelManager(kernel_name=kernel_name)
+        try:
+            run_sync(self.manager.start_kernel)(cwd=str(cwd))
+        except Exception as exc:
+            if type(exc).__name__ == "NoSuchKernel":
+                raise ReportError(
+                    f"No Jupyter kernel named {kernel_name!r}: install ipykernel in this environment "
+                    "(pip install 'fedkit[notebooks]')."
+                ) from None
+            raise
+        self.warm = threading.Thread(target=self._warm_up, args=(timeout,), name="fedkit-kernel-warm-up", daemon=True)
+        self.warm.start()
+
+    def _warm_up(self, timeout: float) -> None:
+        client = self.manager.blocking_client()
+        client.start_channels()
+        try:
+            client.wait_for_ready(timeout=timeout)
+            client.execute_interactive(WARM_UP, silent=True, store_history=False, timeout=timeout)
+        except Exception:  # noqa: S110 (a warm-up only: papermill reports any real problem of the kernel)
+            pass
+        finally:
+            client.stop_channels()
+
+    def shutdown(self) -> None:
+        """Kill the kernel (it is this report's alone; nothing in it needs a graceful end)."""
+        from jupyter_core.utils import run_sync
+
+        self.warm.join(timeout=5)
+        run_sync(self.manager.shutdown_kernel)(now=True)
+
+
+def _execute(notebook: Path, output: Path, parameters: dict[str, Any], kernel: _Kernel, *, timeout: float) -> Any:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    kernel.warm.join(timeout)  # one client at a time on the kernel's channels
     try:
         return papermill.execute_notebook(
-            str(notebook), str(output), parameters=parameters, kernel_name=kernel_name,
+            str(notebook), str(output), parameters=parameters, kernel_name=kernel.manager.kernel_name,
             progress_bar=False, execution_timeout=timeout, cwd=str(notebook.parent), log_output=False,
+            km=kernel.manager,
         )  # fmt: skip
     except PapermillExecutionError as exc:
         raise ReportError(
             f"{notebook.name} failed in cell {exc.exec_count} ({exc.ename}: {exc.evalue}). "
             f"The executed notebook with the full traceback is {output}."
         ) from None
-    except Exception as exc:
-        if type(exc).__name__ == "NoSuchKernel":
-            raise ReportError(
-                f"No Jupyter kernel named {kernel_name!r}: install ipykernel in this environment "
-                "(pip install 'fedkit[notebooks]')."
-            ) from None
-        raise
 
 
 def _html_exporter() -> Any:

@@ -37,7 +37,9 @@ def test_report_parameters_keep_unparsable_text_as_a_string() -> None:
 
 def test_report_name_sorts_by_date_and_says_which_run() -> None:
     name = reports.report_name(HEADLESS, {"rounds": 5, "seeds": [42, 43]}, datetime(2026, 1, 2, 3, 4, 5))
-    assert name == "2026-01-02_030405_04_headless_report_rounds-5_seeds-4243"
+    assert name == "2026-01-02_030405_04_headless_report_rounds-5_seeds-42-43"
+    name = reports.report_name(HEADLESS, {"hyperparameters": {"mu": 0.01, "lr": 0.1}}, datetime(2026, 1, 2))
+    assert name.endswith("_04_headless_report_hyperparameters-mu0.01-lr0.1")
 
 
 def test_unknown_parameter_is_refused_before_running(tmp_path) -> None:

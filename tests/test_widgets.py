@@ -152,3 +152,23 @@ def test_figures_have_titles_axis_labels_and_legends(data_dir) -> None:
         for ax in visible:
             assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel()
         assert any(ax.get_legend() is not None for ax in visible)
+
+
+def test_differences_table_has_a_row_per_run_with_what_differs(data_dir, monkeypatch) -> None:
+    from fedkit import explore
+
+    for lr in (0.001, 0.05):
+        fedkit.run(fedkit.RunConfig(rounds=1, local_steps=2, lr=lr), progress=False)
+    runs = explore.load_runs(last=2)
+    for table in (explore.differences_table(runs), _without_compare(monkeypatch, explore, runs)):
+        assert list(table.index) == [r["run_id"] for r in runs]
+        assert "lr" in table.columns and "seed" not in table.columns
+        assert "avg_accuracy" in table.columns
+    finals = {r["label"]: explore.final_frame(r["summary"]["final"]) for r in runs}
+    text = explore.best_summary(finals)
+    assert "Best mean accuracy" in text and "switzerland" in text
+
+
+def _without_compare(monkeypatch, explore, runs):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    return explore.differences_table(runs)
