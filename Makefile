@@ -10,7 +10,7 @@ export FEDKIT_DATA_DIR
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkit-$(EXTRAS)
 
-.PHONY: setup data run test lint clean
+.PHONY: setup data run test lint clean deploy-tools
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
@@ -27,12 +27,19 @@ data: setup
 run: data
 	$(BIN)/fedkit report notebooks/04_headless_report.ipynb -p rounds 15
 
-test: data
+test: data deploy-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# checkov and kubernetes-validate for tests/test_deploy.py, apart: their pins conflict with fedkit's.
+deploy-tools: .venv-deploy-tools/.installed
+.venv-deploy-tools/.installed: requirements/deploy-tools.txt
+	test -x .venv-deploy-tools/bin/python || $(PYTHON) -m venv .venv-deploy-tools
+	.venv-deploy-tools/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/deploy-tools.txt
+	touch $@
 
 lint: setup
 	$(BIN)/ruff check fedkit tests benchmarks
 	$(BIN)/ruff format --check fedkit tests benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .venv-deploy-tools .pytest_cache

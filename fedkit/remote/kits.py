@@ -145,9 +145,26 @@ def run_participant(kit: str | Path, workspace: str | Path) -> None:
     for part in ("startup", "local"):
         if (kit / part).is_dir():
             shutil.copytree(kit / part, workspace / part, dirs_exist_ok=True)
+    keep_server_state_in(workspace, workspace)
     command = participant_command(workspace)
     os.chdir(workspace)
     os.execv(command[0], command)  # noqa: S606 - our own interpreter and arguments
+
+
+def keep_server_state_in(kit: Path, workspace: Path) -> None:
+    """Point the server's job store and snapshots into ``workspace`` (FLARE's kits default to /tmp/nvflare, shared
+    by every server on the machine and lost with a pod's /tmp)."""
+    default = Path(kit) / "local" / "resources.json.default"
+    if not default.is_file() or not (Path(kit) / "startup" / "fed_server.json").is_file():
+        return
+    conf = json.loads(default.read_text())
+    for component in conf.get("components", []):
+        if component.get("id") == "job_manager" and "uri_root" in component.get("args", {}):
+            component["args"]["uri_root"] = str(Path(workspace) / "jobs-storage")
+    storage = conf.get("snapshot_persistor", {}).get("args", {}).get("storage", {}).get("args", {})
+    if "root_dir" in storage:
+        storage["root_dir"] = str(Path(workspace) / "snapshot-storage")
+    (Path(kit) / "local" / "resources.json").write_text(json.dumps(conf, indent=2))
 
 
 def free_port() -> int:
@@ -173,7 +190,7 @@ class Poc:
 
     @property
     def pids(self) -> dict[str, int]:
-        """PID of every process started (each leads its own process group)."""
+        """PID of every process started here (FLARE's job processes are their descendants: see :meth:`tree`)."""
         return {name: p.pid for name, p in self.processes.items()}
 
     def log(self, name: str) -> Path:
@@ -190,22 +207,44 @@ class Poc:
         )
         log.close()
 
-    def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 15.0) -> None:
-        """Stop one participant's process group by its PID; SIGKILL after ``timeout`` seconds."""
-        proc = self.processes.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
+    def tree(self, name: str) -> list[Any]:
+        """The process of ``name`` and every descendant (FLARE forks job processes, in their own sessions)."""
+        import psutil
+
+        proc = self.processes.get(name)
+        if proc is None:
+            return []
         try:
-            os.killpg(proc.pid, sig)
+            root = psutil.Process(proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def send_signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` to ``name``'s process and all its descendants (SIGSTOP/SIGCONT mimic a network partition)."""
+        import psutil
+
+        for proc in self.tree(name):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(sig)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 15.0) -> None:
+        """Stop ``name``'s process and every descendant by PID; SIGKILL whatever is left after ``timeout`` seconds."""
+        import psutil
+
+        tree = self.tree(name)
+        proc = self.processes.pop(name, None)
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+                p.send_signal(sig)
+        _, alive = psutil.wait_procs(tree, timeout=timeout)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(alive, timeout=timeout)
+        if proc is not None:
             proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout)
-        except ProcessLookupError:
-            pass
-        finally:
-            with contextlib.suppress(ProcessLookupError):  # job processes FLARE forked into the same group
-                os.killpg(proc.pid, signal.SIGKILL)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop every process started, sites first, each by PID within ``timeout`` seconds."""
@@ -276,6 +315,7 @@ def start_poc(
     project.write_text(yaml.safe_dump(loopback_project(hospitals, port or free_port()), sort_keys=False))
     kits = provision(project, workspace / "kits")
     _bind_loopback(kits / SERVER / "startup" / "fed_server.json")
+    keep_server_state_in(kits / SERVER, (kits / SERVER).resolve())
     for default in kits.glob("*/local/log_config.json.default"):
         conf = json.loads(default.read_text())
         conf["loggers"]["root"]["level"] = log_level

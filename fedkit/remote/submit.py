@@ -67,11 +67,15 @@ def build_job(
     config: RunConfig,
     job_root: str | Path,
     *,
+    sites: Sequence[str] | None = None,
     min_silos: int = 1,
     straggler_timeout: int = 10,
     task_timeout: int = 600,
 ) -> Path:
-    """Export the FLARE job of ``config`` (server: fedkit's round loop; every site: its hospital's training)."""
+    """Export the FLARE job of ``config`` (server: fedkit's round loop; every site: its hospital's training).
+
+    ``sites``: the sites the server waits for before the first round (default: every hospital).
+    """
     from nvflare.job_config.api import FedJob
 
     from fedkit.data.uci import HOSPITALS
@@ -83,7 +87,7 @@ def build_job(
     job.set_app_packages(["fedkit"])  # fedkit is installed on every site; its code is not shipped in the job
     job.to_server(
         FedkitController(
-            config=config.to_dict(), expected_sites=list(HOSPITALS), min_silos=min_silos,
+            config=config.to_dict(), expected_sites=list(sites or HOSPITALS), min_silos=min_silos,
             straggler_timeout=straggler_timeout, task_timeout=task_timeout,
         )
     )  # fmt: skip
@@ -107,13 +111,16 @@ def run_remote(
     poll: float = 0.1,
     session: Any = None,
     on_event: Callable[[dict[str, Any]], Any] | None = None,
+    result_timeout: float = 30.0,
 ) -> RunResult:
     """Run ``config`` on the FLARE federation of ``admin_kit``; record it in this machine's ``trackers``.
 
     ``min_silos``: fewest sites a round may aggregate; a site that has not replied ``straggler_timeout``
     seconds after ``min_silos`` did is dropped from that round (recorded in the notes) and asked again
     next round. ``on_event`` sees every raw event the server relays (round events carry the server's
-    clock in ``time``). Returns the same :class:`~fedkit.result.RunResult` as a simulation run.
+    clock in ``time``). The final result is read from the downloaded job result when the job ends within
+    ``result_timeout`` seconds of the run, else from the run's last relayed event. Returns the same
+    :class:`~fedkit.result.RunResult` as a simulation run.
     """
     from tqdm.auto import tqdm
 
@@ -136,7 +143,14 @@ def run_remote(
     job_id = None
     try:
         with tempfile.TemporaryDirectory(prefix="fedkit-job-") as tmp:
-            job_dir = build_job(config, tmp, min_silos=min_silos, straggler_timeout=straggler_timeout)
+            connected = [c.name for c in session.get_connected_client_list()]
+            if len(connected) < min_silos:
+                raise RemoteRunError(
+                    f"Only {len(connected)} site(s) are connected to the FLARE server "
+                    f"({', '.join(connected) or 'none'}); the run needs min_silos={min_silos}. "
+                    "Start the hospitals' sites, or lower min_silos."
+                )
+            job_dir = build_job(config, tmp, sites=connected, min_silos=min_silos, straggler_timeout=straggler_timeout)
             job_id = session.submit_job(str(job_dir))
         while follower.status is None:
             if should_stop is not None and should_stop():
@@ -158,7 +172,7 @@ def run_remote(
                 time.sleep(poll)
         if follower.status == "failed":
             raise RemoteRunError(f"The remote run failed on the server: {follower.error}")
-        _read_downloaded(session, job_id, follower)
+        _read_downloaded(session, job_id, follower, result_timeout)
         return follower.finish()
     except KeyboardInterrupt:
         if job_id is not None:
@@ -185,10 +199,14 @@ def _poll(session: Any, job_id: str, cursor: int) -> list[dict[str, Any]] | None
     return reply.get("events") if isinstance(reply, dict) and "events" in reply else None
 
 
-def _read_downloaded(session: Any, job_id: str, follower: _Follower) -> None:
-    """Replace the relayed summary/params with the ones the server wrote into the job result, when it has them."""
+def _read_downloaded(session: Any, job_id: str, follower: _Follower, timeout: float) -> None:
+    """Replace the relayed summary/params with the ones the server wrote into the job result, when it has them.
+
+    A job whose site died can take minutes to wind down; after ``timeout`` seconds the relayed result
+    (the same summary and parameters, sent with the run's last event) stands.
+    """
     try:
-        session.wait_for_job(job_id, timeout=120, poll_interval=0.2)
+        session.wait_for_job(job_id, timeout=timeout, poll_interval=0.2)
         with tempfile.TemporaryDirectory(prefix="fedkit-result-") as tmp:
             where = Path(session.download_job_result(job_id, tmp))
             found = sorted(where.rglob(wire.RESULT_FILE))
@@ -196,8 +214,8 @@ def _read_downloaded(session: Any, job_id: str, follower: _Follower) -> None:
                 saved = json.loads(found[0].read_text())
                 follower.summary = saved["summary"]
                 follower.params = np.asarray(saved["params"], dtype=np.float32)
-    except Exception as exc:  # the relayed end event already holds the result
-        follower.notes_extra.append(f"The job result could not be downloaded ({exc}); the relayed result was used.")
+    except Exception:  # noqa: S110 - the relayed end event already holds the same result
+        pass
 
 
 class _Follower:
