@@ -10,6 +10,7 @@ they are sent.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -37,6 +38,12 @@ ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
+
+
+def _plugin_noise(record: logging.LogRecord) -> bool:
+    """Drop the warning sagemaker-mlflow's header provider logs on every request to a non-ARN tracking URI
+    (it splits any URI as an ARN: "list index out of range"); every other record passes."""
+    return "list index out of range" not in record.getMessage()
 
 
 def _ms(value: str | datetime) -> int:
@@ -76,12 +83,11 @@ class MlflowBackend:
                 ) from exc
         for key, value in ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
-        import mlflow
-        from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+        if uri.startswith("arn:"):
+            import mlflow
 
-        if uri.startswith("arn:") or not is_tracking_uri_set():
-            # the sagemaker-mlflow plugin reads the global tracking URI for its routing header
-            mlflow.set_tracking_uri(uri)
+            mlflow.set_tracking_uri(uri)  # the sagemaker-mlflow plugin reads the global URI for its routing header
+        logging.getLogger("mlflow.tracking.request_header.registry").addFilter(_plugin_noise)
         self.experiment = experiment
         self.tracking_uri = uri
         self.client = MlflowClient(tracking_uri=uri)
