@@ -222,35 +222,21 @@ def _title(notebook: Path, parameters: Mapping[str, Any]) -> str:
 
 
 def available_trackers() -> dict[str, bool]:
-    """Each tracker name and whether this installation can record to it."""
-    return {name: name == "local" or find_spec(f"fedkit.tracking.{name}") is not None for name in TRACKERS}
+    """Each tracker name and whether this installation can record to it (its client library is installed)."""
+    needs = {"local": "sqlite3", "sagemaker": "boto3", "mlflow": "mlflow"}
+    return {name: find_spec(f"fedkit.tracking.{name}") is not None and find_spec(needs[name]) is not None
+            for name in TRACKERS}  # fmt: skip
 
 
-def make_trackers(names: str | Sequence[str]) -> list[Tracker]:
-    """Tracker objects from names (``"local"``, ``"sagemaker"``, ``"mlflow"``; a list records to several)."""
-    from importlib import import_module
+def make_trackers(names: str | Sequence[str], *, experiment: str | None = None) -> list[Tracker]:
+    """Tracker objects from names (``"local"``, ``"sagemaker"``, ``"mlflow"``, a list or ``"local,mlflow"``).
 
-    from fedkit.tracking.local import LocalStore
+    The local store is always among them (:func:`fedkit.tracking.factory.make_trackers`); SageMaker and
+    MLflow take ``experiment`` (default ``fedkit``) and the usual AWS / ``MLFLOW_TRACKING_URI`` settings.
+    """
+    from fedkit.tracking.factory import make_trackers as build
 
-    names = [names] if isinstance(names, str) else list(names)
-    if not names:
-        raise ConfigError("Give at least one tracker (e.g. 'local'); every run is recorded somewhere.")
-    trackers: list[Tracker] = []
-    for name in names:
-        if name not in TRACKERS:
-            raise ConfigError(f"The tracker must be one of {', '.join(map(repr, TRACKERS))}; got {name!r}.")
-        if name == "local":
-            trackers.append(LocalStore())
-            continue
-        if not available_trackers()[name]:
-            raise ConfigError(
-                f"The {TRACKERS[name]} tracker ({name!r}) is not in this fedkit installation yet; use tracker='local'."
-            )
-        module = import_module("fedkit.tracking")
-        if not hasattr(module, "make_tracker"):
-            raise ConfigError(f"fedkit.tracking has no make_tracker() to build the {name!r} tracker; use 'local'.")
-        trackers.append(module.make_tracker(name))
-    return trackers
+    return build(names if isinstance(names, str) else list(names), experiment=experiment)
 
 
 def check_engine(engine: str, admin_kit: str | Path | None = None) -> None:

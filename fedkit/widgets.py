@@ -118,10 +118,13 @@ class ControlPanel:
         )
         self.seed = _field(w.IntText(value=base.seed, description="seed"), "seed")
         usable = available_trackers()
+        tips = {name: f"also record the run in {label}" if usable[name] else f"{label}: its client is not installed"
+                for name, label in TRACKERS.items()}  # fmt: skip
+        tips["local"] = "every run is recorded in the local run store (always on)"
         self.trackers = {
             name: w.Checkbox(
-                value=name in trackers and usable[name], description=label, disabled=not usable[name], indent=False,
-                tooltip=f"record the run in the {label}" if usable[name] else f"{label}: not installed in this fedkit",
+                value=name == "local" or (name in trackers and usable[name]), description=label, indent=False,
+                disabled=name == "local" or not usable[name], tooltip=tips[name],
                 layout=w.Layout(width="auto", margin="0 12px 0 0"),
             )
             for name, label in TRACKERS.items()
@@ -232,7 +235,7 @@ class ControlPanel:
             self.silos.disabled = running or self.split.value not in SYNTHETIC
             self.alpha.disabled = running or self.split.value not in ("dirichlet", "quantity")
             for name, usable in available_trackers().items():
-                self.trackers[name].disabled = running or not usable
+                self.trackers[name].disabled = running or name == "local" or not usable
             problem = self.problem()
             self.run_button.disabled = bool(problem) or running
             self.stop_button.disabled = not running or self._stop.is_set()
@@ -240,8 +243,6 @@ class ControlPanel:
 
     def problem(self) -> str | None:
         """Why the current values cannot run (RunConfig's message), or None when they can."""
-        if not self.selected_trackers():
-            return "Tick at least one tracker under 'record in': every run is recorded."
         try:
             self.config()
         except FedkitError as exc:
