@@ -18,7 +18,7 @@ from fedkit.config import RunConfig
 from fedkit.data.silos import Federation, load_silos
 from fedkit.engines.base import Engine, FitReply, Scores
 from fedkit.errors import ConfigError
-from fedkit.metrics import METRICS, binary_metrics, grouped_metrics
+from fedkit.metrics import METRICS, grouped_metrics
 from fedkit.result import POOLED, RunResult, undefined_auc_notes
 from fedkit.strategies import BASELINES, make_strategy
 from fedkit.tracking.base import Tracker
@@ -69,19 +69,21 @@ def metric_rows(round: int, model: str, split: str, silo: str, values: dict[str,
 
 
 def score_rows(round: int, model: str, scores: list[Scores], pooled: bool = True) -> list[dict[str, Any]]:
-    """Test metrics of ``model`` per silo (one grouped pass) and, if ``pooled``, on all silos' rows together."""
+    """Test metrics of ``model`` per silo and, if ``pooled``, on all silos' rows together — one grouped pass."""
     labels = np.concatenate([s.labels for s in scores])
     logits = np.concatenate([s.logits for s in scores])
     group = np.repeat(np.arange(len(scores)), [len(s.labels) for s in scores])
-    values = grouped_metrics(labels, logits, group, len(scores))
-    rows = [
-        {"round": round, "silo": s.silo, "model": model, "split": "test", "metric": m, "value": float(values[m][i])}
-        for i, s in enumerate(scores)
+    names = [s.silo for s in scores]
+    if pooled:  # every row once more, as group K
+        labels, logits = np.concatenate([labels, labels]), np.concatenate([logits, logits])
+        group = np.concatenate([group, np.full(len(group), len(scores))])
+        names.append(POOLED)
+    values = grouped_metrics(labels, logits, group, len(names))
+    return [
+        {"round": round, "silo": name, "model": model, "split": "test", "metric": m, "value": float(values[m][i])}
+        for i, name in enumerate(names)
         for m in METRICS
     ]
-    if pooled:
-        rows += metric_rows(round, model, "test", POOLED, binary_metrics(labels, logits))
-    return rows
 
 
 def evaluation_rows(round: int, scores: list[Scores], model: str = "global") -> list[dict[str, Any]]:

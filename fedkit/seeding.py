@@ -10,6 +10,8 @@ initialization uses ``torch.manual_seed(seed)`` inside a forked RNG, as FLamby d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 DATA = 0
@@ -20,6 +22,7 @@ FINETUNE = 3
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
+_MASK = 2**64 - 1
 
 
 def stream(seed: int, kind: int, *keys: int) -> np.random.Generator:
@@ -34,12 +37,19 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def uniform(seed: int, kind: int, round: int, silos: np.ndarray, n: int) -> np.ndarray:
+def _mix_int(x: int) -> int:
+    """:func:`_mix` on one Python int (mod 2**64), for the few scalar keys."""
+    x &= _MASK
+    x = ((x ^ (x >> 30)) * int(_M1)) & _MASK
+    x = ((x ^ (x >> 27)) * int(_M2)) & _MASK
+    return x ^ (x >> 31)
+
+
+def uniform(seed: int, kind: int, round: int, silos: Sequence[int], n: int) -> np.ndarray:
     """Uniform [0, 1) keys, shape (len(silos), n): row i depends only on (seed, kind, round, silos[i])."""
-    base = np.array([seed, kind, round], dtype=np.uint64)
-    key = np.zeros(1, dtype=np.uint64)
-    for part in base:
-        key = _mix(key + _GOLDEN + part)
-    keys = _mix(key + _GOLDEN + np.asarray(silos, dtype=np.uint64))[:, None]
+    key = 0
+    for part in (seed, kind, round):
+        key = _mix_int(key + int(_GOLDEN) + int(part))
+    keys = np.array([_mix_int(key + int(_GOLDEN) + int(s)) for s in silos], dtype=np.uint64)[:, None]
     counters = (np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN)[None, :]
     return (_mix(keys + counters) >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
