@@ -10,6 +10,7 @@ Also the helpers the headless report notebook calls: trackers by name, the engin
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -144,6 +145,17 @@ del _fedkit_warm_up
 """What the kernel imports while this process loads papermill: the modules fedkit's notebooks import anyway."""
 
 
+def kernel_env() -> dict[str, str]:
+    """This process's environment with FEDKIT_DATA_DIR / FEDKIT_HOME made absolute (the kernel runs elsewhere)."""
+    from fedkit.paths import DATA_DIR_ENV, HOME_ENV
+
+    env = dict(os.environ)
+    for name in (DATA_DIR_ENV, HOME_ENV):
+        if env.get(name):
+            env[name] = str(Path(env[name]).expanduser().resolve())
+    return env
+
+
 class _Kernel:
     """A kernel started before papermill is imported, warming fedkit's imports; papermill then runs in it."""
 
@@ -153,7 +165,7 @@ class _Kernel:
 
         self.manager = AsyncKernelManager(kernel_name=kernel_name)
         try:
-            run_sync(self.manager.start_kernel)(cwd=str(cwd))
+            run_sync(self.manager.start_kernel)(cwd=str(cwd), env=kernel_env())
         except Exception as exc:
             if type(exc).__name__ == "NoSuchKernel":
                 raise ReportError(

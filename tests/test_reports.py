@@ -106,3 +106,14 @@ def test_notebook_modules_import_their_heavy_dependencies_lazily() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_kernel_gets_absolute_data_and_home_folders(monkeypatch, tmp_path) -> None:
+    from fedkit.reports import kernel_env
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FEDKIT_DATA_DIR", "data/heart")
+    monkeypatch.setenv("FEDKIT_HOME", "home")
+    env = kernel_env()
+    assert env["FEDKIT_DATA_DIR"] == str(tmp_path / "data" / "heart")
+    assert env["FEDKIT_HOME"] == str(tmp_path / "home")
