@@ -27,6 +27,11 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+def silos_per_round(n_silos: int, fraction: float) -> int:
+    """How many of ``n_silos`` a round trains: ``max(1, fraction * n_silos)`` rounded half up."""
+    return max(1, math.floor(fraction * n_silos + 0.5))
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """A federated run. Defaults are FLamby's Fed-Heart-Disease FedAvg benchmark configuration."""
@@ -122,7 +127,7 @@ class RunConfig:
                 f"(a baseline); got {self.personalize!r}."
             )
         if self.strategy == "krum":
-            per_round = max(1, math.floor(self.fraction * (self.silos or 4) + 0.5))
+            per_round = silos_per_round(self.silos or 4, self.fraction)
             byzantine = self.byzantine or 0
             if per_round - byzantine - 2 < 1:
                 raise ConfigError(

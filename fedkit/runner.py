@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedkit import seeding
-from fedkit.config import RunConfig
+from fedkit.config import RunConfig, silos_per_round
 from fedkit.data.silos import Federation, load_silos
 from fedkit.engines.base import Engine, FitReply, Scores
 from fedkit.errors import ConfigError
@@ -48,16 +48,11 @@ def new_run_id() -> str:
 
 def select_silos(names: Sequence[str], fraction: float, seed: int, round: int) -> list[str]:
     """The silos sampled for ``round``: ``max(1, round(fraction * K))`` of them, without replacement, seeded."""
-    k = max(1, round_half_up(fraction * len(names)))
+    k = silos_per_round(len(names), fraction)
     if k >= len(names):
         return list(names)
     chosen = seeding.stream(seed, seeding.SELECTION, round).choice(len(names), size=k, replace=False)
     return [names[i] for i in sorted(chosen)]
-
-
-def round_half_up(x: float) -> int:
-    """Round to the nearest int, halves up (Python's round() rounds halves to even)."""
-    return int(np.floor(x + 0.5))
 
 
 def metric_rows(round: int, model: str, split: str, silo: str, values: dict[str, float]) -> list[dict[str, Any]]:
@@ -86,16 +81,11 @@ def score_rows(round: int, model: str, scores: list[Scores], pooled: bool = True
     ]
 
 
-def evaluation_rows(round: int, scores: list[Scores], model: str = "global") -> list[dict[str, Any]]:
-    """Test metrics of ``model`` ("global" or "personal") per silo and on the pooled test set (all silos' rows)."""
-    return score_rows(round, model, scores)
-
-
 def evaluate_rows(round: int, engine: Engine, params: np.ndarray, strategy: str) -> list[dict[str, Any]]:
     """The round's evaluation: the global model (not for ``local``) and each silo's own model when personalized."""
-    rows = [] if strategy == "local" else evaluation_rows(round, engine.evaluate(params))
+    rows = [] if strategy == "local" else score_rows(round, "global", engine.evaluate(params))
     if engine.personalized:
-        rows += evaluation_rows(round, engine.evaluate_personal(params, round), "personal")
+        rows += score_rows(round, "personal", engine.evaluate_personal(params, round))
     return rows
 
 

@@ -45,14 +45,16 @@ def adaptive_step(
     return (params + server_lr * m / (np.sqrt(v) + tau)).astype(params.dtype), AdaptiveState(m=m, v=v)
 
 
-@dataclass(frozen=True)
-class FedAdagrad(ServerSide):
-    """Adagrad on the server: ``v = v + delta**2`` (Reddi et al. 2021, Algorithm 2)."""
+class _Adaptive(ServerSide):
+    """``init`` and ``aggregate`` of the family; a subclass gives its fields and :meth:`second_moment`."""
 
-    name: str = "fedadagrad"
-    server_lr: float = 0.316228
-    beta1: float = 0.9
-    tau: float = 1e-8
+    server_lr: float
+    beta1: float
+    tau: float
+
+    def second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
+        """The new ``v`` from the old one and ``delta**2``."""
+        raise NotImplementedError
 
     def init(self, params: np.ndarray) -> AdaptiveState:
         """``m = 0``, ``v = tau**2``."""
@@ -61,13 +63,28 @@ class FedAdagrad(ServerSide):
     def aggregate(
         self, updates: np.ndarray, weights: np.ndarray, state: AdaptiveState, params: np.ndarray
     ) -> tuple[np.ndarray, AdaptiveState]:
-        """One FedAdagrad step along the train-size-weighted mean delta."""
+        """One step along the train-size-weighted mean delta."""
         delta = weighted_mean(updates, weights)
-        return adaptive_step(params, delta, state.m, state.v + delta**2, self.server_lr, self.beta1, self.tau)
+        v = self.second_moment(state.v, delta**2)
+        return adaptive_step(params, delta, state.m, v, self.server_lr, self.beta1, self.tau)
 
 
 @dataclass(frozen=True)
-class FedAdam(ServerSide):
+class FedAdagrad(_Adaptive):
+    """Adagrad on the server: ``v = v + delta**2`` (Reddi et al. 2021, Algorithm 2)."""
+
+    name: str = "fedadagrad"
+    server_lr: float = 0.316228
+    beta1: float = 0.9
+    tau: float = 1e-8
+
+    def second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
+        """``v + delta**2``."""
+        return v + squared
+
+
+@dataclass(frozen=True)
+class FedAdam(_Adaptive):
     """Adam on the server: ``v = beta2 v + (1 - beta2) delta**2`` (Reddi et al. 2021, Algorithm 2)."""
 
     name: str = "fedadam"
@@ -76,21 +93,13 @@ class FedAdam(ServerSide):
     beta2: float = 0.999
     tau: float = 1e-8
 
-    def init(self, params: np.ndarray) -> AdaptiveState:
-        """``m = 0``, ``v = tau**2``."""
-        return initial_moments(params, self.tau)
-
-    def aggregate(
-        self, updates: np.ndarray, weights: np.ndarray, state: AdaptiveState, params: np.ndarray
-    ) -> tuple[np.ndarray, AdaptiveState]:
-        """One FedAdam step along the train-size-weighted mean delta."""
-        delta = weighted_mean(updates, weights)
-        v = self.beta2 * state.v + (1 - self.beta2) * delta**2
-        return adaptive_step(params, delta, state.m, v, self.server_lr, self.beta1, self.tau)
+    def second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
+        """``beta2 v + (1 - beta2) delta**2``."""
+        return self.beta2 * v + (1 - self.beta2) * squared
 
 
 @dataclass(frozen=True)
-class FedYogi(ServerSide):
+class FedYogi(_Adaptive):
     """Yogi on the server: ``v = v - (1 - beta2) delta**2 sign(v - delta**2)`` (Reddi et al. 2021, Algorithm 2)."""
 
     name: str = "fedyogi"
@@ -99,15 +108,6 @@ class FedYogi(ServerSide):
     beta2: float = 0.999
     tau: float = 1e-8
 
-    def init(self, params: np.ndarray) -> AdaptiveState:
-        """``m = 0``, ``v = tau**2``."""
-        return initial_moments(params, self.tau)
-
-    def aggregate(
-        self, updates: np.ndarray, weights: np.ndarray, state: AdaptiveState, params: np.ndarray
-    ) -> tuple[np.ndarray, AdaptiveState]:
-        """One FedYogi step along the train-size-weighted mean delta."""
-        delta = weighted_mean(updates, weights)
-        squared = delta**2
-        v = state.v - (1 - self.beta2) * squared * np.sign(state.v - squared)
-        return adaptive_step(params, delta, state.m, v, self.server_lr, self.beta1, self.tau)
+    def second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
+        """``v - (1 - beta2) delta**2 sign(v - delta**2)``."""
+        return v - (1 - self.beta2) * squared * np.sign(v - squared)
