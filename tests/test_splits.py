@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedkit.data import load_silos, partition, preprocess
+from fedkit.data import holdout, load_silos, partition, preprocess
 from fedkit.errors import ConfigError
 
 FLAMBY_SIZES = {"cleveland": (199, 104), "hungarian": (172, 89), "switzerland": (30, 16), "va": (85, 45)}
@@ -118,3 +118,23 @@ def test_a_feature_constant_in_train_is_centered_not_blown_up() -> None:
     mean, std = preprocess.mean_std(preprocess.moments(x_train))
     out = preprocess.standardize(np.array([[2.0, 1.0]]), mean, std)
     assert np.allclose(out, [[0.0, 1.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("stratify", [True, False])
+def test_holdout_draws_exactly_what_scikit_learn_draws(stratify: bool) -> None:
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(0)
+    for case in range(300):
+        n = int(rng.integers(6, 400))
+        classes = int(rng.integers(2, 5)) if case % 3 else 2  # several classes exercise approximate_mode's ties
+        labels = rng.integers(0, classes, n)
+        labels[:classes] = np.arange(classes)
+        labels[classes : 2 * classes] = np.arange(classes)  # every class has >= 2 rows
+        state = int(rng.integers(2**31 - 1))
+        expected = train_test_split(
+            np.arange(n), test_size=1.0 - 0.66, train_size=0.66, random_state=state, shuffle=True,
+            stratify=labels if stratify else None,
+        )  # fmt: skip
+        found = holdout.split(labels, 0.66, state, stratify=stratify)
+        assert [a.tolist() for a in found] == [sorted(a.tolist()) for a in expected], (n, classes, state)

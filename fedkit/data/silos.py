@@ -21,7 +21,7 @@ import numpy as np
 
 from fedkit import seeding
 from fedkit._validation import NONE, Interval, Options, validate_params
-from fedkit.data import partition, preprocess, uci
+from fedkit.data import holdout, partition, preprocess, uci
 from fedkit.errors import ConfigError
 from fedkit.paths import data_dir as default_data_dir
 
@@ -109,20 +109,9 @@ class Federation:
 
 
 def train_test_indices(labels: np.ndarray, random_state: int) -> tuple[np.ndarray, np.ndarray]:
-    """FLamby's per-center split: 66/34, stratified when both classes have more than 2 rows."""
-    from sklearn.model_selection import train_test_split
-
+    """FLamby's per-center split: 66/34, stratified when both classes have more than 2 rows (sorted indices)."""
     levels, counts = np.unique(labels, return_counts=True)
-    stratify = labels if len(levels) > 1 and (counts > 2).all() else None
-    train, test = train_test_split(
-        np.arange(len(labels)),
-        test_size=1.0 - TRAIN_FRACTION,
-        train_size=TRAIN_FRACTION,
-        random_state=random_state,
-        shuffle=True,
-        stratify=stratify,
-    )
-    return np.sort(train), np.sort(test)
+    return holdout.split(labels, TRAIN_FRACTION, random_state, stratify=len(levels) > 1 and bool((counts > 2).all()))
 
 
 def check_data_options(split: str, silos: int | None, missing: str | None, caller: str) -> str:

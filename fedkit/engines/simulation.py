@@ -199,22 +199,24 @@ def make_engine(
     A user ``model`` (any ``torch.nn.Module`` returning logits) always trains on the per-silo path.
     ``stream_ids`` lets a remote site build the engine of its own silo only (its index in the full federation).
     """
-    from fedkit.engines.per_silo import PerSiloTrainer
+    from fedkit import architectures
     from fedkit.engines.vectorized import VectorizedTrainer
-    from fedkit.models import build_model, get_flat, personal_mask
 
     train_fed = pooled_federation(federation) if config.strategy == "pooled" else federation
-    module = model or build_model(config.model, len(federation.features), hidden=config.hidden, seed=config.seed)
-    if model is None and config.backend == "vectorized":
+    shape = {"model": config.model, "n_features": len(federation.features), "hidden": config.hidden}
+    if model is None and config.backend == "vectorized":  # no torch import: seconds of a notebook's start-up
         trainer: Trainer = VectorizedTrainer(train_fed, config.model, config.hidden)
+        init = architectures.initial_params(**shape, seed=config.seed)
+        head = architectures.personal_mask(**shape) if config.personalize == "fedper" else None
     else:
+        from fedkit.engines.per_silo import PerSiloTrainer
+        from fedkit.models import build_model, get_flat, personal_mask
+
+        module = model or build_model(config.model, shape["n_features"], hidden=config.hidden, seed=config.seed)
         trainer = PerSiloTrainer(train_fed, module)
-    init = get_flat(module)
-    personal = None
-    if config.strategy == "local":
-        personal = np.ones(len(init), dtype=bool)
-    elif config.personalize == "fedper":
-        personal = personal_mask(module)
+        init = get_flat(module)
+        head = personal_mask(module) if config.personalize == "fedper" else None
+    personal = np.ones(len(init), dtype=bool) if config.strategy == "local" else head
     finetune = None
     if config.personalize == "finetune":
         finetune = config.finetune_steps or config.local.n_steps(min(s.n_train for s in federation.silos))

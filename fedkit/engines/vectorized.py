@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy.special import expit
 
 from fedkit.client import ADAM_BETAS, ADAM_EPS, LocalTraining
 from fedkit.data.silos import Federation
@@ -23,16 +22,21 @@ Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
 MANY_SILOS = 64
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)), as scipy's expit (without importing scipy); exp(-z) = inf for z << 0 gives the right 0."""
+    return 1 / (1 + np.exp(-z))
+
+
 def _logreg(d: int) -> tuple[GradFn, Forward, Forward, bool]:
     """Gradient and forward of logistic regression; rows carry a trailing 1 so ``[w, b]`` is one vector."""
 
     def grad(theta: np.ndarray, xb: np.ndarray, yb: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(theta) < MANY_SILOS:  # batched matmul wins for a few silos, einsum for many
             z = (xb @ theta[:, :, None])[:, :, 0]
-            r = (expit(z) - yb) * w
+            r = (_sigmoid(z) - yb) * w
             return (r[:, None, :] @ xb)[:, 0, :], z
         z = np.einsum("kbd,kd->kb", xb, theta)
-        r = (expit(z) - yb) * w
+        r = (_sigmoid(z) - yb) * w
         return np.einsum("kb,kbd->kd", r, xb), z
 
     def forward(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -53,7 +57,7 @@ def _mlp(d: int, h: int) -> tuple[GradFn, Forward, Forward, bool]:
         a = xb @ theta[:, : h * d].reshape(k, h, d).transpose(0, 2, 1) + theta[:, None, h * d : o]
         hid = np.maximum(a, 0)
         z = (hid @ theta[:, o : o + h, None])[:, :, 0] + theta[:, o + h, None]
-        r = (expit(z) - yb) * w
+        r = (_sigmoid(z) - yb) * w
         g = np.empty_like(theta)
         g[:, o : o + h] = (r[:, None, :] @ hid)[:, 0, :]
         g[:, o + h] = r.sum(axis=1)
@@ -143,49 +147,50 @@ class VectorizedTrainer:
         inv_bc1 = [1.0 / (1.0 - b1 ** (t + 1)) for t in range(total_steps)]  # Adam bias corrections, as torch
         sqrt_bc2 = [math.sqrt(1.0 - b2 ** (t + 1)) for t in range(total_steps)]
         grad, sgd, adamw = self._grad, hp.optimizer == "sgd", hp.optimizer == "adamw"
-        for s in range(total_steps):  # in-place updates: a few microseconds per operation at this size
-            g, zs[s] = grad(theta, xs[s], ys[s], weights[s])
-            if anchor32 is not None:
-                np.subtract(theta, anchor32, out=tmp)
-                tmp *= prox_mu
-                g += tmp
-            if corr32 is not None:
-                g += corr32
-            if sgd:
-                if wd:
+        with np.errstate(over="ignore"):  # the sigmoid's exp(-z) for z << 0
+            for s in range(total_steps):  # in-place updates: a few microseconds per operation at this size
+                g, zs[s] = grad(theta, xs[s], ys[s], weights[s])
+                if anchor32 is not None:
+                    np.subtract(theta, anchor32, out=tmp)
+                    tmp *= prox_mu
+                    g += tmp
+                if corr32 is not None:
+                    g += corr32
+                if sgd:
+                    if wd:
+                        np.multiply(theta, wd, out=tmp)
+                        g += tmp
+                    if momentum:
+                        if s:
+                            m *= momentum
+                            m += g
+                        else:
+                            m[...] = g
+                        g = m
+                    np.multiply(g, step_lr[s], out=tmp)
+                    theta -= tmp
+                    continue
+                if adamw:
+                    np.multiply(step_lr[s], -wd, out=tmp[:, :1])
+                    tmp[:, :1] += 1
+                    theta *= tmp[:, :1]
+                elif wd:
                     np.multiply(theta, wd, out=tmp)
                     g += tmp
-                if momentum:
-                    if s:
-                        m *= momentum
-                        m += g
-                    else:
-                        m[...] = g
-                    g = m
-                np.multiply(g, step_lr[s], out=tmp)
+                m *= b1
+                np.multiply(g, 1 - b1, out=tmp)
+                m += tmp
+                v *= b2
+                np.multiply(g, g, out=tmp)
+                tmp *= 1 - b2
+                v += tmp
+                np.sqrt(v, out=tmp)
+                tmp /= sqrt_bc2[s]
+                tmp += ADAM_EPS
+                np.divide(m, tmp, out=tmp)
+                tmp *= step_lr[s]
+                tmp *= inv_bc1[s]
                 theta -= tmp
-                continue
-            if adamw:
-                np.multiply(step_lr[s], -wd, out=tmp[:, :1])
-                tmp[:, :1] += 1
-                theta *= tmp[:, :1]
-            elif wd:
-                np.multiply(theta, wd, out=tmp)
-                g += tmp
-            m *= b1
-            np.multiply(g, 1 - b1, out=tmp)
-            m += tmp
-            v *= b2
-            np.multiply(g, g, out=tmp)
-            tmp *= 1 - b2
-            v += tmp
-            np.sqrt(v, out=tmp)
-            tmp /= sqrt_bc2[s]
-            tmp += ADAM_EPS
-            np.divide(m, tmp, out=tmp)
-            tmp *= step_lr[s]
-            tmp *= inv_bc1[s]
-            theta -= tmp
         step_loss = (weights * (np.logaddexp(0, zs) - ys * zs)).sum(axis=2)  # (steps, silos)
         loss_sum = (step_loss * active[:, :, 0]).sum(axis=0, dtype=np.float64)
         return theta, loss_sum / steps, steps

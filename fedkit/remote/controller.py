@@ -82,8 +82,8 @@ class FedkitController(Controller):
     def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
         """Wait for the sites, say hello, run the round loop, write the result into the job workspace."""
         import fedkit
+        from fedkit.architectures import initial_params
         from fedkit.config import RunConfig
-        from fedkit.models import build_model, get_flat
         from fedkit.result import POOLED, undefined_auc_notes
 
         job_dir = fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
@@ -100,12 +100,12 @@ class FedkitController(Controller):
                 return self._broadcast(task, payload, list(targets), need, fl_ctx, abort_signal)
 
             known, outline = hello(transport, self.config, sites, self.min_silos)
-            module = build_model(config.model, len(outline.features), hidden=config.hidden, seed=config.seed)
+            init = initial_params(config.model, len(outline.features), hidden=config.hidden, seed=config.seed)
             finetune = None
             if config.personalize == "finetune":
                 finetune = config.finetune_steps or config.local.n_steps(min(s.n_train for s in known))
             engine = RemoteEngine(
-                transport, known, get_flat(module),
+                transport, known, init,
                 personalized=config.personalize != "none" or config.strategy == "local",
                 finetune_steps=finetune, min_silos=self.min_silos,
             )  # fmt: skip
