@@ -4,8 +4,8 @@ Target (issue 6): the report takes at most the kernel start-up time + 3 s. Print
 of ``--repeat`` runs measured in this one process:
 
 - kernel start-up: start a ``python3`` kernel of this interpreter and wait until it answers (ready);
-- kernel + fedkit imports: the same, then import what every fedkit notebook imports (torch, scikit-learn,
-  pandas, matplotlib, fedkit's round loop): what any notebook pays before its first result;
+- kernel + fedkit imports: the same, then import what every fedkit notebook imports (pandas,
+  matplotlib, fedkit's round loop): what any notebook pays before its first result;
 - report: the whole command in a fresh process, from exec to exit (kernel, 5 rounds, figures, HTML).
 
 Usage: ``python benchmarks/report_time.py [--repeat 3] [--rounds 5]`` (FEDKIT_DATA_DIR as for the tests).
@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "04_headless_report.ipynb"
 IMPORTS = (
-    "import matplotlib_inline.backend_inline, matplotlib.figure, pandas, sklearn.metrics, sklearn.model_selection, "
-    "torch, fedkit.runner, fedkit.engines.simulation, fedkit.plots"
+    "import matplotlib_inline.backend_inline, matplotlib.figure, pandas, fedkit.runner, fedkit.engines.simulation, "
+    "fedkit.engines.vectorized, fedkit.plots, fedkit.explore"
 )
 
 

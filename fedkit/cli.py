@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import sys
@@ -448,6 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fedkit: stopped (Ctrl-C); the run is recorded as stopped.", file=sys.stderr)
         return 130
+    finally:
+        if argv is None:  # the console script, about to exit: results are written, files closed
+            gc.freeze()  # no final collection of every object the imports made (0.3 s after a report)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,12 @@ Also the helpers the headless report notebook calls: trackers by name, the engin
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
+import sys
 import threading
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,6 +113,7 @@ def render(
     executed = out_dir / f"{stem}.ipynb"
 
     kernel = _Kernel(kernel_name, notebook.parent, timeout)  # starts first: it is the longest pole
+    defer_iri_grammar()
     try:
         exporter = _html_exporter() if html else None  # nbconvert loads while the kernel imports
         nb = _execute(notebook, executed, parameters, kernel, timeout=timeout)
@@ -127,8 +131,8 @@ WARM_UP = """
 def _fedkit_warm_up():
     import importlib
     for name in ("matplotlib_inline.backend_inline", "matplotlib.figure", "matplotlib.backends.backend_agg",
-                 "pandas", "sklearn.metrics", "sklearn.model_selection", "torch", "fedkit.runner",
-                 "fedkit.engines.simulation", "fedkit.plots", "fedkit.explore", "fedkit.reports"):
+                 "pandas", "fedkit.runner", "fedkit.engines.simulation", "fedkit.engines.vectorized",
+                 "fedkit.plots", "fedkit.explore", "fedkit.reports"):
         try:
             importlib.import_module(name)
         except Exception:
@@ -143,6 +147,40 @@ _fedkit_warm_up()
 del _fedkit_warm_up
 """
 """What the kernel imports while this process loads papermill: the modules fedkit's notebooks import anyway."""
+
+
+def defer_iri_grammar() -> None:
+    """Make ``rfc3987_syntax`` load on its first use instead of when jsonschema is imported.
+
+    papermill and nbconvert import nbformat, nbformat imports jsonschema, and jsonschema (4.26, with
+    the ``format-nongpl`` extra that jupyter-events installs) imports ``rfc3987_syntax``, which
+    compiles a Lark grammar at import: about 2 s of every report, for an ``iri`` format check that
+    notebooks never use (python-jsonschema/jsonschema#1428). A stand-in module takes its place in
+    ``sys.modules``; its ``is_valid_syntax`` (and any other attribute) imports the real module when
+    first needed, so validation behaves as before.
+    """
+    name = "rfc3987_syntax"
+    if name in sys.modules or find_spec(name) is None:
+        return
+    stand_in = types.ModuleType(name, "Stand-in that imports the real rfc3987_syntax on first use (fedkit.reports).")
+
+    def real() -> types.ModuleType:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+        return importlib.import_module(name)
+
+    def is_valid_syntax(*args: Any, **kwargs: Any) -> bool:
+        return real().is_valid_syntax(*args, **kwargs)
+
+    stand_in.is_valid_syntax = is_valid_syntax  # type: ignore[attr-defined]
+
+    def attribute(attr: str) -> Any:
+        if attr.startswith("__"):  # the import system probes __spec__ & co.: that must not load the grammar
+            raise AttributeError(attr)
+        return getattr(real(), attr)
+
+    stand_in.__getattr__ = attribute  # type: ignore[method-assign]
+    sys.modules[name] = stand_in
 
 
 def kernel_env() -> dict[str, str]:
@@ -199,7 +237,8 @@ def _execute(notebook: Path, output: Path, parameters: dict[str, Any], kernel: _
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    kernel.warm.join(timeout)  # one client at a time on the kernel's channels
+    # no waiting for the warm-up: papermill's requests queue behind it in the kernel (shell requests run in
+    # order; each client only reads the replies and outputs of its own messages)
     try:
         return papermill.execute_notebook(
             str(notebook), str(output), parameters=parameters, kernel_name=kernel.manager.kernel_name,
@@ -214,15 +253,33 @@ def _execute(notebook: Path, output: Path, parameters: dict[str, Any], kernel: _
 
 
 def _html_exporter() -> Any:
+    """nbconvert's lab HTML exporter, code hidden, images embedded, its templates compiled.
+
+    Jinja compiles the templates a page includes on the first render (0.4 s), so a tiny notebook
+    with every kind of output is rendered here, while the kernel is still importing.
+    """
     from nbconvert import HTMLExporter
+    from nbformat import v4
 
     exporter = HTMLExporter(template_name="lab")
     exporter.exclude_input = True
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
     exporter.embed_images = True
-    exporter.template  # noqa: B018 (load the template now, in the warm-up thread)
+    outputs = [
+        v4.new_output("stream", name="stdout", text="text"),
+        v4.new_output("display_data", data={"text/markdown": "**text**", "text/plain": "text"}),
+        v4.new_output("execute_result", data={"text/html": "<b>text</b>", "text/plain": "text"}, execution_count=1),
+        v4.new_output("display_data", data={"image/png": _PIXEL, "text/plain": "<Figure>"}),
+        v4.new_output("error", ename="Error", evalue="text", traceback=["text"]),
+    ]
+    cells = [v4.new_markdown_cell("# title"), v4.new_code_cell("pass", outputs=outputs, execution_count=1)]
+    exporter.from_notebook_node(v4.new_notebook(cells=cells), resources={"metadata": {"name": "warm-up"}})
     return exporter
+
+
+_PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
+"""A 1x1 PNG: the warm-up page's figure."""
 
 
 def _title(notebook: Path, parameters: Mapping[str, Any]) -> str:
