@@ -119,8 +119,7 @@ def run(
     With ``config.engine == "remote"`` the run goes to the NVIDIA FLARE federation of the admin
     startup kit ``admin_kit`` (see :func:`fedkit.remote.submit.run_remote`); it is recorded here all the same.
     """
-    from tqdm.auto import tqdm
-
+    from fedkit.progress import progress_bar
     from fedkit.tracking.local import LocalStore
 
     config = config or RunConfig()
@@ -165,7 +164,7 @@ def run(
     params = engine.initial_params()
     state = strategy.init(params)
     status = "finished"
-    bar = tqdm(total=config.rounds, desc=config.strategy, unit="round", file=sys.stderr, disable=not progress)
+    bar = progress_bar(progress, total=config.rounds, desc=config.strategy, unit="round", file=sys.stderr)
 
     def emit(round: int, rows: list[dict[str, Any]]) -> None:
         records.extend(rows)

@@ -10,9 +10,6 @@ import hashlib
 import io
 import os
 import tempfile
-import urllib.error
-import urllib.request
-import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +91,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _fetch(url: str, timeout: float) -> bytes:
+    import urllib.request  # here: http.client & co. cost every import of fedkit 40 ms
+
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (https URLs from constants)
         return response.read()
 
@@ -113,6 +112,8 @@ def download(
     failed or interrupted download never leaves a half file. Raises :class:`MissingDataError`
     listing what could not be fetched, where to put it and where to get it.
     """
+    import zipfile
+
     wanted = list(names)
     written: list[Path] = []
     errors: list[str] = []
@@ -126,14 +127,14 @@ def download(
                 _atomic_write(target / name, data)
                 written.append(target / name)
                 wanted.remove(name)
-    except (OSError, urllib.error.URLError, zipfile.BadZipFile, ChecksumError) as exc:
+    except (OSError, zipfile.BadZipFile, ChecksumError) as exc:  # URLError is an OSError
         errors.append(f"{zip_url}: {exc}")
     for name in list(wanted):
         url = legacy_url.format(name=name)
         try:
             data = fetch(url, timeout)
             check_bytes(name, data, url)
-        except (OSError, urllib.error.URLError, ChecksumError) as exc:
+        except (OSError, ChecksumError) as exc:
             errors.append(f"{url}: {exc}")
             continue
         _atomic_write(target / name, data)

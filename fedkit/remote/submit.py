@@ -122,8 +122,7 @@ def run_remote(
     ``result_timeout`` seconds of the run, else from the run's last relayed event. Returns the same
     :class:`~fedkit.result.RunResult` as a simulation run.
     """
-    from tqdm.auto import tqdm
-
+    from fedkit.progress import progress_bar
     from fedkit.tracking.local import LocalStore
 
     own_session = session is None
@@ -132,9 +131,7 @@ def run_remote(
     follower = _Follower(config, trackers, callbacks)
     if on_event is not None:
         follower.on_event = on_event
-    bar = tqdm(
-        total=config.rounds, desc=f"{config.strategy} (remote)", unit="round", file=sys.stderr, disable=not progress
-    )
+    bar = progress_bar(progress, total=config.rounds, desc=f"{config.strategy} (remote)", unit="round", file=sys.stderr)
     follower.on_round = lambda pooled: (
         bar.set_postfix(auc=_f(pooled.get("auc")), acc=_f(pooled.get("accuracy")), refresh=False),
         bar.update(),

@@ -184,7 +184,7 @@ def sync(
     Returns one row per (run, backend): events delivered now, still pending, and the error that
     stopped delivery. ``backends`` overrides the backend rebuilt from the recorded target (tests).
     """
-    from tqdm.auto import tqdm
+    from fedkit.progress import progress_bar
 
     store = store or LocalStore()
     queue = store.pending(run_id)
@@ -192,7 +192,7 @@ def sync(
     for event in queue:
         groups.setdefault((event["run_id"], event["backend"]), event["target"])
     report = []
-    with tqdm(total=len(queue), desc="sync", unit="event", disable=not progress) as bar:
+    with progress_bar(progress, total=len(queue), desc="sync", unit="event") as bar:
         for (rid, name), target in groups.items():
             backend = (backends or {}).get(name) or backend_from_target(name, target)
             delivered, error = deliver_pending(store, backend, rid, on_delivered=lambda _event: bar.update())
