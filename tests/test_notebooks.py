@@ -66,11 +66,21 @@ def test_headless_report_writes_html_with_curves_and_a_final_table(data_dir, tmp
     (page,) = tmp_path.glob("*_04_headless_report_*.html")
     (executed,) = tmp_path.glob("*_04_headless_report_*.ipynb")
     html = page.read_text()
-    assert html.count("data:image/png;base64") >= 3  # curves, overlay, bars: embedded
+    assert html.count('src="data:image/png;base64') == 3  # curves, overlay, bars: embedded
     assert "Summary: final test metrics per silo" in html and "switzerland" in html and "fedavg (baseline)" in html
     assert "reports.run_seeds" not in html  # code hidden
     assert sys.executable in _outputs(executed)  # the kernel is this interpreter
     assert len(fedkit.runs()) == 4  # 2 seeds x (fedprox + fedavg baseline)
+
+
+def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(data_dir, tmp_path, capsys) -> None:
+    code = main(["report", str(NOTEBOOKS / "04_headless_report.ipynb"), "-p", "rounds", "2",
+                 "--output-dir", str(tmp_path)])  # fmt: skip
+    assert code == 0
+    html = next(tmp_path.glob("*.html")).read_text()
+    assert html.count('src="data:image/png;base64') == 1  # the curves per silo
+    assert "Summary: final test metrics per silo" in html and "cleveland" in html
+    assert "Compared with the FedAvg baseline" not in html and len(fedkit.runs()) == 1
 
 
 def test_a_failing_cell_fails_the_report_with_the_cells_error(data_dir, tmp_path, capsys) -> None:

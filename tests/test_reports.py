@@ -117,3 +117,33 @@ def test_the_kernel_gets_absolute_data_and_home_folders(monkeypatch, tmp_path) -
     env = kernel_env()
     assert env["FEDKIT_DATA_DIR"] == str(tmp_path / "data" / "heart")
     assert env["FEDKIT_HOME"] == str(tmp_path / "home")
+
+
+def test_the_iri_grammar_loads_on_first_use_and_still_validates() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fedkit.reports as r\n"
+        "r.defer_iri_grammar()\n"
+        "import nbformat, jsonschema\n"
+        "assert 'rfc3987_syntax.syntax_helpers' not in sys.modules, 'the grammar was compiled at import'\n"
+        "v = jsonschema.Draft202012Validator({'format': 'iri'}, format_checker=jsonschema.FormatChecker())\n"
+        "print(v.is_valid('https://example.org/ä'), v.is_valid('not an iri'))\n"
+        "assert 'rfc3987_syntax.syntax_helpers' in sys.modules\n"
+    )
+    pytest.importorskip("rfc3987_syntax")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False"]
+
+
+def test_the_python3_kernel_is_this_interpreters_ipykernel() -> None:
+    import sys
+
+    pytest.importorskip("ipykernel")
+    spec = reports._this_python_specs().get_kernel_spec("python3")
+    assert spec.argv[:3] == [sys.executable, "-m", "ipykernel_launcher"] and "{connection_file}" in spec.argv
+    assert (Path(spec.resource_dir) / "logo-64x64.png").is_file()
+    with pytest.raises(Exception, match="nosuch"):
+        reports._this_python_specs().get_kernel_spec("nosuch")
