@@ -227,6 +227,43 @@ def _this_python_specs() -> Any:
     return ThisPython()
 
 
+def _prompt_client() -> type:
+    """papermill's kernel client, ready as soon as the kernel answers, without the 0.2 s IOPub drain.
+
+    jupyter_client's ``wait_for_ready`` ends by reading IOPub until it has been quiet for 0.2 s, to
+    drop stale messages; nbclient matches every output to its request's id, so that drain only delays
+    the first cell (by 0.2 s, after the warm-up). Readiness itself is checked as jupyter_client does:
+    a ``kernel_info`` reply on shell and a message on IOPub (the subscription is live).
+    """
+    from queue import Empty
+
+    from jupyter_client.asynchronous.client import AsyncKernelClient
+    from jupyter_core.utils import ensure_async
+
+    class PromptClient(AsyncKernelClient):
+        async def wait_for_ready(self, timeout: float | None = None) -> None:  # type: ignore[override]
+            deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+            while time.monotonic() < deadline:
+                self.kernel_info()
+                try:
+                    reply = await ensure_async(self.shell_channel.get_msg(timeout=1))
+                except Empty:
+                    if not await self._async_is_alive():
+                        raise RuntimeError("Kernel died before replying to kernel_info") from None
+                    continue
+                if reply["msg_type"] != "kernel_info_reply":
+                    continue
+                try:
+                    await ensure_async(self.iopub_channel.get_msg(timeout=0.2))
+                except Empty:
+                    continue
+                self._handle_kernel_info_reply(reply)
+                return
+            raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+
+    return PromptClient
+
+
 class _Kernel:
     """A kernel started before papermill is imported, warming fedkit's imports; papermill then runs in it."""
 
@@ -235,7 +272,7 @@ class _Kernel:
         from jupyter_core.utils import run_sync
 
         specs = {"kernel_spec_manager": _this_python_specs()} if kernel_name == KERNEL_NAME else {}
-        self.manager = AsyncKernelManager(kernel_name=kernel_name, **specs)
+        self.manager = AsyncKernelManager(kernel_name=kernel_name, client_factory=_prompt_client(), **specs)
         try:
             run_sync(self.manager.start_kernel)(cwd=str(cwd), env=kernel_env())
         except Exception as exc:
