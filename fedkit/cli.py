@@ -312,8 +312,13 @@ def cmd_runs_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``fedkit`` argument parser with all subcommands."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``fedkit`` argument parser with all subcommands.
+
+    ``command``, the subcommand about to run, leaves out ``run``'s RunConfig flags unless it is
+    ``run`` (or None): generating them imports the training stack, 0.2 s before e.g. ``fedkit report``
+    can start its kernel.
+    """
     parser = argparse.ArgumentParser(
         prog="fedkit", description="Cross-silo federated learning on the UCI Heart Disease hospitals."
     )
@@ -355,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri", default=None, metavar="URI",
         help="MLflow tracking URI or SageMaker MLflow tracking server ARN (default: $MLFLOW_TRACKING_URI)",
     )  # fmt: skip
-    add_config_flags(run)
+    if command in (None, "run"):
+        add_config_flags(run)
     run.set_defaults(func=cmd_run)
 
     data = sub.add_parser("data", help="the UCI Heart Disease files and silos").add_subparsers(
@@ -440,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedkit`` console script."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(words[0] if words and not words[0].startswith("-") else None).parse_args(words)
     try:
         return int(args.func(args))
     except FedkitError as exc:

@@ -73,3 +73,20 @@ def test_data_info_shows_the_silos(data_dir, capsys) -> None:
     assert "cleveland" in out and "199" in out and "104" in out and "verified" in out
     assert main(["data", "info", "--split", "iid", "--silos", "5", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["silos"]) == 5
+
+
+def test_commands_other_than_run_do_not_load_the_training_stack_to_parse() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fedkit.cli import build_parser\n"
+        "args = build_parser('report').parse_args(['report', 'nb.ipynb', '-p', 'rounds', '5'])\n"
+        "assert args.parameter == [['rounds', '5']], args\n"
+        "assert 'fedkit.config' not in sys.modules and 'numpy' not in sys.modules, 'imported to parse'\n"
+        "run = build_parser('run').parse_args(['run', '--lr', '0.1', '--rounds', '3'])\n"
+        "assert (run.lr, run.rounds) == (0.1, 3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
