@@ -8,7 +8,7 @@ of ``--repeat`` runs measured in this one process:
   matplotlib, fedkit's round loop): what any notebook pays before its first result;
 - report: the whole command in a fresh process, from exec to exit (kernel, 5 rounds, figures, HTML).
 
-Usage: ``python benchmarks/report_time.py [--repeat 3] [--rounds 5]`` (FEDKIT_DATA_DIR as for the tests).
+Usage: ``python benchmarks/report_time.py [--repeat 5] [--rounds 5]`` (FEDKIT_DATA_DIR as for the tests).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def report(rounds: int, out: Path, env: dict[str, str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
