@@ -227,6 +227,20 @@ def _this_python_specs() -> Any:
     return ThisPython()
 
 
+def _transport() -> dict[str, str]:
+    """IPC (Unix sockets in the user's Jupyter runtime folder) where it fits, else jupyter_client's TCP.
+
+    No port opens on the machine, and the kernel does not print its "running over TCP without
+    encryption" warning. A Unix socket path holds at most 104 bytes: the runtime folder plus
+    ``/kernel-<uuid>-ipc-<n>`` must fit.
+    """
+    if os.name != "posix":
+        return {}
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    return {"transport": "ipc"} if len(os.fsencode(jupyter_runtime_dir())) + 52 <= 104 else {}
+
+
 def _prompt_client() -> type:
     """papermill's kernel client, ready as soon as the kernel answers, without the 0.2 s IOPub drain.
 
@@ -272,7 +286,9 @@ class _Kernel:
         from jupyter_core.utils import run_sync
 
         specs = {"kernel_spec_manager": _this_python_specs()} if kernel_name == KERNEL_NAME else {}
-        self.manager = AsyncKernelManager(kernel_name=kernel_name, client_factory=_prompt_client(), **specs)
+        self.manager = AsyncKernelManager(
+            kernel_name=kernel_name, client_factory=_prompt_client(), **_transport(), **specs
+        )
         try:
             run_sync(self.manager.start_kernel)(cwd=str(cwd), env=kernel_env())
         except Exception as exc:

@@ -73,7 +73,7 @@ def test_headless_report_writes_html_with_curves_and_a_final_table(data_dir, tmp
     assert len(fedkit.runs()) == 4  # 2 seeds x (fedprox + fedavg baseline)
 
 
-def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(data_dir, tmp_path, capsys) -> None:
+def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(data_dir, tmp_path, capfd) -> None:
     code = main(["report", str(NOTEBOOKS / "04_headless_report.ipynb"), "-p", "rounds", "2",
                  "--output-dir", str(tmp_path)])  # fmt: skip
     assert code == 0
@@ -81,6 +81,7 @@ def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(da
     assert html.count('src="data:image/png;base64') == 1  # the curves per silo
     assert "Summary: final test metrics per silo" in html and "cleveland" in html
     assert "Compared with the FedAvg baseline" not in html and len(fedkit.runs()) == 1
+    assert "without encryption" not in capfd.readouterr().err  # IPC transport: no kernel warning, no TCP port
 
 
 def test_a_failing_cell_fails_the_report_with_the_cells_error(data_dir, tmp_path, capsys) -> None:
