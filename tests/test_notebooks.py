@@ -81,7 +81,7 @@ def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(da
     assert html.count('src="data:image/png;base64') == 1  # the curves per silo
     assert "Summary: final test metrics per silo" in html and "cleveland" in html
     assert "Compared with the FedAvg baseline" not in html and len(fedkit.runs()) == 1
-    assert "without encryption" not in capfd.readouterr().err  # IPC transport: no kernel warning, no TCP port
+    assert "without encryption" not in capfd.readouterr().err  # no kernel start-up warning after the report
 
 
 def test_a_failing_cell_fails_the_report_with_the_cells_error(data_dir, tmp_path, capsys) -> None:
