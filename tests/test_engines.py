@@ -92,6 +92,21 @@ def test_pooled_baseline_trains_one_model_on_all_train_rows(data_dir) -> None:
     assert set(h[h.model == "global"].silo) == {"cleveland", "hungarian", "switzerland", "va", "pooled"}
 
 
+def test_pooled_rows_are_standardized_with_the_pooled_train_statistics(data_dir) -> None:
+    from fedkit.data import preprocess
+    from fedkit.engines.simulation import pooled_federation
+
+    silo, federated = load_silos("flamby"), load_silos("flamby", standardize="federated")
+    (merged,) = pooled_federation(silo).silos
+    assert np.allclose(merged.x_train, np.concatenate([s.x_train for s in federated.silos]), atol=1e-5)
+    assert np.array_equal(merged.x_test, np.concatenate([s.x_test for s in silo.silos]))  # tests as each silo has them
+    (as_is,) = pooled_federation(federated).silos  # already pooled statistics: nothing to redo
+    assert np.array_equal(as_is.x_train, np.concatenate([s.x_train for s in federated.silos]))
+    x = np.array([[1.0, np.nan], [3.0, 5.0]])
+    mean, std = np.array([2.0, 5.0]), np.array([1.0, 0.0])
+    assert np.allclose(preprocess.unstandardize(preprocess.standardize(x, mean, std), mean, std), [[1, 5], [3, 5]])
+
+
 def test_a_user_module_trains_on_the_per_silo_path(data_dir) -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(13, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1), torch.nn.Flatten(0))

@@ -143,6 +143,14 @@ def test_flamby_fedavg_reproduces_the_published_avg4_over_seeds_42_to_46(data_di
         assert all(m["auc"] is not None and m["accuracy"] is not None for m in final["silos"].values())
 
 
+def test_flamby_pooled_baseline_reproduces_the_published_avg4(data_dir) -> None:
+    """FLamby's pooled model: Adam lr 0.001, batch 4, 50 epochs on the pooled-standardized train rows."""
+    config = RunConfig(split="flamby", strategy="pooled", rounds=1, local_epochs=50, lr=0.001, optimizer="adam")
+    scores = [run(replace(config, seed=s), progress=False, trackers=[]).summary()["final"] for s in range(42, 47)]
+    mean = float(np.mean([f["avg_accuracy"] for f in scores]))
+    assert abs(mean - 0.7353) <= 0.01, mean  # pooling the silo-standardized rows as they are gave 0.7151
+
+
 def test_batch_plans_are_epochs_of_permutations_and_independent_of_other_silos() -> None:
     from fedkit.client import batch_plans
 

@@ -99,3 +99,11 @@ def standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray | None) -> np.n
     if std is None:
         return filled
     return (filled - mean) / np.where(std > 0, std + STD_EPS, 1.0)
+
+
+def unstandardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray | None) -> np.ndarray:
+    """The inverse of :func:`standardize` (missing values come back as the mean they were filled with)."""
+    x = np.asarray(x, dtype=np.float64)
+    if std is None:
+        return x
+    return x * np.where(std > 0, std + STD_EPS, 1.0) + mean

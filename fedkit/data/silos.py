@@ -13,7 +13,7 @@ Splits:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,8 @@ class Federation:
     split: str
     provenance: Provenance
     options: dict[str, Any] = field(default_factory=dict)
+    train_moments: tuple[preprocess.Moments, ...] | None = None
+    """Per silo, the moments of the raw train rows its standardization used (None: not known)."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -132,8 +134,10 @@ def check_data_options(split: str, silos: int | None, missing: str | None, calle
     return missing or "impute"
 
 
-def _finish(parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], standardize: str) -> list[Silo]:
-    """Standardize each silo's (x_train, y_train, x_test, y_test) and cast to float32."""
+def _finish(
+    parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], standardize: str
+) -> tuple[list[Silo], list[preprocess.Moments]]:
+    """Standardize each silo's (x_train, y_train, x_test, y_test) and cast to float32; also the train moments."""
     local = [preprocess.moments(xtr) for _, xtr, _, _, _ in parts]
     shared = preprocess.mean_std(preprocess.combine(local)) if standardize == "federated" else None
     silos = []
@@ -149,7 +153,7 @@ def _finish(parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarra
                 yte.astype(np.float32),
             )
         )
-    return silos
+    return silos, local
 
 
 def load_silos(
@@ -206,12 +210,14 @@ def load_silos(
         train, test = train_test_indices(y, state)
         parts.append((name, x[train], y[train], x[test], y[test]))
 
+    finished, moments = _finish(parts, standardize)
     return Federation(
-        silos=tuple(_finish(parts, standardize)),
+        silos=tuple(finished),
         features=preprocess.FEATURES,
         split=split,
         provenance=Provenance(str(directory.resolve()), digests, verify),
         options={"silos": len(parts), "alpha": alpha, "missing": missing, "standardize": standardize, "seed": seed},
+        train_moments=tuple(moments),
     )
 
 
@@ -236,4 +242,4 @@ def validation_split(federation: Federation, *, seed: int, fold: int = 0, folds:
         train, val = list(splitter.split(s.x_train, s.y_train))[fold]
         silos.append(Silo(s.name, s.x_train[train], s.y_train[train], s.x_train[val], s.y_train[val]))
     options = {**federation.options, "validation_fold": f"{fold}/{folds}"}
-    return Federation(tuple(silos), federation.features, federation.split, federation.provenance, options)
+    return replace(federation, silos=tuple(silos), options=options)  # standardization statistics unchanged
