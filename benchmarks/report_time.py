@@ -4,8 +4,9 @@ Target (issue 6): the report takes at most the kernel start-up time + 3 s. Print
 of ``--repeat`` runs measured in this one process:
 
 - kernel start-up: start a ``python3`` kernel of this interpreter and wait until it answers (ready);
-- kernel + fedkit imports: the same, then import what every fedkit notebook imports (pandas,
-  matplotlib, fedkit's round loop): what any notebook pays before its first result;
+- kernel + fedkit imports: the same, then run ``fedkit.reports.WARM_UP`` (what every fedkit notebook
+  imports: pandas, matplotlib, fedkit's round loop; one small figure drawn): what any notebook pays
+  before its first result;
 - report: the whole command in a fresh process, from exec to exit (kernel, 5 rounds, figures, HTML).
 
 Usage: ``python benchmarks/report_time.py [--repeat 5] [--rounds 5]`` (FEDKIT_DATA_DIR as for the tests).
@@ -24,21 +25,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "04_headless_report.ipynb"
-IMPORTS = (
-    "import matplotlib_inline.backend_inline, matplotlib.figure, pandas, fedkit.runner, fedkit.engines.simulation, "
-    "fedkit.engines.vectorized, fedkit.plots, fedkit.explore"
-)
 
 
 def kernel_start(imports: bool) -> float:
     """Seconds from starting a python3 kernel until it replies (and, with ``imports``, has imported fedkit's stack)."""
     from jupyter_client.manager import start_new_kernel
 
+    from fedkit.reports import WARM_UP
+
     start = time.perf_counter()
     manager, client = start_new_kernel(kernel_name="python3", startup_timeout=120)
     try:
         if imports:
-            client.execute_interactive(IMPORTS, silent=True, timeout=120)
+            client.execute_interactive(WARM_UP, silent=True, timeout=120)
         return time.perf_counter() - start
     finally:
         client.stop_channels()
