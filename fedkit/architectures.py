@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 FLOAT_DIGITS = 24  # std::numeric_limits<float>::digits: the random bits behind one float32 draw
+LINEAR_GAIN = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))  # init.calculate_gain("leaky_relu", sqrt(5)), nn.Linear's
 
 
 def layers(model: str, n_features: int, *, hidden: int) -> list[tuple[int, int]]:
@@ -47,8 +48,7 @@ def initial_params(model: str, n_features: int, *, hidden: int, seed: int) -> np
     words = torch_words(seed, sum(i * o + o for i, o in shape))
     parts, used = [], 0
     for fan_in, fan_out in shape:
-        gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))  # init.calculate_gain("leaky_relu", sqrt(5))
-        bound = math.sqrt(3.0) * (gain / math.sqrt(fan_in))
+        bound = math.sqrt(3.0) * (LINEAR_GAIN / math.sqrt(fan_in))
         parts.append(torch_uniform(words[used : used + fan_in * fan_out], -bound, bound))
         used += fan_in * fan_out
         bound = 1 / math.sqrt(fan_in)
