@@ -37,7 +37,7 @@ deploy-tools: .venv-deploy-tools/.installed
 	.venv-deploy-tools/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/deploy-tools.txt
 	touch $@
 
-# Flower (flwr) for the peer cross-check of tests/test_flower_peer.py, apart from fedkit's pins.
+# Flower (flwr) for the peer cross-check of tests/test_flower_peer.py, apart: flwr needs packaging<26 and protobuf<7.
 flower-venv: .venv-flower/.installed
 .venv-flower/.installed: requirements/flower.txt
 	test -x .venv-flower/bin/python || $(PYTHON) -m venv .venv-flower
