@@ -10,7 +10,7 @@ export FEDKIT_DATA_DIR
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkit-$(EXTRAS)
 
-.PHONY: setup data run test lint clean deploy-tools
+.PHONY: setup data run test lint clean deploy-tools flower-venv
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
@@ -27,7 +27,7 @@ data: setup
 run: data
 	$(BIN)/fedkit report notebooks/04_headless_report.ipynb -p rounds 15
 
-test: data deploy-tools
+test: data deploy-tools flower-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # checkov and kubernetes-validate for tests/test_deploy.py, apart: their pins conflict with fedkit's.
@@ -37,9 +37,16 @@ deploy-tools: .venv-deploy-tools/.installed
 	.venv-deploy-tools/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/deploy-tools.txt
 	touch $@
 
+# Flower (flwr) for the peer cross-check of tests/test_flower_peer.py, apart: flwr needs packaging<26 and protobuf<7.
+flower-venv: .venv-flower/.installed
+.venv-flower/.installed: requirements/flower.txt
+	test -x .venv-flower/bin/python || $(PYTHON) -m venv .venv-flower
+	.venv-flower/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/flower.txt
+	touch $@
+
 lint: setup
 	$(BIN)/ruff check fedkit tests benchmarks
 	$(BIN)/ruff format --check fedkit tests benchmarks
 
 clean:
-	rm -rf $(VENV) .venv-deploy-tools .pytest_cache
+	rm -rf $(VENV) .venv-deploy-tools .venv-flower .pytest_cache
