@@ -77,7 +77,7 @@ def _verify(key: PublicKey, signature: bytes, data: bytes) -> None:
 
 def _bad_signature(sender: str) -> SecAggAuthenticationError:
     return SecAggAuthenticationError(
-        f"The signature on site {sender!r}'s key advertisement is not valid: the keys were forged or altered on "
+        f"The signature on the key advertisement of site {sender!r} is not valid: the keys were forged or altered on "
         "the way (the server relays them). The round is refused; check the server and the site's identity."
     )
 
@@ -199,13 +199,13 @@ class CertificateAuthority:
             certificate.verify_directly_issued_by(self.root)
         except (ValueError, TypeError, InvalidSignature):
             raise SecAggAuthenticationError(
-                f"Site {sender!r}'s certificate ({certificate.subject.rfc4514_string()}) was not issued by the "
+                f"The certificate of site {sender!r} ({certificate.subject.rfc4514_string()}) was not issued by the "
                 f"federation's root CA ({self.root.subject.rfc4514_string()}); the site is not a member."
             ) from None
         now = datetime.datetime.now(datetime.UTC)
         if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
             raise SecAggAuthenticationError(
-                f"Site {sender!r}'s certificate is valid from {certificate.not_valid_before_utc:%Y-%m-%d} to "
+                f"The certificate of site {sender!r} is valid from {certificate.not_valid_before_utc:%Y-%m-%d} to "
                 f"{certificate.not_valid_after_utc:%Y-%m-%d}, not now; provision the site again."
             )
         names = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]

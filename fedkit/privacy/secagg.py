@@ -482,7 +482,7 @@ class SecAggClient:
             adverts[advert.sender] = advert
         if adverts.get(self.site) != self._advert:
             raise SecAggAuthenticationError(
-                f"The key roster of round {self.round} does not carry site {self.site!r}'s own advert unchanged; "
+                f"The key roster of round {self.round} does not carry the own advert of site {self.site!r} unchanged; "
                 "the server altered or dropped it."
             )
         if len(adverts) < self.config.t:
@@ -675,8 +675,8 @@ class SecAggServer:
             for share in bundle.shares:
                 if share.sender != site or share.recipient not in self._graph[site]:
                     raise SecAggAuthenticationError(
-                        f"Site {site!r}'s share bundle of round {self.round} holds a share from {share.sender!r} to "
-                        f"{share.recipient!r}, not from it to one of its neighbours; refused."
+                        f"The share bundle of site {site!r} in round {self.round} holds a share from "
+                        f"{share.sender!r} to {share.recipient!r}, not from it to one of its neighbours; refused."
                     )
                 if share.recipient in inbox:
                     inbox[share.recipient].append(share)
@@ -713,11 +713,13 @@ class SecAggServer:
                 shares[self.config.point(holder)] = share
         if len(shares) < self.config.t:
             answered = sorted(h for h in replies if h in holders)
-            raise self._steps.too_few(UNMASK, answered, f"the holders of site {site!r}'s {what} shares that answered")
+            raise self._steps.too_few(
+                UNMASK, answered, f"the holders of shares of the {what} of site {site!r} that answered"
+            )
         try:
             return shamir.combine(shares, self.config.t)
         except SecAggAuthenticationError as exc:
-            raise SecAggAuthenticationError(f"Site {site!r}'s {what} in round {self.round}: {exc}") from None
+            raise SecAggAuthenticationError(f"The {what} of site {site!r} in round {self.round}: {exc}") from None
 
     def result(self, replies: Iterable[UnmaskShares]) -> SecAggResult:
         """Step 4: rebuild the survivors' seeds and the dropped sites' mask keys, unmask, decode the sum."""
