@@ -124,7 +124,7 @@ def test_masked_mean_equals_fedkits_plain_weighted_mean_to_the_stated_tolerance(
     plain = weighted_mean(updates, np.array(train_sizes))
     assert result.total_weight == sum(train_sizes)
     bound = fixedpoint.error_bound(4, config.frac_bits)
-    assert np.all(np.abs(result.mean() - plain) <= bound / result.total_weight + 1e-15 * np.abs(plain) + 1e-300)
+    assert np.all(np.abs(result.mean() - plain) <= bound / result.total_weight + 1e-15 * np.abs(plain))
     assert not np.array_equal(result.mean(), updates.mean(axis=0))  # the weights matter
 
 
@@ -182,17 +182,14 @@ def test_sites_dropping_at_any_step_leave_the_exact_sum_of_the_sites_that_sent_i
     assert abs(result.total_weight - total) <= _tolerance(len(counted), config.frac_bits, np.array(total))
 
 
-@pytest.mark.parametrize(
-    ("step", "method"), [("advertise_keys", "key_roster"), ("mask_input", "unmask_request"), ("unmask", "result")]
-)
-def test_fewer_than_t_survivors_fail_the_round_naming_them_t_and_the_fix(step, method) -> None:
+@pytest.mark.parametrize("step", ["advertise_keys", "mask_input", "unmask"])
+def test_fewer_than_t_survivors_fail_the_round_naming_them_t_and_the_fix(step: str) -> None:
     config, signers, verifier = _federation(4)
     assert config.t == 3
     inputs = {s: (np.ones(2), 1.0) for s in config.roster}
     drop = {"site001": step, "site003": step}
-    with pytest.raises(SecAggDropoutError, match=rf"step '{step}'.* 2 \(site000, site002\).*t=3.*retry") as info:
+    with pytest.raises(SecAggDropoutError, match=rf"step '{step}'.* 2 \(site000, site002\).*t=3.*retry"):
         aggregate_in_process(config, 0, inputs, signers, verifier, drop)
-    assert info.traceback[-1].name in (method, "_collect")
 
 
 def test_survivors_whose_masking_graph_falls_apart_refuse_to_unmask() -> None:

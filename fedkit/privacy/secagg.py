@@ -447,6 +447,7 @@ class SecAggClient:
         self._advert: KeyAdvert | None = None
         self._adverts: dict[str, KeyAdvert] = {}
         self._graph: dict[str, frozenset[str]] = {}
+        self._channels: dict[str, bytes] = {}
         self._held: dict[str, tuple[bytes, bytes]] = {}  # site -> (share of its b, share of its mask key)
 
     def advertise_keys(self) -> KeyAdvert:
@@ -460,8 +461,11 @@ class SecAggClient:
         return self._advert
 
     def _channel_key(self, peer: str) -> bytes:
-        shared = self._channel.exchange(X25519PublicKey.from_public_bytes(self._adverts[peer].channel_key))
-        return _hkdf(shared, "channel", self.config.run_id, self.round, *_pair(self.site, peer))
+        """The AES-256-GCM key shared with ``peer`` this round (agreed once, used to seal and to open)."""
+        if peer not in self._channels:
+            shared = self._channel.exchange(X25519PublicKey.from_public_bytes(self._adverts[peer].channel_key))
+            self._channels[peer] = _hkdf(shared, "channel", self.config.run_id, self.round, *_pair(self.site, peer))
+        return self._channels[peer]
 
     def share_keys(self, roster: KeyRoster) -> ShareBundle:
         """Step 2: check the neighbours' signed keys, share ``b`` and the mask key among neighbours and self."""
