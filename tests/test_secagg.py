@@ -476,6 +476,8 @@ def test_config_refuses_a_threshold_at_or_below_half_the_holders_and_odd_neighbo
         SecAggConfig("r", names, frac_bits=0)
     with pytest.raises(ConfigTypeError, match="'run_id' parameter of SecAggConfig"):
         SecAggConfig(7, names)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"'round' parameter of SecAggServer must be an int in the range \[0, inf\)"):
+        SecAggServer(SecAggConfig("r", names), -1)
     with pytest.raises(ConfigError, match="Site 'e' is not in the secure-aggregation roster"):
         SecAggClient(SecAggConfig("r", names), "e", 0, None, None)  # type: ignore[arg-type]
 

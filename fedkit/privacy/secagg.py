@@ -438,9 +438,10 @@ class SecAggClient:
     def __init__(self, config: SecAggConfig, site: str, round: int, signer: Signer, verifier: Verifier) -> None:
         if site not in config.roster:
             raise ConfigError(f"Site {site!r} is not in the secure-aggregation roster {list(config.roster)}.")
-        self.config, self.site, self.round = config, site, round
+        validate_params({"round": round}, {"round": [Interval(int, 0, None)]}, "SecAggClient")
+        self.config, self.site, self.round = config, site, int(round)
         self._signer, self._verifier = signer, verifier
-        self._steps = _Steps(config, round, f"Site {site!r}")
+        self._steps = _Steps(config, self.round, f"Site {site!r}")
         self._channel = X25519PrivateKey.generate()
         self._mask = X25519PrivateKey.generate()
         self._self_seed = b""
@@ -631,8 +632,9 @@ class SecAggServer:
     """
 
     def __init__(self, config: SecAggConfig, round: int, verifier: Verifier | None = None) -> None:
-        self.config, self.round, self._verifier = config, round, verifier
-        self._steps = _Steps(config, round, "The secure-aggregation server")
+        validate_params({"round": round}, {"round": [Interval(int, 0, None)]}, "SecAggServer")
+        self.config, self.round, self._verifier = config, int(round), verifier
+        self._steps = _Steps(config, self.round, "The secure-aggregation server")
         self._adverts: dict[str, KeyAdvert] = {}
         self._graph: dict[str, frozenset[str]] = {}
         self._shared: set[str] = set()
