@@ -29,3 +29,27 @@ class ChecksumError(DataError):
 
 class RunNotFoundError(FedkitError, LookupError):
     """No run with the given id is in the run store."""
+
+
+class SecAggError(FedkitError, ValueError):
+    """A secure-aggregation round cannot go on; the message names the round, the step and the site(s)."""
+
+
+class SecAggDropoutError(SecAggError):
+    """Fewer sites than the threshold t answered a step: the round's sum cannot be unmasked (retry, or lower t)."""
+
+
+class SecAggAuthenticationError(SecAggError):
+    """A signature, certificate or encrypted share failed its check: forged, altered or misrouted on the way."""
+
+
+class SecAggReplayError(SecAggError):
+    """A message of another run or round, a second one of the same step and sender, or one out of step."""
+
+
+class SecAggUnmaskRequestError(SecAggError):
+    """The server asked a site for both secrets of one peer (self-mask seed and mask key); the site refuses."""
+
+
+class SecAggRangeError(SecAggError):
+    """An input is not finite or too large for the fixed-point ring: the masked sum could wrap around 2^64."""
