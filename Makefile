@@ -11,7 +11,7 @@ export FEDKIT_DATA_DIR
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkit-$(EXTRAS)
 
-.PHONY: setup data run test lint clean deploy-tools docs lab kernel
+.PHONY: setup data run test lint clean deploy-tools flower-venv docs lab kernel
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
@@ -29,7 +29,7 @@ run: data
 	$(BIN)/fedkit report notebooks/04_headless_report.ipynb -p rounds 15
 
 # The suite also builds the docs (tests/test_docs.py) and drives Debian's chromium (tests/test_browser.py).
-test: data deploy-tools
+test: data deploy-tools flower-venv
 	@test -x /usr/bin/chromium || echo "make test: /usr/bin/chromium is missing, so tests/test_browser.py will be skipped; install it with: sudo apt-get install chromium" >&2
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -53,9 +53,16 @@ deploy-tools: .venv-deploy-tools/.installed
 	.venv-deploy-tools/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/deploy-tools.txt
 	touch $@
 
+# Flower (flwr) for the peer cross-check of tests/test_flower_peer.py, apart: flwr needs packaging<26 and protobuf<7.
+flower-venv: .venv-flower/.installed
+.venv-flower/.installed: requirements/flower.txt
+	test -x .venv-flower/bin/python || $(PYTHON) -m venv .venv-flower
+	.venv-flower/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/flower.txt
+	touch $@
+
 lint: setup
 	$(BIN)/ruff check fedkit tests benchmarks docs/conf.py docs/_ext
 	$(BIN)/ruff format --check fedkit tests benchmarks docs/conf.py docs/_ext
 
 clean:
-	rm -rf $(VENV) .venv-deploy-tools .pytest_cache build/docs docs/api docs/notebooks
+	rm -rf $(VENV) .venv-deploy-tools .venv-flower .pytest_cache build/docs docs/api docs/notebooks
