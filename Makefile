@@ -1,4 +1,5 @@
-# fedkit: `make run` sets up and runs the main job; `make test` sets up and runs the tests.
+# fedkit: `make run` sets up and runs the main job; `make test` sets up and runs the tests (docs/development.md
+# lists every target).
 PYTHON ?= python3
 VENV ?= .venv
 EXTRAS ?= all
@@ -10,7 +11,7 @@ export FEDKIT_DATA_DIR
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkit-$(EXTRAS)
 
-.PHONY: setup data run test lint clean deploy-tools flower-venv
+.PHONY: setup data run test lint clean deploy-tools flower-venv docs lab kernel
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
@@ -27,8 +28,23 @@ data: setup
 run: data
 	$(BIN)/fedkit report notebooks/04_headless_report.ipynb -p rounds 15
 
+# The suite also builds the docs (tests/test_docs.py) and drives Debian's chromium (tests/test_browser.py).
 test: data deploy-tools flower-venv
+	@test -x /usr/bin/chromium || echo "make test: /usr/bin/chromium is missing, so tests/test_browser.py will be skipped; install it with: sudo apt-get install chromium" >&2
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The docs site in strict mode (warnings, broken references and pages missing from a toctree fail it).
+docs: setup
+	$(BIN)/python -m sphinx -b html -n -W --keep-going docs build/docs/html
+	@echo "docs: open build/docs/html/index.html"
+
+# JupyterLab from .venv on the notebooks, with FEDKIT_DATA_DIR set as above.
+lab: data
+	$(BIN)/jupyter lab notebooks/
+
+# Register .venv as a Jupyter kernel for any other Jupyter (a system JupyterLab, VS Code, SageMaker Studio).
+kernel: setup
+	$(BIN)/python -m ipykernel install --user --name fedkit --display-name "Python (fedkit)"
 
 # checkov and kubernetes-validate for tests/test_deploy.py, apart: their pins conflict with fedkit's.
 deploy-tools: .venv-deploy-tools/.installed
@@ -45,8 +61,8 @@ flower-venv: .venv-flower/.installed
 	touch $@
 
 lint: setup
-	$(BIN)/ruff check fedkit tests benchmarks
-	$(BIN)/ruff format --check fedkit tests benchmarks
+	$(BIN)/ruff check fedkit tests benchmarks docs/conf.py docs/_ext
+	$(BIN)/ruff format --check fedkit tests benchmarks docs/conf.py docs/_ext
 
 clean:
-	rm -rf $(VENV) .venv-deploy-tools .venv-flower .pytest_cache
+	rm -rf $(VENV) .venv-deploy-tools .venv-flower .pytest_cache build/docs docs/api docs/notebooks

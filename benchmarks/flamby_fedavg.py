@@ -1,6 +1,6 @@
 """FedAvg under the FLamby Fed-Heart-Disease protocol, seeds 42-46, through the CLI; compares with FLamby's Avg4.
 
-    python benchmarks/flamby_fedavg.py [--write-readme]
+    python benchmarks/flamby_fedavg.py [--write-docs]
 
 Runs exactly ``fedkit run --split flamby --strategy fedavg --rounds 15 --local-steps 100
 --batch-size 4 --lr 0.001 --optimizer sgd --seed S --json`` for S = 42..46.
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from _readme import write_section
+from _sections import write_section
 
 FLAMBY_FEDAVG_AVG4 = 0.6850
 SEEDS = range(42, 47)
@@ -27,7 +27,7 @@ COMMAND = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--write-docs", action="store_true", help="write the table into its docs page")
     args = parser.parse_args()
     rows = []
     for seed in SEEDS:
@@ -57,7 +57,7 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     print(table)
-    if args.write_readme:
+    if args.write_docs:
         write_section("flamby-fedavg", f"`{COMMAND.format(seed='S')}`, S = 42..46:\n\n{table}")
 
 

@@ -1,6 +1,6 @@
 """Every fedkit method under the FLamby Fed-Heart-Disease protocol, seeds 42-46, beside FLamby's published Avg4.
 
-    python benchmarks/flamby_table.py [--write-readme]
+    python benchmarks/flamby_table.py [--write-docs]
 
 Avg4 = unweighted mean over the four hospitals of test accuracy at 0.5. Global-model methods are
 scored with the global model; personalized ones (and ``local``) with each silo's own model on its
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from _common import describe, finals, mean_std, protocol
-from _readme import write_section
+from _sections import write_section
 
 from fedkit.data import load_silos
 from fedkit.presets import PRESETS
@@ -43,7 +43,7 @@ METHODS: dict[str, tuple[dict, float | None]] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--write-docs", action="store_true", help="write the table into its docs page")
     args = parser.parse_args()
     federation = load_silos("flamby")
     lines = [
@@ -64,8 +64,8 @@ def main() -> None:
         )
     table = "\n".join(lines)
     print(table)
-    if args.write_readme:
-        write_section("flamby-table", "`python benchmarks/flamby_table.py --write-readme`:\n\n" + table)
+    if args.write_docs:
+        write_section("flamby-table", "`python benchmarks/flamby_table.py --write-docs`:\n\n" + table)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ FLamby FedAvg configuration (logreg, 100 local SGD steps of batch 4, lr 0.001, 1
 Starts a loopback federation (``fedkit remote poc``), runs the same config on both engines, and prints
 the median seconds per round (remote: between consecutive round events on the server's clock;
 simulation: between consecutive round callbacks), the one-off job start-up, and the largest
-difference of any final metric. ``--write-readme`` puts the table into README.md.
+difference of any final metric. ``--write-docs`` puts the table into its docs page (docs/benchmarks.md).
 
-    python benchmarks/remote_rounds.py [--rounds 15] [--write-readme]
+    python benchmarks/remote_rounds.py [--rounds 15] [--write-docs]
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def largest_difference(a: dict, b: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     config = fedkit.RunConfig(split="flamby", strategy="fedavg", rounds=args.rounds, local_steps=100, batch_size=4,
                               lr=0.001, optimizer="sgd", seed=42)  # fmt: skip
@@ -85,8 +85,8 @@ def main() -> None:
     print(text)
     if not math.isfinite(diff) or diff > 1e-5:
         raise SystemExit(f"remote and simulation disagree by {diff:.2e} (> 1e-5)")
-    if args.write_readme:
-        from _readme import write_section
+    if args.write_docs:
+        from _sections import write_section
 
         write_section("remote-rounds", text)
 

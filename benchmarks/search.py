@@ -1,6 +1,6 @@
 """Honest search for the best global and the best personalized configuration under the FLamby protocol.
 
-    python benchmarks/search.py [--write-readme]
+    python benchmarks/search.py [--write-docs]
 
 Every candidate is scored by 4-fold cross-validation inside each silo's train set
 (``validation_split``; 4 folds × seeds 42-46 = 20 runs per candidate) — never on a test set. The winners (highest mean
@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from _common import FLAMBY_PROTOCOL, SEEDS, describe, finals, mean_std
-from _readme import write_section
+from _sections import write_section
 from tqdm import tqdm
 
 from fedkit.data import load_silos
@@ -73,7 +73,7 @@ def best(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-readme", action="store_true", help="write the result table into README.md")
+    parser.add_argument("--write-docs", action="store_true", help="write the result table into its docs page")
     args = parser.parse_args()
     federation = load_silos("flamby")
     validation = {
@@ -102,8 +102,8 @@ def main() -> None:
         + f"\n\n{len(global_space()) + len(personal_space())} candidates × 5 seeds × 4 folds in {seconds:.0f} s."
     )
     print(table)
-    if args.write_readme:
-        write_section("search", "`python benchmarks/search.py --write-readme`:\n\n" + table)
+    if args.write_docs:
+        write_section("search", "`python benchmarks/search.py --write-docs`:\n\n" + table)
 
 
 if __name__ == "__main__":

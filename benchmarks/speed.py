@@ -1,6 +1,6 @@
 """Speed of fedkit's simulation engine, measured against a plain per-silo torch loop in the same process.
 
-    python benchmarks/speed.py [--write-readme] [--repeats N]
+    python benchmarks/speed.py [--write-docs] [--repeats N]
 
 1. The FLamby FedAvg run (4 silos × 15 rounds × 100 local steps, batch 4, logistic regression):
    fedkit's vectorized engine (whole round loop with per-round evaluation, no run store) against a
@@ -24,7 +24,7 @@ import time
 import numpy as np
 import torch
 from _common import SEEDS
-from _readme import write_section
+from _sections import write_section
 from torch.utils.data import DataLoader, TensorDataset
 
 import fedkit
@@ -119,7 +119,7 @@ def thousand_silos() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")
+    parser.add_argument("--write-docs", action="store_true", help="write the table into its docs page")
     parser.add_argument("--repeats", type=int, default=11, help="timed runs of the FLamby FedAvg run (fedkit)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -154,8 +154,8 @@ def main() -> None:
     ]
     table = "\n".join(lines)
     print(table)
-    if args.write_readme:
-        write_section("speed", "`python benchmarks/speed.py --write-readme` (2 cores):\n\n" + table)
+    if args.write_docs:
+        write_section("speed", "`python benchmarks/speed.py --write-docs` (2 cores):\n\n" + table)
 
 
 if __name__ == "__main__":

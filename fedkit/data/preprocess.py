@@ -22,6 +22,7 @@ from fedkit.data.uci import COLUMNS
 
 NUMERIC: tuple[str, ...] = ("age", "sex", "trestbps", "chol", "fbs", "thalach", "exang", "oldpeak")
 CATEGORICAL: dict[str, tuple[int, ...]] = {"cp": (1, 2, 3, 4), "restecg": (0, 1, 2)}
+#: The 13 model features in column order: the numeric columns, then one-hot cp and restecg (first level dropped).
 FEATURES: tuple[str, ...] = NUMERIC + tuple(
     f"{name}_{level}" for name, levels in CATEGORICAL.items() for level in levels[1:]
 )
