@@ -151,9 +151,8 @@ class Label:
             object.__setattr__(self, kind, classes[kind])
         both = set(classes["positive"]) & set(classes["negative"])
         if both:
-            raise SchemaError(
-                f"Label {self.column!r}: value(s) {', '.join(sorted(map(str, both)))} are both positive and negative."
-            )
+            shown = ", ".join(sorted(_level_name(v) for v in both))
+            raise SchemaError(f"Label {self.column!r}: value(s) {shown} are both positive and negative.")
 
     def describe(self, positive: bool) -> str:
         """The rule of one class in words, e.g. ``num > 0`` or ``outcome in ('yes',)``."""

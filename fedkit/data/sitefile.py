@@ -131,7 +131,7 @@ def read_site_file(
     ``missing`` is the policy: ``"drop"`` removes rows with a missing feature, ``"impute"`` keeps
     them (NaN, filled later with the train mean). ``not_measured`` maps a feature to the values
     this site's file writes for "not measured" (UCI va: ``{"chol": [0]}``); they become missing.
-    ``header`` None tells a header line from a data line by whether it names a schema column.
+    ``header`` None takes the first line for a header when it names a schema column.
     The file is read once; :attr:`SiteData.sha256` is the hash of the bytes parsed.
     """
     path = Path(path)
@@ -183,7 +183,8 @@ def read_site_bytes(
     known = set(schema.required) | set(schema.drop) | set(schema.columns or ())
     if header is None:
         header = any(n in known for n in names)
-        if not header and not any(_is_number(n) or n in schema.missing for n in names):
+        plain = schema.columns is not None and len(names) == len(schema.columns)
+        if not header and not plain and not any(_is_number(n) or n in schema.missing for n in names):
             raise SiteDataError(
                 f"{source}, line {first_line}: this looks like a header ({', '.join(map(repr, names[:6]))}"
                 f"{', ...' if len(names) > 6 else ''}) but names none of the columns of schema {schema.name!r} "
@@ -312,8 +313,9 @@ def _header_fields(names: list[str], line: int | None, source: str, schema: Sche
     absent = [name for name in schema.required if name not in names]
     if absent:
         name = absent[0]
-        lowered = {n.lower(): n for n in names}
-        close = [lowered[name.lower()]] if name.lower() in lowered else difflib.get_close_matches(name, names, n=1)
+        unused = [n for n in names if n not in schema.required and n not in schema.drop]
+        close = [n for n in unused if n.lower() == name.lower()] or difflib.get_close_matches(name, unused, n=1)
+        close = close or [n for n in unused if name.lower() in n.lower() or n.lower() in name.lower()]
         hint = f" (is {close[0]!r} meant to be {name!r}? rename it)" if close else ""
         kind = "label" if name == schema.label.column else "feature"
         raise SiteDataError(
