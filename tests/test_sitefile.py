@@ -403,3 +403,24 @@ def test_site_data_is_what_the_pipeline_splits(tmp_path: Path) -> None:
     site = read_site_file(_write(tmp_path, GOOD_ROWS), UCI_HEART_DISEASE, missing="impute")
     assert isinstance(site, SiteData) and site.x.shape == (4, 13) and site.y.tolist() == [0, 1, 0, 1]
     assert np.isnan(site.x[2]).sum() == 0  # slope, ca, thal are dropped columns: their '?' do not count
+
+
+def test_a_data_frame_with_text_levels_and_nullable_columns() -> None:
+    schema = Schema(
+        (Numeric("age"), Categorical("smoker", ("never", "former", "current"))),
+        Label("sick", positive=("yes",), negative=("no",)),
+    )
+    frame = pd.DataFrame(
+        {
+            "sick": ["yes", "no", "no", "yes"],
+            "age": pd.array([61, None, 45, 70], dtype="Int64"),
+            "smoker": ["former", "current", None, "never"],
+            "note": ["a", "b", "c", "d"],
+        }
+    )
+    site = read_site_frame(frame, schema, missing="impute", source="own frame")
+    expected = np.array([[61, 1, 0], [np.nan, 0, 1], [45, np.nan, np.nan], [70, 0, 0]])
+    assert np.array_equal(site.x, expected, equal_nan=True) and site.y.tolist() == [1, 0, 0, 1]
+    assert site.notes == ("own frame: ignored column(s) not in schema 'custom': note.",)
+    with pytest.raises(SiteDataError, match=r"no rows of class 0 \(sick = 'no'\) among its 2 rows left after dropp"):
+        read_site_frame(frame, schema, missing="drop")

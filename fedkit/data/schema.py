@@ -158,8 +158,8 @@ class Label:
         """The rule of one class in words, e.g. ``num > 0`` or ``outcome in ('yes',)``."""
         if self.positive_above is not None:
             return f"{self.column} {'>' if positive else '<='} {self.positive_above:g}"
-        values = self.positive if positive else self.negative
-        return f"{self.column} in ({', '.join(repr(_level_name(v)) for v in values)})"
+        values = [repr(_level_name(v)) for v in (self.positive if positive else self.negative)]
+        return f"{self.column} = {values[0]}" if len(values) == 1 else f"{self.column} in ({', '.join(values)})"
 
 
 @dataclass(frozen=True)
