@@ -14,7 +14,7 @@ import pytest
 from fedkit.data import preprocess, uci
 from fedkit.data.schema import UCI_HEART_DISEASE, Categorical, Label, Numeric, Schema, uci_not_measured
 from fedkit.data.sitefile import SiteData, read_site_bytes, read_site_file, read_site_frame
-from fedkit.errors import ConfigError, DataError, SiteDataError
+from fedkit.errors import ConfigError, ConfigTypeError, DataError, SiteDataError
 
 HEADER = ",".join(uci.COLUMNS)
 GOOD_ROWS = [
@@ -424,3 +424,10 @@ def test_a_data_frame_with_text_levels_and_nullable_columns() -> None:
     assert site.notes == ("own frame: ignored column(s) not in schema 'custom': note.",)
     with pytest.raises(SiteDataError, match=r"no rows of class 0 \(sick = 'no'\) among its 2 rows left after dropp"):
         read_site_frame(frame, schema, missing="drop")
+
+
+def test_read_site_frame_takes_a_data_frame() -> None:
+    with pytest.raises(ConfigTypeError, match=r"read_site_frame takes a pandas DataFrame; got dict"):
+        read_site_frame({"age": [1]}, UCI_HEART_DISEASE, missing="drop")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"'header' parameter of read_site_bytes"):
+        read_site_bytes(b"1", UCI_HEART_DISEASE, source="b", missing="drop", header="yes")  # type: ignore[arg-type]

@@ -38,7 +38,7 @@ from fedkit._validation import NONE, Options, validate_params
 from fedkit.data.preprocess import MISSING_POLICIES
 from fedkit.data.schema import Categorical, Schema
 from fedkit.data.uci import sha256_bytes
-from fedkit.errors import ConfigError, DataError, SiteDataError
+from fedkit.errors import ConfigError, ConfigTypeError, DataError, SiteDataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,6 +134,7 @@ def read_site_file(
     ``header`` None takes the first line for a header when it names a schema column.
     The file is read once; :attr:`SiteData.sha256` is the hash of the bytes parsed.
     """
+    validate_params({"missing": missing, "delimiter": delimiter, "header": header}, READ_CONSTRAINTS, "read_site_file")
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file. Give the path of this site's own data file.")
@@ -156,7 +157,7 @@ def read_site_bytes(
     header: bool | None = None,
 ) -> SiteData:
     """:func:`read_site_file` on bytes already in memory; ``source`` names them in messages."""
-    validate_params({"missing": missing, "delimiter": delimiter, "header": header}, READ_CONSTRAINTS, "read_site_file")
+    validate_params({"missing": missing, "delimiter": delimiter, "header": header}, READ_CONSTRAINTS, "read_site_bytes")
     codes = _check_not_measured(schema, not_measured)
     if not data:
         raise SiteDataError(
@@ -248,7 +249,7 @@ def read_site_frame(
     validate_params({"missing": missing}, {"missing": READ_CONSTRAINTS["missing"]}, "read_site_frame")
     codes = _check_not_measured(schema, not_measured)
     if not isinstance(frame, pd.DataFrame):
-        raise ConfigError(f"read_site_frame takes a pandas DataFrame; got {type(frame).__name__}.")
+        raise ConfigTypeError(f"read_site_frame takes a pandas DataFrame; got {type(frame).__name__}.")
     if frame.empty:
         raise SiteDataError(f"{source}: the data frame has no rows.", source=source)
     names = [str(c) for c in frame.columns]
