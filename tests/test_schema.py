@@ -52,16 +52,20 @@ def test_a_yaml_schema_saying_the_same_equals_the_built_in_one(tmp_path: Path) -
     assert load_schema(as_json) == UCI_HEART_DISEASE
 
 
-def test_fingerprint_follows_the_encoding_not_the_name() -> None:
-    renamed = Schema.from_dict({**UCI_HEART_DISEASE.to_dict(), "name": "mine"})
-    assert renamed.fingerprint() == UCI_HEART_DISEASE.fingerprint()
+def test_fingerprint_follows_the_encoding_not_the_file_layout() -> None:
+    layout = {"name": "mine", "missing": ["?", "NA", ""], "columns": None, "drop": []}
+    relaid = Schema.from_dict({**UCI_HEART_DISEASE.to_dict(), **layout})
+    assert relaid.fingerprint() == UCI_HEART_DISEASE.fingerprint()
     spec = UCI_HEART_DISEASE.to_dict()
     spec["features"] = dict(reversed(list(spec["features"].items())))
     reordered = Schema.from_dict(spec)
     assert reordered.feature_names != UCI_HEART_DISEASE.feature_names
     assert reordered.fingerprint() != UCI_HEART_DISEASE.fingerprint()
-    relevelled = Schema.from_dict({**UCI_HEART_DISEASE.to_dict(), "missing": ["?", ""]})
-    assert relevelled.fingerprint() != UCI_HEART_DISEASE.fingerprint()
+    spec = UCI_HEART_DISEASE.to_dict()
+    spec["features"]["cp"] = {"categorical": [4, 3, 2, 1]}
+    assert Schema.from_dict(spec).fingerprint() != UCI_HEART_DISEASE.fingerprint()
+    relabelled = Schema.from_dict({**UCI_HEART_DISEASE.to_dict(), "label": {"column": "num", "positive_above": 1}})
+    assert relabelled.fingerprint() != UCI_HEART_DISEASE.fingerprint()
 
 
 def _random_schema(rng: np.random.Generator) -> Schema:

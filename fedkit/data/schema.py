@@ -14,7 +14,7 @@ The schema alone fixes the encoding, so no site (and no server) derives it from 
 
 A schema is declared in Python or read from YAML/JSON (:func:`load_schema`, format in
 :meth:`Schema.from_dict`) and validated on construction with errors that name the field.
-:meth:`Schema.fingerprint` lets a federation check that every site uses the same one.
+:meth:`Schema.fingerprint` lets a federation check that every site encodes the same way.
 
 Which value a site wrote for "not measured" is *not* in the schema: it is how one site recorded
 its file (switzerland and va wrote ``chol = 0``, the others wrote '?'), so the site says it when it
@@ -300,14 +300,14 @@ class Schema:
         return out
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON form without the name: same contract, same fingerprint (checked at join).
+        """sha256 of the encoding contract: the features in order with their types and levels, and the label rule.
 
-        Features are hashed as an ordered list: their order is the encoding's order.
+        Sites of one federation must agree on it (checked when they join); how a file is laid out
+        (``columns``, ``drop``, ``missing``) and the name may differ between sites without changing it.
         """
-        canonical = {k: v for k, v in self.to_dict().items() if k != "name"}
-        canonical["features"] = list(canonical["features"].items())
-        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        spec = self.to_dict()
+        canonical = {"features": list(spec["features"].items()), "label": spec["label"]}
+        return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], where: str = "schema") -> Schema:

@@ -411,7 +411,10 @@ def _number(cell: Any, schema: Schema) -> float:
         elif _DECIMAL_COMMA.fullmatch(token):
             reason = f"{token!r} is not a number: write the decimal point as '.' ({token.replace(',', '.')})"
         else:
-            reason = f"{token!r} is not a number; only numbers and {tokens} (missing) are allowed"
+            reason = (
+                f"{token!r} is not a number; only numbers and {tokens} (missing) are allowed. If {token!r} marks a "
+                "missing value, add it to the schema's missing tokens (that does not change the encoding)"
+            )
         raise ValueError(reason + ".")
     if isinstance(cell, numbers.Real) and not isinstance(cell, bool | np.bool_):
         if not math.isfinite(cell):
