@@ -27,6 +27,24 @@ class ChecksumError(DataError):
     """A data file's sha256 differs from the pinned one."""
 
 
+class SchemaError(ConfigError):
+    """A federation's declared schema is malformed; the message names the field and the fix."""
+
+
+class SiteDataError(DataError):
+    """A site's data breaks the federation's schema; the message names the file, the row and the column.
+
+    ``source`` is the file (or data frame) name, ``line`` the 1-based line of the file (row of a
+    frame) and ``column`` the schema column, each None when the problem is not tied to one.
+    """
+
+    def __init__(self, message: str, *, source: str, line: int | None = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+        self.line = line
+        self.column = column
+
+
 class RunNotFoundError(FedkitError, LookupError):
     """No run with the given id is in the run store."""
 

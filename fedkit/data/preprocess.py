@@ -14,6 +14,7 @@ slope, ca and thal are always dropped: they are missing for most patients outsid
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -27,6 +28,7 @@ FEATURES: tuple[str, ...] = NUMERIC + tuple(
     f"{name}_{level}" for name, levels in CATEGORICAL.items() for level in levels[1:]
 )
 CHOL_NOT_MEASURED_IN: frozenset[str] = frozenset({"switzerland", "va"})
+MISSING_POLICIES: tuple[str, ...] = ("drop", "impute")
 STD_EPS = 1e-9
 _KEPT = [COLUMNS.index(c) for c in NUMERIC + tuple(CATEGORICAL)]
 
@@ -49,16 +51,22 @@ def encode(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     drop_first=True)`` over the pooled data. A missing category makes its dummies missing.
     """
     numeric = table[:, : len(NUMERIC)]
-    dummies = []
-    for offset, (_, levels) in enumerate(CATEGORICAL.items()):
-        column = table[:, len(NUMERIC) + offset]
-        for level in levels[1:]:
-            dummy = (column == level).astype(np.float64)
-            dummy[np.isnan(column)] = np.nan
-            dummies.append(dummy)
+    dummies = [one_hot(table[:, len(NUMERIC) + i], levels) for i, levels in enumerate(CATEGORICAL.values())]
     x = np.column_stack([numeric, *dummies])
     y = (table[:, -1] > 0).astype(np.float64)
     return x, y
+
+
+def one_hot(column: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Dummies (rows, len(levels) - 1) of ``column`` for ``levels[1:]``: the first level is dropped.
+
+    A value that is none of the levels gets all zeros, like the first level (callers check levels
+    first); a missing value (NaN) makes every dummy of its row missing.
+    """
+    column = np.asarray(column, dtype=np.float64)
+    dummies = (column[:, None] == np.asarray(levels[1:], dtype=np.float64)[None, :]).astype(np.float64)
+    dummies[np.isnan(column)] = np.nan
+    return dummies
 
 
 class Moments(NamedTuple):
