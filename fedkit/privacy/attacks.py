@@ -40,7 +40,7 @@ LogitsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 N_BOOTSTRAP = 1000
 LEVEL = 0.95
-_SPLITS, _RESAMPLES = 0, 1  # keys of the attack's two streams: shadow splits, bootstrap resamples
+_SPLITS, _RESAMPLES = 1, 2  # keys of the attack's two streams (never 0: SeedSequence ignores a trailing 0)
 
 
 class AttackResult(NamedTuple):

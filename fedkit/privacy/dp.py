@@ -49,6 +49,11 @@ from fedkit.errors import ConfigError
 CLIP_EPS = 1e-6
 """Added to a norm before dividing by it (Opacus's value): a zero vector stays zero, never NaN."""
 
+_CENTRAL, _SHARE = 1, 2
+"""Keys that tell the server's stream from the silos' (numpy's SeedSequence ignores trailing zero keys:
+``stream(seed, kind, round)`` equals ``stream(seed, kind, round, 0)``, so a silo index may never end a key
+that another stream's key is a prefix of)."""
+
 POSITIVE = Interval(float, 0, None, closed="neither")
 NON_NEGATIVE = Interval(float, 0, None, closed="left")
 
@@ -107,17 +112,18 @@ def noise_std(noise_multiplier: float, clip: float) -> float:
 
 
 def central_noise_stream(seed: int, round: int) -> np.random.Generator:
-    """The generator of the server's noise in ``round``: ``seeding.stream(seed, DP_NOISE, round)``."""
-    return seeding.stream(seed, seeding.DP_NOISE, round)
+    """The generator of the server's noise in ``round``: ``seeding.stream(seed, DP_NOISE, round, 1)``."""
+    return seeding.stream(seed, seeding.DP_NOISE, round, _CENTRAL)
 
 
 def silo_noise_stream(seed: int, round: int, silo: int) -> np.random.Generator:
-    """The generator of silo ``silo``'s noise share in ``round`` (``silo`` = its index in the federation).
+    """Silo ``silo``'s noise-share generator in ``round``: ``seeding.stream(seed, DP_NOISE, round, 2, silo)``.
 
-    Reproducible from the run seed, so a simulation and a loopback remote run add the same shares;
-    in a deployment the server must not know the key, or it can subtract the noise.
+    ``silo`` is the silo's index in the federation. Reproducible from the run seed, so a simulation
+    and a loopback remote run add the same shares; in a deployment the server must not know the
+    key, or it can subtract the noise.
     """
-    return seeding.stream(seed, seeding.DP_NOISE, round, silo)
+    return seeding.stream(seed, seeding.DP_NOISE, round, _SHARE, silo)
 
 
 def private_sum(
