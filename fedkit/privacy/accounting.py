@@ -183,17 +183,31 @@ def noise_multiplier_for(
     validate_params({"tol": tol}, {"tol": [Interval(float, 0, 1, closed="neither")]}, "noise_multiplier_for")
 
     def solve(q: float, t: int) -> float:
-        if _epsilon(MIN_NOISE, delta, q, t, accountant) <= target_epsilon:
-            return MIN_NOISE
+        if _epsilon(MIN_NOISE, delta, q, t, "rdp") <= target_epsilon:
+            return MIN_NOISE  # RDP bounds PLD from above: PLD meets the target there too
+        bracket: dp_accounting.mechanism_calibration.BracketInterval = dp_accounting.LowerEndpointAndGuess(
+            MIN_NOISE, 1.0
+        )
+        if accountant == "pld":  # PLD is slow at small z: bracket it below the RDP answer, which it never exceeds
+            high = solve_rdp(q, t)
+            low = max(MIN_NOISE, high / 2)
+            while low > MIN_NOISE and _epsilon(low, delta, q, t, "pld") <= target_epsilon:
+                high, low = low, max(MIN_NOISE, low / 2)
+            if _epsilon(low, delta, q, t, "pld") <= target_epsilon:
+                return low
+            bracket = dp_accounting.ExplicitBracketInterval(low, high)
         z = dp_accounting.calibrate_dp_mechanism(
             lambda: _fresh(accountant),
             lambda z: sampled_gaussian_event(z, q, t),
             target_epsilon,
             delta,
-            dp_accounting.LowerEndpointAndGuess(MIN_NOISE, 1.0),
+            bracket,
             tol=tol,
         )
         return float(z)
+
+    def solve_rdp(q: float, t: int) -> float:
+        return noise_multiplier_for(target_epsilon, delta, q, t, accountant="rdp", tol=tol)
 
     return max(solve(q, t) for q, t in sorted(set(pairs)))
 
