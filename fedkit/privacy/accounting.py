@@ -122,9 +122,11 @@ def _check_delta(delta: float, n: int, unit: str, caller: str) -> None:
     )
 
 
-def _per_silo(sampling_rates: float | Sequence[float], steps: int | Sequence[int]) -> list[tuple[float, int]]:
-    """Pairs ``(q_k, steps_k)``; a scalar stands for every silo."""
-    qs = [sampling_rates] if np.isscalar(sampling_rates) else list(sampling_rates)  # type: ignore[list-item]
+def _per_silo(
+    sampling_rate: float | Sequence[float], steps: int | Sequence[int], caller: str
+) -> list[tuple[float, int]]:
+    """Validated pairs ``(q_k, steps_k)``, one per silo; a scalar stands for every silo."""
+    qs = [sampling_rate] if np.isscalar(sampling_rate) else list(sampling_rate)  # type: ignore[list-item]
     ts = [steps] if np.isscalar(steps) else list(steps)  # type: ignore[list-item]
     if len(qs) == 1 and len(ts) > 1:
         qs = qs * len(ts)
@@ -132,8 +134,11 @@ def _per_silo(sampling_rates: float | Sequence[float], steps: int | Sequence[int
         ts = ts * len(qs)
     if len(qs) != len(ts) or not qs:
         raise ConfigError(
-            f"sampling_rates ({len(qs)}) and steps ({len(ts)}) must give one value per silo, or one for all."
+            f"The 'sampling_rate' ({len(qs)} values) and 'steps' ({len(ts)} values) parameters of {caller} "
+            "must give one value per silo, or one for all silos."
         )
+    for q, t in zip(qs, ts, strict=True):
+        _check(caller, sampling_rate=q, steps=t)
     return list(zip(qs, ts, strict=True))
 
 
@@ -150,10 +155,8 @@ def epsilon(
     With one rate and step count per silo (disjoint data), the largest silo ε: parallel composition.
     0 for no steps; ``inf`` for ``noise_multiplier = 0``.
     """
-    pairs = _per_silo(sampling_rate, steps)
     _check("epsilon", noise_multiplier=noise_multiplier, delta=delta, accountant=accountant)
-    for q, t in pairs:
-        _check("epsilon", sampling_rate=q, steps=t)
+    pairs = _per_silo(sampling_rate, steps, "epsilon")
     return max(_epsilon(noise_multiplier, delta, q, t, accountant) for q, t in pairs)
 
 
@@ -176,10 +179,8 @@ def noise_multiplier_for(
     """
     import dp_accounting
 
-    pairs = _per_silo(sampling_rate, steps)
     _check("noise_multiplier_for", target_epsilon=target_epsilon, delta=delta, accountant=accountant)
-    for q, t in pairs:
-        _check("noise_multiplier_for", sampling_rate=q, steps=t)
+    pairs = _per_silo(sampling_rate, steps, "noise_multiplier_for")
     validate_params({"tol": tol}, {"tol": [Interval(float, 0, 1, closed="neither")]}, "noise_multiplier_for")
 
     def solve(q: float, t: int) -> float:
