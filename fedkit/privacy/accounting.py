@@ -189,14 +189,17 @@ def noise_multiplier_for(
         bracket: dp_accounting.mechanism_calibration.BracketInterval = dp_accounting.LowerEndpointAndGuess(
             MIN_NOISE, 1.0
         )
-        if accountant == "pld":  # PLD is slow at small z: bracket it below the RDP answer, which it never exceeds
+        if accountant == "pld":  # PLD is slow at small z: bracket it from the RDP answer, which it rarely exceeds
             high = solve_rdp(q, t)
-            low = max(MIN_NOISE, high / 2)
-            while low > MIN_NOISE and _epsilon(low, delta, q, t, "pld") <= target_epsilon:
-                high, low = low, max(MIN_NOISE, low / 2)
-            if _epsilon(low, delta, q, t, "pld") <= target_epsilon:
-                return low
-            bracket = dp_accounting.ExplicitBracketInterval(low, high)
+            if _epsilon(high, delta, q, t, "pld") > target_epsilon:
+                bracket = dp_accounting.LowerEndpointAndGuess(high, 2 * high)
+            else:
+                low = max(MIN_NOISE, high / 2)
+                while low > MIN_NOISE and _epsilon(low, delta, q, t, "pld") <= target_epsilon:
+                    high, low = low, max(MIN_NOISE, low / 2)
+                if _epsilon(low, delta, q, t, "pld") <= target_epsilon:
+                    return low
+                bracket = dp_accounting.ExplicitBracketInterval(low, high)
         z = dp_accounting.calibrate_dp_mechanism(
             lambda: _fresh(accountant),
             lambda z: sampled_gaussian_event(z, q, t),
