@@ -118,10 +118,11 @@ def shadow_model_attack(
 ) -> AttackResult:
     """Shokri et al. 2017's attack with ``n_shadows`` shadow models trained on the attacker's rows ``shadow_x``.
 
-    Each shadow trains (``train``) on a random half of ``shadow_x`` capped at the target's number
-    of members, the other rows being its non-members; a logistic-regression attack model per class
-    (the row's label, as in the paper) learns membership from the shadow's logit, then scores the
-    target's logits. ``shadow_x`` must be disjoint from the target's training rows.
+    Each shadow trains (``train``) on a random draw of ``shadow_x`` as large as the target's member
+    set (at most half the rows), as many other rows being its non-members; an attack model per class
+    (the row's label, as in the paper; logistic regression on the logit and its square) learns
+    membership from the shadow's output, then scores the target's logits. ``shadow_x`` must be
+    disjoint from the target's training rows.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -136,7 +137,7 @@ def shadow_model_attack(
     feats, member, cls = [], [], []
     for i in range(n_shadows):
         order = rng.permutation(len(shadow_y))
-        inside, outside = order[:size], order[size:]
+        inside, outside = order[:size], order[size : 2 * size]  # as many non-members as members, as in the paper
         params = train(shadow_x[inside], shadow_y[inside], seed + 1 + i)
         for rows, is_member in ((inside, 1.0), (outside, 0.0)):
             feats.append(_features(logits(params, shadow_x[rows])))
