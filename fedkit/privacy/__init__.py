@@ -1,1 +1,1 @@
-"""Privacy mechanisms applied to the updates that leave a site: secure aggregation (fedkit.privacy.secagg)."""
+"""Privacy mechanisms for the updates that leave a site: differential privacy, secure aggregation, attacks."""
