@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from fedkit._validation import NONE, Interval, Options, validate_params
-from fedkit.client import OPTIMIZERS, LocalTraining
+from fedkit.architectures import MODELS
 from fedkit.data.silos import DATA_CONSTRAINTS, MISSING, SPLITS, STANDARDIZE, check_data_options
 from fedkit.errors import ConfigError
 from fedkit.strategies import HYPERPARAMETERS, STRATEGIES, options_of
+from fedkit.training import OPTIMIZERS, LocalTraining
 
 PERSONALIZE: tuple[str, ...] = ("none", "finetune", "fedper")
 BACKENDS: tuple[str, ...] = ("vectorized", "torch")
 ENGINES: tuple[str, ...] = ("simulation", "remote")
 REMOTE_SPLITS: tuple[str, ...] = ("flamby", "hospitals")
 DEFAULT_LOCAL_STEPS = 100
-MODELS: tuple[str, ...] = ("logreg", "mlp")
 
 
 def _help(text: str) -> dict[str, str]:

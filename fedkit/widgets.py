@@ -71,11 +71,11 @@ class ControlPanel:
     ) -> None:
         import ipywidgets as w
 
-        from fedkit.client import OPTIMIZERS
         from fedkit.config import RunConfig
         from fedkit.data.silos import SPLITS
         from fedkit.reports import TRACKERS, available_trackers
         from fedkit.strategies import STRATEGIES
+        from fedkit.training import OPTIMIZERS
 
         base = RunConfig.from_dict(defaults)  # a bad preset fails here, with RunConfig's message
         self._extra = {k: v for k, v in defaults.items() if k not in _WIDGET_FIELDS}

@@ -12,13 +12,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from fedkit import RunConfig, run, seeding
-from fedkit.client import batch_plan
 from fedkit.data import load_silos
 from fedkit.metrics import binary_metrics, roc_auc
 from fedkit.models import build_model, get_flat
 from fedkit.runner import select_silos
 from fedkit.strategies.aggregate import weighted_mean
 from fedkit.strategies.fedavg import FedAvg
+from fedkit.training import batch_plan
 
 FAST = RunConfig(rounds=3, local_steps=10)
 
@@ -152,7 +152,7 @@ def test_flamby_pooled_baseline_reproduces_the_published_avg4(data_dir) -> None:
 
 
 def test_batch_plans_are_epochs_of_permutations_and_independent_of_other_silos() -> None:
-    from fedkit.client import batch_plans
+    from fedkit.training import batch_plans
 
     plan = batch_plan(10, 4, 7, seed=1, kind=seeding.SAMPLING, round=3, silo=5)
     assert plan.shape == (7, 4)

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fedkit.client import LocalTerm
+from fedkit.strategies.base import LocalTerm
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from fedkit import seeding
-from fedkit.client import LocalTerm, LocalTraining, batch_plans
 from fedkit.data import preprocess
 from fedkit.data.silos import Federation, Silo
 from fedkit.engines.base import FitReply, Scores
 from fedkit.engines.vectorized import split_rows
+from fedkit.strategies.base import LocalTerm
+from fedkit.training import LocalTraining, batch_plans
 
 if TYPE_CHECKING:
     from torch import nn

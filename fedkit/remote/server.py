@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedkit.client import LocalTerm
 from fedkit.data.silos import Federation, Provenance, Silo
 from fedkit.engines.base import FitReply, Scores
 from fedkit.errors import FedkitError
 from fedkit.remote import wire
+from fedkit.strategies.base import LocalTerm
 
 if TYPE_CHECKING:
     from fedkit.runner import RoundEvent

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from fedkit._version import __version__
-from fedkit.client import LocalTerm
 from fedkit.errors import ConfigError
 from fedkit.remote import wire
+from fedkit.strategies.base import LocalTerm
 
 
 class SiloWorker:

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from fedkit.client import LocalTerm
+
+@dataclass(frozen=True)
+class LocalTerm:
+    """What a strategy adds to every silo's local objective, as data (so any engine can apply it).
+
+    - ``prox_mu`` / ``anchor``: FedProx's proximal term ``mu/2 * ||w - anchor||^2`` (Li et al. 2020).
+    - ``control``: SCAFFOLD's server control variate ``c``; a silo adds ``c - c_i`` to every
+      gradient, with ``c_i`` its own control variate (Karimireddy et al. 2020).
+    """
+
+    prox_mu: float = 0.0
+    anchor: np.ndarray | None = None
+    control: np.ndarray | None = None
 
 
 class EmptyState(NamedTuple):

@@ -7,8 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fedkit.client import LocalTerm
 from fedkit.strategies.aggregate import weighted_mean
+from fedkit.strategies.base import LocalTerm
 
 
 class ScaffoldState(NamedTuple):

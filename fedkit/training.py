@@ -1,9 +1,10 @@
-"""Local training of one silo: hyperparameters, the batch plan, and the reference per-silo torch path.
+"""Local training of one silo, as data: its hyperparameters, its batch plan and what it returns (numpy only).
 
 Batches follow ``DataLoader(shuffle=True)`` semantics: each epoch is a fresh permutation cut into
 batches (the last one may be smaller), and ``local_steps`` runs across epoch boundaries as FLamby's
 trainer does. The plan is a function of the run seed, round and silo only, so every engine
-(per-silo torch, vectorized, remote) draws the same batches.
+(per-silo torch, vectorized, remote) draws the same batches. The trainers themselves live with the
+engines: :mod:`fedkit.engines.vectorized` (numpy) and :mod:`fedkit.engines.per_silo` (torch).
 """
 
 from __future__ import annotations
@@ -11,32 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedkit.seeding import uniform
 
-if TYPE_CHECKING:  # torch is imported when training starts, so `import fedkit` stays fast
-    from torch import nn
-
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-
-
-@dataclass(frozen=True)
-class LocalTerm:
-    """What a strategy adds to every silo's local objective, as data (so any engine can apply it).
-
-    - ``prox_mu`` / ``anchor``: FedProx's proximal term ``mu/2 * ||w - anchor||^2`` (Li et al. 2020).
-    - ``control``: SCAFFOLD's server control variate ``c``; a silo adds ``c - c_i`` to every
-      gradient, with ``c_i`` its own control variate (Karimireddy et al. 2020).
-    """
-
-    prox_mu: float = 0.0
-    anchor: np.ndarray | None = None
-    control: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -104,57 +87,3 @@ class LocalResult:
     params: np.ndarray
     train_loss: float
     steps: int
-
-
-def train_local(
-    model: nn.Module,
-    start: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    hp: LocalTraining,
-    plan: np.ndarray,
-    *,
-    prox_mu: float = 0.0,
-    anchor: np.ndarray | None = None,
-    correction: np.ndarray | None = None,
-) -> LocalResult:
-    """Train ``model`` from parameters ``start`` on ``(x, y)`` following ``plan``; ``start`` is left untouched.
-
-    The loss of a step is the mean BCE over the batch, plus ``prox_mu/2 * ||w - anchor||^2``;
-    ``correction`` is added to the gradient before the optimizer step. The optimizer state starts
-    fresh every call (every round), as in FedAvg.
-    """
-    import torch
-    from torch import nn
-
-    from fedkit.models import get_flat, set_flat
-
-    set_flat(model, start)
-    params = list(model.parameters())
-    if hp.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-    elif hp.optimizer == "adam":
-        optimizer = torch.optim.Adam(params, lr=hp.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=hp.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=hp.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=hp.weight_decay)
-    loss_fn = nn.BCEWithLogitsLoss()
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
-    anchor_t = torch.as_tensor(anchor, dtype=torch.float32) if prox_mu else None
-    correction_t = None if correction is None else torch.as_tensor(correction, dtype=torch.float32)
-    total = 0.0
-    model.train()
-    for rows in plan:
-        index = torch.as_tensor(rows[rows >= 0])
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xt[index]), yt[index])
-        total += loss.item()
-        if anchor_t is not None:
-            loss = loss + 0.5 * prox_mu * torch.sum((torch.cat([p.reshape(-1) for p in params]) - anchor_t) ** 2)
-        loss.backward()
-        if correction_t is not None:
-            offset = 0
-            for p in params:
-                p.grad += correction_t[offset : offset + p.numel()].view_as(p)
-                offset += p.numel()
-        optimizer.step()
-    return LocalResult(get_flat(model), total / max(len(plan), 1), len(plan))
