@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -219,6 +220,7 @@ def make_engine(
     ``stream_ids`` lets a remote site build the engine of its own silo only (its index in the full federation).
     """
     from fedkit import architectures
+    from fedkit.config import personalization
     from fedkit.engines.vectorized import VectorizedTrainer
 
     train_fed = pooled_federation(federation) if config.strategy == "pooled" else federation
@@ -226,7 +228,7 @@ def make_engine(
     if model is None and config.backend == "vectorized":  # no torch import: seconds of a notebook's start-up
         trainer: Trainer = VectorizedTrainer(train_fed, config.model, config.hidden)
         init = architectures.initial_params(**shape, seed=config.seed)
-        head = architectures.personal_mask(**shape) if config.personalize == "fedper" else None
+        head = partial(architectures.personal_mask, **shape)
     else:
         from fedkit.engines.per_silo import PerSiloTrainer
         from fedkit.models import build_model, get_flat, personal_mask
@@ -234,12 +236,16 @@ def make_engine(
         module = model or build_model(config.model, shape["n_features"], hidden=config.hidden, seed=config.seed)
         trainer = PerSiloTrainer(train_fed, module)
         init = get_flat(module)
-        head = personal_mask(module) if config.personalize == "fedper" else None
-    personal = np.ones(len(init), dtype=bool) if config.strategy == "local" else head
-    finetune = None
-    if config.personalize == "finetune":
-        finetune = config.finetune_steps or config.local.n_steps(min(s.n_train for s in federation.silos))
+        head = partial(personal_mask, module)
+    setup = personalization(config, [s.n_train for s in federation.silos], len(init), head)
     return SimulationEngine(
-        train_fed, trainer, init, local=config.local, seed=config.seed,
-        personal=personal, finetune_steps=finetune, eval_federation=federation, stream_ids=stream_ids,
-    )  # fmt: skip
+        train_fed,
+        trainer,
+        init,
+        local=config.local,
+        seed=config.seed,
+        personal=setup.personal,
+        finetune_steps=setup.finetune_steps,
+        eval_federation=federation,
+        stream_ids=stream_ids,
+    )
