@@ -12,7 +12,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from fedkit._version import __version__
-from fedkit.errors import ConfigError, FedkitError
+from fedkit.errors import FedkitError
 from fedkit.presets import PRESETS
 
 _TYPES = {"int": int, "float": float, "str": str}
@@ -109,21 +109,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``fedkit run``."""
     import fedkit
 
-    config = config_from_args(args)
-    trackers = _trackers(args)
-    if config.engine == "remote":
-        from fedkit.remote.submit import run_remote
-
-        if not args.admin_kit:
-            raise ConfigError("--engine remote needs --admin-kit DIR (the admin startup kit of the federation).")
-        result = run_remote(
-            config, admin_kit=args.admin_kit, progress=not args.quiet, trackers=trackers,
-            min_silos=args.min_silos, straggler_timeout=args.straggler_timeout,
-        )  # fmt: skip
-    elif args.admin_kit:
-        raise ConfigError("--admin-kit only applies with --engine remote; add --engine remote or drop --admin-kit.")
-    else:
-        result = fedkit.run(config, progress=not args.quiet, trackers=trackers)
+    result = fedkit.run(
+        config_from_args(args),
+        trackers=_trackers(args),
+        progress=not args.quiet,
+        admin_kit=args.admin_kit,
+        min_silos=args.min_silos,
+        straggler_timeout=args.straggler_timeout,
+    )
     summary = result.summary()
     print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary))
     return 0
@@ -341,12 +334,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     remote = run.add_argument_group("remote engine (--engine remote)")
     remote.add_argument("--admin-kit", metavar="DIR", help="admin startup kit of the FLARE federation")
+    remote.add_argument("--min-silos", type=int, metavar="N", help="fewest sites a round may aggregate (default: 1)")
     remote.add_argument(
-        "--min-silos", type=int, default=1, metavar="N", help="fewest sites a round may aggregate (default: 1)"
-    )
-    remote.add_argument(
-        "--straggler-timeout", type=int, default=10, metavar="S",
-        help="seconds to wait for the other sites once --min-silos replied; later ones are dropped from the round",
+        "--straggler-timeout", type=int, metavar="S",
+        help="seconds to wait for the other sites once --min-silos replied; later ones are dropped from the round "
+        "(default: 10)",
     )  # fmt: skip
     tracking = run.add_argument_group("tracking (the local store is always on)")
     tracking.add_argument(

@@ -12,9 +12,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from fedkit.errors import TrackerError
 from fedkit.metrics import METRICS
 from fedkit.result import POOLED
-from fedkit.tracking.base import TrackerError
 from fedkit.tracking.local import LocalStore
 
 if TYPE_CHECKING:

@@ -24,19 +24,13 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedkit.errors import ConfigError, FedkitError
+from fedkit.errors import ConfigError, ReportError
 
 if TYPE_CHECKING:
-    from fedkit.result import RunResult
     from fedkit.tracking.base import Tracker
 
-ENGINES: tuple[str, ...] = ("simulation", "remote")
 TRACKERS: dict[str, str] = {"local": "local run store", "sagemaker": "SageMaker Experiments", "mlflow": "MLflow"}
 KERNEL_NAME = "python3"
-
-
-class ReportError(FedkitError, RuntimeError):
-    """A report notebook could not be executed or exported; the message names the cell and its error."""
 
 
 @dataclass(frozen=True)
@@ -388,51 +382,8 @@ def make_trackers(names: str | Sequence[str], *, experiment: str | None = None) 
     return build(names if isinstance(names, str) else list(names), experiment=experiment)
 
 
-def check_engine(engine: str, admin_kit: str | Path | None = None) -> None:
-    """Refuse an engine this installation cannot run, saying what to do instead."""
-    from fedkit.config import ENGINES
-
-    if engine not in ENGINES:
-        raise ConfigError(f"The engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}.")
-    if engine == "remote":
-        if find_spec("fedkit.remote") is None or find_spec("nvflare") is None:
-            raise ConfigError(
-                "engine='remote' needs NVIDIA FLARE (fedkit.remote and nvflare): pip install 'fedkit[remote]', "
-                "or use engine='simulation'."
-            )
-        if admin_kit is None:
-            raise ConfigError(
-                "engine='remote' needs admin_kit: the path to the FLARE admin startup kit "
-                "(`fedkit remote provision` or `fedkit remote poc` makes one)."
-            )
-    elif admin_kit is not None:
-        raise ConfigError(f"admin_kit only applies to engine='remote'; got admin_kit={admin_kit!r} with {engine!r}.")
-
-
 def baseline_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     """The FedAvg baseline of a run: the same fields without the strategy and its hyperparameters."""
     from fedkit.strategies import HYPERPARAMETERS
 
     return {**{k: v for k, v in fields.items() if k not in HYPERPARAMETERS}, "strategy": "fedavg"}
-
-
-def run_seeds(
-    fields: Mapping[str, Any],
-    seeds: Sequence[int],
-    *,
-    tracker: str | Sequence[str] = "local",
-    engine: str = "simulation",
-    admin_kit: str | Path | None = None,
-) -> list[RunResult]:
-    """One run per seed of the RunConfig ``fields`` on ``engine`` (all validated first), recorded in ``tracker``."""
-    from fedkit.config import RunConfig
-    from fedkit.runner import run
-
-    check_engine(engine, admin_kit)
-    if isinstance(seeds, int):
-        seeds = [seeds]
-    if not seeds:
-        raise ConfigError("seeds must list at least one seed, e.g. [42] or [42, 43, 44, 45, 46].")
-    configs = [RunConfig.from_dict({**fields, "engine": engine, "seed": int(s)}) for s in seeds]
-    extra = {"admin_kit": admin_kit} if engine == "remote" else {}
-    return [run(config, trackers=make_trackers(tracker), progress=False, **extra) for config in configs]

@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 
     from fedkit.config import RunConfig
     from fedkit.plots import LiveCurves
-    from fedkit.result import RunResult
-    from fedkit.runner import RoundEvent
+    from fedkit.result import RoundEvent, RunResult
 
 DESCRIPTION_WIDTH = "96px"
 FIELD_WIDTH = "250px"
@@ -263,25 +262,19 @@ class ControlPanel:
         if problem:
             self._say(problem, "error")
             return None
-        from fedkit.data.silos import load_silos
+        from fedkit.config import load_federation
         from fedkit.plots import LiveCurves
         from fedkit.reports import make_trackers
 
         config = self.config()
         try:
             trackers = make_trackers(self.selected_trackers())
-            federation = load_silos(
-                config.split, silos=config.silos, alpha=config.alpha, missing=config.missing,
-                standardize=config.standardize, seed=config.seed, verify=config.verify,
-            )  # fmt: skip
+            federation = load_federation(config)
         except FedkitError as exc:
             self._say(str(exc), "error")
             return None
-        model = "personal" if config.personalize != "none" else "global"
-        if config.strategy == "local":
-            model = "local"
         title = f"{config.strategy} · {config.split} split · seed {config.seed}"
-        self.curves = LiveCurves(federation.names, config.rounds, model=model, title=title)
+        self.curves = LiveCurves(federation.names, config.rounds, model=config.scored, title=title)
         self.result, self.error, self._records = None, None, []
         self._stop.clear()
         self.progress.max, self.progress.value, self.progress.bar_style = config.rounds, 0, "info"
@@ -312,13 +305,17 @@ class ControlPanel:
         return self.result
 
     def _work(self, config: RunConfig, federation: Any, trackers: list[Any]) -> None:
-        from fedkit.runner import run
+        from fedkit.api import run
 
         try:
             self.result = run(
-                config, federation=federation, trackers=trackers, callbacks=[self._on_round, *self.callbacks],
-                should_stop=self._stop.is_set, progress=False,
-            )  # fmt: skip
+                config,
+                federation=federation,
+                trackers=trackers,
+                callbacks=[self._on_round, *self.callbacks],
+                should_stop=self._stop.is_set,
+                progress=False,
+            )
         except BaseException as exc:  # shown in the panel; the run store has it as failed
             self.error = exc
             self.progress.bar_style = "danger"

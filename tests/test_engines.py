@@ -130,6 +130,7 @@ def test_trainer_memory_is_linear_in_silos(data_dir) -> None:
 
 
 def test_scaffold_server_steps_match_the_paper_by_hand() -> None:
+    from fedkit.strategies.base import Controls
     from fedkit.strategies.scaffold import Scaffold
 
     strategy = Scaffold(server_lr=0.5)
@@ -137,9 +138,11 @@ def test_scaffold_server_steps_match_the_paper_by_hand() -> None:
     state = strategy.init(params)
     assert np.array_equal(strategy.local_term(state, params).control, [0.0, 0.0])
     updates = np.array([[0.2, -0.4], [0.6, 0.0]])
-    new, state = strategy.aggregate(updates, np.array([1.0, 3.0]), state, params)
+    controls = Controls(np.array([[1.0, 2.0], [3.0, 4.0]]), n_silos=4)
+    new, state = strategy.aggregate(updates, np.array([1.0, 3.0]), state, params, controls)
     # x + 0.5 * (1 * u0 + 3 * u1) / 4 = [1 + 0.5 * 0.5, 2 + 0.5 * -0.1] = [1.25, 1.95]
     assert np.allclose(new, [1.25, 1.95])
-    state = strategy.update_controls(state, np.array([[1.0, 2.0], [3.0, 4.0]]), n_silos=4)
     # c + |S|/N * mean(dc) = 0 + 2/4 * [2, 3] = [1.0, 1.5]
     assert np.allclose(state.control, [1.0, 1.5])
+    unchanged, same = strategy.aggregate(updates, np.array([1.0, 3.0]), state, params)  # no controls: c stays
+    assert np.array_equal(unchanged, new) and np.array_equal(same.control, state.control)

@@ -68,7 +68,7 @@ def test_headless_report_writes_html_with_curves_and_a_final_table(data_dir, tmp
     html = page.read_text()
     assert html.count('src="data:image/png;base64') == 3  # curves, overlay, bars: embedded
     assert "Summary: final test metrics per silo" in html and "switzerland" in html and "fedavg (baseline)" in html
-    assert "reports.run_seeds" not in html  # code hidden
+    assert "api.run_seeds" not in html  # code hidden
     assert sys.executable in _outputs(executed)  # the kernel is this interpreter
     assert len(fedkit.runs()) == 4  # 2 seeds x (fedprox + fedavg baseline)
 

@@ -60,20 +60,8 @@ def test_headless_notebook_declares_the_issue_parameters() -> None:
     assert declared["engine"] == '"simulation"'
 
 
-def test_engine_check_explains_what_is_missing() -> None:
-    reports.check_engine("simulation")
-    with pytest.raises(ConfigError, match="engine must be one of"):
-        reports.check_engine("cloud")
-    with pytest.raises(ConfigError, match="admin_kit only applies"):
-        reports.check_engine("simulation", "kit/")
-    with mock.patch.object(reports, "find_spec", return_value=None), pytest.raises(ConfigError, match="FLARE"):
-        reports.check_engine("remote", "kit/")
-    with mock.patch.object(reports, "find_spec", return_value=object()), pytest.raises(ConfigError, match="admin"):
-        reports.check_engine("remote")
-
-
 def test_trackers_by_name() -> None:
-    from fedkit.tracking.base import TrackerError
+    from fedkit.errors import TrackerError
     from fedkit.tracking.local import LocalStore
 
     assert [type(t) for t in reports.make_trackers("local")] == [LocalStore]
@@ -85,15 +73,6 @@ def test_trackers_by_name() -> None:
 def test_baseline_drops_the_strategy_and_its_hyperparameters() -> None:
     fields = {"strategy": "fedprox", "mu": 0.01, "rounds": 3, "lr": 0.01}
     assert reports.baseline_fields(fields) == {"strategy": "fedavg", "rounds": 3, "lr": 0.01}
-
-
-def test_run_seeds_validates_before_running(data_dir) -> None:
-    with pytest.raises(ConfigError, match="seeds must list"):
-        reports.run_seeds({"rounds": 1}, [])
-    with pytest.raises(ConfigError, match="lr"):
-        reports.run_seeds({"rounds": 1, "lr": -1}, [42])
-    results = reports.run_seeds({"rounds": 1, "local_steps": 2}, [42, 43])
-    assert [r.config["seed"] for r in results] == [42, 43]
 
 
 def test_notebook_modules_import_their_heavy_dependencies_lazily() -> None:

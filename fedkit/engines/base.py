@@ -59,11 +59,6 @@ class Engine(Protocol):
         """Scores of the global parameters on every silo's test set."""
         ...
 
-    @property
-    def personalized(self) -> bool:
-        """Whether each silo is scored with a model of its own (FedPer, fine-tuning, local)."""
-        ...
-
     def evaluate_personal(self, params: np.ndarray, round: int) -> list[Scores]:
-        """Scores of each silo's own model on its own test set."""
+        """Scores of each silo's own model on its own test set (asked when ``RunConfig.scored`` is personal)."""
         ...

@@ -99,11 +99,6 @@ class SimulationEngine:
         """Training silo names in order."""
         return self.federation.names
 
-    @property
-    def personalized(self) -> bool:
-        """Whether each silo is scored with a model of its own."""
-        return self.personal is not None or self.finetune_steps is not None
-
     def initial_params(self) -> np.ndarray:
         """The seeded initial parameters."""
         return self._init.copy()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fedkit.data.uci import HOSPITALS
-from fedkit.errors import ConfigError, FedkitError
+from fedkit.errors import ConfigError, FedkitError, PocError
 
 LOOPBACK = "127.0.0.1"
 ADMIN = "admin@fedkit.local"
@@ -38,10 +38,6 @@ BUILDERS: list[dict[str, Any]] = [
     {"path": "nvflare.lighter.impl.cert.CertBuilder"},
     {"path": "nvflare.lighter.impl.signature.SignatureBuilder"},
 ]
-
-
-class PocError(FedkitError, RuntimeError):
-    """The local federation could not start or stop; the message says which process and where its log is."""
 
 
 def _nvflare() -> list[str]:

@@ -6,8 +6,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fedkit.errors import FedkitError
-
 STATUSES: tuple[str, ...] = ("running", "finished", "failed", "stopped")
 
 
@@ -33,7 +31,3 @@ class Tracker(Protocol):
     ) -> None:
         """The run ended with ``status``; ``summary`` and final ``params`` when it got that far."""
         ...
-
-
-class TrackerError(FedkitError, ValueError):
-    """A tracker cannot be set up as asked (unknown backend, missing setting or extra); the message says the fix."""

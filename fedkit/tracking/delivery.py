@@ -22,15 +22,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fedkit.tracking.base import TrackerError
+from fedkit.errors import DeliveryWarning, TrackerError
 from fedkit.tracking.local import LocalStore
 
 END_SEQ = 1_000_000_000
 """The outbox sequence number of a run's end event (start is 0, round r is r + 1)."""
-
-
-class DeliveryWarning(UserWarning):
-    """A remote tracker could not be reached; its events are kept in the local store for ``fedkit runs sync``."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedkit.tracking.base import Tracker, TrackerError
+from fedkit.errors import TrackerError
+from fedkit.tracking.base import Tracker
 from fedkit.tracking.delivery import RemoteTracker
 from fedkit.tracking.local import LocalStore
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from fedkit.errors import TrackerError
 from fedkit.result import POOLED
-from fedkit.tracking.base import TrackerError
 from fedkit.tracking.delivery import Event
 from fedkit.tracking.sagemaker import metric_name
 

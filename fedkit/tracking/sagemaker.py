@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from fedkit.errors import TrackerError
 from fedkit.result import POOLED
-from fedkit.tracking.base import TrackerError
 from fedkit.tracking.delivery import Event
 
 MAX_NAME = 120
