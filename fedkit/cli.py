@@ -14,6 +14,7 @@ from typing import Any
 from fedkit._version import __version__
 from fedkit.errors import FedkitError
 from fedkit.presets import PRESETS
+from fedkit.tracking.registry import BACKENDS
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -342,9 +343,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )  # fmt: skip
     tracking = run.add_argument_group("tracking (the local store is always on)")
     tracking.add_argument(
-        "--tracker", default="local", metavar="LIST",
-        help="comma-separated trackers: local, sagemaker, mlflow (e.g. local,sagemaker,mlflow; default: local)",
-    )  # fmt: skip
+        "--tracker",
+        default="local",
+        metavar="LIST",
+        help=f"comma-separated trackers: {', '.join(BACKENDS)} (e.g. {','.join(BACKENDS)}; default: local)",
+    )
     tracking.add_argument(
         "--experiment", default=None, metavar="NAME", help="SageMaker/MLflow experiment name (default: fedkit)"
     )
@@ -409,9 +412,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sync.set_defaults(func=cmd_runs_sync)
     compare = runs.add_parser("compare", help="a table of runs: differing config and final metrics")
     compare.add_argument("run_ids", metavar="RUN_ID", nargs="*", help="runs to compare (default: all)")
-    compare.add_argument(
-        "--source", default="local", choices=("local", "sagemaker", "mlflow"), help="where to read the runs from"
-    )
+    compare.add_argument("--source", default="local", choices=tuple(BACKENDS), help="where to read the runs from")
     compare.add_argument("--experiment", default="fedkit", metavar="NAME", help="with --source sagemaker/mlflow")
     compare.add_argument("--tracking-uri", default=None, metavar="URI", help="with --source mlflow")
     compare.add_argument("--json", action="store_true", help="print JSON (one object per run)")

@@ -16,12 +16,14 @@ from fedkit.errors import TrackerError
 from fedkit.metrics import METRICS
 from fedkit.result import POOLED
 from fedkit.tracking.local import LocalStore
+from fedkit.tracking.registry import BACKENDS
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-SOURCES: tuple[str, ...] = ("local", "sagemaker", "mlflow")
+SOURCES: tuple[str, ...] = tuple(BACKENDS)
+"""Where runs can be read back from: every tracker backend."""
 SCORED_MODELS: tuple[str, ...] = ("personal", "global", "local")
 
 

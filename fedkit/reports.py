@@ -17,19 +17,15 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fedkit.errors import ConfigError, ReportError
 
-if TYPE_CHECKING:
-    from fedkit.tracking.base import Tracker
-
-TRACKERS: dict[str, str] = {"local": "local run store", "sagemaker": "SageMaker Experiments", "mlflow": "MLflow"}
 KERNEL_NAME = "python3"
 
 
@@ -362,24 +358,6 @@ def _title(notebook: Path, parameters: Mapping[str, Any]) -> str:
 
 
 # -- helpers of the headless report notebook --------------------------------------------------
-
-
-def available_trackers() -> dict[str, bool]:
-    """Each tracker name and whether this installation can record to it (its client library is installed)."""
-    needs = {"local": "sqlite3", "sagemaker": "boto3", "mlflow": "mlflow"}
-    return {name: find_spec(f"fedkit.tracking.{name}") is not None and find_spec(needs[name]) is not None
-            for name in TRACKERS}  # fmt: skip
-
-
-def make_trackers(names: str | Sequence[str], *, experiment: str | None = None) -> list[Tracker]:
-    """Tracker objects from names (``"local"``, ``"sagemaker"``, ``"mlflow"``, a list or ``"local,mlflow"``).
-
-    The local store is always among them (:func:`fedkit.tracking.factory.make_trackers`); SageMaker and
-    MLflow take ``experiment`` (default ``fedkit``) and the usual AWS / ``MLFLOW_TRACKING_URI`` settings.
-    """
-    from fedkit.tracking.factory import make_trackers as build
-
-    return build(names if isinstance(names, str) else list(names), experiment=experiment)
 
 
 def baseline_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

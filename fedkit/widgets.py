@@ -72,8 +72,8 @@ class ControlPanel:
 
         from fedkit.config import RunConfig
         from fedkit.data.silos import SPLITS
-        from fedkit.reports import TRACKERS, available_trackers
         from fedkit.strategies import STRATEGIES
+        from fedkit.tracking.registry import BACKENDS, available_trackers
         from fedkit.training import OPTIMIZERS
 
         base = RunConfig.from_dict(defaults)  # a bad preset fails here, with RunConfig's message
@@ -117,8 +117,10 @@ class ControlPanel:
         )
         self.seed = _field(w.IntText(value=base.seed, description="seed"), "seed")
         usable = available_trackers()
-        tips = {name: f"also record the run in {label}" if usable[name] else f"{label}: its client is not installed"
-                for name, label in TRACKERS.items()}  # fmt: skip
+        tips = {
+            name: f"also record the run in {b.label}" if usable[name] else f"{b.label}: its client is not installed"
+            for name, b in BACKENDS.items()
+        }
         tips["local"] = "every run is recorded in the local run store (always on)"
         self.trackers = {
             name: w.Checkbox(
@@ -126,7 +128,7 @@ class ControlPanel:
                 disabled=name == "local" or not usable[name], tooltip=tips[name],
                 layout=w.Layout(width="auto", margin="0 12px 0 0"),
             )
-            for name, label in TRACKERS.items()
+            for name, label in ((name, info.label) for name, info in BACKENDS.items())
         }  # fmt: skip
 
         self.run_button = w.Button(description="Run", icon="play", button_style="primary", tooltip="Start the run")
@@ -225,7 +227,7 @@ class ControlPanel:
     def _refresh(self) -> str | None:
         """Enable what applies to the current values; returns the problem that blocks Run, if any."""
         from fedkit.data.silos import SYNTHETIC
-        from fedkit.reports import available_trackers
+        from fedkit.tracking.registry import available_trackers
 
         with self._lock:
             running = self._running
@@ -264,7 +266,7 @@ class ControlPanel:
             return None
         from fedkit.config import load_federation
         from fedkit.plots import LiveCurves
-        from fedkit.reports import make_trackers
+        from fedkit.tracking.factory import make_trackers
 
         config = self.config()
         try:

@@ -60,16 +60,6 @@ def test_headless_notebook_declares_the_issue_parameters() -> None:
     assert declared["engine"] == '"simulation"'
 
 
-def test_trackers_by_name() -> None:
-    from fedkit.errors import TrackerError
-    from fedkit.tracking.local import LocalStore
-
-    assert [type(t) for t in reports.make_trackers("local")] == [LocalStore]
-    assert [type(t) for t in reports.make_trackers([])] == [LocalStore]  # the local store is always on
-    with pytest.raises(TrackerError, match="unknown backend"):
-        reports.make_trackers("wandb")
-
-
 def test_baseline_drops_the_strategy_and_its_hyperparameters() -> None:
     fields = {"strategy": "fedprox", "mu": 0.01, "rounds": 3, "lr": 0.01}
     assert reports.baseline_fields(fields) == {"strategy": "fedavg", "rounds": 3, "lr": 0.01}

@@ -109,7 +109,7 @@ def test_a_bad_preset_fails_with_runconfigs_message() -> None:
 
 
 def test_trackers_not_installed_are_shown_disabled() -> None:
-    from fedkit.reports import available_trackers
+    from fedkit.tracking import available_trackers
 
     panel = ControlPanel()
     for name, usable in available_trackers().items():
