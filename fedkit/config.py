@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -131,12 +131,8 @@ class RunConfig:
 
     @property
     def scored(self) -> str:
-        """The model this run is scored with: ``"personal"`` (each silo's own) or ``"global"``.
-
-        Each silo's own model when it has one: with ``personalize`` (FedPer's personal head, or the
-        global model fine-tuned on the silo) and for the ``local`` baseline (nothing shared).
-        """
-        return "personal" if self.personalize != "none" or self.strategy == "local" else "global"
+        """The model this run is scored with: ``"personal"`` (each silo's own) or ``"global"`` (:func:`scored_model`)."""
+        return scored_model(vars(self))
 
     def to_dict(self) -> dict[str, Any]:
         """All fields, JSON-ready."""
@@ -157,6 +153,16 @@ class RunConfig:
     def from_file(cls, path: str | Path) -> RunConfig:
         """Build from a YAML or JSON file holding a mapping of RunConfig fields."""
         return cls.from_dict(read_config_file(path))
+
+
+def scored_model(config: Mapping[str, Any]) -> str:
+    """The model a run of ``config`` (RunConfig fields, e.g. a recorded run's) is scored with: personal or global.
+
+    Each silo's own model when it has one: with ``personalize`` (FedPer's personal head, or the
+    global model fine-tuned on the silo) and for the ``local`` baseline (nothing shared).
+    """
+    personal = config.get("personalize", "none") != "none" or config.get("strategy") == "local"
+    return "personal" if personal else "global"
 
 
 def load_federation(config: RunConfig, *, data_dir: str | Path | None = None) -> Federation:

@@ -72,9 +72,9 @@ def new_figure(ncols: int, *, nrows: int = 1, width: float = 4.2, height: float 
 
 
 def scored_model(history: pd.DataFrame) -> str:
-    """The model whose test curves a run is judged by: personal if present, else global, else local."""
-    models = set(history["model"])
-    return next((m for m in ("personal", "global", "local") if m in models), "global")
+    """The model whose test curves a run is judged by, read back from its rows: :attr:`RunConfig.scored
+    <fedkit.config.RunConfig.scored>` is personal exactly when the round loop recorded personal rows."""
+    return "personal" if "personal" in set(history["model"]) else "global"
 
 
 def _curves(history: pd.DataFrame, model: str, metric: str) -> dict[str, tuple[list[float], list[float]]]:
