@@ -131,7 +131,7 @@ class RunConfig:
 
     @property
     def scored(self) -> str:
-        """The model this run is scored with: ``"personal"`` (each silo's own) or ``"global"`` (:func:`scored_model`)."""
+        """The model this run is scored with, ``"personal"`` or ``"global"`` (see :func:`scored_model`)."""
         return scored_model(vars(self))
 
     def to_dict(self) -> dict[str, Any]:
