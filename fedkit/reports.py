@@ -355,13 +355,3 @@ _PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAj
 def _title(notebook: Path, parameters: Mapping[str, Any]) -> str:
     shown = ", ".join(f"{k}={v}" for k, v in parameters.items())
     return f"fedkit report: {notebook.stem}" + (f" ({shown})" if shown else "")
-
-
-# -- helpers of the headless report notebook --------------------------------------------------
-
-
-def baseline_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The FedAvg baseline of a run: the same fields without the strategy and its hyperparameters."""
-    from fedkit.strategies import HYPERPARAMETERS
-
-    return {**{k: v for k, v in fields.items() if k not in HYPERPARAMETERS}, "strategy": "fedavg"}

@@ -60,11 +60,6 @@ def test_headless_notebook_declares_the_issue_parameters() -> None:
     assert declared["engine"] == '"simulation"'
 
 
-def test_baseline_drops_the_strategy_and_its_hyperparameters() -> None:
-    fields = {"strategy": "fedprox", "mu": 0.01, "rounds": 3, "lr": 0.01}
-    assert reports.baseline_fields(fields) == {"strategy": "fedavg", "rounds": 3, "lr": 0.01}
-
-
 def test_notebook_modules_import_their_heavy_dependencies_lazily() -> None:
     import subprocess
     import sys
