@@ -4,7 +4,7 @@ Target (issue 6): the report takes at most the kernel start-up time + 3 s. Print
 of ``--repeat`` runs measured in this one process:
 
 - kernel start-up: start a ``python3`` kernel of this interpreter and wait until it answers (ready);
-- kernel + fedkit imports: the same, then run ``fedkit.reports.WARM_UP`` (what every fedkit notebook
+- kernel + fedkit imports: the same, then run ``fedkit._kernel_startup.WARM_UP`` (what every fedkit notebook
   imports: pandas, matplotlib, fedkit's round loop; one small figure drawn): what any notebook pays
   before its first result;
 - report: the whole command in a fresh process, from exec to exit (kernel, 5 rounds, figures, HTML).
@@ -31,7 +31,7 @@ def kernel_start(imports: bool) -> float:
     """Seconds from starting a python3 kernel until it replies (and, with ``imports``, has imported fedkit's stack)."""
     from jupyter_client.manager import start_new_kernel
 
-    from fedkit.reports import WARM_UP
+    from fedkit._kernel_startup import WARM_UP
 
     start = time.perf_counter()
     manager, client = start_new_kernel(kernel_name="python3", startup_timeout=120)
