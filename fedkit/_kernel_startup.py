@@ -165,9 +165,11 @@ def this_python_specs() -> Any:
             # IPC sockets would avoid it but start the report 0.3 s later.
             return KernelSpec(
                 argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--log-level=ERROR"],
-                display_name="Python 3 (ipykernel)", language="python", metadata={"debugger": True},
+                display_name="Python 3 (ipykernel)",
+                language="python",
+                metadata={"debugger": True},
                 resource_dir=str(resources),
-            )  # fmt: skip
+            )
 
     return ThisPython()
 

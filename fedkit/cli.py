@@ -130,8 +130,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     federation = load_silos(args.split, silos=args.silos, alpha=args.alpha, seed=args.seed, verify=args.verify)
     rows = federation.summary()
     if args.json:
-        print(json.dumps({"split": federation.split, "silos": rows, "features": list(federation.features),
-                          "data": federation.provenance.as_dict()}, indent=2))  # fmt: skip
+        payload = {"split": federation.split, "silos": rows, "features": list(federation.features)}
+        print(json.dumps({**payload, "data": federation.provenance.as_dict()}, indent=2))
         return 0
     total = {k: sum(r[k] for r in rows) for k in ("rows", "positives", "train", "test")}
     total["positive_rate"] = total["positives"] / total["rows"]
@@ -187,8 +187,10 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(run, indent=2))
         return 0
-    print(f"run {run['run_id']} · status {run['status']} · fedkit {run['fedkit_version']} · "
-          f"started {run['created_at']} · ended {run['finished_at'] or '-'}")  # fmt: skip
+    print(
+        f"run {run['run_id']} · status {run['status']} · fedkit {run['fedkit_version']} · "
+        f"started {run['created_at']} · ended {run['finished_at'] or '-'}"
+    )
     print("config: " + ", ".join(f"{k}={v}" for k, v in run["config"].items()))
     print(f"data: {run['data']['directory']} ({'verified' if run['data']['verified'] else 'NOT verified'})")
     if run["summary"]:

@@ -146,8 +146,10 @@ def _select(by_run: dict[str, dict[str, Any]], runs: Sequence[str] | None) -> li
 
 def _same(values: list[Any]) -> bool:
     first = values[0]
-    return all(v == first or (isinstance(v, float | int) and isinstance(first, float | int) and math.isclose(v, first))
-               for v in values)  # fmt: skip
+    return all(
+        v == first or (isinstance(v, float | int) and isinstance(first, float | int) and math.isclose(v, first))
+        for v in values
+    )
 
 
 def frame(records: list[dict[str, Any]]) -> pd.DataFrame:

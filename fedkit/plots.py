@@ -24,9 +24,25 @@ if TYPE_CHECKING:
 
 # tab10 without its grey (grey is too close to the pooled black), then tab20's light shades.
 PALETTE: tuple[str, ...] = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
-    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5",
-)  # fmt: skip
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#dbdb8d",
+    "#9edae5",
+)
 HOSPITAL_COLORS: dict[str, str] = {
     "cleveland": PALETTE[0],
     "hungarian": PALETTE[1],
@@ -274,9 +290,14 @@ def final_bars_figure(finals: Mapping[str, pd.DataFrame], metric: str = "accurac
     for i, (label, table) in enumerate(finals.items()):
         values = [table[metric].get(s, np.nan) for s in silos]
         ax.bar(
-            np.arange(len(silos)) + i * width, values, width, color=[colors[s] for s in silos],
-            hatch=HATCHES[i % len(HATCHES)], edgecolor="white", label=label,
-        )  # fmt: skip
+            np.arange(len(silos)) + i * width,
+            values,
+            width,
+            color=[colors[s] for s in silos],
+            hatch=HATCHES[i % len(HATCHES)],
+            edgecolor="white",
+            label=label,
+        )
     ax.set_xticks(np.arange(len(silos)) + 0.4 - width / 2, silos)
     ax.set_xlabel("silo")
     ax.set_ylabel(f"final {METRIC_LABELS.get(metric, metric)}")

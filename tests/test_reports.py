@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime
 from pathlib import Path
 from unittest import mock
@@ -19,11 +20,13 @@ HEADLESS = ROOT / "notebooks" / "04_headless_report.ipynb"
 def test_report_command_parses_values_as_yaml_and_calls_render(tmp_path, capsys) -> None:
     written = reports.Report(tmp_path / "r.ipynb", tmp_path / "r.html")
     with mock.patch.object(reports, "render", return_value=written) as render:
-        code = main(["report", str(HEADLESS), "-p", "rounds", "5", "-p", "seeds", "[42, 43]", "-p", "strategy",
-                     "fedprox", "-p", "hyperparameters", "{mu: 0.01}", "--output-dir", str(tmp_path)])  # fmt: skip
+        parameters = "-p rounds 5 -p seeds '[42, 43]' -p strategy fedprox -p hyperparameters '{mu: 0.01}'"
+        code = main(["report", str(HEADLESS), *shlex.split(parameters), "--output-dir", str(tmp_path)])
     assert code == 0
-    assert render.call_args.args == (str(HEADLESS), {"rounds": 5, "seeds": [42, 43], "strategy": "fedprox",
-                                                     "hyperparameters": {"mu": 0.01}})  # fmt: skip
+    assert render.call_args.args == (
+        str(HEADLESS),
+        {"rounds": 5, "seeds": [42, 43], "strategy": "fedprox", "hyperparameters": {"mu": 0.01}},
+    )
     assert render.call_args.kwargs == {"output_dir": str(tmp_path), "html": True}
     out = capsys.readouterr().out
     assert str(written.notebook) in out and str(written.html) in out
@@ -31,8 +34,10 @@ def test_report_command_parses_values_as_yaml_and_calls_render(tmp_path, capsys)
 
 def test_report_parameters_keep_unparsable_text_as_a_string() -> None:
     assert report_parameters([["name", "a: b: c"], ["n", "null"], ["x", "0.5"]]) == {
-        "name": "a: b: c", "n": None, "x": 0.5,
-    }  # fmt: skip
+        "name": "a: b: c",
+        "n": None,
+        "x": 0.5,
+    }
 
 
 def test_report_name_sorts_by_date_and_says_which_run() -> None:
@@ -55,8 +60,16 @@ def test_missing_notebook_is_an_actionable_cli_error(tmp_path, capsys) -> None:
 
 def test_headless_notebook_declares_the_issue_parameters() -> None:
     declared = reports.notebook_parameters(HEADLESS)
-    assert set(declared) == {"split", "strategy", "rounds", "seeds", "hyperparameters", "tracker", "engine",
-                             "admin_kit"}  # fmt: skip
+    assert set(declared) == {
+        "split",
+        "strategy",
+        "rounds",
+        "seeds",
+        "hyperparameters",
+        "tracker",
+        "engine",
+        "admin_kit",
+    }
     assert declared["engine"] == '"simulation"'
 
 

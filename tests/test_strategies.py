@@ -206,9 +206,16 @@ def test_every_strategy_keeps_the_contract(name: str) -> None:
 
 
 VALID = {
-    "server_lr": 0.5, "server_momentum": 0.5, "beta1": 0.5, "beta2": 0.5, "tau": 0.01,
-    "trim_beta": 0.2, "byzantine": 1, "krum_m": 2, "mu": 0.1,
-}  # fmt: skip
+    "server_lr": 0.5,
+    "server_momentum": 0.5,
+    "beta1": 0.5,
+    "beta2": 0.5,
+    "tau": 0.01,
+    "trim_beta": 0.2,
+    "byzantine": 1,
+    "krum_m": 2,
+    "mu": 0.1,
+}
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))

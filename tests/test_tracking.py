@@ -101,8 +101,15 @@ def test_a_failing_backend_costs_one_try_warns_once_and_sync_delivers_exactly_on
     assert main(["runs", "show", result.run_id]) == 0
     assert "tracker mlflow: 0 event(s) delivered, 6 pending (ConnectionError" in capsys.readouterr().out
     report = sync(result.run_id, backends={"mlflow": backend}, progress=False)
-    assert report == [{"run_id": result.run_id, "backend": "mlflow", "delivered": 0, "pending": 6,
-                       "error": "ConnectionError: connection refused"}]  # fmt: skip
+    assert report == [
+        {
+            "run_id": result.run_id,
+            "backend": "mlflow",
+            "delivered": 0,
+            "pending": 6,
+            "error": "ConnectionError: connection refused",
+        }
+    ]
     backend.up = True
     for _ in range(3):
         sync(backends={"mlflow": backend}, progress=False)

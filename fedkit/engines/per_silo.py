@@ -93,9 +93,16 @@ class PerSiloTrainer:
         for j, (i, plan) in enumerate(zip(silos, plans, strict=True)):
             silo = self.federation.silos[i]
             result = train_local(
-                self.model, starts[j], silo.x_train, silo.y_train, hp, plan,
-                prox_mu=prox_mu, anchor=anchor, correction=None if corrections is None else corrections[j],
-            )  # fmt: skip
+                self.model,
+                starts[j],
+                silo.x_train,
+                silo.y_train,
+                hp,
+                plan,
+                prox_mu=prox_mu,
+                anchor=anchor,
+                correction=None if corrections is None else corrections[j],
+            )
             out.append(result.params)
             losses.append(result.train_loss)
             steps.append(result.steps)

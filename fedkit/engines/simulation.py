@@ -107,9 +107,14 @@ class SimulationEngine:
         sizes = [self.federation.silos[i].n_train for i in idx]
         counts = [steps or self.local.n_steps(n) for n in sizes]
         return batch_plans(
-            sizes, self.local.batch_size, counts, seed=self.seed, kind=kind, round=round,
+            sizes,
+            self.local.batch_size,
+            counts,
+            seed=self.seed,
+            kind=kind,
+            round=round,
             silos=[self._stream_ids[i] for i in idx],
-        )  # fmt: skip
+        )
 
     def _starts(self, params: np.ndarray, idx: Sequence[int]) -> np.ndarray:
         starts = np.repeat(params[None, :], len(idx), axis=0).astype(np.float32)
@@ -129,9 +134,14 @@ class SimulationEngine:
             zero = np.zeros_like(params)
             corrections = np.stack([term.control - self._control.get(i, zero) for i in idx])
         new, losses, steps = self.trainer.train(
-            idx, self._starts(params, idx), self._plans(seeding.SAMPLING, round, idx), self.local,
-            prox_mu=term.prox_mu, anchor=term.anchor, corrections=corrections,
-        )  # fmt: skip
+            idx,
+            self._starts(params, idx),
+            self._plans(seeding.SAMPLING, round, idx),
+            self.local,
+            prox_mu=term.prox_mu,
+            anchor=term.anchor,
+            corrections=corrections,
+        )
         local_logits = self.trainer.logits_each(new, [self.federation.silos[i].x_test for i in idx])
         replies = []
         for j, i in enumerate(idx):
@@ -188,10 +198,11 @@ def pooled_federation(federation: Federation) -> Federation:
     if federation.options.get("standardize") == "silo" and moments is not None:
         pooled_mean, pooled_std = preprocess.mean_std(preprocess.combine(list(moments)))
         x_train = [
-            preprocess.standardize(preprocess.unstandardize(x, *preprocess.mean_std(m)), pooled_mean, pooled_std)
-            .astype(np.float32)
+            preprocess.standardize(
+                preprocess.unstandardize(x, *preprocess.mean_std(m)), pooled_mean, pooled_std
+            ).astype(np.float32)
             for x, m in zip(x_train, moments, strict=True)
-        ]  # fmt: skip
+        ]
     merged = Silo(
         "all-silos",
         np.concatenate(x_train),

@@ -243,10 +243,14 @@ class RelayTracker:
         """Round-loop callback: relay one round's metric rows and global parameters."""
         self.add(
             {
-                "kind": "round", "run_id": event.run_id, "round": event.round, "rows": event.rows,
-                "params": event.params, "time": time.time(),
+                "kind": "round",
+                "run_id": event.run_id,
+                "round": event.round,
+                "rows": event.rows,
+                "params": event.params,
+                "time": time.time(),
             }
-        )  # fmt: skip
+        )
 
     def end_run(
         self,

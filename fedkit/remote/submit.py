@@ -85,10 +85,13 @@ def build_job(
     job.set_app_packages(["fedkit"])  # fedkit is installed on every site; its code is not shipped in the job
     job.to_server(
         FedkitController(
-            config=config.to_dict(), expected_sites=list(sites or HOSPITALS), min_silos=min_silos,
-            straggler_timeout=straggler_timeout, task_timeout=task_timeout,
+            config=config.to_dict(),
+            expected_sites=list(sites or HOSPITALS),
+            min_silos=min_silos,
+            straggler_timeout=straggler_timeout,
+            task_timeout=task_timeout,
         )
-    )  # fmt: skip
+    )
     job.to_server({"server": {"task_request_interval": TASK_REQUEST_INTERVAL}})
     job.to_clients(FedkitExecutor(), tasks=list(wire.TASKS))
     job.to_clients({"default_task_fetch_interval": TASK_REQUEST_INTERVAL})  # idle re-ask (FLARE's default: 0.5 s)

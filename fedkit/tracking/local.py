@@ -70,6 +70,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _sql_value(value: float | None) -> float | None:
+    """A metric value as SQLite keeps it: NaN (an undefined AUC) as NULL."""
+    return None if value is None or np.isnan(value) else float(value)
+
+
 def _alive(pid: int | None, host: str | None) -> bool:
     if pid is None or host != socket.gethostname():
         return True  # cannot tell from here
@@ -113,14 +118,8 @@ class LocalStore:
     def log_round(self, run_id: str, round: int, rows: list[dict[str, Any]]) -> None:
         """Insert one round's metric rows in one transaction (NaN stored as NULL)."""
         with self._connect() as con:
-            con.executemany(
-                "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (run_id, r["round"], r["silo"], r["model"], r["split"], r["metric"],
-                     None if r["value"] is None or np.isnan(r["value"]) else float(r["value"]))
-                    for r in rows
-                ],
-            )  # fmt: skip
+            values = [(run_id, *(r[c] for c in HISTORY_COLUMNS[:-1]), _sql_value(r["value"])) for r in rows]
+            con.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", values)
 
     def end_run(
         self,
