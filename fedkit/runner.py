@@ -35,24 +35,24 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
-def select_silos(names: Sequence[str], fraction: float, seed: int, round: int) -> list[str]:
-    """The silos sampled for ``round``: ``max(1, round(fraction * K))`` of them, without replacement, seeded."""
+def select_silos(names: Sequence[str], fraction: float, seed: int, server_round: int) -> list[str]:
+    """The silos of round ``server_round``: ``max(1, round(fraction * K))`` of them, without replacement, seeded."""
     k = silos_per_round(len(names), fraction)
     if k >= len(names):
         return list(names)
-    chosen = seeding.stream(seed, seeding.SELECTION, round).choice(len(names), size=k, replace=False)
+    chosen = seeding.stream(seed, seeding.SELECTION, server_round).choice(len(names), size=k, replace=False)
     return [names[i] for i in sorted(chosen)]
 
 
-def metric_rows(round: int, model: str, split: str, silo: str, values: dict[str, float]) -> list[dict[str, Any]]:
+def metric_rows(server_round: int, model: str, split: str, silo: str, values: dict[str, float]) -> list[dict[str, Any]]:
     """Long-format rows for a dict of metric values."""
     return [
-        {"round": round, "silo": silo, "model": model, "split": split, "metric": m, "value": float(v)}
+        {"round": server_round, "silo": silo, "model": model, "split": split, "metric": m, "value": float(v)}
         for m, v in values.items()
     ]
 
 
-def score_rows(round: int, model: str, scores: list[Scores], pooled: bool = True) -> list[dict[str, Any]]:
+def score_rows(server_round: int, model: str, scores: list[Scores], pooled: bool = True) -> list[dict[str, Any]]:
     """Test metrics of ``model`` per silo and, if ``pooled``, on all silos' rows together — one grouped pass."""
     labels = np.concatenate([s.labels for s in scores])
     logits = np.concatenate([s.logits for s in scores])
@@ -64,28 +64,35 @@ def score_rows(round: int, model: str, scores: list[Scores], pooled: bool = True
         names.append(POOLED)
     values = grouped_metrics(labels, logits, group, len(names))
     return [
-        {"round": round, "silo": name, "model": model, "split": "test", "metric": m, "value": float(values[m][i])}
+        {
+            "round": server_round,
+            "silo": name,
+            "model": model,
+            "split": "test",
+            "metric": m,
+            "value": float(values[m][i]),
+        }
         for i, name in enumerate(names)
         for m in METRICS
     ]
 
 
-def evaluate_rows(round: int, engine: Engine, params: np.ndarray, config: RunConfig) -> list[dict[str, Any]]:
+def evaluate_rows(server_round: int, engine: Engine, params: np.ndarray, config: RunConfig) -> list[dict[str, Any]]:
     """The round's evaluation: the global model (not for ``local``) and each silo's own model when scored by it."""
-    rows = [] if config.strategy == "local" else score_rows(round, "global", engine.evaluate(params))
+    rows = [] if config.strategy == "local" else score_rows(server_round, "global", engine.evaluate(params))
     if config.scored == "personal":
-        rows += score_rows(round, "personal", engine.evaluate_personal(params, round))
+        rows += score_rows(server_round, "personal", engine.evaluate_personal(params, server_round))
     return rows
 
 
-def fit_rows(round: int, replies: list[FitReply]) -> list[dict[str, Any]]:
+def fit_rows(server_round: int, replies: list[FitReply]) -> list[dict[str, Any]]:
     """Local-model metrics: train loss of the local update, and test metrics on the silo's own test set."""
-    rows = [metric_rows(round, "local", "train", r.silo, {"loss": r.train_loss})[0] for r in replies]
-    return rows + score_rows(round, "local", [r.local_test for r in replies], pooled=False)
+    rows = [metric_rows(server_round, "local", "train", r.silo, {"loss": r.train_loss})[0] for r in replies]
+    return rows + score_rows(server_round, "local", [r.local_test for r in replies], pooled=False)
 
 
 def run_round(
-    round: int,
+    server_round: int,
     config: RunConfig,
     engine: Engine,
     strategy: Strategy,
@@ -97,16 +104,16 @@ def run_round(
 
     Returns the new global parameters, the strategy's new state and the round's metric rows.
     """
-    chosen = select_silos(engine.silos, config.fraction, config.seed, round)
-    replies = engine.fit(params, round, chosen, strategy.local_term(state, params))
+    chosen = select_silos(engine.silos, config.fraction, config.seed, server_round)
+    replies = engine.fit(params, server_round, chosen, strategy.local_term(state, params))
     for hook in hooks:
-        replies = [hook(round, r) for r in replies]
+        replies = [hook(server_round, r) for r in replies]
     updates = np.stack([r.params - params for r in replies])
     weights = np.array([r.n_train for r in replies], dtype=np.float64)
     deltas = [r.control_delta for r in replies if r.control_delta is not None]
     controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
     params, state = strategy.aggregate(updates, weights, state, params, controls)
-    return params, state, fit_rows(round, replies) + evaluate_rows(round, engine, params, config)
+    return params, state, fit_rows(server_round, replies) + evaluate_rows(server_round, engine, params, config)
 
 
 class Recorder:
@@ -132,12 +139,12 @@ class Recorder:
         for t in self.trackers:
             t.start_run(self.run_id, self.config.to_dict(), self.data)
 
-    def record(self, round: int, rows: list[dict[str, Any]], params: np.ndarray) -> None:
+    def record(self, server_round: int, rows: list[dict[str, Any]], params: np.ndarray) -> None:
         """Keep one round's rows, log them to every tracker, and call every callback with the round's event."""
         self.records.extend(rows)
         for t in self.trackers:
-            t.log_round(self.run_id, round, rows)
-        event = RoundEvent(self.run_id, round, self.config.rounds, rows, params)
+            t.log_round(self.run_id, server_round, rows)
+        event = RoundEvent(self.run_id, server_round, self.config.rounds, rows, params)
         for callback in self.callbacks:
             callback(event)
 
@@ -198,13 +205,13 @@ def run(
     bar = progress_bar(progress, total=config.rounds, desc=config.strategy, unit="round", file=sys.stderr)
     try:
         recorder.record(0, evaluate_rows(0, engine, params, config), params)
-        for round in range(1, config.rounds + 1):
-            params, state, rows = run_round(round, config, engine, strategy, state, params, hooks)
-            recorder.record(round, rows, params)
+        for server_round in range(1, config.rounds + 1):
+            params, state, rows = run_round(server_round, config, engine, strategy, state, params, hooks)
+            recorder.record(server_round, rows, params)
             pooled = {r["metric"]: r["value"] for r in rows if r["silo"] == POOLED and r["model"] == config.scored}
             bar.set_postfix(auc=f"{pooled['auc']:.3f}", acc=f"{pooled['accuracy']:.3f}", refresh=False)
             bar.update()
-            if should_stop is not None and should_stop() and round < config.rounds:
+            if should_stop is not None and should_stop() and server_round < config.rounds:
                 status = "stopped"
                 break
     except KeyboardInterrupt:

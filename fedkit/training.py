@@ -48,7 +48,7 @@ def batch_plans(
     *,
     seed: int,
     kind: int,
-    round: int,
+    server_round: int,
     silos: Sequence[int],
 ) -> list[np.ndarray]:
     """Each silo's batches for a round: row indices of shape (steps, batch_size), ``-1`` pads a short last batch.
@@ -65,7 +65,7 @@ def batch_plans(
     for (n, k), members in groups.items():
         per_epoch = math.ceil(n / batch_size)
         epochs = math.ceil(k / per_epoch)
-        keys = uniform(seed, kind, round, np.asarray([silos[i] for i in members]), epochs * n)
+        keys = uniform(seed, kind, server_round, np.asarray([silos[i] for i in members]), epochs * n)
         order = np.argsort(keys.reshape(len(members), epochs, n), axis=2, kind="stable")
         padded = np.full((len(members), epochs, per_epoch * batch_size), -1, dtype=np.int64)
         padded[:, :, :n] = order
@@ -75,9 +75,11 @@ def batch_plans(
     return plans
 
 
-def batch_plan(n_train: int, batch_size: int, steps: int, *, seed: int, kind: int, round: int, silo: int) -> np.ndarray:
+def batch_plan(
+    n_train: int, batch_size: int, steps: int, *, seed: int, kind: int, server_round: int, silo: int
+) -> np.ndarray:
     """One silo's batch plan for a round (see :func:`batch_plans`)."""
-    return batch_plans([n_train], batch_size, [steps], seed=seed, kind=kind, round=round, silos=[silo])[0]
+    return batch_plans([n_train], batch_size, [steps], seed=seed, kind=kind, server_round=server_round, silos=[silo])[0]
 
 
 @dataclass(frozen=True)

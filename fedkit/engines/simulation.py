@@ -103,7 +103,7 @@ class SimulationEngine:
         """The seeded initial parameters."""
         return self._init.copy()
 
-    def _plans(self, kind: int, round: int, idx: Sequence[int], steps: int | None = None) -> list[np.ndarray]:
+    def _plans(self, kind: int, server_round: int, idx: Sequence[int], steps: int | None = None) -> list[np.ndarray]:
         sizes = [self.federation.silos[i].n_train for i in idx]
         counts = [steps or self.local.n_steps(n) for n in sizes]
         return batch_plans(
@@ -112,7 +112,7 @@ class SimulationEngine:
             counts,
             seed=self.seed,
             kind=kind,
-            round=round,
+            server_round=server_round,
             silos=[self._stream_ids[i] for i in idx],
         )
 
@@ -124,7 +124,7 @@ class SimulationEngine:
         return starts
 
     def fit(
-        self, params: np.ndarray, round: int, silos: Sequence[str], term: LocalTerm | None = None
+        self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
         """Train ``silos`` from ``params``, adding the strategy's local term; returns one reply per silo."""
         idx = [self._index[name] for name in silos]
@@ -136,7 +136,7 @@ class SimulationEngine:
         new, losses, steps = self.trainer.train(
             idx,
             self._starts(params, idx),
-            self._plans(seeding.SAMPLING, round, idx),
+            self._plans(seeding.SAMPLING, server_round, idx),
             self.local,
             prox_mu=term.prox_mu,
             anchor=term.anchor,
@@ -170,14 +170,14 @@ class SimulationEngine:
         z = split_rows(self.trainer.logits(params, self._eval_x), [s.n_test for s in silos])
         return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
 
-    def evaluate_personal(self, params: np.ndarray, round: int) -> list[Scores]:
+    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
         """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global."""
         silos = self.federation.silos
         idx = list(range(len(silos)))
         models = self._starts(params, idx)
         if self.finetune_steps is not None:
             models, _, _ = self.trainer.train(
-                idx, models, self._plans(seeding.FINETUNE, round, idx, self.finetune_steps), self.local
+                idx, models, self._plans(seeding.FINETUNE, server_round, idx, self.finetune_steps), self.local
             )
         z = self.trainer.logits_each(models, [s.x_test for s in silos])
         return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]

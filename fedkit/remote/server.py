@@ -165,13 +165,13 @@ class RemoteEngine:
         return by_silo
 
     def fit(
-        self, params: np.ndarray, round: int, silos: Sequence[str], term: LocalTerm | None = None
+        self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
         """Local training on each chosen site; the replies of the sites that answered in time."""
-        self._round = round
+        self._round = server_round
         term = term or LocalTerm()
         payload = {
-            "round": round,
+            "round": server_round,
             "params": wire.pack(np.asarray(params, np.float32)),
             "prox_mu": float(term.prox_mu),
             "anchor": wire.pack(term.anchor),
@@ -203,11 +203,11 @@ class RemoteEngine:
         """Global-model logits on every site's test set (sites that answered in time)."""
         return self._scores(wire.EVALUATE, {"params": wire.pack(np.asarray(params, np.float32))}, "evaluation")
 
-    def evaluate_personal(self, params: np.ndarray, round: int) -> list[Scores]:
+    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
         """Each site's own model on its own test set."""
         payload = {
             "params": wire.pack(np.asarray(params, np.float32)),
-            "round": round,
+            "round": server_round,
             "finetune_steps": self.finetune_steps,
         }
         return self._scores(wire.EVALUATE_PERSONAL, payload, "personal evaluation")
@@ -236,7 +236,7 @@ class RelayTracker:
         """Relay the start of the run."""
         self.add({"kind": "start", "run_id": run_id, "config": config, "data": data})
 
-    def log_round(self, run_id: str, round: int, rows: list[dict[str, Any]]) -> None:
+    def log_round(self, run_id: str, server_round: int, rows: list[dict[str, Any]]) -> None:
         """Nothing: rounds are relayed by :meth:`on_round`, which also carries the round's parameters."""
 
     def on_round(self, event: RoundEvent) -> None:

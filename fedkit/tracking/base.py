@@ -19,7 +19,7 @@ class Tracker(Protocol):
         """A run begins with this config and data provenance."""
         ...
 
-    def log_round(self, run_id: str, round: int, rows: list[dict[str, Any]]) -> None:
+    def log_round(self, run_id: str, server_round: int, rows: list[dict[str, Any]]) -> None:
         """Metric rows ``{round, silo, model, split, metric, value}`` of one round (step = round)."""
         ...
 

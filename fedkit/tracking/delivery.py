@@ -87,8 +87,8 @@ class RemoteTracker:
         self.store = store
         self.error: str | None = None
 
-    def _push(self, run_id: str, seq: int, kind: str, round: int | None) -> None:
-        self.store.enqueue(run_id, self.backend.name, seq, kind, round, self.backend.target())
+    def _push(self, run_id: str, seq: int, kind: str, server_round: int | None) -> None:
+        self.store.enqueue(run_id, self.backend.name, seq, kind, server_round, self.backend.target())
         if self.error is not None and kind != "end":
             return  # down for this run: keep queuing, do not slow training; one more try at the end
         _, error = deliver_pending(self.store, self.backend, run_id)
@@ -106,9 +106,9 @@ class RemoteTracker:
         """Queue and send the run's start."""
         self._push(run_id, 0, "start", None)
 
-    def log_round(self, run_id: str, round: int, rows: list[dict[str, Any]]) -> None:
+    def log_round(self, run_id: str, server_round: int, rows: list[dict[str, Any]]) -> None:
         """Queue and send one round's metrics (read back from the store)."""
-        self._push(run_id, round + 1, "round", round)
+        self._push(run_id, server_round + 1, "round", server_round)
 
     def end_run(
         self,

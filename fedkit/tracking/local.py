@@ -115,7 +115,7 @@ class LocalStore:
                 (run_id, _now(), __version__, json.dumps(config), json.dumps(data), os.getpid(), socket.gethostname()),
             )
 
-    def log_round(self, run_id: str, round: int, rows: list[dict[str, Any]]) -> None:
+    def log_round(self, run_id: str, server_round: int, rows: list[dict[str, Any]]) -> None:
         """Insert one round's metric rows in one transaction (NaN stored as NULL)."""
         with self._connect() as con:
             values = [(run_id, *(r[c] for c in HISTORY_COLUMNS[:-1]), _sql_value(r["value"])) for r in rows]
@@ -140,7 +140,7 @@ class LocalStore:
 
     # -- outbox: events for remote trackers, kept until delivered ------------------------------
     def enqueue(
-        self, run_id: str, backend: str, seq: int, kind: str, round: int | None, target: dict[str, Any]
+        self, run_id: str, backend: str, seq: int, kind: str, server_round: int | None, target: dict[str, Any]
     ) -> None:
         """Record that event ``seq`` (start, round or end) of ``run_id`` is owed to ``backend`` at ``target``.
 
@@ -152,7 +152,7 @@ class LocalStore:
             con.execute(
                 "INSERT OR IGNORE INTO outbox (run_id, backend, seq, kind, round, target, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run_id, backend, seq, kind, round, json.dumps(target, sort_keys=True), _now()),
+                (run_id, backend, seq, kind, server_round, json.dumps(target, sort_keys=True), _now()),
             )
 
     def pending(self, run_id: str | None = None, backend: str | None = None) -> list[dict[str, Any]]:
