@@ -73,8 +73,13 @@ def test_fedper_keeps_heads_on_the_silos(data_dir) -> None:
     for reply in replies:
         assert np.array_equal(reply.params[mask], init[mask])  # what reaches the server
         assert not np.array_equal(reply.params[~mask], init[~mask])
-    heads = [engine._own[i] for i in range(4)]
-    assert all(not np.allclose(heads[0], h) for h in heads[1:])
+    # each silo scores with its own head: with shared hidden weights 0 and biases 1 every hidden unit is 1 on
+    # every row, so each silo's own model outputs one constant, set by its head alone
+    probe = init.copy()
+    probe[: 16 * 13], probe[16 * 13 : 16 * 14] = 0.0, 1.0
+    constants = [np.unique(scores.logits) for scores in engine.evaluate_personal(probe, 1)]
+    assert all(len(c) == 1 for c in constants)
+    assert len({float(c[0]) for c in constants}) == 4  # four silos, four heads
     assert personal_mask(build_model("logreg", 13, hidden=16, seed=0)).tolist() == [False] * 13 + [True]
 
 
