@@ -7,11 +7,9 @@ from typing import Any
 
 import fedkit
 from fedkit.data import Federation
+from fedkit.presets import FLAMBY_PROTOCOL
 
 SEEDS = tuple(range(42, 47))
-FLAMBY_PROTOCOL: dict[str, Any] = {
-    "split": "flamby", "model": "logreg", "rounds": 15, "local_steps": 100, "batch_size": 4, "optimizer": "sgd",
-}  # fmt: skip
 
 
 def protocol(fields: dict[str, Any]) -> dict[str, Any]:

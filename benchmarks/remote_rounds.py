@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import fedkit
+from fedkit.presets import FLAMBY_PROTOCOL
 from fedkit.remote.kits import start_poc
 from fedkit.remote.submit import run_remote
 from fedkit.tracking.local import LocalStore
@@ -42,23 +43,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
-    config = fedkit.RunConfig(split="flamby", strategy="fedavg", rounds=args.rounds, local_steps=100, batch_size=4,
-                              lr=0.001, optimizer="sgd", seed=42)  # fmt: skip
+    config = fedkit.RunConfig(
+        **{**FLAMBY_PROTOCOL, "strategy": "fedavg", "rounds": args.rounds, "lr": 0.001, "seed": 42}
+    )
     with tempfile.TemporaryDirectory(prefix="fedkit-bench-") as tmp:
         store = LocalStore(Path(tmp) / "runs.sqlite")
         sim_times: list[float] = []
-        sim = fedkit.run(config, trackers=[store], callbacks=[lambda e: sim_times.append(time.perf_counter())],
-                         progress=False)  # fmt: skip
+        sim = fedkit.run(
+            config, trackers=[store], callbacks=[lambda e: sim_times.append(time.perf_counter())], progress=False
+        )
         t0 = time.perf_counter()
         with start_poc(Path(tmp) / "poc", 4) as poc:
             ready = time.perf_counter() - t0
             server_times: list[float] = []
             t1 = time.perf_counter()
             remote = run_remote(
-                fedkit.RunConfig(**{**config.to_dict(), "engine": "remote"}), admin_kit=poc.admin_kit,
-                trackers=[store], progress=False,
+                fedkit.RunConfig(**{**config.to_dict(), "engine": "remote"}),
+                admin_kit=poc.admin_kit,
+                trackers=[store],
+                progress=False,
                 on_event=lambda e: server_times.append(e["time"]) if e["kind"] == "round" else None,
-            )  # fmt: skip
+            )
             total = time.perf_counter() - t1
     sim_round = statistics.median(b - a for a, b in itertools.pairwise(sim_times[1:]))
     remote_round = statistics.median(b - a for a, b in itertools.pairwise(server_times[1:]))

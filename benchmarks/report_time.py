@@ -4,7 +4,7 @@ Target (issue 6): the report takes at most the kernel start-up time + 3 s. Print
 of ``--repeat`` runs measured in this one process:
 
 - kernel start-up: start a ``python3`` kernel of this interpreter and wait until it answers (ready);
-- kernel + fedkit imports: the same, then run ``fedkit.reports.WARM_UP`` (what every fedkit notebook
+- kernel + fedkit imports: the same, then run ``fedkit._kernel_startup.WARM_UP`` (what every fedkit notebook
   imports: pandas, matplotlib, fedkit's round loop; one small figure drawn): what any notebook pays
   before its first result;
 - report: the whole command in a fresh process, from exec to exit (kernel, 5 rounds, figures, HTML).
@@ -31,7 +31,7 @@ def kernel_start(imports: bool) -> float:
     """Seconds from starting a python3 kernel until it replies (and, with ``imports``, has imported fedkit's stack)."""
     from jupyter_client.manager import start_new_kernel
 
-    from fedkit.reports import WARM_UP
+    from fedkit._kernel_startup import WARM_UP
 
     start = time.perf_counter()
     manager, client = start_new_kernel(kernel_name="python3", startup_timeout=120)
@@ -46,8 +46,8 @@ def kernel_start(imports: bool) -> float:
 
 def report(rounds: int, out: Path, env: dict[str, str]) -> float:
     """Seconds of one `fedkit report ... -p rounds N` in a fresh process."""
-    command = [sys.executable, "-m", "fedkit", "report", str(NOTEBOOK), "-p", "rounds", str(rounds),
-               "--output-dir", str(out)]  # fmt: skip
+    command = [sys.executable, "-m", "fedkit", "report", str(NOTEBOOK), "-p", "rounds", str(rounds)]
+    command += ["--output-dir", str(out)]
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, capture_output=True)
     return time.perf_counter() - start
@@ -70,8 +70,10 @@ def main() -> None:
     k, w, r = statistics.median(kernel), statistics.median(warm), statistics.median(reports)
     print(f"kernel start-up (python3, ready):            {k:6.2f} s   runs: {', '.join(f'{x:.2f}' for x in kernel)}")
     print(f"kernel start-up + fedkit imports:            {w:6.2f} s   runs: {', '.join(f'{x:.2f}' for x in warm)}")
-    print(f"fedkit report 04_headless_report -p rounds {args.rounds}: {r:6.2f} s   runs: "
-          f"{', '.join(f'{x:.2f}' for x in reports)}")  # fmt: skip
+    print(
+        f"fedkit report 04_headless_report -p rounds {args.rounds}: {r:6.2f} s   runs: "
+        f"{', '.join(f'{x:.2f}' for x in reports)}"
+    )
     print(
         f"report - kernel start-up = {r - k:.2f} s (target <= 3 s: {'met' if r <= k + 3 else 'NOT met'}); "
         f"report - (kernel + imports) = {r - w:.2f} s"

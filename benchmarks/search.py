@@ -93,8 +93,10 @@ def main() -> None:
         avg, sd = mean_std([r["avg_accuracy"] for r in test])
         auc, _ = mean_std([r["pooled"]["auc"] for r in test])
         shipped = PRESETS.get(name) == fields
-        lines.append(f"| `{name}` | `{describe(fields)}` | {val:.4f} | {avg:.4f} ± {sd:.4f} | {auc:.4f} | "
-                     f"{'yes' if shipped else 'NO: update fedkit/presets.py'} |")  # fmt: skip
+        lines.append(
+            f"| `{name}` | `{describe(fields)}` | {val:.4f} | {avg:.4f} ± {sd:.4f} | {auc:.4f} | "
+            f"{'yes' if shipped else 'NO: update fedkit/presets.py'} |"
+        )
         print(f"{name}: {fields!r}")
     seconds = time.perf_counter() - start
     table = (

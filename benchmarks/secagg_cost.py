@@ -39,9 +39,9 @@ def payload_bytes(value: Any) -> int:
     return len(value) if isinstance(value, bytes) else 8
 
 
-def one_round(config: SecAggConfig, round: int, dim: int, signers: dict, verifier: Any) -> dict[str, float]:
-    """Run one round; return mean bytes sent/received per site and CPU seconds per site and of the server."""
-    rng = np.random.default_rng(round)
+def one_round(config: SecAggConfig, server_round: int, dim: int, signers: dict, verifier: Any) -> dict[str, float]:
+    """Run one server_round; return mean bytes sent/received per site and CPU seconds per site and of the server."""
+    rng = np.random.default_rng(server_round)
     cpu: dict[str, float] = defaultdict(float)
     sent: dict[str, int] = defaultdict(int)
     received: dict[str, int] = defaultdict(int)
@@ -59,8 +59,8 @@ def one_round(config: SecAggConfig, round: int, dim: int, signers: dict, verifie
         sent[site] += payload_bytes(out.to_wire())
         return out
 
-    server = timed("server", SecAggServer, config, round)
-    sites = {s: timed(s, SecAggClient, config, s, round, signers[s], verifier) for s in config.roster}
+    server = timed("server", SecAggServer, config, server_round)
+    sites = {s: timed(s, SecAggClient, config, s, server_round, signers[s], verifier) for s in config.roster}
     adverts = [site_step(s, c.advertise_keys) for s, c in sites.items()]
     roster = timed("server", server.key_roster, adverts)
     bundles = [site_step(s, c.share_keys, roster) for s, c in sites.items()]

@@ -19,7 +19,7 @@ _EXPORTS = {
     "RunConfig": "fedkit.config",
     "load_silos": "fedkit.data.silos",
     "Federation": "fedkit.data.silos",
-    "run": "fedkit.runner",
+    "run": "fedkit.api",
     "RunResult": "fedkit.result",
     "runs": "fedkit.api",
     "load_run": "fedkit.api",
@@ -49,13 +49,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from fedkit.api import load_run, runs
+    from fedkit.api import load_run, run, runs
     from fedkit.comparison import compare
     from fedkit.config import RunConfig
     from fedkit.data.silos import Federation, load_silos
     from fedkit.errors import ConfigError, DataError, FedkitError
     from fedkit.result import RunResult
-    from fedkit.runner import run
     from fedkit.tracking.delivery import sync
     from fedkit.tracking.factory import make_trackers
 

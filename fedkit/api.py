@@ -1,13 +1,156 @@
-"""Reading the local run store from Python: ``fedkit.runs()`` and ``fedkit.load_run(id)``."""
+"""The one entry point of a run, ``fedkit.run``, and reading the run store: ``fedkit.runs()``, ``fedkit.load_run(id)``.
+
+:func:`run` checks its arguments once, then chooses the deployment the config names: the simulation
+(load the federation, build the engine, call the round loop :func:`fedkit.runner.run`) or the
+remote engine (submit the job to an NVIDIA FLARE federation, :func:`fedkit.remote.submit.run_remote`).
+The CLI, the widgets and the report notebooks call it; nothing below it knows that the remote
+engine exists.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from importlib.util import find_spec
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedkit.config import ENGINES, RunConfig, load_federation
+from fedkit.errors import ConfigError, ConfigTypeError
 from fedkit.tracking.local import LocalStore
 
 if TYPE_CHECKING:
     import pandas as pd
+    from torch import nn
+
+    from fedkit.data.silos import Federation
+    from fedkit.engines.base import Engine
+    from fedkit.result import RoundEvent, RunResult
+    from fedkit.runner import UpdateHook
+    from fedkit.tracking.base import Tracker
+
+
+def check_engine(engine: str, admin_kit: str | Path | None = None) -> None:
+    """Refuse an engine this installation cannot run, or an admin kit without the remote engine, saying what to do."""
+    if engine not in ENGINES:
+        raise ConfigError(f"The engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}.")
+    if engine == "remote":
+        if find_spec("fedkit.remote") is None or find_spec("nvflare") is None:
+            raise ConfigError(
+                "engine='remote' needs NVIDIA FLARE (fedkit.remote and nvflare): pip install 'fedkit[remote]', "
+                "or use engine='simulation'."
+            )
+        if admin_kit is None:
+            raise ConfigError(
+                "engine='remote' needs admin_kit (--admin-kit on the command line): the path to the FLARE admin "
+                "startup kit (`fedkit remote provision` or `fedkit remote poc` makes one)."
+            )
+    elif admin_kit is not None:
+        raise ConfigError(f"admin_kit only applies to engine='remote'; got admin_kit={admin_kit!r} with {engine!r}.")
+
+
+def _refuse(engine: str, given: Mapping[str, Any], why: str) -> None:
+    """Raise when an argument that does not apply to ``engine`` was given (is not None / not empty)."""
+    extra = [name for name, value in given.items() if value is not None and value != ()]
+    if extra:
+        names = ", ".join(f"{name}=" for name in extra)
+        raise ConfigError(f"engine={engine!r} takes no {names} ({why}); drop {'it' if len(extra) == 1 else 'them'}.")
+
+
+def run(
+    config: RunConfig | None = None,
+    *,
+    federation: Federation | None = None,
+    model: nn.Module | None = None,
+    engine: Engine | None = None,
+    trackers: Sequence[Tracker] | None = None,
+    hooks: Sequence[UpdateHook] = (),
+    callbacks: Sequence[Callable[[RoundEvent], None]] = (),
+    should_stop: Callable[[], bool] | None = None,
+    progress: bool = True,
+    admin_kit: str | Path | None = None,
+    min_silos: int | None = None,
+    straggler_timeout: int | None = None,
+) -> RunResult:
+    """Run federated training as ``config`` says (default: ``RunConfig()``) and record it; returns the result.
+
+    Every run is recorded in ``trackers`` (default: the local run store; :func:`fedkit.make_trackers`
+    adds SageMaker or MLflow). ``callbacks`` receive a :class:`~fedkit.result.RoundEvent` after each
+    round (round 0 is the initial model); ``should_stop`` is checked after each round and ends the run
+    cleanly as ``stopped``. Ctrl-C also records ``stopped``; an exception records ``failed`` and is
+    re-raised.
+
+    Simulation (``config.engine == "simulation"``): every silo in this process. ``federation``
+    defaults to the one the config describes (:func:`fedkit.config.load_federation`); ``model`` is
+    any ``torch.nn.Module`` returning logits, trained on the per-silo path (default: ``config.model``);
+    ``engine`` replaces the simulation engine with any :class:`~fedkit.engines.base.Engine`;
+    ``hooks`` see every silo reply before aggregation.
+
+    Remote (``config.engine == "remote"``): the run goes to the NVIDIA FLARE federation of the admin
+    startup kit ``admin_kit`` and is recorded here all the same; ``min_silos`` (default 1) is the
+    fewest sites a round may aggregate, ``straggler_timeout`` (default 10 s) how long to wait for the
+    others once they replied (see :func:`fedkit.remote.submit.run_remote`).
+    """
+    if config is None:
+        config = RunConfig()
+    if not isinstance(config, RunConfig):
+        raise ConfigTypeError(
+            f"run() takes a RunConfig; got {type(config).__name__}. Build one with fedkit.RunConfig(...)."
+        )
+    check_engine(config.engine, admin_kit)
+    trackers = list(trackers) if trackers is not None else [LocalStore()]
+    if config.engine == "remote":
+        from fedkit.remote.submit import run_remote
+
+        given = {"federation": federation, "model": model, "engine": engine, "hooks": tuple(hooks)}
+        _refuse("remote", given, "each site loads its own hospital and trains the config's model")
+        timeouts = {"min_silos": min_silos or 1, "straggler_timeout": straggler_timeout or 10}
+        return run_remote(
+            config,
+            admin_kit=admin_kit,  # type: ignore[arg-type]  # check_engine made sure it is set
+            trackers=trackers,
+            callbacks=callbacks,
+            should_stop=should_stop,
+            progress=progress,
+            **timeouts,
+        )
+    from fedkit import runner
+
+    _refuse("simulation", {"min_silos": min_silos, "straggler_timeout": straggler_timeout}, "no sites to wait for")
+    federation = federation or load_federation(config)
+    if engine is None:
+        from fedkit.engines.simulation import make_engine
+
+        engine = make_engine(federation, config, model)
+    return runner.run(
+        config,
+        federation,
+        engine,
+        trackers=trackers,
+        hooks=hooks,
+        callbacks=callbacks,
+        should_stop=should_stop,
+        progress=progress,
+    )
+
+
+def run_seeds(
+    fields: Mapping[str, Any],
+    seeds: Sequence[int],
+    *,
+    tracker: str | Sequence[str] = "local",
+    engine: str = "simulation",
+    admin_kit: str | Path | None = None,
+) -> list[RunResult]:
+    """One run per seed of the RunConfig ``fields`` on ``engine`` (all validated first), recorded in ``tracker``."""
+    from fedkit.tracking.factory import make_trackers
+
+    check_engine(engine, admin_kit)
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    if not seeds:
+        raise ConfigError("seeds must list at least one seed, e.g. [42] or [42, 43, 44, 45, 46].")
+    configs = [RunConfig.from_dict({**fields, "engine": engine, "seed": int(s)}) for s in seeds]
+    return [run(c, trackers=make_trackers(tracker), progress=False, admin_kit=admin_kit) for c in configs]
 
 
 def runs(store: LocalStore | None = None) -> pd.DataFrame:

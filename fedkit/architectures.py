@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+MODELS: tuple[str, ...] = ("logreg", "mlp")
+"""The built-in models: FLamby's logistic regression and Linear → ReLU → Linear."""
 FLOAT_DIGITS = 24  # std::numeric_limits<float>::digits: the random bits behind one float32 draw
 LINEAR_GAIN = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))  # init.calculate_gain("leaky_relu", sqrt(5)), nn.Linear's
 

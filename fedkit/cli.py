@@ -12,8 +12,9 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from fedkit._version import __version__
-from fedkit.errors import ConfigError, FedkitError
+from fedkit.errors import FedkitError
 from fedkit.presets import PRESETS
+from fedkit.tracking.registry import BACKENDS
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -109,21 +110,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``fedkit run``."""
     import fedkit
 
-    config = config_from_args(args)
-    trackers = _trackers(args)
-    if config.engine == "remote":
-        from fedkit.remote.submit import run_remote
-
-        if not args.admin_kit:
-            raise ConfigError("--engine remote needs --admin-kit DIR (the admin startup kit of the federation).")
-        result = run_remote(
-            config, admin_kit=args.admin_kit, progress=not args.quiet, trackers=trackers,
-            min_silos=args.min_silos, straggler_timeout=args.straggler_timeout,
-        )  # fmt: skip
-    elif args.admin_kit:
-        raise ConfigError("--admin-kit only applies with --engine remote; add --engine remote or drop --admin-kit.")
-    else:
-        result = fedkit.run(config, progress=not args.quiet, trackers=trackers)
+    result = fedkit.run(
+        config_from_args(args),
+        trackers=_trackers(args),
+        progress=not args.quiet,
+        admin_kit=args.admin_kit,
+        min_silos=args.min_silos,
+        straggler_timeout=args.straggler_timeout,
+    )
     summary = result.summary()
     print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary))
     return 0
@@ -136,8 +130,8 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     federation = load_silos(args.split, silos=args.silos, alpha=args.alpha, seed=args.seed, verify=args.verify)
     rows = federation.summary()
     if args.json:
-        print(json.dumps({"split": federation.split, "silos": rows, "features": list(federation.features),
-                          "data": federation.provenance.as_dict()}, indent=2))  # fmt: skip
+        payload = {"split": federation.split, "silos": rows, "features": list(federation.features)}
+        print(json.dumps({**payload, "data": federation.provenance.as_dict()}, indent=2))
         return 0
     total = {k: sum(r[k] for r in rows) for k in ("rows", "positives", "train", "test")}
     total["positive_rate"] = total["positives"] / total["rows"]
@@ -193,8 +187,10 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(run, indent=2))
         return 0
-    print(f"run {run['run_id']} · status {run['status']} · fedkit {run['fedkit_version']} · "
-          f"started {run['created_at']} · ended {run['finished_at'] or '-'}")  # fmt: skip
+    print(
+        f"run {run['run_id']} · status {run['status']} · fedkit {run['fedkit_version']} · "
+        f"started {run['created_at']} · ended {run['finished_at'] or '-'}"
+    )
     print("config: " + ", ".join(f"{k}={v}" for k, v in run["config"].items()))
     print(f"data: {run['data']['directory']} ({'verified' if run['data']['verified'] else 'NOT verified'})")
     if run["summary"]:
@@ -312,19 +308,11 @@ def cmd_runs_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The ``fedkit`` argument parser with all subcommands.
+Subparsers = Any  # argparse's private _SubParsersAction
 
-    ``command``, the subcommand about to run, leaves out ``run``'s RunConfig flags unless it is
-    ``run`` (or None): generating them imports the training stack, 0.2 s before e.g. ``fedkit report``
-    can start its kernel.
-    """
-    parser = argparse.ArgumentParser(
-        prog="fedkit", description="Cross-silo federated learning on the UCI Heart Disease hospitals."
-    )
-    parser.add_argument("--version", action="version", version=f"fedkit {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+def add_run(sub: Subparsers, config_flags: bool) -> None:
+    """``fedkit run``: the RunConfig flags (only when ``config_flags``), presets, remote and tracking options."""
     run = sub.add_parser(
         "run",
         help="train federatedly and record the run",
@@ -341,33 +329,40 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     remote = run.add_argument_group("remote engine (--engine remote)")
     remote.add_argument("--admin-kit", metavar="DIR", help="admin startup kit of the FLARE federation")
+    remote.add_argument("--min-silos", type=int, metavar="N", help="fewest sites a round may aggregate (default: 1)")
     remote.add_argument(
-        "--min-silos", type=int, default=1, metavar="N", help="fewest sites a round may aggregate (default: 1)"
+        "--straggler-timeout",
+        type=int,
+        metavar="S",
+        help="seconds to wait for the other sites once --min-silos replied; later ones are dropped from the round "
+        "(default: 10)",
     )
-    remote.add_argument(
-        "--straggler-timeout", type=int, default=10, metavar="S",
-        help="seconds to wait for the other sites once --min-silos replied; later ones are dropped from the round",
-    )  # fmt: skip
     tracking = run.add_argument_group("tracking (the local store is always on)")
     tracking.add_argument(
-        "--tracker", default="local", metavar="LIST",
-        help="comma-separated trackers: local, sagemaker, mlflow (e.g. local,sagemaker,mlflow; default: local)",
-    )  # fmt: skip
+        "--tracker",
+        default="local",
+        metavar="LIST",
+        help=f"comma-separated trackers: {', '.join(BACKENDS)} (e.g. {','.join(BACKENDS)}; default: local)",
+    )
     tracking.add_argument(
         "--experiment", default=None, metavar="NAME", help="SageMaker/MLflow experiment name (default: fedkit)"
     )
     tracking.add_argument(
-        "--tracking-uri", default=None, metavar="URI",
+        "--tracking-uri",
+        default=None,
+        metavar="URI",
         help="MLflow tracking URI or SageMaker MLflow tracking server ARN (default: $MLFLOW_TRACKING_URI)",
-    )  # fmt: skip
-    if command in (None, "run"):
+    )
+    if config_flags:
         add_config_flags(run)
     run.set_defaults(func=cmd_run)
 
-    data = sub.add_parser("data", help="the UCI Heart Disease files and silos").add_subparsers(
-        dest="data_command", required=True, metavar="COMMAND"
-    )
-    info = data.add_parser("info", help="rows, positives and train/test sizes per silo")
+
+def add_data(sub: Subparsers) -> None:
+    """``fedkit data info`` and ``fedkit data download``."""
+    data = sub.add_parser("data", help="the UCI Heart Disease files and silos")
+    commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    info = commands.add_parser("info", help="rows, positives and train/test sizes per silo")
     info.add_argument("--split", default="flamby", help="split to show (default: flamby)")
     info.add_argument("--silos", type=int, default=None, help="silos of a synthetic split")
     info.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of dirichlet/quantity splits")
@@ -375,20 +370,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     info.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True, help="check sha256 pins")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(func=cmd_data_info)
-    download = data.add_parser("download", help="download and verify the files into the data folder")
+    download = commands.add_parser("download", help="download and verify the files into the data folder")
     download.set_defaults(func=cmd_data_download)
 
-    remote_cmd = sub.add_parser("remote", help="NVIDIA FLARE federations: startup kits, a local federation")
-    remote_sub = remote_cmd.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
-    prov = remote_sub.add_parser("provision", help="startup kits (CA, per-site certificates, mTLS) from a project file")
+
+def add_remote(sub: Subparsers) -> None:
+    """``fedkit remote provision | start | poc``."""
+    remote = sub.add_parser("remote", help="NVIDIA FLARE federations: startup kits, a local federation")
+    commands = remote.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
+    prov = commands.add_parser("provision", help="startup kits (CA, per-site certificates, mTLS) from a project file")
     prov.add_argument("--project", default="deploy/project.yml", metavar="FILE", help="default: deploy/project.yml")
     prov.add_argument("--workspace", default="workspace", metavar="DIR", help="where the kits go (default: workspace)")
     prov.set_defaults(func=cmd_remote_provision)
-    start = remote_sub.add_parser("start", help="run the server or a site from its startup kit (containers)")
+    start = commands.add_parser("start", help="run the server or a site from its startup kit (containers)")
     start.add_argument("--kit", required=True, metavar="DIR", help="the startup kit (startup/ and local/)")
     start.add_argument("--workspace", required=True, metavar="DIR", help="writable folder the kit is copied to")
     start.set_defaults(func=cmd_remote_start)
-    poc = remote_sub.add_parser("poc", help="server + one process per hospital on 127.0.0.1 until Ctrl-C")
+    poc = commands.add_parser("poc", help="server + one process per hospital on 127.0.0.1 until Ctrl-C")
     poc.add_argument("--silos", type=int, default=4, help="hospitals to start, 1-4 (default: 4)")
     poc.add_argument(
         "--workspace", default="poc-workspace", metavar="DIR", help="kits and logs (default: poc-workspace)"
@@ -396,17 +394,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     poc.add_argument("--data-dir", default=None, metavar="DIR", help="the UCI files (default: $FEDKIT_DATA_DIR)")
     poc.set_defaults(func=cmd_remote_poc)
 
-    runs = sub.add_parser("runs", help="recorded runs in the local store").add_subparsers(
-        dest="runs_command", required=True, metavar="COMMAND"
-    )
-    listing = runs.add_parser("list", help="every recorded run, newest first")
+
+def add_runs(sub: Subparsers) -> None:
+    """``fedkit runs list | show | sync | compare``."""
+    runs = sub.add_parser("runs", help="recorded runs in the local store")
+    commands = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
+    listing = commands.add_parser("list", help="every recorded run, newest first")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=cmd_runs_list)
-    show = runs.add_parser("show", help="one run: config, data, final metrics")
+    show = commands.add_parser("show", help="one run: config, data, final metrics")
     show.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=cmd_runs_show)
-    sync = runs.add_parser(
+    sync = commands.add_parser(
         "sync",
         help="deliver events that SageMaker/MLflow missed (safe to repeat)",
         description="Deliver every event a remote tracker has not received yet, in order; "
@@ -415,16 +415,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sync.add_argument("run_id", metavar="RUN_ID", nargs="?", help="one run (default: every run with pending events)")
     sync.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     sync.set_defaults(func=cmd_runs_sync)
-    compare = runs.add_parser("compare", help="a table of runs: differing config and final metrics")
+    compare = commands.add_parser("compare", help="a table of runs: differing config and final metrics")
     compare.add_argument("run_ids", metavar="RUN_ID", nargs="*", help="runs to compare (default: all)")
-    compare.add_argument(
-        "--source", default="local", choices=("local", "sagemaker", "mlflow"), help="where to read the runs from"
-    )
+    compare.add_argument("--source", default="local", choices=tuple(BACKENDS), help="where to read the runs from")
     compare.add_argument("--experiment", default="fedkit", metavar="NAME", help="with --source sagemaker/mlflow")
     compare.add_argument("--tracking-uri", default=None, metavar="URI", help="with --source mlflow")
     compare.add_argument("--json", action="store_true", help="print JSON (one object per run)")
     compare.set_defaults(func=cmd_runs_compare)
 
+
+def add_report(sub: Subparsers) -> None:
+    """``fedkit report NOTEBOOK -p NAME VALUE ...``."""
     report = sub.add_parser(
         "report",
         help="execute a notebook with papermill and export a standalone HTML report",
@@ -435,12 +436,36 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "notebook", metavar="NOTEBOOK", help="the .ipynb to run, e.g. notebooks/04_headless_report.ipynb"
     )
     report.add_argument(
-        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
         help="a notebook parameter; VALUE is read as YAML (5 -> int, [42, 43] -> list, fedavg -> str)",
-    )  # fmt: skip
+    )
     report.add_argument("--output-dir", default="reports", metavar="DIR", help="where to write (default: reports/)")
     report.add_argument("--no-html", action="store_true", help="only write the executed notebook")
     report.set_defaults(func=cmd_report)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``fedkit`` argument parser with all subcommands.
+
+    ``command``, the subcommand about to run, leaves out ``run``'s RunConfig flags unless it is
+    ``run`` (or None): generating them imports the training stack, 0.2 s before e.g. ``fedkit report``
+    can start its kernel.
+    """
+    parser = argparse.ArgumentParser(
+        prog="fedkit", description="Cross-silo federated learning on the UCI Heart Disease hospitals."
+    )
+    parser.add_argument("--version", action="version", version=f"fedkit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_run(sub, config_flags=command in (None, "run"))
+    add_data(sub)
+    add_remote(sub)
+    add_runs(sub)
+    add_report(sub)
     return parser
 
 

@@ -12,17 +12,18 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from fedkit.errors import TrackerError
 from fedkit.metrics import METRICS
 from fedkit.result import POOLED
-from fedkit.tracking.base import TrackerError
 from fedkit.tracking.local import LocalStore
+from fedkit.tracking.registry import BACKENDS
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-SOURCES: tuple[str, ...] = ("local", "sagemaker", "mlflow")
-SCORED_MODELS: tuple[str, ...] = ("personal", "global", "local")
+SOURCES: tuple[str, ...] = tuple(BACKENDS)
+"""Where runs can be read back from: every tracker backend."""
 
 
 def _matches(config: dict[str, Any], where: Mapping[str, Any]) -> bool:
@@ -69,13 +70,17 @@ def _typed(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _scored(metrics: dict[str, float]) -> dict[str, float]:
-    """Test metrics of the model a run is scored by (personal, else global, else local)."""
-    for model in SCORED_MODELS:
-        values = {m: metrics[f"{model}_test_{m}"] for m in METRICS if f"{model}_test_{m}" in metrics}
-        if values:
-            return values
-    return {}
+def _final(record: dict[str, Any]) -> dict[str, Any]:
+    """A read-back record with its raw ``metrics`` per silo replaced by the test metrics of its scored model."""
+    from fedkit.config import scored_model
+
+    model = scored_model(record["config"])
+    metrics = record.pop("metrics")
+    final = {
+        silo: {m: values[f"{model}_test_{m}"] for m in METRICS if f"{model}_test_{m}" in values}
+        for silo, values in metrics.items()
+    }
+    return {**record, "final": final}
 
 
 def _mlflow_records(runs: Sequence[str] | None, experiment: str, tracking_uri: str | None) -> list[dict[str, Any]]:
@@ -88,9 +93,9 @@ def _mlflow_records(runs: Sequence[str] | None, experiment: str, tracking_uri: s
     by_run: dict[str, dict[str, Any]] = {}
     for run in backend.client.search_runs([found.experiment_id], filter_string=f"tags.`{RUN_TAG}` != ''"):
         run_id = run.data.tags[RUN_TAG]
-        record = by_run.setdefault(run_id, {"run_id": run_id, "status": None, "config": {}, "final": {}})
+        record = by_run.setdefault(run_id, {"run_id": run_id, "status": None, "config": {}, "metrics": {}})
         silo = run.data.tags.get(SILO_TAG)
-        record["final"][silo or POOLED] = _scored(run.data.metrics)
+        record["metrics"][silo or POOLED] = dict(run.data.metrics)
         if silo is None:
             record["status"] = run.info.status.lower()
             record["config"] = _typed({k: _parse(v) for k, v in run.data.params.items() if k != "data_verified"})
@@ -111,9 +116,9 @@ def _sagemaker_records(runs: Sequence[str] | None, experiment: str, region: str 
             run_id, silo = params.pop("fedkit_run_id", None), params.pop("fedkit_silo", None)
             if run_id is None:
                 continue  # not written by fedkit
-            record = by_run.setdefault(run_id, {"run_id": run_id, "status": None, "config": {}, "final": {}})
+            record = by_run.setdefault(run_id, {"run_id": run_id, "status": None, "config": {}, "metrics": {}})
             last = {m["MetricName"]: m["Last"] for m in component.get("Metrics", []) if "Last" in m}
-            record["final"][POOLED if silo == AGGREGATED else silo] = _scored(last)
+            record["metrics"][POOLED if silo == AGGREGATED else silo] = last
             if silo == AGGREGATED:
                 record["status"] = component.get("Status", {}).get("PrimaryStatus", "").lower() or None
                 drop = {"fedkit_experiment", "fedkit_version", "data_verified"}
@@ -124,6 +129,7 @@ def _sagemaker_records(runs: Sequence[str] | None, experiment: str, region: str 
 
 
 def _select(by_run: dict[str, dict[str, Any]], runs: Sequence[str] | None) -> list[dict[str, Any]]:
+    by_run = {run_id: _final(record) for run_id, record in by_run.items()}
     if runs is None:
         return [by_run[k] for k in sorted(by_run)]
     out = []
@@ -140,8 +146,10 @@ def _select(by_run: dict[str, dict[str, Any]], runs: Sequence[str] | None) -> li
 
 def _same(values: list[Any]) -> bool:
     first = values[0]
-    return all(v == first or (isinstance(v, float | int) and isinstance(first, float | int) and math.isclose(v, first))
-               for v in values)  # fmt: skip
+    return all(
+        v == first or (isinstance(v, float | int) and isinstance(first, float | int) and math.isclose(v, first))
+        for v in values
+    )
 
 
 def frame(records: list[dict[str, Any]]) -> pd.DataFrame:

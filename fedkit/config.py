@@ -5,22 +5,33 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedkit._validation import NONE, Interval, Options, validate_params
-from fedkit.client import OPTIMIZERS, LocalTraining
-from fedkit.data.silos import DATA_CONSTRAINTS, MISSING, SPLITS, STANDARDIZE, check_data_options
+from fedkit.architectures import MODELS
+from fedkit.data.silos import (
+    DATA_CONSTRAINTS,
+    MISSING,
+    SPLITS,
+    STANDARDIZE,
+    Federation,
+    check_data_options,
+    load_silos,
+)
 from fedkit.errors import ConfigError
-from fedkit.strategies import HYPERPARAMETERS, STRATEGIES, options_of
+from fedkit.strategies import BASELINES, HYPERPARAMETERS, STRATEGIES, options_of
+from fedkit.training import OPTIMIZERS, LocalTraining
 
 PERSONALIZE: tuple[str, ...] = ("none", "finetune", "fedper")
 BACKENDS: tuple[str, ...] = ("vectorized", "torch")
 ENGINES: tuple[str, ...] = ("simulation", "remote")
 REMOTE_SPLITS: tuple[str, ...] = ("flamby", "hospitals")
 DEFAULT_LOCAL_STEPS = 100
-MODELS: tuple[str, ...] = ("logreg", "mlp")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -103,53 +114,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         validate_params(asdict(self), CONSTRAINTS, "RunConfig")
-        if self.local_steps is not None and self.local_epochs is not None:
-            raise ConfigError(
-                f"RunConfig got both local_steps={self.local_steps} and local_epochs={self.local_epochs}; "
-                "set only one of them."
-            )
+        for rule in RULES:
+            rule(self)
         if self.local_steps is None and self.local_epochs is None:
             object.__setattr__(self, "local_steps", DEFAULT_LOCAL_STEPS)
-        if self.momentum and self.optimizer != "sgd":
-            raise ConfigError(
-                f"The 'momentum' parameter of RunConfig only applies to optimizer='sgd'; got "
-                f"momentum={self.momentum} with optimizer={self.optimizer!r}. Set momentum=0 or use sgd."
-            )
-        check_data_options(self.split, self.silos, self.missing, "RunConfig")
-        if self.finetune_steps is not None and self.personalize != "finetune":
-            raise ConfigError(
-                f"The 'finetune_steps' parameter of RunConfig only applies to personalize='finetune'; got "
-                f"finetune_steps={self.finetune_steps} with personalize={self.personalize!r}."
-            )
-        if self.personalize != "none" and self.strategy in ("local", "pooled"):
-            raise ConfigError(
-                f"The 'personalize' parameter of RunConfig must be 'none' with strategy={self.strategy!r} "
-                f"(a baseline); got {self.personalize!r}."
-            )
-        if self.strategy == "krum":
-            per_round = silos_per_round(self.silos or 4, self.fraction)
-            byzantine = self.byzantine or 0
-            if per_round - byzantine - 2 < 1:
-                raise ConfigError(
-                    f"Krum needs at least byzantine + 3 silos per round; with byzantine={byzantine} this run "
-                    f"trains {per_round} silo(s) per round (silos={self.silos or 4}, fraction={self.fraction}). "
-                    "Lower byzantine, raise fraction or use more silos."
-                )
-        if self.engine == "remote" and (self.split not in REMOTE_SPLITS or self.strategy == "pooled"):
-            raise ConfigError(
-                f"engine='remote' runs one site per hospital, so it needs split in {REMOTE_SPLITS} and a strategy "
-                f"other than 'pooled' (which moves rows off the silos); got split={self.split!r}, "
-                f"strategy={self.strategy!r}. Use engine='simulation' for that run."
-            )
-        takes = options_of(self.strategy)
-        for name in HYPERPARAMETERS:
-            if getattr(self, name) is not None and name not in takes:
-                users = [s for s in STRATEGIES if name in options_of(s)]
-                raise ConfigError(
-                    f"The {name!r} parameter of RunConfig only applies to strategy "
-                    f"{' / '.join(users) or '(none yet)'}; got {name}={getattr(self, name)} with "
-                    f"strategy={self.strategy!r}. Remove it or change the strategy."
-                )
 
     @property
     def strategy_options(self) -> dict[str, Any]:
@@ -158,12 +126,13 @@ class RunConfig:
 
     @property
     def local(self) -> LocalTraining:
-        """The local-training hyperparameters of this run."""
-        return LocalTraining(
-            optimizer=self.optimizer, lr=self.lr, batch_size=self.batch_size,
-            local_steps=self.local_steps, local_epochs=self.local_epochs,
-            momentum=self.momentum, weight_decay=self.weight_decay,
-        )  # fmt: skip
+        """The local-training hyperparameters of this run (the RunConfig fields of the same names)."""
+        return LocalTraining(**{f.name: getattr(self, f.name) for f in fields(LocalTraining)})
+
+    @property
+    def scored(self) -> str:
+        """The model this run is scored with, ``"personal"`` or ``"global"`` (see :func:`scored_model`)."""
+        return scored_model(vars(self))
 
     def to_dict(self) -> dict[str, Any]:
         """All fields, JSON-ready."""
@@ -184,6 +153,148 @@ class RunConfig:
     def from_file(cls, path: str | Path) -> RunConfig:
         """Build from a YAML or JSON file holding a mapping of RunConfig fields."""
         return cls.from_dict(read_config_file(path))
+
+
+def scored_model(config: Mapping[str, Any]) -> str:
+    """The model a run of ``config`` (RunConfig fields, e.g. a recorded run's) is scored with: personal or global.
+
+    Each silo's own model when it has one: with ``personalize`` (FedPer's personal head, or the
+    global model fine-tuned on the silo) and for the ``local`` baseline (nothing shared).
+    """
+    personal = config.get("personalize", "none") != "none" or config.get("strategy") == "local"
+    return "personal" if personal else "global"
+
+
+def load_federation(config: RunConfig, *, data_dir: str | Path | None = None) -> Federation:
+    """The federation ``config`` describes: its split, silos, missing values, scaling and seed (see :func:`load_silos`).
+
+    ``data_dir`` holds the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
+    """
+    return load_silos(**{name: getattr(config, name) for name in DATA_CONSTRAINTS}, data_dir=data_dir)
+
+
+@dataclass(frozen=True)
+class Personalization:
+    """What each silo keeps or redoes for itself in a run scored with ``"personal"`` models.
+
+    ``personal`` marks the parameters a silo keeps and never sends: FedPer's head (Arivazhagan et
+    al. 2019), or all of them for the ``local`` baseline. ``finetune_steps``: local steps each silo
+    fine-tunes the global model for before it is scored (``personalize="finetune"``).
+    """
+
+    personal: np.ndarray | None = None
+    finetune_steps: int | None = None
+
+
+def personalization(
+    config: RunConfig, train_sizes: Sequence[int], n_params: int, head: Callable[[], np.ndarray]
+) -> Personalization:
+    """The personalization of ``config`` for silos of ``train_sizes`` rows and a model of ``n_params`` parameters.
+
+    ``head()`` gives the model's FedPer mask (called only with ``personalize="fedper"``). Fine-tuning
+    takes ``finetune_steps``, else one round of local steps of the smallest silo.
+    """
+    personal = None
+    if config.strategy == "local":
+        personal = np.ones(n_params, dtype=bool)
+    elif config.personalize == "fedper":
+        personal = head()
+    finetune = None
+    if config.personalize == "finetune":
+        finetune = config.finetune_steps or config.local.n_steps(min(train_sizes))
+    return Personalization(personal, finetune)
+
+
+# -- cross-field rules, checked in this order by RunConfig.__post_init__ -------------------------------
+
+
+@dataclass(frozen=True)
+class OnlyWith:
+    """A field that may leave its ``unset`` value only when another field has one of ``values``."""
+
+    field: str
+    unset: Any
+    other: str
+    values: tuple[Any, ...]
+    allowed: str
+    fix: str = "Remove it or change it."
+
+    def __call__(self, config: RunConfig) -> None:
+        """Raise a ConfigError naming both fields when ``config`` breaks the rule."""
+        value, other = getattr(config, self.field), getattr(config, self.other)
+        if value != self.unset and other not in self.values:
+            raise ConfigError(
+                f"The {self.field!r} parameter of RunConfig only applies to {self.allowed}; got "
+                f"{self.field}={value} with {self.other}={other!r}. {self.fix}"
+            )
+
+
+def one_local_budget(config: RunConfig) -> None:
+    """``local_steps`` and ``local_epochs`` are two ways to say the same thing: at most one is set."""
+    if config.local_steps is not None and config.local_epochs is not None:
+        raise ConfigError(
+            f"RunConfig got both local_steps={config.local_steps} and local_epochs={config.local_epochs}; "
+            "set only one of them."
+        )
+
+
+def data_options(config: RunConfig) -> None:
+    """The data fields agree with the split (see :func:`fedkit.data.silos.check_data_options`)."""
+    check_data_options(config.split, config.silos, config.missing, "RunConfig")
+
+
+def no_personal_baseline(config: RunConfig) -> None:
+    """The baselines train no shared model, so there is nothing to personalize."""
+    if config.personalize != "none" and config.strategy in BASELINES:
+        raise ConfigError(
+            f"The 'personalize' parameter of RunConfig must be 'none' with strategy={config.strategy!r} "
+            f"(a baseline); got {config.personalize!r}."
+        )
+
+
+def krum_has_enough_silos(config: RunConfig) -> None:
+    """Krum scores each update against its K - byzantine - 2 nearest others: at least one is needed."""
+    if config.strategy != "krum":
+        return
+    per_round = silos_per_round(config.silos or 4, config.fraction)
+    byzantine = config.byzantine or 0
+    if per_round - byzantine - 2 < 1:
+        raise ConfigError(
+            f"Krum needs at least byzantine + 3 silos per round; with byzantine={byzantine} this run "
+            f"trains {per_round} silo(s) per round (silos={config.silos or 4}, fraction={config.fraction}). "
+            "Lower byzantine, raise fraction or use more silos."
+        )
+
+
+def remote_runs_hospitals(config: RunConfig) -> None:
+    """The remote engine runs one FLARE site per hospital, and no rows leave a site."""
+    if config.engine == "remote" and (config.split not in REMOTE_SPLITS or config.strategy == "pooled"):
+        raise ConfigError(
+            f"engine='remote' runs one site per hospital, so it needs split in {REMOTE_SPLITS} and a strategy "
+            f"other than 'pooled' (which moves rows off the silos); got split={config.split!r}, "
+            f"strategy={config.strategy!r}. Use engine='simulation' for that run."
+        )
+
+
+def _strategy_rule(name: str) -> OnlyWith:
+    users = tuple(s for s in STRATEGIES if name in options_of(s))
+    allowed = f"strategy {' / '.join(users) or '(none yet)'}"
+    return OnlyWith(name, None, "strategy", users, allowed, "Remove it or change the strategy.")
+
+
+RULES: tuple[Callable[[RunConfig], None], ...] = (
+    one_local_budget,
+    OnlyWith("momentum", 0.0, "optimizer", ("sgd",), "optimizer='sgd'", "Set momentum=0 or use sgd."),
+    data_options,
+    OnlyWith(
+        "finetune_steps", None, "personalize", ("finetune",), "personalize='finetune'", "Remove it or use finetune."
+    ),
+    no_personal_baseline,
+    krum_has_enough_silos,
+    remote_runs_hospitals,
+    *(_strategy_rule(name) for name in HYPERPARAMETERS),
+)
+"""Every cross-field rule of RunConfig, in the order they are checked (each raises a ConfigError)."""
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The exceptions fedkit raises: one root, subclasses of the matching builtins."""
+"""The exceptions fedkit raises (one root, subclasses of the matching builtins) and the one warning it emits."""
 
 from __future__ import annotations
 
@@ -47,6 +47,29 @@ class SiteDataError(DataError):
 
 class RunNotFoundError(FedkitError, LookupError):
     """No run with the given id is in the run store."""
+
+
+class TrackerError(FedkitError, ValueError):
+    """A tracker cannot be set up as asked (unknown backend, missing setting or extra); the message says the fix."""
+
+
+class RemoteRunError(FedkitError, RuntimeError):
+    """A remote run cannot go on (too few sites, a site failed); the message says which and what to do."""
+
+
+class PocError(FedkitError, RuntimeError):
+    """The local federation could not start or stop; the message says which process and where its log is."""
+
+
+class ReportError(FedkitError, RuntimeError):
+    """A report notebook could not be executed or exported; the message names the cell and its error."""
+
+
+class DeliveryWarning(UserWarning):
+    """A remote tracker could not be reached; its events are kept in the local store for ``fedkit runs sync``.
+
+    A warning, not an error: training goes on, and ``fedkit runs sync`` delivers the events later.
+    """
 
 
 class SecAggError(FedkitError, ValueError):

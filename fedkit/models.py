@@ -10,9 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedkit.config import MODELS
-
-__all__ = ["MLP", "MODELS", "LogisticRegression", "build_model", "get_flat", "logits", "set_flat"]
+__all__ = ["MLP", "LogisticRegression", "build_model", "get_flat", "logits", "personal_mask", "set_flat"]
 
 
 class LogisticRegression(nn.Module):

@@ -24,9 +24,25 @@ if TYPE_CHECKING:
 
 # tab10 without its grey (grey is too close to the pooled black), then tab20's light shades.
 PALETTE: tuple[str, ...] = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
-    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5",
-)  # fmt: skip
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#bcbd22",
+    "#17becf",
+    "#aec7e8",
+    "#ffbb78",
+    "#98df8a",
+    "#ff9896",
+    "#c5b0d5",
+    "#c49c94",
+    "#f7b6d2",
+    "#dbdb8d",
+    "#9edae5",
+)
 HOSPITAL_COLORS: dict[str, str] = {
     "cleveland": PALETTE[0],
     "hungarian": PALETTE[1],
@@ -72,9 +88,9 @@ def new_figure(ncols: int, *, nrows: int = 1, width: float = 4.2, height: float 
 
 
 def scored_model(history: pd.DataFrame) -> str:
-    """The model whose test curves a run is judged by: personal if present, else global, else local."""
-    models = set(history["model"])
-    return next((m for m in ("personal", "global", "local") if m in models), "global")
+    """The model whose test curves a run is judged by, read back from its rows: :attr:`RunConfig.scored
+    <fedkit.config.RunConfig.scored>` is personal exactly when the round loop recorded personal rows."""
+    return "personal" if "personal" in set(history["model"]) else "global"
 
 
 def _curves(history: pd.DataFrame, model: str, metric: str) -> dict[str, tuple[list[float], list[float]]]:
@@ -274,9 +290,14 @@ def final_bars_figure(finals: Mapping[str, pd.DataFrame], metric: str = "accurac
     for i, (label, table) in enumerate(finals.items()):
         values = [table[metric].get(s, np.nan) for s in silos]
         ax.bar(
-            np.arange(len(silos)) + i * width, values, width, color=[colors[s] for s in silos],
-            hatch=HATCHES[i % len(HATCHES)], edgecolor="white", label=label,
-        )  # fmt: skip
+            np.arange(len(silos)) + i * width,
+            values,
+            width,
+            color=[colors[s] for s in silos],
+            hatch=HATCHES[i % len(HATCHES)],
+            edgecolor="white",
+            label=label,
+        )
     ax.set_xticks(np.arange(len(silos)) + 0.4 - width / 2, silos)
     ax.set_xlabel("silo")
     ax.set_ylabel(f"final {METRIC_LABELS.get(metric, metric)}")

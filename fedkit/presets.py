@@ -1,4 +1,5 @@
-"""Named run configurations: the winners of ``benchmarks/search.py`` under the FLamby protocol.
+"""Named run configurations as RunConfig fields: the FLamby protocol, the winners of ``benchmarks/search.py`` under
+it, and the FedAvg baseline of any configuration.
 
 The search scores every candidate on validation rows carved out of each silo's train set
 (:func:`fedkit.data.silos.validation_split`, seeds 42-46), never on the test sets; the test
@@ -7,19 +8,28 @@ numbers in the README were measured once, after the choice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fedkit.errors import ConfigError
 
-_FLAMBY = {"split": "flamby", "model": "logreg", "rounds": 15, "local_steps": 100, "batch_size": 4, "optimizer": "sgd"}
+FLAMBY_PROTOCOL: dict[str, Any] = {
+    "split": "flamby",
+    "model": "logreg",
+    "rounds": 15,
+    "local_steps": 100,
+    "batch_size": 4,
+    "optimizer": "sgd",
+}
+"""FLamby's Fed-Heart-Disease protocol as RunConfig fields (DESIGN.md); strategies and learning rates go on top."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     # FLamby's FedAvg benchmark configuration
-    "flamby-fedavg": {**_FLAMBY, "strategy": "fedavg", "lr": 0.001},
+    "flamby-fedavg": {**FLAMBY_PROTOCOL, "strategy": "fedavg", "lr": 0.001},
     # best global model by 4-fold CV inside the train sets (benchmarks/search.py)
-    "best-global": {**_FLAMBY, "strategy": "scaffold", "lr": 0.003162},
+    "best-global": {**FLAMBY_PROTOCOL, "strategy": "scaffold", "lr": 0.003162},
     # best personalized models (each silo's own bias on shared weights), same search
-    "best-personalized": {**_FLAMBY, "strategy": "fedavg", "lr": 0.03162, "personalize": "fedper"},
+    "best-personalized": {**FLAMBY_PROTOCOL, "strategy": "fedavg", "lr": 0.03162, "personalize": "fedper"},
 }
 
 
@@ -28,3 +38,10 @@ def preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ConfigError(f"No preset {name!r}; the presets are: {', '.join(PRESETS)}.")
     return dict(PRESETS[name])
+
+
+def baseline_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The FedAvg baseline of a run: the same fields without the strategy and its hyperparameters."""
+    from fedkit.strategies import HYPERPARAMETERS
+
+    return {**{k: v for k, v in fields.items() if k not in HYPERPARAMETERS}, "strategy": "fedavg"}

@@ -1,8 +1,9 @@
-"""RunResult: a finished run's history, final metrics and model, and its JSON summary."""
+"""What a run produces: a :class:`RoundEvent` after each round, and the :class:`RunResult` at the end."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,12 @@ def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int], model: 
     }
 
 
+def n_test_by_silo(labels: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Test rows per silo, and of all silos together under ``pooled``, from each silo's test labels."""
+    sizes = {silo: len(y) for silo, y in labels.items()}
+    return {**sizes, POOLED: sum(sizes.values())}
+
+
 def undefined_auc_notes(history: list[dict[str, Any]], labels: dict[str, np.ndarray]) -> list[str]:
     """A sentence for every test set whose AUC is undefined (one class only), so null never goes unexplained."""
     notes = []
@@ -54,6 +61,17 @@ def undefined_auc_notes(history: list[dict[str, Any]], labels: dict[str, np.ndar
                 "so ROC AUC is undefined; accuracy and loss are reported."
             )
     return notes
+
+
+@dataclass(frozen=True)
+class RoundEvent:
+    """What the round loop emits after each round: the round, its metric rows, and the new global parameters."""
+
+    run_id: str
+    round: int
+    rounds: int
+    rows: list[dict[str, Any]]
+    params: np.ndarray
 
 
 @dataclass

@@ -46,10 +46,10 @@ def _mix_int(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def uniform(seed: int, kind: int, round: int, silos: Sequence[int], n: int) -> np.ndarray:
-    """Uniform [0, 1) keys, shape (len(silos), n): row i depends only on (seed, kind, round, silos[i])."""
+def uniform(seed: int, kind: int, server_round: int, silos: Sequence[int], n: int) -> np.ndarray:
+    """Uniform [0, 1) keys, shape (len(silos), n): row i depends only on (seed, kind, server_round, silos[i])."""
     key = 0
-    for part in (seed, kind, round):
+    for part in (seed, kind, server_round):
         key = _mix_int(key + int(_GOLDEN) + int(part))
     keys = np.array([_mix_int(key + int(_GOLDEN) + int(s)) for s in silos], dtype=np.uint64)[:, None]
     counters = (np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN)[None, :]

@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 
     from fedkit.config import RunConfig
     from fedkit.plots import LiveCurves
-    from fedkit.result import RunResult
-    from fedkit.runner import RoundEvent
+    from fedkit.result import RoundEvent, RunResult
 
 DESCRIPTION_WIDTH = "96px"
 FIELD_WIDTH = "250px"
@@ -69,13 +68,7 @@ class ControlPanel:
         callbacks: Sequence[Callable[[RoundEvent], None]] = (),
         **defaults: Any,
     ) -> None:
-        import ipywidgets as w
-
-        from fedkit.client import OPTIMIZERS
         from fedkit.config import RunConfig
-        from fedkit.data.silos import SPLITS
-        from fedkit.reports import TRACKERS, available_trackers
-        from fedkit.strategies import STRATEGIES
 
         base = RunConfig.from_dict(defaults)  # a bad preset fails here, with RunConfig's message
         self._extra = {k: v for k, v in defaults.items() if k not in _WIDGET_FIELDS}
@@ -89,57 +82,82 @@ class ControlPanel:
         self._thread: threading.Thread | None = None
         self._records: list[dict[str, Any]] = []
         self._drawn_at = 0.0
+        self._build_fields(base)
+        self._build_trackers(trackers)
+        self._build_outputs(base.rounds)
+        self.widget = self._layout()
+        for field in self._inputs():
+            field.observe(self._on_change, names="value")
+        self.run_button.on_click(lambda _: self.run())
+        self.stop_button.on_click(lambda _: self.stop())
+        self._on_change()
+
+    # -- building --------------------------------------------------------------------------------
+    def _build_fields(self, base: RunConfig) -> None:
+        """One input per RunConfig field the panel sets, starting at ``base``'s values."""
+        import ipywidgets as w
+
+        from fedkit.data.silos import SPLITS
+        from fedkit.strategies import STRATEGIES
+        from fedkit.training import OPTIMIZERS
 
         epochs = base.local_epochs is not None
+        units = [("optimizer steps", "steps"), ("epochs", "epochs")]
         self.split = _field(w.Dropdown(options=SPLITS, value=base.split, description="split"), "split")
         self.silos = _field(w.IntText(value=base.silos or 4, description="silos"), "silos")
         self.alpha = _field(w.FloatText(value=base.alpha, step=0.1, description="alpha"), "alpha")
         self.strategy = _field(w.Dropdown(options=STRATEGIES, value=base.strategy, description="strategy"), "strategy")
         self.rounds = _field(w.IntText(value=base.rounds, description="rounds"), "rounds")
-        self.local_unit = _field(
-            w.Dropdown(
-                options=[("optimizer steps", "steps"), ("epochs", "epochs")],
-                value="epochs" if epochs else "steps",
-                description="local unit",
-            ),
-            "local_unit",
-        )
-        self.local_amount = _field(
-            w.IntText(value=base.local_epochs if epochs else base.local_steps, description="per round"),
-            "local_amount",
-        )
+        unit = w.Dropdown(options=units, value="epochs" if epochs else "steps", description="local unit")
+        self.local_unit = _field(unit, "local_unit")
+        amount = w.IntText(value=base.local_epochs if epochs else base.local_steps, description="per round")
+        self.local_amount = _field(amount, "local_amount")
         self.lr = _field(w.FloatText(value=base.lr, step=0.001, description="lr"), "lr")
         self.batch_size = _field(w.IntText(value=base.batch_size, description="batch size"), "batch_size")
-        self.optimizer = _field(
-            w.Dropdown(options=OPTIMIZERS, value=base.optimizer, description="optimizer"), "optimizer"
-        )
-        self.weight_decay = _field(
-            w.FloatText(value=base.weight_decay, step=0.0001, description="weight decay"), "weight_decay"
-        )
+        optimizer = w.Dropdown(options=OPTIMIZERS, value=base.optimizer, description="optimizer")
+        self.optimizer = _field(optimizer, "optimizer")
+        decay = w.FloatText(value=base.weight_decay, step=0.0001, description="weight decay")
+        self.weight_decay = _field(decay, "weight_decay")
         self.seed = _field(w.IntText(value=base.seed, description="seed"), "seed")
+
+    def _build_trackers(self, wanted: Sequence[str]) -> None:
+        """A checkbox per tracker backend: the local store always on, the others when wanted and installed."""
+        import ipywidgets as w
+
+        from fedkit.tracking.registry import BACKENDS, LOCAL, available_trackers
+
         usable = available_trackers()
-        tips = {name: f"also record the run in {label}" if usable[name] else f"{label}: its client is not installed"
-                for name, label in TRACKERS.items()}  # fmt: skip
-        tips["local"] = "every run is recorded in the local run store (always on)"
-        self.trackers = {
-            name: w.Checkbox(
-                value=name == "local" or (name in trackers and usable[name]), description=label, indent=False,
-                disabled=name == "local" or not usable[name], tooltip=tips[name],
+        self.trackers = {}
+        for name, backend in BACKENDS.items():
+            if name == LOCAL:
+                tip = "every run is recorded in the local run store (always on)"
+            elif usable[name]:
+                tip = f"also record the run in {backend.label}"
+            else:
+                tip = f"{backend.label}: its client is not installed"
+            self.trackers[name] = w.Checkbox(
+                value=name == LOCAL or (name in wanted and usable[name]),
+                description=backend.label,
+                indent=False,
+                disabled=name == LOCAL or not usable[name],
+                tooltip=tip,
                 layout=w.Layout(width="auto", margin="0 12px 0 0"),
             )
-            for name, label in TRACKERS.items()
-        }  # fmt: skip
+
+    def _build_outputs(self, rounds: int) -> None:
+        """Run and Stop, the progress bar and round counter, the message line, the figure and the final table."""
+        import ipywidgets as w
 
         self.run_button = w.Button(description="Run", icon="play", button_style="primary", tooltip="Start the run")
+        stop_tip = "Stop after the current round; the run is recorded as stopped"
         self.stop_button = w.Button(
-            description="Stop", icon="stop", button_style="warning", disabled=True,
-            tooltip="Stop after the current round; the run is recorded as stopped",
-        )  # fmt: skip
+            description="Stop", icon="stop", button_style="warning", disabled=True, tooltip=stop_tip
+        )
         self.run_button.add_class("fedkit-run")
         self.stop_button.add_class("fedkit-stop")
-        self.progress = w.IntProgress(value=0, min=0, max=base.rounds, description="", bar_style="info")
+        self.progress = w.IntProgress(value=0, min=0, max=rounds, description="", bar_style="info")
         self.progress.layout.width = "220px"
-        self.counter = w.Label(value=f"round 0/{base.rounds}")
+        self.counter = w.Label(value=f"round 0/{rounds}")
         self.counter.add_class("fedkit-round-counter")
         self.message = w.HTML()
         self.message.add_class("fedkit-message")
@@ -148,31 +166,28 @@ class ControlPanel:
         self.table = w.HTML()
         self.table.add_class("fedkit-table")
 
+    def _layout(self) -> ipywidgets.Widget:
+        """The panel: the fields in three columns, the tracker row, the controls, then the outputs."""
+        import ipywidgets as w
+
+        fields = [self.split, self.strategy, self.rounds, self.silos, self.optimizer, self.lr]
+        fields += [self.alpha, self.batch_size, self.weight_decay, self.local_unit, self.local_amount, self.seed]
         grid = w.GridBox(
-            [
-                self.split, self.strategy, self.rounds, self.silos, self.optimizer, self.lr,
-                self.alpha, self.batch_size, self.weight_decay, self.local_unit, self.local_amount, self.seed,
-            ],
-            layout=w.Layout(grid_template_columns=f"repeat(3, {FIELD_WIDTH})", grid_gap="4px 16px"),
-        )  # fmt: skip
-        tracker_row = w.HBox([w.Label("record in:", layout=w.Layout(width=DESCRIPTION_WIDTH)), *self.trackers.values()])
+            fields, layout=w.Layout(grid_template_columns=f"repeat(3, {FIELD_WIDTH})", grid_gap="4px 16px")
+        )
+        label = w.Label("record in:", layout=w.Layout(width=DESCRIPTION_WIDTH))
+        tracker_row = w.HBox([label, *self.trackers.values()])
         controls = w.HBox([self.run_button, self.stop_button, self.progress, self.counter])
         controls.layout.align_items = "center"
-        self.widget = w.VBox([grid, tracker_row, controls, self.message, self.figure, self.table])
-        self.widget.add_class("fedkit-panel")
-
-        for field in self._inputs():
-            field.observe(self._on_change, names="value")
-        self.run_button.on_click(lambda _: self.run())
-        self.stop_button.on_click(lambda _: self.stop())
-        self._on_change()
+        panel = w.VBox([grid, tracker_row, controls, self.message, self.figure, self.table])
+        panel.add_class("fedkit-panel")
+        return panel
 
     # -- state -----------------------------------------------------------------------------------
     def _inputs(self) -> list[ipywidgets.Widget]:
-        return [
-            self.split, self.silos, self.alpha, self.strategy, self.rounds, self.local_unit, self.local_amount,
-            self.lr, self.batch_size, self.optimizer, self.weight_decay, self.seed, *self.trackers.values(),
-        ]  # fmt: skip
+        fields = [self.split, self.silos, self.alpha, self.strategy, self.rounds, self.local_unit, self.local_amount]
+        fields += [self.lr, self.batch_size, self.optimizer, self.weight_decay, self.seed]
+        return [*fields, *self.trackers.values()]
 
     @property
     def running(self) -> bool:
@@ -226,7 +241,7 @@ class ControlPanel:
     def _refresh(self) -> str | None:
         """Enable what applies to the current values; returns the problem that blocks Run, if any."""
         from fedkit.data.silos import SYNTHETIC
-        from fedkit.reports import available_trackers
+        from fedkit.tracking.registry import available_trackers
 
         with self._lock:
             running = self._running
@@ -263,25 +278,19 @@ class ControlPanel:
         if problem:
             self._say(problem, "error")
             return None
-        from fedkit.data.silos import load_silos
+        from fedkit.config import load_federation
         from fedkit.plots import LiveCurves
-        from fedkit.reports import make_trackers
+        from fedkit.tracking.factory import make_trackers
 
         config = self.config()
         try:
             trackers = make_trackers(self.selected_trackers())
-            federation = load_silos(
-                config.split, silos=config.silos, alpha=config.alpha, missing=config.missing,
-                standardize=config.standardize, seed=config.seed, verify=config.verify,
-            )  # fmt: skip
+            federation = load_federation(config)
         except FedkitError as exc:
             self._say(str(exc), "error")
             return None
-        model = "personal" if config.personalize != "none" else "global"
-        if config.strategy == "local":
-            model = "local"
         title = f"{config.strategy} · {config.split} split · seed {config.seed}"
-        self.curves = LiveCurves(federation.names, config.rounds, model=model, title=title)
+        self.curves = LiveCurves(federation.names, config.rounds, model=config.scored, title=title)
         self.result, self.error, self._records = None, None, []
         self._stop.clear()
         self.progress.max, self.progress.value, self.progress.bar_style = config.rounds, 0, "info"
@@ -312,13 +321,17 @@ class ControlPanel:
         return self.result
 
     def _work(self, config: RunConfig, federation: Any, trackers: list[Any]) -> None:
-        from fedkit.runner import run
+        from fedkit.api import run
 
         try:
             self.result = run(
-                config, federation=federation, trackers=trackers, callbacks=[self._on_round, *self.callbacks],
-                should_stop=self._stop.is_set, progress=False,
-            )  # fmt: skip
+                config,
+                federation=federation,
+                trackers=trackers,
+                callbacks=[self._on_round, *self.callbacks],
+                should_stop=self._stop.is_set,
+                progress=False,
+            )
         except BaseException as exc:  # shown in the panel; the run store has it as failed
             self.error = exc
             self.progress.bar_style = "danger"
@@ -362,9 +375,22 @@ class ControlPanel:
 
 
 _WIDGET_FIELDS = frozenset(
-    {"split", "silos", "alpha", "strategy", "rounds", "local_steps", "local_epochs", "lr", "batch_size",
-     "optimizer", "weight_decay", "seed"}
-)  # fmt: skip
+    (
+        "split",
+        "silos",
+        "alpha",
+        "strategy",
+        "rounds",
+        "local_steps",
+        "local_epochs",
+        "lr",
+        "batch_size",
+        "optimizer",
+        "weight_decay",
+        "seed",
+    )
+)
+"""The RunConfig fields the panel has a widget for (the others pass through from ``defaults``)."""
 
 
 def partition_explorer(

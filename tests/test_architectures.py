@@ -33,8 +33,8 @@ def test_a_simulation_run_imports_neither_torch_nor_scikit_learn_nor_scipy(data_
     """What keeps a report notebook's kernel start-up short (issue 6): seconds of imports avoided."""
     code = (
         "import sys, fedkit\n"
-        "from fedkit import explore, plots, reports\n"
-        "reports.run_seeds({'split': 'flamby', 'rounds': 2, 'personalize': 'fedper'}, [42], tracker='local')\n"
+        "from fedkit import api, explore, plots, reports\n"
+        "api.run_seeds({'split': 'flamby', 'rounds': 2, 'personalize': 'fedper'}, [42], tracker='local')\n"
         "heavy = sorted(m for m in ('torch', 'sklearn', 'scipy') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from fedkit.architectures import initial_params
-from fedkit.client import LocalTraining
 from fedkit.errors import ConfigError
 from fedkit.privacy import accounting, attacks, dpsgd
+from fedkit.training import LocalTraining
 
 D, HIDDEN, BATCH, STEPS = 13, 128, 8, 1500
 # Adam at lr 0.01 for 1500 steps of 8 rows: an MLP of 128 hidden units memorizes its 80 rows
@@ -44,7 +44,7 @@ def _attack(params: np.ndarray, rows: dict[str, tuple[np.ndarray, np.ndarray]]) 
 def _dpsgd_train(x: np.ndarray, y: np.ndarray, z: float, seed: int) -> np.ndarray:
     """The same MLP trained by plain SGD on the DP-SGD blocks: Poisson batches, clip 1, noise z."""
     theta = initial_params("mlp", D, hidden=HIDDEN, seed=seed).astype(np.float64)[None]
-    plan = dpsgd.poisson_plans([len(y)], BATCH / len(y), [STEPS], seed=seed, round=1, silos=[0])[0]
+    plan = dpsgd.poisson_plans([len(y)], BATCH / len(y), [STEPS], seed=seed, server_round=1, silos=[0])[0]
     rng = np.random.default_rng(seed)
     for step in plan:
         valid = step >= 0

@@ -90,3 +90,17 @@ def test_commands_other_than_run_do_not_load_the_training_stack_to_parse() -> No
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_remote_flags_reach_the_run_call() -> None:
+    argv = ["run", "--engine", "remote", "--admin-kit", "kit/", "--min-silos", "2", "--straggler-timeout", "5"]
+    with mock.patch.object(fedkit, "run", side_effect=SystemExit(0)) as run, pytest.raises(SystemExit):
+        main(argv)
+    assert run.call_args.args[0].engine == "remote"
+    kwargs = run.call_args.kwargs
+    assert (kwargs["admin_kit"], kwargs["min_silos"], kwargs["straggler_timeout"]) == ("kit/", 2, 5)
+
+
+def test_an_admin_kit_without_the_remote_engine_is_an_actionable_error(capsys) -> None:
+    assert main(["run", "--admin-kit", "kit/", "--rounds", "1", "-q"]) == 2
+    assert "admin_kit only applies to engine='remote'" in capsys.readouterr().err

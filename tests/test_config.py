@@ -99,3 +99,12 @@ def test_config_files_and_unknown_keys(tmp_path) -> None:
         RunConfig.from_file(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="does not exist"):
         RunConfig.from_file(tmp_path / "none.yaml")
+
+
+def test_a_run_is_scored_with_each_silos_own_model_when_it_has_one() -> None:
+    from fedkit.config import scored_model
+
+    assert RunConfig().scored == RunConfig(strategy="pooled").scored == "global"
+    assert RunConfig(personalize="fedper").scored == RunConfig(personalize="finetune").scored == "personal"
+    assert RunConfig(strategy="local").scored == "personal"  # nothing shared: each silo's own model
+    assert scored_model({"strategy": "fedprox"}) == "global"  # a config read back without every field

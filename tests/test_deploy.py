@@ -55,8 +55,12 @@ def rendered(tmp_path_factory) -> dict[str, Path]:
 
 def test_there_is_an_overlay_for_the_server_and_each_hospital() -> None:
     assert {str(k) for k in KUSTOMIZATIONS} >= {
-        "overlays/server", "overlays/cleveland", "overlays/hungarian", "overlays/switzerland", "overlays/va",
-    }  # fmt: skip
+        "overlays/server",
+        "overlays/cleveland",
+        "overlays/hungarian",
+        "overlays/switzerland",
+        "overlays/va",
+    }
 
 
 def test_every_manifest_validates_strictly(rendered) -> None:

@@ -108,7 +108,7 @@ def test_an_unknown_model_or_a_bad_batch_is_refused_naming_it() -> None:
 
 def test_poisson_batches_include_each_row_with_the_sampling_rate() -> None:
     sizes, rates, steps = [200, 30], [0.02, 4 / 30], [2000, 2000]
-    plans = dpsgd.poisson_plans(sizes, rates, steps, seed=42, round=3, silos=[0, 2])
+    plans = dpsgd.poisson_plans(sizes, rates, steps, seed=42, server_round=3, silos=[0, 2])
     assert plans[0].shape[1] == plans[1].shape[1]  # one width, so the trainer can stack them
     for plan, n, q in zip(plans, sizes, rates, strict=True):
         valid = plan >= 0
@@ -125,9 +125,9 @@ def test_poisson_batches_include_each_row_with_the_sampling_rate() -> None:
 
 
 def test_a_silos_poisson_batches_do_not_depend_on_who_else_trains() -> None:
-    together = dpsgd.poisson_plans([50, 80], 0.1, [20, 20], seed=1, round=2, silos=[3, 5])
-    alone = dpsgd.poisson_plans([80], 0.1, [20], seed=1, round=2, silos=[5])
+    together = dpsgd.poisson_plans([50, 80], 0.1, [20, 20], seed=1, server_round=2, silos=[3, 5])
+    alone = dpsgd.poisson_plans([80], 0.1, [20], seed=1, server_round=2, silos=[5])
     width = alone[0].shape[1]
     assert np.array_equal(together[1][:, :width], alone[0])
     assert np.all(together[1][:, width:] == -1)
-    assert not np.array_equal(dpsgd.poisson_plans([80], 0.1, [20], seed=1, round=3, silos=[5])[0], alone[0])
+    assert not np.array_equal(dpsgd.poisson_plans([80], 0.1, [20], seed=1, server_round=3, silos=[5])[0], alone[0])

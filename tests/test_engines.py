@@ -73,8 +73,13 @@ def test_fedper_keeps_heads_on_the_silos(data_dir) -> None:
     for reply in replies:
         assert np.array_equal(reply.params[mask], init[mask])  # what reaches the server
         assert not np.array_equal(reply.params[~mask], init[~mask])
-    heads = [engine._own[i] for i in range(4)]
-    assert all(not np.allclose(heads[0], h) for h in heads[1:])
+    # each silo scores with its own head: with shared hidden weights 0 and biases 1 every hidden unit is 1 on
+    # every row, so each silo's own model outputs one constant, set by its head alone
+    probe = init.copy()
+    probe[: 16 * 13], probe[16 * 13 : 16 * 14] = 0.0, 1.0
+    constants = [np.unique(scores.logits) for scores in engine.evaluate_personal(probe, 1)]
+    assert all(len(c) == 1 for c in constants)
+    assert len({float(c[0]) for c in constants}) == 4  # four silos, four heads
     assert personal_mask(build_model("logreg", 13, hidden=16, seed=0)).tolist() == [False] * 13 + [True]
 
 
@@ -130,6 +135,7 @@ def test_trainer_memory_is_linear_in_silos(data_dir) -> None:
 
 
 def test_scaffold_server_steps_match_the_paper_by_hand() -> None:
+    from fedkit.strategies.base import Controls
     from fedkit.strategies.scaffold import Scaffold
 
     strategy = Scaffold(server_lr=0.5)
@@ -137,9 +143,11 @@ def test_scaffold_server_steps_match_the_paper_by_hand() -> None:
     state = strategy.init(params)
     assert np.array_equal(strategy.local_term(state, params).control, [0.0, 0.0])
     updates = np.array([[0.2, -0.4], [0.6, 0.0]])
-    new, state = strategy.aggregate(updates, np.array([1.0, 3.0]), state, params)
+    controls = Controls(np.array([[1.0, 2.0], [3.0, 4.0]]), n_silos=4)
+    new, state = strategy.aggregate(updates, np.array([1.0, 3.0]), state, params, controls)
     # x + 0.5 * (1 * u0 + 3 * u1) / 4 = [1 + 0.5 * 0.5, 2 + 0.5 * -0.1] = [1.25, 1.95]
     assert np.allclose(new, [1.25, 1.95])
-    state = strategy.update_controls(state, np.array([[1.0, 2.0], [3.0, 4.0]]), n_silos=4)
     # c + |S|/N * mean(dc) = 0 + 2/4 * [2, 3] = [1.0, 1.5]
     assert np.allclose(state.control, [1.0, 1.5])
+    unchanged, same = strategy.aggregate(updates, np.array([1.0, 3.0]), state, params)  # no controls: c stays
+    assert np.array_equal(unchanged, new) and np.array_equal(same.control, state.control)

@@ -128,8 +128,8 @@ class _Recorder:
         self.evaluations.append(("global", scores))
         return scores
 
-    def evaluate_personal(self, params: np.ndarray, round: int) -> list[Scores]:
-        scores = self.inner.evaluate_personal(params, round)
+    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
+        scores = self.inner.evaluate_personal(params, server_round)
         self.evaluations.append(("personal", scores))
         return scores
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -35,8 +36,12 @@ def test_notebook_is_committed_without_outputs_and_starts_with_parameters(name) 
 
 
 def test_explore_silos_runs(data_dir, tmp_path) -> None:
-    report = reports.render(NOTEBOOKS / "01_explore_silos.ipynb", {"split": "quantity", "silos": 3, "alpha": 1.0},
-                            output_dir=tmp_path, html=False)  # fmt: skip
+    report = reports.render(
+        NOTEBOOKS / "01_explore_silos.ipynb",
+        {"split": "quantity", "silos": 3, "alpha": 1.0},
+        output_dir=tmp_path,
+        html=False,
+    )
     text = _outputs(report.notebook)
     assert "switzerland" in text and "image/png" in text and "silo_2" in text
 
@@ -51,31 +56,34 @@ def test_fedavg_widgets_runs_the_panel_headless(data_dir, tmp_path) -> None:
 
 def test_compare_runs_compares_the_last_runs(data_dir, tmp_path) -> None:
     ids = [fedkit.run(fedkit.RunConfig(rounds=2, local_steps=3, lr=lr), progress=False).run_id for lr in (0.001, 0.05)]
-    report = reports.render(NOTEBOOKS / "03_compare_runs.ipynb", {"last": 2, "metric": "accuracy"},
-                            output_dir=tmp_path, html=False)  # fmt: skip
+    report = reports.render(
+        NOTEBOOKS / "03_compare_runs.ipynb", {"last": 2, "metric": "accuracy"}, output_dir=tmp_path, html=False
+    )
     text = _outputs(report.notebook)
     assert all(i in text for i in ids)
     assert "Best mean accuracy" in text and "lr" in text
 
 
 def test_headless_report_writes_html_with_curves_and_a_final_table(data_dir, tmp_path, capsys) -> None:
-    code = main(["report", str(NOTEBOOKS / "04_headless_report.ipynb"), "-p", "rounds", "2", "-p", "seeds", "[42, 43]",
-                 "-p", "strategy", "fedprox", "-p", "hyperparameters", "{mu: 0.01, local_steps: 5}",
-                 "--output-dir", str(tmp_path)])  # fmt: skip
+    parameters = "-p rounds 2 -p seeds '[42, 43]' -p strategy fedprox -p hyperparameters '{mu: 0.01, local_steps: 5}'"
+    code = main(
+        ["report", str(NOTEBOOKS / "04_headless_report.ipynb"), *shlex.split(parameters), "--output-dir", str(tmp_path)]
+    )
     assert code == 0
     (page,) = tmp_path.glob("*_04_headless_report_*.html")
     (executed,) = tmp_path.glob("*_04_headless_report_*.ipynb")
     html = page.read_text()
     assert html.count('src="data:image/png;base64') == 3  # curves, overlay, bars: embedded
     assert "Summary: final test metrics per silo" in html and "switzerland" in html and "fedavg (baseline)" in html
-    assert "reports.run_seeds" not in html  # code hidden
+    assert "api.run_seeds" not in html  # code hidden
     assert sys.executable in _outputs(executed)  # the kernel is this interpreter
     assert len(fedkit.runs()) == 4  # 2 seeds x (fedprox + fedavg baseline)
 
 
 def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(data_dir, tmp_path, capfd) -> None:
-    code = main(["report", str(NOTEBOOKS / "04_headless_report.ipynb"), "-p", "rounds", "2",
-                 "--output-dir", str(tmp_path)])  # fmt: skip
+    code = main(
+        ["report", str(NOTEBOOKS / "04_headless_report.ipynb"), "-p", "rounds", "2", "--output-dir", str(tmp_path)]
+    )
     assert code == 0
     html = next(tmp_path.glob("*.html")).read_text()
     assert html.count('src="data:image/png;base64') == 1  # the curves per silo
@@ -85,8 +93,8 @@ def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(da
 
 
 def test_a_failing_cell_fails_the_report_with_the_cells_error(data_dir, tmp_path, capsys) -> None:
-    code = main(["report", str(NOTEBOOKS / "04_headless_report.ipynb"), "-p", "hyperparameters", "{lr: -1}",
-                 "--output-dir", str(tmp_path)])  # fmt: skip
+    parameters = shlex.split("-p hyperparameters '{lr: -1}'")
+    code = main(["report", str(NOTEBOOKS / "04_headless_report.ipynb"), *parameters, "--output-dir", str(tmp_path)])
     assert code == 2
     err = capsys.readouterr().err
     assert "failed in cell" in err and "ConfigError" in err and "'lr' parameter of RunConfig" in err

@@ -58,3 +58,10 @@ def test_validation_folds_come_only_from_train_rows(data_dir) -> None:
         assert not {r.tobytes() for r in val} & {r.tobytes() for r in silo.x_test} - {r.tobytes() for r in silo.x_train}
     with pytest.raises(ConfigError, match="'fold' parameter of validation_split must be in \\[0, 4\\)"):
         validation_split(fed, seed=1, fold=4)
+
+
+def test_baseline_drops_the_strategy_and_its_hyperparameters() -> None:
+    from fedkit.presets import baseline_fields
+
+    fields = {"strategy": "fedprox", "mu": 0.01, "rounds": 3, "lr": 0.01}
+    assert baseline_fields(fields) == {"strategy": "fedavg", "rounds": 3, "lr": 0.01}

@@ -90,9 +90,12 @@ def test_remote_run_matches_simulation_and_is_recorded_here(poc, tmp_path, monke
     if NOTEBOOK.exists():
         papermill = pytest.importorskip("papermill")
         papermill.execute_notebook(
-            str(NOTEBOOK), str(tmp_path / "out.ipynb"), cwd=str(tmp_path), progress_bar=False,
+            str(NOTEBOOK),
+            str(tmp_path / "out.ipynb"),
+            cwd=str(tmp_path),
+            progress_bar=False,
             parameters={"engine": "remote", "admin_kit": str(poc.admin_kit), "rounds": ROUNDS, "seeds": [42]},
-        )  # fmt: skip
+        )
     else:
         fedkit.run(remote_config(), admin_kit=poc.admin_kit, progress=False)
     store = LocalStore(home / "runs.sqlite")
@@ -134,9 +137,13 @@ def test_stop_from_python_aborts_the_job_and_records_stopped(poc, store) -> None
     seen: list[int] = []
     config = remote_config(rounds=50)
     result = run_remote(
-        config, admin_kit=poc.admin_kit, trackers=[store], progress=False, should_stop=lambda: len(seen) >= 2,
+        config,
+        admin_kit=poc.admin_kit,
+        trackers=[store],
+        progress=False,
+        should_stop=lambda: len(seen) >= 2,
         callbacks=[lambda event: seen.append(event.round)],
-    )  # fmt: skip
+    )
     assert result.status == "stopped"
     assert store.get(result.run_id)["status"] == "stopped"
     session = open_session(poc.admin_kit)
@@ -173,9 +180,15 @@ def test_a_silo_that_drops_out_is_left_out_and_one_that_comes_back_rejoins(poc, 
             poc.kill("va")
 
     result = run_remote(
-        remote_config(rounds=14), admin_kit=poc.admin_kit, trackers=[store], progress=False,
-        min_silos=2, straggler_timeout=2, on_event=chaos, result_timeout=5,
-    )  # fmt: skip
+        remote_config(rounds=14),
+        admin_kit=poc.admin_kit,
+        trackers=[store],
+        progress=False,
+        min_silos=2,
+        straggler_timeout=2,
+        on_event=chaos,
+        result_timeout=5,
+    )
     assert result.status == "finished" and state["killed"]
     notes = " ".join(result.notes)
     assert "silo 'hungarian' dropped out" in notes and "silo 'hungarian' rejoined" in notes

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import fedkit
-from fedkit.remote.server import RelayTracker, RemoteEngine, RemoteRunError, hello
+from fedkit.errors import RemoteRunError
+from fedkit.remote.server import RelayTracker, serve
 from fedkit.remote.silo import SiloWorker
 
 TOLERANCE = 1e-6
@@ -25,28 +26,18 @@ def transport_for(workers: dict[str, SiloWorker], down: set[str]):
     return transport
 
 
-def remote_run(config: fedkit.RunConfig, down_by_round=None, min_silos=1):
-    from fedkit.models import build_model, get_flat
-
-    workers = {h: SiloWorker(h) for h in HOSPITALS}
+def remote_run(config: fedkit.RunConfig, down_by_round=None, min_silos=1, workers=None):
+    """The server's run (:func:`serve`, as the FLARE controller calls it) over in-process sites."""
+    workers = workers or {h: SiloWorker(h) for h in HOSPITALS}
     down: set[str] = set()
-    transport = transport_for(workers, down)
-    known, outline = hello(transport, config.to_dict(), list(HOSPITALS), min_silos)
-    finetune = None
-    if config.personalize == "finetune":
-        finetune = config.finetune_steps or config.local.n_steps(min(s.n_train for s in known))
-    init = get_flat(build_model(config.model, len(outline.features), hidden=config.hidden, seed=config.seed))
-    engine = RemoteEngine(
-        transport, known, init, personalized=config.personalize != "none" or config.strategy == "local",
-        finetune_steps=finetune, min_silos=min_silos,
-    )  # fmt: skip
-    relay = RelayTracker(notes=lambda: list(engine.notes))
+    relay = RelayTracker()
 
     def chaos(event) -> None:
         down.clear()
         down.update((down_by_round or {}).get(event.round + 1, ()))
 
-    result = fedkit.run(config, federation=outline, engine=engine, trackers=[relay], callbacks=[chaos], progress=False)
+    transport = transport_for(workers, down)
+    result, engine = serve(transport, config, list(HOSPITALS), relay, min_silos=min_silos, callbacks=[chaos])
     return result, engine, relay
 
 
@@ -104,3 +95,13 @@ def test_remote_config_refuses_synthetic_splits_and_pooled() -> None:
     for fields in ({"split": "iid"}, {"strategy": "pooled"}):
         with pytest.raises(fedkit.ConfigError, match="engine='remote' runs one site per hospital"):
             fedkit.RunConfig(engine="remote", **fields)
+
+
+def test_a_site_with_another_fedkit_version_is_refused_by_name() -> None:
+    class OldSite(SiloWorker):
+        def hello(self, payload):
+            return {**super().hello(payload), "fedkit_version": "0.0.1"}
+
+    workers = {h: (OldSite if h == "va" else SiloWorker)(h) for h in HOSPITALS}
+    with pytest.raises(RemoteRunError, match=r"server runs fedkit .* but site\(s\) va run fedkit 0\.0\.1\. Install"):
+        remote_run(fedkit.RunConfig(engine="remote", rounds=1), workers=workers)

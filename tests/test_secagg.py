@@ -68,11 +68,11 @@ def _tolerance(n: int, frac_bits: int, exact: np.ndarray) -> np.ndarray:
     return fixedpoint.error_bound(n, frac_bits) + np.abs(exact) * 2.0**-52
 
 
-def _start(n: int = 4, round: int = 1, **options):
-    """A round driven by hand up to the key roster, so a test can tamper between steps."""
+def _start(n: int = 4, server_round: int = 1, **options):
+    """A server_round driven by hand up to the key roster, so a test can tamper between steps."""
     config, signers, verifier = _federation(n, **options)
-    server = SecAggServer(config, round)
-    sites = {s: SecAggClient(config, s, round, signers[s], verifier) for s in config.roster}
+    server = SecAggServer(config, server_round)
+    sites = {s: SecAggClient(config, s, server_round, signers[s], verifier) for s in config.roster}
     roster = server.key_roster([c.advertise_keys() for c in sites.values()])
     return config, server, sites, roster
 
@@ -221,9 +221,9 @@ def test_a_tampered_share_is_detected_naming_its_sender_and_step() -> None:
 
 
 def test_a_share_replayed_from_an_earlier_round_rerouted_or_misdelivered_is_detected() -> None:
-    _, old_server, old_sites, old_roster = _start(round=1)
+    _, old_server, old_sites, old_roster = _start(server_round=1)
     old = old_server.share_deliveries([c.share_keys(old_roster) for c in old_sites.values()])
-    _, server, sites, roster = _start(round=2)
+    _, server, sites, roster = _start(server_round=2)
     new = server.share_deliveries([c.share_keys(roster) for c in sites.values()])
 
     def swap(delivery, share):
@@ -259,7 +259,7 @@ def test_replayed_and_out_of_step_messages_are_refused_naming_sender_and_step() 
     with pytest.raises(SecAggReplayError, match=r"Site 'site003' sent a 'mask_input' message .* late or replayed"):
         server.unmask_request([*inputs, late])
 
-    config, _, _, old_roster = _start(round=1)
+    config, _, _, old_roster = _start(server_round=1)
     signers = ephemeral_identities(config.roster)[0]
     later = SecAggServer(config, 2)
     with pytest.raises(

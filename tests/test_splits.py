@@ -133,8 +133,12 @@ def test_holdout_draws_exactly_what_scikit_learn_draws(stratify: bool) -> None:
         labels[classes : 2 * classes] = np.arange(classes)  # every class has >= 2 rows
         state = int(rng.integers(2**31 - 1))
         expected = train_test_split(
-            np.arange(n), test_size=1.0 - 0.66, train_size=0.66, random_state=state, shuffle=True,
+            np.arange(n),
+            test_size=1.0 - 0.66,
+            train_size=0.66,
+            random_state=state,
+            shuffle=True,
             stratify=labels if stratify else None,
-        )  # fmt: skip
+        )
         found = holdout.split(labels, 0.66, state, stratify=stratify)
         assert [a.tolist() for a in found] == [sorted(a.tolist()) for a in expected], (n, classes, state)

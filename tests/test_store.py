@@ -33,10 +33,10 @@ def test_a_crash_marks_the_run_failed_with_whole_rounds_only(data_dir) -> None:
     engine = make_engine(fed, FAST)
     fit = engine.fit
 
-    def exploding(params, round, silos, term=None):
-        if round == 2:
+    def exploding(params, server_round, silos, term=None):
+        if server_round == 2:
             raise RuntimeError("silo went away")
-        return fit(params, round, silos, term)
+        return fit(params, server_round, silos, term)
 
     engine.fit = exploding  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="silo went away"):

@@ -14,6 +14,7 @@ from fedkit import RunConfig
 from fedkit.errors import ConfigError
 from fedkit.strategies import HYPERPARAMETERS, REGISTRY, make_strategy, options_of
 from fedkit.strategies.aggregate import coordinate_median, krum_select, trimmed_mean
+from fedkit.strategies.base import Controls
 from fedkit.strategies.fedavg import FedAvg
 from fedkit.strategies.fedavgm import FedAvgM
 from fedkit.strategies.fedmedian import FedMedian
@@ -189,8 +190,11 @@ def test_every_strategy_keeps_the_contract(name: str) -> None:
     assert isinstance(state, declared_state(strategy)) and isinstance(state, tuple) and hasattr(state, "_fields")
     for _ in range(2):
         updates = rng.normal(scale=0.1, size=(4, 7)).astype(np.float32)
+        controls = Controls(rng.normal(scale=0.1, size=(4, 7)), n_silos=6)  # every strategy takes them
         copies = (params.copy(), updates.copy(), FLAMBY_TRAIN_SIZES.copy(), [np.copy(a) for a in state])
-        new, new_state = strategy.aggregate(updates, FLAMBY_TRAIN_SIZES, state, params)
+        deltas = controls.deltas.copy()
+        new, new_state = strategy.aggregate(updates, FLAMBY_TRAIN_SIZES, state, params, controls)
+        assert np.array_equal(controls.deltas, deltas)
         assert new.shape == params.shape and new.dtype == params.dtype and np.isfinite(new).all()
         assert type(new_state) is type(state)
         assert all(np.isfinite(a).all() for a in new_state)
@@ -202,9 +206,16 @@ def test_every_strategy_keeps_the_contract(name: str) -> None:
 
 
 VALID = {
-    "server_lr": 0.5, "server_momentum": 0.5, "beta1": 0.5, "beta2": 0.5, "tau": 0.01,
-    "trim_beta": 0.2, "byzantine": 1, "krum_m": 2, "mu": 0.1,
-}  # fmt: skip
+    "server_lr": 0.5,
+    "server_momentum": 0.5,
+    "beta1": 0.5,
+    "beta2": 0.5,
+    "tau": 0.01,
+    "trim_beta": 0.2,
+    "byzantine": 1,
+    "krum_m": 2,
+    "mu": 0.1,
+}
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))

@@ -10,7 +10,8 @@ import fedkit
 from fedkit import RunConfig
 from fedkit.cli import main
 from fedkit.tracking import DeliveryWarning, LocalStore, RemoteTracker, TrackerError, make_trackers, sync
-from fedkit.tracking.delivery import END_SEQ, Event
+from fedkit.tracking.base import Event
+from fedkit.tracking.delivery import END_SEQ
 
 FAST = RunConfig(split="iid", silos=2, rounds=3, local_steps=2)
 
@@ -45,6 +46,24 @@ def test_local_is_always_first_and_unknown_backends_are_named_with_the_allowed_o
     assert [type(t).__name__ for t in make_trackers(" LOCAL , local ")] == ["LocalStore"]
     with pytest.raises(TrackerError, match=r"unknown backend\(s\) 'wandb'; allowed: local, sagemaker, mlflow"):
         make_trackers("local,wandb")
+
+
+def test_trackers_by_name_or_list_always_start_with_the_local_store() -> None:
+    assert [type(t) for t in make_trackers("local")] == [LocalStore]
+    assert [type(t) for t in make_trackers([])] == [LocalStore]
+    with pytest.raises(TrackerError, match="unknown backend"):
+        make_trackers(["wandb"])
+
+
+def test_every_registered_backend_can_be_built_by_name_and_rebuilt_by_the_outbox() -> None:
+    from fedkit.tracking.registry import BACKENDS, LOCAL
+
+    assert next(iter(BACKENDS)) == LOCAL and BACKENDS[LOCAL].load() is LocalStore
+    for name, info in BACKENDS.items():
+        if name != LOCAL:
+            backend = info.load()
+            assert backend.name == name and info.label
+            assert all(callable(getattr(backend, m, None)) for m in ("from_settings", "target", "deliver"))
 
 
 def test_mlflow_without_a_tracking_uri_says_how_to_give_one(monkeypatch) -> None:
@@ -82,8 +101,15 @@ def test_a_failing_backend_costs_one_try_warns_once_and_sync_delivers_exactly_on
     assert main(["runs", "show", result.run_id]) == 0
     assert "tracker mlflow: 0 event(s) delivered, 6 pending (ConnectionError" in capsys.readouterr().out
     report = sync(result.run_id, backends={"mlflow": backend}, progress=False)
-    assert report == [{"run_id": result.run_id, "backend": "mlflow", "delivered": 0, "pending": 6,
-                       "error": "ConnectionError: connection refused"}]  # fmt: skip
+    assert report == [
+        {
+            "run_id": result.run_id,
+            "backend": "mlflow",
+            "delivered": 0,
+            "pending": 6,
+            "error": "ConnectionError: connection refused",
+        }
+    ]
     backend.up = True
     for _ in range(3):
         sync(backends={"mlflow": backend}, progress=False)

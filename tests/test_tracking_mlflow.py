@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -52,11 +53,27 @@ def mlflow_url(tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
     log = folder / "server.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--no-serve-artifacts",
-         "--default-artifact-root", str(folder / "artifacts")],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--no-serve-artifacts",
+            "--default-artifact-root",
+            str(folder / "artifacts"),
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -101,8 +118,10 @@ def assert_delivered_once(url: str, experiment: str, result: fedkit.RunResult, s
         for name, steps in (("global_test_accuracy", range(rounds + 1)), ("local_train_loss", range(1, rounds + 1))):
             assert sorted(m.step for m in client.get_metric_history(child.info.run_id, name)) == list(steps)
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "model")} == {
-        "model/params.npy", "model/config.json", "model/summary.json"
-    }  # fmt: skip
+        "model/params.npy",
+        "model/config.json",
+        "model/summary.json",
+    }
     local = client.download_artifacts(parent.info.run_id, "model/params.npy")
     assert np.array_equal(np.load(local), result.params.astype(np.float32))
 
@@ -110,16 +129,19 @@ def assert_delivered_once(url: str, experiment: str, result: fedkit.RunResult, s
 def test_run_with_tracker_mlflow_has_params_stepped_metrics_nested_silo_runs_and_the_model(
     data_dir, mlflow_url, capsys
 ) -> None:
-    argv = ["run", "--split", "iid", "--silos", "2", "--rounds", "2", "--local-steps", "3", "--weight-decay", "0",
-            "--tracker", "local,mlflow", "--experiment", "round-trip", "--tracking-uri", mlflow_url,
-            "--json", "-q"]  # fmt: skip
+    argv = shlex.split("run --split iid --silos 2 --rounds 2 --local-steps 3 --weight-decay 0 --tracker local,mlflow")
+    argv += ["--experiment", "round-trip", "--tracking-uri", mlflow_url, "--json", "-q"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)  # stdout is only the JSON (no MLflow links)
     result = fedkit.RunResult(
-        summary["run_id"], summary["status"], summary["config"],
+        summary["run_id"],
+        summary["status"],
+        summary["config"],
         [{**r, "value": np.nan if r["value"] is None else r["value"]} for r in summary["history"]],
-        fedkit.load_run(summary["run_id"])["params"], {}, summary["data"],
-    )  # fmt: skip
+        fedkit.load_run(summary["run_id"])["params"],
+        {},
+        summary["data"],
+    )
     assert_delivered_once(mlflow_url, "round-trip", result, ("silo_0", "silo_1"))
     table = fedkit.compare(source="mlflow", experiment="round-trip", tracking_uri=mlflow_url)
     assert table.loc[summary["run_id"], "pooled_auc"] == pytest.approx(summary["final"]["pooled"]["auc"])
@@ -145,8 +167,9 @@ def test_an_unreachable_mlflow_never_stops_the_run_and_sync_delivers_exactly_onc
     dead = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.warns(DeliveryWarning, match="fedkit runs sync") as caught:
-        result = fedkit.run(TWO_SILOS, trackers=make_trackers("local,mlflow", experiment="outage", tracking_uri=dead),
-                            progress=False)  # fmt: skip
+        result = fedkit.run(
+            TWO_SILOS, trackers=make_trackers("local,mlflow", experiment="outage", tracking_uri=dead), progress=False
+        )
     assert time.monotonic() - started < 60 and result.status == "finished"
     assert len([w for w in caught if w.category is DeliveryWarning]) == 1
     assert [e["seq"] for e in LocalStore().pending(result.run_id)] == [0, 1, 2, 3, END_SEQ]
@@ -165,8 +188,9 @@ def test_a_sync_killed_midway_then_repeated_leaves_no_duplicates(data_dir, mlflo
     dead = f"http://127.0.0.1:{free_port()}"
     config = RunConfig(split="iid", silos=2, rounds=8, local_steps=1)
     with pytest.warns(DeliveryWarning):
-        result = fedkit.run(config, trackers=make_trackers("local,mlflow", experiment="killed", tracking_uri=dead),
-                            progress=False)  # fmt: skip
+        result = fedkit.run(
+            config, trackers=make_trackers("local,mlflow", experiment="killed", tracking_uri=dead), progress=False
+        )
     import sqlite3
 
     store = LocalStore()

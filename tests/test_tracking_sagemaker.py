@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -40,8 +41,10 @@ def start_moto(port: int, log: Path) -> subprocess.Popen:
     """moto_server on 127.0.0.1:port, waited for (bounded)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -122,9 +125,14 @@ def test_stubber_sees_the_exact_requests_of_a_two_round_two_silo_run(data_dir, a
     names = [n for n, _ in sent]
     trial = trial_name(run_id)
     assert names[:7] == [
-        "CreateExperiment", "DescribeTrial", "CreateTrial", "ListTrialComponents",
-        "DescribeTrialComponent", "CreateTrialComponent", "AssociateTrialComponent",
-    ]  # fmt: skip
+        "CreateExperiment",
+        "DescribeTrial",
+        "CreateTrial",
+        "ListTrialComponents",
+        "DescribeTrialComponent",
+        "CreateTrialComponent",
+        "AssociateTrialComponent",
+    ]
     assert sent[0][1] == {"ExperimentName": "heart-study", "Description": "fedkit runs: heart study"}
     assert sent[2][1] == {"TrialName": trial, "ExperimentName": "heart-study"}
     assert sent[3][1] == {"TrialName": trial, "MaxResults": 100}
@@ -218,8 +226,8 @@ def test_metric_batches_hold_at_most_ten_points() -> None:
 def test_run_with_tracker_sagemaker_leaves_a_trial_five_components_and_their_parameters(
     data_dir, moto_url, capsys
 ) -> None:
-    argv = ["run", "--split", "hospitals", "--rounds", "3", "--local-steps", "3", "--tracker", "local,sagemaker",
-            "--experiment", "heart study", "--json", "--quiet"]  # fmt: skip
+    argv = shlex.split("run --split hospitals --rounds 3 --local-steps 3 --tracker local,sagemaker")
+    argv += ["--experiment", "heart study", "--json", "--quiet"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     sm = boto3.client("sagemaker", region_name="us-east-1")
@@ -239,8 +247,11 @@ def test_run_with_tracker_sagemaker_leaves_a_trial_five_components_and_their_par
         counts = {m["MetricName"]: m["Count"] for m in d["Metrics"]}
         assert counts["global_test_accuracy"] == 4  # rounds 0..3, once each
     assert LocalStore().delivery(summary["run_id"])["sagemaker"] == {
-        "delivered": 6, "pending": 0, "last_error": None, "target": {"experiment": "heart study", "region": "us-east-1"}
-    }  # fmt: skip
+        "delivered": 6,
+        "pending": 0,
+        "last_error": None,
+        "target": {"experiment": "heart study", "region": "us-east-1"},
+    }
     table = fedkit.compare(source="sagemaker", experiment="heart study")
     local = fedkit.compare([summary["run_id"]])
     assert table.loc[summary["run_id"], "pooled_accuracy"] == pytest.approx(

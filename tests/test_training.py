@@ -12,13 +12,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from fedkit import RunConfig, run, seeding
-from fedkit.client import batch_plan
 from fedkit.data import load_silos
 from fedkit.metrics import binary_metrics, roc_auc
 from fedkit.models import build_model, get_flat
 from fedkit.runner import select_silos
 from fedkit.strategies.aggregate import weighted_mean
 from fedkit.strategies.fedavg import FedAvg
+from fedkit.training import batch_plan
 
 FAST = RunConfig(rounds=3, local_steps=10)
 
@@ -46,7 +46,7 @@ def test_fedavg_with_one_silo_equals_plain_local_training(data_dir) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x, y = torch.as_tensor(silo.x_train), torch.as_tensor(silo.y_train)
     for r in range(1, 5):
-        for rows in batch_plan(silo.n_train, 4, 25, seed=7, kind=seeding.SAMPLING, round=r, silo=0):
+        for rows in batch_plan(silo.n_train, 4, 25, seed=7, kind=seeding.SAMPLING, server_round=r, silo=0):
             rows = rows[rows >= 0]
             optimizer.zero_grad()
             torch.nn.functional.binary_cross_entropy_with_logits(model(x[rows]), y[rows]).backward()
@@ -152,17 +152,17 @@ def test_flamby_pooled_baseline_reproduces_the_published_avg4(data_dir) -> None:
 
 
 def test_batch_plans_are_epochs_of_permutations_and_independent_of_other_silos() -> None:
-    from fedkit.client import batch_plans
+    from fedkit.training import batch_plans
 
-    plan = batch_plan(10, 4, 7, seed=1, kind=seeding.SAMPLING, round=3, silo=5)
+    plan = batch_plan(10, 4, 7, seed=1, kind=seeding.SAMPLING, server_round=3, silo=5)
     assert plan.shape == (7, 4)
     # 10 rows, batch 4 → batches of 4, 4, 2 per epoch (like DataLoader(shuffle=True)); -1 pads the short one
     assert (plan[2, 2:] == -1).all() and (plan[5, 2:] == -1).all()
     for epoch in (plan[0:3], plan[3:6]):
         rows = epoch[epoch >= 0]
         assert sorted(rows.tolist()) == list(range(10))
-    together = batch_plans([6, 10, 10], 4, [5, 7, 7], seed=1, kind=seeding.SAMPLING, round=3, silos=[0, 5, 9])
+    together = batch_plans([6, 10, 10], 4, [5, 7, 7], seed=1, kind=seeding.SAMPLING, server_round=3, silos=[0, 5, 9])
     assert np.array_equal(together[1], plan)
     assert not np.array_equal(together[2], plan)  # another silo of the same size draws other batches
-    other_round = batch_plan(10, 4, 7, seed=1, kind=seeding.SAMPLING, round=4, silo=5)
+    other_round = batch_plan(10, 4, 7, seed=1, kind=seeding.SAMPLING, server_round=4, silo=5)
     assert not np.array_equal(other_round, plan)

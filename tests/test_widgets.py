@@ -35,9 +35,20 @@ def test_run_button_records_a_run_with_the_panel_values_and_draws_one_line_per_s
     assert result is not None and result.status == "finished"
     recorded = fedkit.load_run(result.run_id)
     assert recorded["status"] == "finished"
-    expected = {"split": "dirichlet", "silos": 5, "alpha": 0.3, "strategy": "fedavgm", "rounds": 3,
-                "local_epochs": 1, "local_steps": None, "lr": 0.02, "batch_size": 8, "optimizer": "adam",
-                "weight_decay": 0.001, "seed": 7}  # fmt: skip
+    expected = {
+        "split": "dirichlet",
+        "silos": 5,
+        "alpha": 0.3,
+        "strategy": "fedavgm",
+        "rounds": 3,
+        "local_epochs": 1,
+        "local_steps": None,
+        "lr": 0.02,
+        "batch_size": 8,
+        "optimizer": "adam",
+        "weight_decay": 0.001,
+        "seed": 7,
+    }
     assert {k: recorded["config"][k] for k in expected} == expected
     silos = [f"silo_{i}" for i in range(5)]
     for ax in panel.curves.axes:
@@ -109,7 +120,7 @@ def test_a_bad_preset_fails_with_runconfigs_message() -> None:
 
 
 def test_trackers_not_installed_are_shown_disabled() -> None:
-    from fedkit.reports import available_trackers
+    from fedkit.tracking import available_trackers
 
     panel = ControlPanel()
     for name, usable in available_trackers().items():

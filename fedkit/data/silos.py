@@ -176,11 +176,18 @@ def load_silos(
     leaves a silo) or ``"none"``. Files are verified against pinned sha256 unless ``verify=False``.
     """
     validate_params(
-        {"split": split, "silos": silos, "alpha": alpha, "missing": missing,
-         "standardize": standardize, "seed": seed, "verify": verify},
+        {
+            "split": split,
+            "silos": silos,
+            "alpha": alpha,
+            "missing": missing,
+            "standardize": standardize,
+            "seed": seed,
+            "verify": verify,
+        },
         DATA_CONSTRAINTS,
         "load_silos",
-    )  # fmt: skip
+    )
     missing = check_data_options(split, silos, missing, "load_silos")
     directory = Path(data_dir) if data_dir is not None else default_data_dir()
     digests = uci.ensure_files(directory, verify=verify, download_missing=download)

@@ -20,9 +20,21 @@ from fedkit.errors import ChecksumError, DataError, MissingDataError
 
 HOSPITALS: tuple[str, ...] = ("cleveland", "hungarian", "switzerland", "va")
 COLUMNS: tuple[str, ...] = (
-    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
-    "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
-)  # fmt: skip
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+    "num",
+)
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,7 @@ PINS: dict[str, Pin] = {
     "processed.hungarian.data": Pin("d1ad108f785768cd3d7e82dc522e6f5a61eea93cccfb3a46ee8076f73fc3d796", 10263, 294),
     "processed.switzerland.data": Pin("834a405ccf5b66ab4056bb77794adc8df0b7125186454c0a1d002d33c6c3b314", 4109, 123),
     "processed.va.data": Pin("e7c93d8d0d2acdadfa4c5e8de768e2191e7f618b952e29623f1f0d5949ff6b8f", 6737, 200),
-}  # fmt: skip
+}
 
 ZIP_URL = "https://archive.ics.uci.edu/static/public/45/heart+disease.zip"
 LEGACY_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/heart-disease/{name}"

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fedkit.client import LocalTerm
+from fedkit.strategies.base import LocalTerm
 
 
 @dataclass(frozen=True)
@@ -50,20 +50,15 @@ class Engine(Protocol):
         ...
 
     def fit(
-        self, params: np.ndarray, round: int, silos: Sequence[str], term: LocalTerm | None = None
+        self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
-        """Local training of ``silos`` from ``params`` in round ``round``, adding the strategy's local term."""
+        """Local training of ``silos`` from ``params`` in round ``server_round``, adding the strategy's local term."""
         ...
 
     def evaluate(self, params: np.ndarray) -> list[Scores]:
         """Scores of the global parameters on every silo's test set."""
         ...
 
-    @property
-    def personalized(self) -> bool:
-        """Whether each silo is scored with a model of its own (FedPer, fine-tuning, local)."""
-        ...
-
-    def evaluate_personal(self, params: np.ndarray, round: int) -> list[Scores]:
-        """Scores of each silo's own model on its own test set."""
+    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
+        """Scores of each silo's own model on its own test set (asked when ``RunConfig.scored`` is personal)."""
         ...

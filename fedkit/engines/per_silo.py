@@ -5,15 +5,65 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch import nn
 
-from fedkit.client import LocalTraining, train_local
 from fedkit.data.silos import Federation
-from fedkit.models import logits
+from fedkit.models import get_flat, logits, set_flat
+from fedkit.training import ADAM_BETAS, ADAM_EPS, LocalResult, LocalTraining
+
+
+def train_local(
+    model: nn.Module,
+    start: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    hp: LocalTraining,
+    plan: np.ndarray,
+    *,
+    prox_mu: float = 0.0,
+    anchor: np.ndarray | None = None,
+    correction: np.ndarray | None = None,
+) -> LocalResult:
+    """Train ``model`` from parameters ``start`` on ``(x, y)`` following ``plan``; ``start`` is left untouched.
+
+    The loss of a step is the mean BCE over the batch, plus ``prox_mu/2 * ||w - anchor||^2``;
+    ``correction`` is added to the gradient before the optimizer step. The optimizer state starts
+    fresh every call (every round), as in FedAvg.
+    """
+    set_flat(model, start)
+    params = list(model.parameters())
+    if hp.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+    elif hp.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=hp.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=hp.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=hp.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    anchor_t = torch.as_tensor(anchor, dtype=torch.float32) if prox_mu else None
+    correction_t = None if correction is None else torch.as_tensor(correction, dtype=torch.float32)
+    total = 0.0
+    model.train()
+    for rows in plan:
+        index = torch.as_tensor(rows[rows >= 0])
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xt[index]), yt[index])
+        total += loss.item()
+        if anchor_t is not None:
+            loss = loss + 0.5 * prox_mu * torch.sum((torch.cat([p.reshape(-1) for p in params]) - anchor_t) ** 2)
+        loss.backward()
+        if correction_t is not None:
+            offset = 0
+            for p in params:
+                p.grad += correction_t[offset : offset + p.numel()].view_as(p)
+                offset += p.numel()
+        optimizer.step()
+    return LocalResult(get_flat(model), total / max(len(plan), 1), len(plan))
 
 
 class PerSiloTrainer:
-    """Trains each silo with :func:`fedkit.client.train_local`; the reference the vectorized trainer matches."""
+    """Trains each silo with :func:`train_local`; the reference the vectorized trainer matches."""
 
     def __init__(self, federation: Federation, model: nn.Module) -> None:
         self.federation = federation
@@ -43,9 +93,16 @@ class PerSiloTrainer:
         for j, (i, plan) in enumerate(zip(silos, plans, strict=True)):
             silo = self.federation.silos[i]
             result = train_local(
-                self.model, starts[j], silo.x_train, silo.y_train, hp, plan,
-                prox_mu=prox_mu, anchor=anchor, correction=None if corrections is None else corrections[j],
-            )  # fmt: skip
+                self.model,
+                starts[j],
+                silo.x_train,
+                silo.y_train,
+                hp,
+                plan,
+                prox_mu=prox_mu,
+                anchor=anchor,
+                correction=None if corrections is None else corrections[j],
+            )
             out.append(result.params)
             losses.append(result.train_loss)
             steps.append(result.steps)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from fedkit import seeding
-from fedkit.client import LocalTerm, LocalTraining, batch_plans
 from fedkit.data import preprocess
 from fedkit.data.silos import Federation, Silo
 from fedkit.engines.base import FitReply, Scores
 from fedkit.engines.vectorized import split_rows
+from fedkit.strategies.base import LocalTerm
+from fedkit.training import LocalTraining, batch_plans
 
 if TYPE_CHECKING:
     from torch import nn
@@ -97,22 +99,22 @@ class SimulationEngine:
         """Training silo names in order."""
         return self.federation.names
 
-    @property
-    def personalized(self) -> bool:
-        """Whether each silo is scored with a model of its own."""
-        return self.personal is not None or self.finetune_steps is not None
-
     def initial_params(self) -> np.ndarray:
         """The seeded initial parameters."""
         return self._init.copy()
 
-    def _plans(self, kind: int, round: int, idx: Sequence[int], steps: int | None = None) -> list[np.ndarray]:
+    def _plans(self, kind: int, server_round: int, idx: Sequence[int], steps: int | None = None) -> list[np.ndarray]:
         sizes = [self.federation.silos[i].n_train for i in idx]
         counts = [steps or self.local.n_steps(n) for n in sizes]
         return batch_plans(
-            sizes, self.local.batch_size, counts, seed=self.seed, kind=kind, round=round,
+            sizes,
+            self.local.batch_size,
+            counts,
+            seed=self.seed,
+            kind=kind,
+            server_round=server_round,
             silos=[self._stream_ids[i] for i in idx],
-        )  # fmt: skip
+        )
 
     def _starts(self, params: np.ndarray, idx: Sequence[int]) -> np.ndarray:
         starts = np.repeat(params[None, :], len(idx), axis=0).astype(np.float32)
@@ -122,7 +124,7 @@ class SimulationEngine:
         return starts
 
     def fit(
-        self, params: np.ndarray, round: int, silos: Sequence[str], term: LocalTerm | None = None
+        self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
         """Train ``silos`` from ``params``, adding the strategy's local term; returns one reply per silo."""
         idx = [self._index[name] for name in silos]
@@ -132,9 +134,14 @@ class SimulationEngine:
             zero = np.zeros_like(params)
             corrections = np.stack([term.control - self._control.get(i, zero) for i in idx])
         new, losses, steps = self.trainer.train(
-            idx, self._starts(params, idx), self._plans(seeding.SAMPLING, round, idx), self.local,
-            prox_mu=term.prox_mu, anchor=term.anchor, corrections=corrections,
-        )  # fmt: skip
+            idx,
+            self._starts(params, idx),
+            self._plans(seeding.SAMPLING, server_round, idx),
+            self.local,
+            prox_mu=term.prox_mu,
+            anchor=term.anchor,
+            corrections=corrections,
+        )
         local_logits = self.trainer.logits_each(new, [self.federation.silos[i].x_test for i in idx])
         replies = []
         for j, i in enumerate(idx):
@@ -163,14 +170,14 @@ class SimulationEngine:
         z = split_rows(self.trainer.logits(params, self._eval_x), [s.n_test for s in silos])
         return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
 
-    def evaluate_personal(self, params: np.ndarray, round: int) -> list[Scores]:
+    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
         """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global."""
         silos = self.federation.silos
         idx = list(range(len(silos)))
         models = self._starts(params, idx)
         if self.finetune_steps is not None:
             models, _, _ = self.trainer.train(
-                idx, models, self._plans(seeding.FINETUNE, round, idx, self.finetune_steps), self.local
+                idx, models, self._plans(seeding.FINETUNE, server_round, idx, self.finetune_steps), self.local
             )
         z = self.trainer.logits_each(models, [s.x_test for s in silos])
         return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
@@ -191,10 +198,11 @@ def pooled_federation(federation: Federation) -> Federation:
     if federation.options.get("standardize") == "silo" and moments is not None:
         pooled_mean, pooled_std = preprocess.mean_std(preprocess.combine(list(moments)))
         x_train = [
-            preprocess.standardize(preprocess.unstandardize(x, *preprocess.mean_std(m)), pooled_mean, pooled_std)
-            .astype(np.float32)
+            preprocess.standardize(
+                preprocess.unstandardize(x, *preprocess.mean_std(m)), pooled_mean, pooled_std
+            ).astype(np.float32)
             for x, m in zip(x_train, moments, strict=True)
-        ]  # fmt: skip
+        ]
     merged = Silo(
         "all-silos",
         np.concatenate(x_train),
@@ -218,6 +226,7 @@ def make_engine(
     ``stream_ids`` lets a remote site build the engine of its own silo only (its index in the full federation).
     """
     from fedkit import architectures
+    from fedkit.config import personalization
     from fedkit.engines.vectorized import VectorizedTrainer
 
     train_fed = pooled_federation(federation) if config.strategy == "pooled" else federation
@@ -225,7 +234,7 @@ def make_engine(
     if model is None and config.backend == "vectorized":  # no torch import: seconds of a notebook's start-up
         trainer: Trainer = VectorizedTrainer(train_fed, config.model, config.hidden)
         init = architectures.initial_params(**shape, seed=config.seed)
-        head = architectures.personal_mask(**shape) if config.personalize == "fedper" else None
+        head = partial(architectures.personal_mask, **shape)
     else:
         from fedkit.engines.per_silo import PerSiloTrainer
         from fedkit.models import build_model, get_flat, personal_mask
@@ -233,12 +242,16 @@ def make_engine(
         module = model or build_model(config.model, shape["n_features"], hidden=config.hidden, seed=config.seed)
         trainer = PerSiloTrainer(train_fed, module)
         init = get_flat(module)
-        head = personal_mask(module) if config.personalize == "fedper" else None
-    personal = np.ones(len(init), dtype=bool) if config.strategy == "local" else head
-    finetune = None
-    if config.personalize == "finetune":
-        finetune = config.finetune_steps or config.local.n_steps(min(s.n_train for s in federation.silos))
+        head = partial(personal_mask, module)
+    setup = personalization(config, [s.n_train for s in federation.silos], len(init), head)
     return SimulationEngine(
-        train_fed, trainer, init, local=config.local, seed=config.seed,
-        personal=personal, finetune_steps=finetune, eval_federation=federation, stream_ids=stream_ids,
-    )  # fmt: skip
+        train_fed,
+        trainer,
+        init,
+        local=config.local,
+        seed=config.seed,
+        personal=setup.personal,
+        finetune_steps=setup.finetune_steps,
+        eval_federation=federation,
+        stream_ids=stream_ids,
+    )

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fedkit.client import ADAM_BETAS, ADAM_EPS, LocalTraining
 from fedkit.data.silos import Federation
+from fedkit.training import ADAM_BETAS, ADAM_EPS, LocalTraining
 
 GradFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]

@@ -27,11 +27,11 @@ import numpy as np
 from fedkit import seeding
 from fedkit._validation import Interval, validate_params
 from fedkit.architectures import initial_params
-from fedkit.client import LocalTraining, batch_plans
 from fedkit.data.silos import Federation, Provenance, Silo
 from fedkit.engines.vectorized import VectorizedTrainer
 from fedkit.errors import ConfigError
 from fedkit.metrics import grouped_metrics, roc_auc
+from fedkit.training import LocalTraining, batch_plans
 
 TrainFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 """``train(x, y, seed) -> params``: a model trained on rows ``x`` with 0/1 labels ``y``."""
@@ -179,7 +179,7 @@ class NumpyModel:
         trainer = VectorizedTrainer(_one_silo(x, y), self.model, self.hidden)
         steps = self.training.n_steps(len(y))
         plans = batch_plans(
-            [len(y)], self.training.batch_size, [steps], seed=seed, kind=seeding.SAMPLING, round=0, silos=[0]
+            [len(y)], self.training.batch_size, [steps], seed=seed, kind=seeding.SAMPLING, server_round=0, silos=[0]
         )
         start = initial_params(self.model, x.shape[1], hidden=self.hidden, seed=seed)
         params, _, _ = trainer.train([0], start[None, :], plans, self.training)

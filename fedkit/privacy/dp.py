@@ -111,19 +111,19 @@ def noise_std(noise_multiplier: float, clip: float) -> float:
     return noise_multiplier * clip
 
 
-def central_noise_stream(seed: int, round: int) -> np.random.Generator:
-    """The generator of the server's noise in ``round``: ``seeding.stream(seed, DP_NOISE, round, 1)``."""
-    return seeding.stream(seed, seeding.DP_NOISE, round, _CENTRAL)
+def central_noise_stream(seed: int, server_round: int) -> np.random.Generator:
+    """The generator of the server's noise in ``server_round``: ``seeding.stream(seed, DP_NOISE, server_round, 1)``."""
+    return seeding.stream(seed, seeding.DP_NOISE, server_round, _CENTRAL)
 
 
-def silo_noise_stream(seed: int, round: int, silo: int) -> np.random.Generator:
-    """Silo ``silo``'s noise-share generator in ``round``: ``seeding.stream(seed, DP_NOISE, round, 2, silo)``.
+def silo_noise_stream(seed: int, server_round: int, silo: int) -> np.random.Generator:
+    """Silo ``silo``'s noise-share generator: ``seeding.stream(seed, DP_NOISE, server_round, 2, silo)``.
 
     ``silo`` is the silo's index in the federation. Reproducible from the run seed, so a simulation
     and a loopback remote run add the same shares; in a deployment the server must not know the
     key, or it can subtract the noise.
     """
-    return seeding.stream(seed, seeding.DP_NOISE, round, _SHARE, silo)
+    return seeding.stream(seed, seeding.DP_NOISE, server_round, _SHARE, silo)
 
 
 def private_sum(

@@ -111,15 +111,15 @@ def poisson_plans(
     steps: Sequence[int],
     *,
     seed: int,
-    round: int,
+    server_round: int,
     silos: Sequence[int],
 ) -> list[np.ndarray]:
-    """Each silo's Poisson batches for a round: row indices of shape (steps, width), ``-1`` padding.
+    """Each silo's Poisson batches for a server_round: row indices of shape (steps, width), ``-1`` padding.
 
     Row r of silo ``silos[i]`` joins step t's batch when its key from :func:`fedkit.seeding.uniform`
     (kind ``SAMPLING``, counter ``t * sizes[i] + r``) is below the silo's rate, so a silo's batches
     are the same computed alone or with others. Every plan has the same width (the largest batch
-    of the round, at least 1) so the trainer can stack them; a step may have no rows at all.
+    of the server_round, at least 1) so the trainer can stack them; a step may have no rows at all.
     """
     rates = [sampling_rate] * len(sizes) if np.isscalar(sampling_rate) else list(sampling_rate)  # type: ignore[list-item]
     for q in rates:
@@ -128,7 +128,7 @@ def poisson_plans(
         )
     masks = []
     for silo, n, q, t in zip(silos, sizes, rates, steps, strict=True):
-        keys = seeding.uniform(seed, seeding.SAMPLING, round, [silo], t * n)[0].reshape(t, n)
+        keys = seeding.uniform(seed, seeding.SAMPLING, server_round, [silo], t * n)[0].reshape(t, n)
         masks.append(keys < q)
     width = max([1, *(int(m.sum(axis=1).max(initial=0)) for m in masks)])
     plans = []

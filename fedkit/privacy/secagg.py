@@ -166,17 +166,19 @@ def _frame(*parts: str | bytes | int) -> bytes:
     return bytes(out)
 
 
-def masking_graph(config: SecAggConfig, round: int, sites: Collection[str]) -> dict[str, frozenset[str]]:
+def masking_graph(config: SecAggConfig, server_round: int, sites: Collection[str]) -> dict[str, frozenset[str]]:
     """Each site's neighbours among ``sites``: all others, or ``config.neighbours`` on a random ring (Harary graph).
 
-    The ring order is the sites sorted by SHA-256 of (run id, round, name): every party derives the same
+    The ring order is the sites sorted by SHA-256 of (run id, server_round, name): every party derives the same
     graph, and no one can choose it without choosing names.
     """
     names = sorted(sites)
     k = config.neighbours
     if k is None or k >= len(names) - 1:
         return {a: frozenset(names) - {a} for a in names}
-    ring = sorted(names, key=lambda s: hashlib.sha256(_frame(PROTOCOL, "graph", config.run_id, round, s)).digest())
+    ring = sorted(
+        names, key=lambda s: hashlib.sha256(_frame(PROTOCOL, "graph", config.run_id, server_round, s)).digest()
+    )
     offsets = [d for d in range(-(k // 2), k // 2 + 1) if d]
     return {a: frozenset(ring[(i + d) % len(ring)] for d in offsets) for i, a in enumerate(ring)}
 
@@ -372,9 +374,9 @@ def _pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
 
 
-def _mask_seed(own: X25519PrivateKey, peer: bytes, run_id: str, round: int, a: str, b: str) -> bytes:
+def _mask_seed(own: X25519PrivateKey, peer: bytes, run_id: str, server_round: int, a: str, b: str) -> bytes:
     """The pairwise mask seed of sites ``a`` and ``b`` (symmetric in them)."""
-    return _hkdf(own.exchange(X25519PublicKey.from_public_bytes(peer)), "mask", run_id, round, *_pair(a, b))
+    return _hkdf(own.exchange(X25519PublicKey.from_public_bytes(peer)), "mask", run_id, server_round, *_pair(a, b))
 
 
 def _prg(seed: bytes, length: int) -> np.ndarray:
@@ -383,15 +385,15 @@ def _prg(seed: bytes, length: int) -> np.ndarray:
     return np.frombuffer(stream, dtype="<u8").astype(np.uint64)
 
 
-def _share_aad(run_id: str, round: int, sender: str, recipient: str) -> bytes:
-    return _frame(PROTOCOL, SHARE_KEYS, run_id, round, sender, recipient)
+def _share_aad(run_id: str, server_round: int, sender: str, recipient: str) -> bytes:
+    return _frame(PROTOCOL, SHARE_KEYS, run_id, server_round, sender, recipient)
 
 
 class _Steps:
     """Which step a party is at; refuses a message of another run/round, a repeated step or one out of order."""
 
-    def __init__(self, config: SecAggConfig, round: int, party: str) -> None:
-        self.config, self.round, self.party, self.next = config, round, party, 0
+    def __init__(self, config: SecAggConfig, server_round: int, party: str) -> None:
+        self.config, self.round, self.party, self.next = config, server_round, party, 0
 
     def enter(self, step: str) -> None:
         i = STEPS.index(step)
@@ -435,11 +437,11 @@ class SecAggClient:
     Keeps the round's private keys, self-mask seed and the shares it holds; make a new one per round.
     """
 
-    def __init__(self, config: SecAggConfig, site: str, round: int, signer: Signer, verifier: Verifier) -> None:
+    def __init__(self, config: SecAggConfig, site: str, server_round: int, signer: Signer, verifier: Verifier) -> None:
         if site not in config.roster:
             raise ConfigError(f"Site {site!r} is not in the secure-aggregation roster {list(config.roster)}.")
-        validate_params({"round": round}, {"round": [Interval(int, 0, None)]}, "SecAggClient")
-        self.config, self.site, self.round = config, site, int(round)
+        validate_params({"round": server_round}, {"round": [Interval(int, 0, None)]}, "SecAggClient")
+        self.config, self.site, self.round = config, site, int(server_round)
         self._signer, self._verifier = signer, verifier
         self._steps = _Steps(config, self.round, f"Site {site!r}")
         self._channel = X25519PrivateKey.generate()
@@ -631,9 +633,9 @@ class SecAggServer:
     ``verifier`` (optional) checks the adverts' signatures here too, to name a bad one early.
     """
 
-    def __init__(self, config: SecAggConfig, round: int, verifier: Verifier | None = None) -> None:
-        validate_params({"round": round}, {"round": [Interval(int, 0, None)]}, "SecAggServer")
-        self.config, self.round, self._verifier = config, int(round), verifier
+    def __init__(self, config: SecAggConfig, server_round: int, verifier: Verifier | None = None) -> None:
+        validate_params({"round": server_round}, {"round": [Interval(int, 0, None)]}, "SecAggServer")
+        self.config, self.round, self._verifier = config, int(server_round), verifier
         self._steps = _Steps(config, self.round, "The secure-aggregation server")
         self._adverts: dict[str, KeyAdvert] = {}
         self._graph: dict[str, frozenset[str]] = {}
@@ -755,13 +757,13 @@ class SecAggServer:
 
 def aggregate_in_process(
     config: SecAggConfig,
-    round: int,
+    server_round: int,
     inputs: Mapping[str, tuple[np.ndarray, float]],
     signers: Mapping[str, Signer],
     verifier: Verifier,
     drop: Mapping[str, str] | None = None,
 ) -> SecAggResult:
-    """One whole round with the sites as in-process objects (the simulation engine's call).
+    """One whole server_round with the sites as in-process objects (the simulation engine's call).
 
     ``inputs[site] = (vector, weight)`` for each site taking part (a roster site missing from it
     never advertises). ``drop[site] = step`` makes that site fall silent from ``step`` on, to
@@ -776,8 +778,8 @@ def aggregate_in_process(
     def answers(site: str, step: str) -> bool:
         return site not in drop or STEPS.index(step) < STEPS.index(drop[site])
 
-    server = SecAggServer(config, round, verifier)
-    sites = {s: SecAggClient(config, s, round, signers[s], verifier) for s in config.roster if s in inputs}
+    server = SecAggServer(config, server_round, verifier)
+    sites = {s: SecAggClient(config, s, server_round, signers[s], verifier) for s in config.roster if s in inputs}
     roster = server.key_roster([c.advertise_keys() for s, c in sites.items() if answers(s, ADVERTISE_KEYS)])
     bundles = [sites[a.sender].share_keys(roster) for a in roster.adverts if answers(a.sender, SHARE_KEYS)]
     deliveries = server.share_deliveries(bundles)

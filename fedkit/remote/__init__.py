@@ -3,10 +3,13 @@
 - :mod:`fedkit.remote.wire` — task names and how arrays travel (no FLARE import);
 - :mod:`fedkit.remote.silo` — a site's side: its hospital's silo only, trained by a one-silo
   :class:`~fedkit.engines.simulation.SimulationEngine`; :mod:`fedkit.remote.executor` wraps it in a FLARE executor;
-- :mod:`fedkit.remote.server` — the :class:`~fedkit.engines.base.Engine` the server's round loop drives, and the
-  relay of tracker calls to the notebook; :mod:`fedkit.remote.controller` wraps it in a FLARE controller;
-- :mod:`fedkit.remote.submit` — the notebook/CLI side: submit the job, follow it round by round, stop it, record it;
+- :mod:`fedkit.remote.server` — the :class:`~fedkit.engines.base.Engine` the server's round loop drives, the
+  relay of tracker calls to the notebook, and :func:`~fedkit.remote.server.serve`, the server's whole run (hello,
+  engine, :func:`fedkit.runner.run`); :mod:`fedkit.remote.controller` wraps it in a FLARE controller;
+- :mod:`fedkit.remote.submit` — the notebook/CLI side, which :func:`fedkit.run` calls for ``engine="remote"``:
+  submit the job, follow it round by round, stop it, record it;
 - :mod:`fedkit.remote.kits` — ``fedkit remote provision`` and ``fedkit remote poc``.
 
-Nothing here imports ``nvflare`` at import time except the two FLARE wrappers, which only FLARE loads.
+Nothing here imports ``nvflare`` at import time except the two FLARE wrappers, which only FLARE loads. This
+package imports the core (runner, engines, tracking); the core never imports it (tests/test_layers.py).
 """

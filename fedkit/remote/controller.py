@@ -1,4 +1,5 @@
-"""The FLARE controller of the server: fedkit's own round loop, with :class:`RemoteEngine` moving the parameters."""
+"""The FLARE controller of the server: fedkit's own round loop, with a :class:`~fedkit.remote.server.RemoteEngine`
+moving the parameters."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from nvflare.apis.impl.controller import Controller
 from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
 
+from fedkit.errors import RemoteRunError
 from fedkit.remote import wire
 from fedkit.remote.executor import PAYLOAD
-from fedkit.remote.server import RelayTracker, RemoteEngine, RemoteRunError, hello
+from fedkit.remote.server import RelayTracker, serve
 
 
 class FedkitController(Controller):
-    """Runs ``fedkit.run`` for ``config`` on the sites of this job.
+    """Runs fedkit's round loop (:func:`fedkit.remote.server.serve`) for ``config`` on the sites of this job.
 
     ``min_silos``: fewest sites a round may aggregate; ``straggler_timeout``: seconds to wait for the
     other sites once ``min_silos`` replied (a site slower than that is dropped from the round);
@@ -80,11 +82,8 @@ class FedkitController(Controller):
         return [c.name for c in fl_ctx.get_engine().get_clients()]
 
     def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
-        """Wait for the sites, say hello, run the round loop, write the result into the job workspace."""
-        import fedkit
-        from fedkit.architectures import initial_params
+        """Wait for the sites, run fedkit's round loop over them, write the result into the job workspace."""
         from fedkit.config import RunConfig
-        from fedkit.result import POOLED, undefined_auc_notes
 
         job_dir = fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
         try:
@@ -99,28 +98,14 @@ class FedkitController(Controller):
             def transport(task: str, payload: dict[str, Any], targets: Any, need: int) -> dict[str, dict[str, Any]]:
                 return self._broadcast(task, payload, list(targets), need, fl_ctx, abort_signal)
 
-            known, outline = hello(transport, self.config, sites, self.min_silos)
-            init = initial_params(config.model, len(outline.features), hidden=config.hidden, seed=config.seed)
-            finetune = None
-            if config.personalize == "finetune":
-                finetune = config.finetune_steps or config.local.n_steps(min(s.n_train for s in known))
-            engine = RemoteEngine(
-                transport, known, init,
-                personalized=config.personalize != "none" or config.strategy == "local",
-                finetune_steps=finetune, min_silos=self.min_silos,
-            )  # fmt: skip
-            self.relay.notes = lambda: list(engine.notes)
-            labels = {s.silo: s.y_test for s in known}
-            n_test = {**{name: len(y) for name, y in labels.items()}, POOLED: sum(len(y) for y in labels.values())}
-            scored = "personal" if engine.personalized else "global"
-            self.relay.add(
-                {"kind": "outline", "n_test": n_test, "notes": undefined_auc_notes([], labels), "scored": scored}
+            result, engine = serve(
+                transport,
+                config,
+                sites,
+                self.relay,
+                min_silos=self.min_silos,
+                should_stop=lambda: abort_signal.triggered,
             )
-            engine.on_note = lambda text: self.relay.add({"kind": "note", "text": text})
-            result = fedkit.run(
-                config, federation=outline, engine=engine, trackers=[self.relay],
-                callbacks=[self.relay.on_round], should_stop=lambda: abort_signal.triggered, progress=False,
-            )  # fmt: skip
             summary = {**result.summary(), "notes": [*result.notes, *engine.notes]}
             with open(os.path.join(job_dir, wire.RESULT_FILE), "w") as f:
                 json.dump(wire.to_json({"summary": summary, "params": result.params}), f)
@@ -145,10 +130,8 @@ class FedkitController(Controller):
         data = Shareable()
         data[PAYLOAD] = payload
         task = Task(name=task_name, data=data, timeout=self.task_timeout)
-        self.broadcast_and_wait(
-            task, fl_ctx, targets=targets, min_responses=need,
-            wait_time_after_min_received=self.straggler_timeout, abort_signal=abort_signal,
-        )  # fmt: skip
+        wait = {"min_responses": need, "wait_time_after_min_received": self.straggler_timeout}
+        self.broadcast_and_wait(task, fl_ctx, targets=targets, abort_signal=abort_signal, **wait)
         replies: dict[str, dict[str, Any]] = {}
         failures = []
         for client_task in task.client_tasks:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fedkit.data.uci import HOSPITALS
-from fedkit.errors import ConfigError, FedkitError
+from fedkit.errors import ConfigError, FedkitError, PocError
 
 LOOPBACK = "127.0.0.1"
 ADMIN = "admin@fedkit.local"
@@ -38,10 +38,6 @@ BUILDERS: list[dict[str, Any]] = [
     {"path": "nvflare.lighter.impl.cert.CertBuilder"},
     {"path": "nvflare.lighter.impl.signature.SignatureBuilder"},
 ]
-
-
-class PocError(FedkitError, RuntimeError):
-    """The local federation could not start or stop; the message says which process and where its log is."""
 
 
 def _nvflare() -> list[str]:
@@ -63,8 +59,10 @@ def provision(project: str | Path, workspace: str | Path) -> Path:
     workspace = Path(workspace)
     done = subprocess.run(  # noqa: S603 - our own interpreter and arguments
         [*_nvflare(), "provision", "-p", str(project.resolve()), "-w", str(workspace.resolve())],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     prods = sorted((workspace / str(name)).glob("prod_*"), key=lambda p: int(p.name.split("_")[1]))
     if done.returncode != 0 or not prods:
         raise PocError(f"`nvflare provision -p {project}` failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -98,13 +96,20 @@ def loopback_project(hospitals: Sequence[str], port: int, name: str = "fedkit-po
         "name": name,
         "description": "fedkit proof-of-concept federation on 127.0.0.1",
         "participants": [
-            {"name": SERVER, "type": "server", "org": "fedkit", "fed_learn_port": port, "admin_port": port,
-             "default_host": LOOPBACK, "host_names": [LOOPBACK]},
+            {
+                "name": SERVER,
+                "type": "server",
+                "org": "fedkit",
+                "fed_learn_port": port,
+                "admin_port": port,
+                "default_host": LOOPBACK,
+                "host_names": [LOOPBACK],
+            },
             *({"name": h, "type": "client", "org": h} for h in hospitals),
             {"name": ADMIN, "type": "admin", "org": "fedkit", "role": "project_admin"},
         ],
         "builders": BUILDERS,
-    }  # fmt: skip
+    }
 
 
 def participant_command(kit: Path) -> list[str]:
@@ -129,8 +134,8 @@ def participant_command(kit: Path) -> list[str]:
             "fed_client.json",
             [f"uid={name}", f"org={org}"],
         )
-    return [sys.executable, "-u", "-m", module, "-m", str(Path(kit).resolve()), "-s", conf,
-            "--set", "secure_train=true", "config_folder=config", *extra]  # fmt: skip
+    command = [sys.executable, "-u", "-m", module, "-m", str(Path(kit).resolve()), "-s", conf]
+    return [*command, "--set", "secure_train=true", "config_folder=config", *extra]
 
 
 def run_participant(kit: str | Path, workspace: str | Path) -> None:

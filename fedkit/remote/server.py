@@ -14,25 +14,24 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedkit.client import LocalTerm
+from fedkit._version import __version__
 from fedkit.data.silos import Federation, Provenance, Silo
 from fedkit.engines.base import FitReply, Scores
-from fedkit.errors import FedkitError
+from fedkit.errors import RemoteRunError
 from fedkit.remote import wire
+from fedkit.strategies.base import LocalTerm
 
 if TYPE_CHECKING:
-    from fedkit.runner import RoundEvent
+    from fedkit.config import RunConfig
+    from fedkit.result import RoundEvent, RunResult
 
 Transport = Callable[[str, dict[str, Any], Sequence[str], int], dict[str, dict[str, Any]]]
 """``(task, payload, sites, min_replies) -> {site: reply payload}``: one broadcast, the replies that came in time."""
-
-
-class RemoteRunError(FedkitError, RuntimeError):
-    """A remote run cannot go on (too few sites, a site failed); the message says which and what to do."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,18 @@ class Site:
     index: int
     n_train: int
     y_test: np.ndarray
+
+
+def check_versions(versions: dict[str, str]) -> None:
+    """Refuse sites whose fedkit is not the server's: they would train and encode differently."""
+    other = {site: v for site, v in sorted(versions.items()) if v != __version__}
+    if other:
+        raise RemoteRunError(
+            f"The server runs fedkit {__version__} but site(s) "
+            + ", ".join(f"{site} run fedkit {version}" for site, version in other.items())
+            + f". Install the same fedkit on every site and the server (pip install fedkit=={__version__}), "
+            "then restart those sites."
+        )
 
 
 def hello(
@@ -60,6 +71,7 @@ def hello(
             f"Only {len(replies)} of {len(sites)} sites ({', '.join(replies) or 'none'}) answered hello; "
             f"the run needs min_silos={min_silos}. Start the missing sites or lower min_silos."
         )
+    check_versions({site: r["fedkit_version"] for site, r in replies.items()})
     known = sorted(
         (Site(site, r["silo"], r["index"], r["n_train"], wire.unpack(r["y_test"])) for site, r in replies.items()),
         key=lambda s: s.index,
@@ -96,7 +108,6 @@ class RemoteEngine:
         sites: Sequence[Site],
         init: np.ndarray,
         *,
-        personalized: bool,
         finetune_steps: int | None = None,
         min_silos: int = 1,
     ) -> None:
@@ -104,7 +115,6 @@ class RemoteEngine:
         self.sites = list(sites)
         self._by_silo = {s.silo: s for s in sites}
         self._init = np.asarray(init, dtype=np.float32)
-        self._personalized = personalized
         self.finetune_steps = finetune_steps
         self.min_silos = min_silos
         self.notes: list[str] = []
@@ -116,11 +126,6 @@ class RemoteEngine:
     def silos(self) -> tuple[str, ...]:
         """Silo names in federation order."""
         return tuple(s.silo for s in self.sites)
-
-    @property
-    def personalized(self) -> bool:
-        """Whether each silo is scored with a model of its own."""
-        return self._personalized
 
     def initial_params(self) -> np.ndarray:
         """The seeded initial parameters (built on the server from the seed, as every site builds them)."""
@@ -160,13 +165,13 @@ class RemoteEngine:
         return by_silo
 
     def fit(
-        self, params: np.ndarray, round: int, silos: Sequence[str], term: LocalTerm | None = None
+        self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
         """Local training on each chosen site; the replies of the sites that answered in time."""
-        self._round = round
+        self._round = server_round
         term = term or LocalTerm()
         payload = {
-            "round": round,
+            "round": server_round,
             "params": wire.pack(np.asarray(params, np.float32)),
             "prox_mu": float(term.prox_mu),
             "anchor": wire.pack(term.anchor),
@@ -198,11 +203,11 @@ class RemoteEngine:
         """Global-model logits on every site's test set (sites that answered in time)."""
         return self._scores(wire.EVALUATE, {"params": wire.pack(np.asarray(params, np.float32))}, "evaluation")
 
-    def evaluate_personal(self, params: np.ndarray, round: int) -> list[Scores]:
+    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
         """Each site's own model on its own test set."""
         payload = {
             "params": wire.pack(np.asarray(params, np.float32)),
-            "round": round,
+            "round": server_round,
             "finetune_steps": self.finetune_steps,
         }
         return self._scores(wire.EVALUATE_PERSONAL, payload, "personal evaluation")
@@ -231,17 +236,21 @@ class RelayTracker:
         """Relay the start of the run."""
         self.add({"kind": "start", "run_id": run_id, "config": config, "data": data})
 
-    def log_round(self, run_id: str, round: int, rows: list[dict[str, Any]]) -> None:
+    def log_round(self, run_id: str, server_round: int, rows: list[dict[str, Any]]) -> None:
         """Nothing: rounds are relayed by :meth:`on_round`, which also carries the round's parameters."""
 
     def on_round(self, event: RoundEvent) -> None:
         """Round-loop callback: relay one round's metric rows and global parameters."""
         self.add(
             {
-                "kind": "round", "run_id": event.run_id, "round": event.round, "rows": event.rows,
-                "params": event.params, "time": time.time(),
+                "kind": "round",
+                "run_id": event.run_id,
+                "round": event.round,
+                "rows": event.rows,
+                "params": event.params,
+                "time": time.time(),
             }
-        )  # fmt: skip
+        )
 
     def end_run(
         self,
@@ -258,3 +267,46 @@ class RelayTracker:
         self.add(
             {"kind": "end", "run_id": run_id, "status": status, "summary": summary, "params": params, "error": error}
         )
+
+
+def serve(
+    transport: Transport,
+    config: RunConfig,
+    sites: Sequence[str],
+    relay: RelayTracker,
+    *,
+    min_silos: int = 1,
+    callbacks: Sequence[Callable[[RoundEvent], None]] = (),
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[RunResult, RemoteEngine]:
+    """The server's whole run: hello, a :class:`RemoteEngine` over the sites that answered, fedkit's round loop.
+
+    Every tracker call goes to ``relay`` (for the notebook to fetch), after an ``outline`` event that
+    says how many test rows each silo has, which AUCs are undefined and which model is scored; each
+    dropout or rejoin is relayed as a ``note`` event as it happens.
+    """
+    from fedkit import architectures, runner
+    from fedkit.config import personalization
+    from fedkit.result import n_test_by_silo, undefined_auc_notes
+
+    known, outline = hello(transport, config.to_dict(), sites, min_silos)
+    shape = {"model": config.model, "n_features": len(outline.features), "hidden": config.hidden}
+    init = architectures.initial_params(**shape, seed=config.seed)
+    head = partial(architectures.personal_mask, **shape)
+    setup = personalization(config, [s.n_train for s in known], len(init), head)
+    engine = RemoteEngine(transport, known, init, finetune_steps=setup.finetune_steps, min_silos=min_silos)
+    relay.notes = lambda: list(engine.notes)
+    labels = {s.silo: s.y_test for s in known}
+    notes = undefined_auc_notes([], labels)
+    relay.add({"kind": "outline", "n_test": n_test_by_silo(labels), "notes": notes, "scored": config.scored})
+    engine.on_note = lambda text: relay.add({"kind": "note", "text": text})
+    result = runner.run(
+        config,
+        outline,
+        engine,
+        trackers=[relay],
+        callbacks=[relay.on_round, *callbacks],
+        should_stop=should_stop,
+        progress=False,
+    )
+    return result, engine

@@ -1,6 +1,6 @@
 """A site's side of a run: its own hospital's silo only, trained exactly as the simulation trains it.
 
-The site loads the UCI files with :func:`~fedkit.data.silos.load_silos` (same split, seed and
+The site loads the UCI files with :func:`~fedkit.config.load_federation` (same split, seed and
 preprocessing as the server's config), keeps only the :class:`~fedkit.data.silos.Silo` of its hospital
 and drops the others, and trains it with a one-silo :class:`~fedkit.engines.simulation.SimulationEngine`
 whose batch-plan stream is the hospital's index in the full federation — so it draws the same batches,
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from fedkit._version import __version__
-from fedkit.client import LocalTerm
 from fedkit.errors import ConfigError
 from fedkit.remote import wire
+from fedkit.strategies.base import LocalTerm
 
 
 class SiloWorker:
@@ -31,15 +31,11 @@ class SiloWorker:
 
     def hello(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Load this hospital's silo for ``payload["config"]``; reply with what the server may know of it."""
-        from fedkit.config import RunConfig
-        from fedkit.data.silos import load_silos
+        from fedkit.config import RunConfig, load_federation
         from fedkit.engines.simulation import make_engine
 
         config = RunConfig.from_dict(payload["config"])
-        federation = load_silos(
-            config.split, silos=config.silos, alpha=config.alpha, missing=config.missing,
-            standardize=config.standardize, seed=config.seed, verify=config.verify, data_dir=self.data_dir,
-        )  # fmt: skip
+        federation = load_federation(config, data_dir=self.data_dir)
         if self.hospital not in federation.names:
             raise ConfigError(
                 f"Site {self.hospital!r} is not a hospital of split {config.split!r} ({', '.join(federation.names)}); "
@@ -53,11 +49,10 @@ class SiloWorker:
             "silo": silo.name,
             "index": index,
             "n_train": silo.n_train,
-            "n_test": silo.n_test,
             "y_test": wire.pack(silo.y_test),
             "features": list(federation.features),
             "data": federation.provenance.as_dict(),
-            "fedkit_version": __version__,
+            "fedkit_version": __version__,  # the server refuses a site whose version differs from its own
         }
 
     def _engine(self) -> Any:

@@ -19,14 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedkit.errors import ConfigError
+from fedkit.errors import ConfigError, RemoteRunError
 from fedkit.remote import wire
-from fedkit.remote.server import RemoteRunError
 
 if TYPE_CHECKING:
     from fedkit.config import RunConfig
-    from fedkit.result import RunResult
-    from fedkit.runner import RoundEvent
+    from fedkit.result import RoundEvent, RunResult
     from fedkit.tracking.base import Tracker
 
 TASK_REQUEST_INTERVAL = 0.05
@@ -87,10 +85,13 @@ def build_job(
     job.set_app_packages(["fedkit"])  # fedkit is installed on every site; its code is not shipped in the job
     job.to_server(
         FedkitController(
-            config=config.to_dict(), expected_sites=list(sites or HOSPITALS), min_silos=min_silos,
-            straggler_timeout=straggler_timeout, task_timeout=task_timeout,
+            config=config.to_dict(),
+            expected_sites=list(sites or HOSPITALS),
+            min_silos=min_silos,
+            straggler_timeout=straggler_timeout,
+            task_timeout=task_timeout,
         )
-    )  # fmt: skip
+    )
     job.to_server({"server": {"task_request_interval": TASK_REQUEST_INTERVAL}})
     job.to_clients(FedkitExecutor(), tasks=list(wire.TASKS))
     job.to_clients({"default_task_fetch_interval": TASK_REQUEST_INTERVAL})  # idle re-ask (FLARE's default: 0.5 s)
@@ -102,7 +103,7 @@ def run_remote(
     config: RunConfig,
     *,
     admin_kit: str | Path,
-    trackers: Sequence[Tracker] | None = None,
+    trackers: Sequence[Tracker],
     callbacks: Sequence[Callable[[RoundEvent], None]] = (),
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
@@ -123,11 +124,9 @@ def run_remote(
     :class:`~fedkit.result.RunResult` as a simulation run.
     """
     from fedkit.progress import progress_bar
-    from fedkit.tracking.local import LocalStore
 
     own_session = session is None
     session = session or open_session(admin_kit)
-    trackers = list(trackers) if trackers is not None else [LocalStore()]
     follower = _Follower(config, trackers, callbacks)
     if on_event is not None:
         follower.on_event = on_event
@@ -243,8 +242,7 @@ class _Follower:
 
     def feed(self, events: list[dict[str, Any]]) -> None:
         """Handle new events in order."""
-        from fedkit.result import POOLED
-        from fedkit.runner import RoundEvent
+        from fedkit.result import POOLED, RoundEvent
 
         for event in events:
             self.cursor += 1

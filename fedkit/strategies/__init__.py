@@ -35,8 +35,16 @@ BASELINES: tuple[str, ...] = ("pooled", "local")
 """Not aggregation strategies: the non-federated references, run through the same loop and metrics."""
 STRATEGIES: tuple[str, ...] = (*REGISTRY, *BASELINES)
 HYPERPARAMETERS: tuple[str, ...] = (
-    "server_lr", "server_momentum", "mu", "beta1", "beta2", "tau", "trim_beta", "byzantine", "krum_m",
-)  # fmt: skip
+    "server_lr",
+    "server_momentum",
+    "mu",
+    "beta1",
+    "beta2",
+    "tau",
+    "trim_beta",
+    "byzantine",
+    "krum_m",
+)
 
 
 def options_of(name: str) -> tuple[str, ...]:

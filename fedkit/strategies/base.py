@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from fedkit.client import LocalTerm
+
+@dataclass(frozen=True)
+class LocalTerm:
+    """What a strategy adds to every silo's local objective, as data (so any engine can apply it).
+
+    - ``prox_mu`` / ``anchor``: FedProx's proximal term ``mu/2 * ||w - anchor||^2`` (Li et al. 2020).
+    - ``control``: SCAFFOLD's server control variate ``c``; a silo adds ``c - c_i`` to every
+      gradient, with ``c_i`` its own control variate (Karimireddy et al. 2020).
+    """
+
+    prox_mu: float = 0.0
+    anchor: np.ndarray | None = None
+    control: np.ndarray | None = None
+
+
+class Controls(NamedTuple):
+    """SCAFFOLD's control variates coming back from a round (Karimireddy et al. 2020).
+
+    ``deltas``: each sampled silo's change of its control variate, ``c_i+ - c_i``, shape (silos,
+    parameters); ``n_silos``: how many silos the round sampled them from (N, the federation's size).
+    """
+
+    deltas: np.ndarray
+    n_silos: int
 
 
 class EmptyState(NamedTuple):
@@ -16,11 +40,12 @@ class EmptyState(NamedTuple):
 class Strategy(Protocol):
     """How the server turns silo updates into new global parameters.
 
-    ``init(params) -> state`` and ``aggregate(updates, weights, state, params) -> (params, state)``
-    are pure: no I/O, inputs untouched, state returned (a NamedTuple), never kept on ``self``.
-    ``updates`` are the silos' parameter deltas (local minus global), shape (silos, parameters);
-    ``weights`` their train sizes. The strategy's hyperparameters are its dataclass fields, named
-    as the RunConfig fields that set them.
+    ``init(params) -> state`` and ``aggregate(updates, weights, state, params, controls) -> (params,
+    state)`` are pure: no I/O, inputs untouched, state returned (a NamedTuple), never kept on
+    ``self``. ``updates`` are the silos' parameter deltas (local minus global), shape (silos,
+    parameters); ``weights`` their train sizes; ``controls`` the silos' control-variate changes
+    when the strategy's local term sent them a control variate (SCAFFOLD), else None. The
+    strategy's hyperparameters are its dataclass fields, named as the RunConfig fields that set them.
     """
 
     name: str
@@ -30,7 +55,12 @@ class Strategy(Protocol):
         ...
 
     def aggregate(
-        self, updates: np.ndarray, weights: np.ndarray, state: Any, params: np.ndarray
+        self,
+        updates: np.ndarray,
+        weights: np.ndarray,
+        state: Any,
+        params: np.ndarray,
+        controls: Controls | None = None,
     ) -> tuple[np.ndarray, Any]:
         """New global parameters and state from this round's updates."""
         ...
@@ -41,7 +71,7 @@ class Strategy(Protocol):
 
 
 class ServerSide:
-    """Defaults for strategies that act only on the server: no state, no local term."""
+    """Defaults for strategies that act only on the server: no state, no local term (so no ``controls`` come back)."""
 
     def init(self, params: np.ndarray) -> Any:
         """No state."""

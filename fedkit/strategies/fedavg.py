@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedkit.strategies.aggregate import weighted_mean
-from fedkit.strategies.base import EmptyState, ServerSide
+from fedkit.strategies.base import Controls, EmptyState, ServerSide
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,12 @@ class FedAvg(ServerSide):
     name: str = "fedavg"
 
     def aggregate(
-        self, updates: np.ndarray, weights: np.ndarray, state: EmptyState, params: np.ndarray
+        self,
+        updates: np.ndarray,
+        weights: np.ndarray,
+        state: EmptyState,
+        params: np.ndarray,
+        controls: Controls | None = None,
     ) -> tuple[np.ndarray, EmptyState]:
         """``params + sum_k n_k / n * delta_k``."""
         return (params + weighted_mean(updates, weights)).astype(params.dtype), state

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fedkit.strategies.aggregate import weighted_mean
-from fedkit.strategies.base import ServerSide
+from fedkit.strategies.base import Controls, ServerSide
 
 
 class MomentumState(NamedTuple):
@@ -36,7 +36,12 @@ class FedAvgM(ServerSide):
         return MomentumState(momentum=np.zeros(params.shape, dtype=np.float64))
 
     def aggregate(
-        self, updates: np.ndarray, weights: np.ndarray, state: MomentumState, params: np.ndarray
+        self,
+        updates: np.ndarray,
+        weights: np.ndarray,
+        state: MomentumState,
+        params: np.ndarray,
+        controls: Controls | None = None,
     ) -> tuple[np.ndarray, MomentumState]:
         """One momentum step along the train-size-weighted mean delta."""
         momentum = self.server_momentum * state.momentum + weighted_mean(updates, weights)

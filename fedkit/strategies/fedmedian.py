@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedkit.strategies.aggregate import coordinate_median
-from fedkit.strategies.base import EmptyState, ServerSide
+from fedkit.strategies.base import Controls, EmptyState, ServerSide
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,12 @@ class FedMedian(ServerSide):
     name: str = "fedmedian"
 
     def aggregate(
-        self, updates: np.ndarray, weights: np.ndarray, state: EmptyState, params: np.ndarray
+        self,
+        updates: np.ndarray,
+        weights: np.ndarray,
+        state: EmptyState,
+        params: np.ndarray,
+        controls: Controls | None = None,
     ) -> tuple[np.ndarray, EmptyState]:
         """``params + median_k delta_k`` per coordinate."""
         return (params + coordinate_median(updates)).astype(params.dtype), state

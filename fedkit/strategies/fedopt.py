@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fedkit.strategies.aggregate import weighted_mean
-from fedkit.strategies.base import ServerSide
+from fedkit.strategies.base import Controls, ServerSide
 
 
 class AdaptiveState(NamedTuple):
@@ -61,7 +61,12 @@ class _Adaptive(ServerSide):
         return initial_moments(params, self.tau)
 
     def aggregate(
-        self, updates: np.ndarray, weights: np.ndarray, state: AdaptiveState, params: np.ndarray
+        self,
+        updates: np.ndarray,
+        weights: np.ndarray,
+        state: AdaptiveState,
+        params: np.ndarray,
+        controls: Controls | None = None,
     ) -> tuple[np.ndarray, AdaptiveState]:
         """One step along the train-size-weighted mean delta."""
         delta = weighted_mean(updates, weights)

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedkit.client import LocalTerm
-from fedkit.strategies.base import EmptyState
+from fedkit.strategies.base import EmptyState, LocalTerm
 from fedkit.strategies.fedavg import FedAvg
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedkit.strategies.aggregate import krum_select, weighted_mean
-from fedkit.strategies.base import EmptyState, ServerSide
+from fedkit.strategies.base import Controls, EmptyState, ServerSide
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,12 @@ class Krum(ServerSide):
     krum_m: int = 1
 
     def aggregate(
-        self, updates: np.ndarray, weights: np.ndarray, state: EmptyState, params: np.ndarray
+        self,
+        updates: np.ndarray,
+        weights: np.ndarray,
+        state: EmptyState,
+        params: np.ndarray,
+        controls: Controls | None = None,
     ) -> tuple[np.ndarray, EmptyState]:
         """``params`` plus the weighted mean of the ``krum_m`` best-scored deltas."""
         best = krum_select(updates, self.byzantine, self.krum_m)

@@ -7,8 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from fedkit.client import LocalTerm
 from fedkit.strategies.aggregate import weighted_mean
+from fedkit.strategies.base import Controls, LocalTerm
 
 
 class ScaffoldState(NamedTuple):
@@ -39,12 +39,19 @@ class Scaffold:
         return LocalTerm(control=state.control)
 
     def aggregate(
-        self, updates: np.ndarray, weights: np.ndarray, state: ScaffoldState, params: np.ndarray
+        self,
+        updates: np.ndarray,
+        weights: np.ndarray,
+        state: ScaffoldState,
+        params: np.ndarray,
+        controls: Controls | None = None,
     ) -> tuple[np.ndarray, ScaffoldState]:
-        """``x + server_lr * weighted mean of the deltas``; the control variate moves in :meth:`update_controls`."""
-        return (params + self.server_lr * weighted_mean(updates, weights)).astype(params.dtype), state
+        """``x + server_lr * weighted mean of the deltas``; ``c + |S| / N * mean_i(dc_i)`` over the sampled S of N.
 
-    def update_controls(self, state: ScaffoldState, deltas: np.ndarray, n_silos: int) -> ScaffoldState:
-        """``c + |S| / N * mean_i(dc_i)`` over the sampled silos S of N."""
-        step = len(deltas) / n_silos * np.asarray(deltas, dtype=np.float64).mean(axis=0)
-        return ScaffoldState((state.control + step).astype(state.control.dtype))
+        Without ``controls`` (no silo sent a change of its control variate) ``c`` stays as it is.
+        """
+        new = (params + self.server_lr * weighted_mean(updates, weights)).astype(params.dtype)
+        if controls is None:
+            return new, state
+        step = len(controls.deltas) / controls.n_silos * np.asarray(controls.deltas, dtype=np.float64).mean(axis=0)
+        return new, ScaffoldState((state.control + step).astype(state.control.dtype))

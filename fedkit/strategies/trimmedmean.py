@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedkit.strategies.aggregate import trimmed_mean
-from fedkit.strategies.base import EmptyState, ServerSide
+from fedkit.strategies.base import Controls, EmptyState, ServerSide
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,12 @@ class TrimmedMean(ServerSide):
     trim_beta: float = 0.1
 
     def aggregate(
-        self, updates: np.ndarray, weights: np.ndarray, state: EmptyState, params: np.ndarray
+        self,
+        updates: np.ndarray,
+        weights: np.ndarray,
+        state: EmptyState,
+        params: np.ndarray,
+        controls: Controls | None = None,
     ) -> tuple[np.ndarray, EmptyState]:
         """``params + trimmed_mean_k delta_k`` per coordinate."""
         return (params + trimmed_mean(updates, self.trim_beta)).astype(params.dtype), state

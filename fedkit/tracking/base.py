@@ -1,12 +1,13 @@
-"""The tracker interface the round loop calls; backends (local store, SageMaker, MLflow) implement it."""
+"""The tracking contract: the :class:`Tracker` the round loop calls, the :class:`Backend` a remote tracker delivers
+to through the outbox, the :class:`Event` it is told, and the metric names every backend shares."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-
-from fedkit.errors import FedkitError
 
 STATUSES: tuple[str, ...] = ("running", "finished", "failed", "stopped")
 
@@ -18,7 +19,7 @@ class Tracker(Protocol):
         """A run begins with this config and data provenance."""
         ...
 
-    def log_round(self, run_id: str, round: int, rows: list[dict[str, Any]]) -> None:
+    def log_round(self, run_id: str, server_round: int, rows: list[dict[str, Any]]) -> None:
         """Metric rows ``{round, silo, model, split, metric, value}`` of one round (step = round)."""
         ...
 
@@ -35,5 +36,47 @@ class Tracker(Protocol):
         ...
 
 
-class TrackerError(FedkitError, ValueError):
-    """A tracker cannot be set up as asked (unknown backend, missing setting or extra); the message says the fix."""
+@dataclass(frozen=True)
+class Event:
+    """One outbox event with its payload read back from the local store (the source of truth)."""
+
+    run_id: str
+    seq: int
+    kind: str
+    round: int | None
+    created_at: datetime
+    in_doubt: bool
+    run: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def timestamp_ms(self) -> int:
+        """The event's fixed time in milliseconds since the epoch (the remote metric timestamp)."""
+        return int(self.created_at.timestamp() * 1000)
+
+
+class Backend(Protocol):
+    """A remote tracker: built by :meth:`from_settings`, rebuilt from its JSON ``target`` at sync time, told one
+    event at a time."""
+
+    name: str
+
+    @classmethod
+    def from_settings(
+        cls, experiment: str, *, tracking_uri: str | None = None, region: str | None = None, **options: Any
+    ) -> Backend:
+        """The backend of ``make_trackers``'s settings (each backend takes the ones that concern it)."""
+        ...
+
+    def target(self) -> dict[str, Any]:
+        """JSON settings that rebuild this backend in another process (``fedkit runs sync``)."""
+        ...
+
+    def deliver(self, event: Event) -> None:
+        """Send one event; idempotent, raising on any failure so the event stays pending."""
+        ...
+
+
+def metric_name(row: dict[str, Any]) -> str:
+    """A metric row's name in a remote tracker: ``{model}_{split}_{metric}``, e.g. ``global_test_auc``."""
+    return f"{row['model']}_{row['split']}_{row['metric']}"

@@ -16,54 +16,18 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from fedkit.tracking.base import TrackerError
+from fedkit.errors import DeliveryWarning
+from fedkit.tracking.base import Backend, Event
 from fedkit.tracking.local import LocalStore
+from fedkit.tracking.registry import backend_info
 
 END_SEQ = 1_000_000_000
 """The outbox sequence number of a run's end event (start is 0, round r is r + 1)."""
-
-
-class DeliveryWarning(UserWarning):
-    """A remote tracker could not be reached; its events are kept in the local store for ``fedkit runs sync``."""
-
-
-@dataclass(frozen=True)
-class Event:
-    """One outbox event with its payload read back from the local store (the source of truth)."""
-
-    run_id: str
-    seq: int
-    kind: str
-    round: int | None
-    created_at: datetime
-    in_doubt: bool
-    run: dict[str, Any]
-    rows: list[dict[str, Any]]
-
-    @property
-    def timestamp_ms(self) -> int:
-        """The event's fixed time in milliseconds since the epoch (the remote metric timestamp)."""
-        return int(self.created_at.timestamp() * 1000)
-
-
-class Backend(Protocol):
-    """A remote tracker: rebuilt from its JSON ``target`` at sync time, told one event at a time."""
-
-    name: str
-
-    def target(self) -> dict[str, Any]:
-        """JSON settings that rebuild this backend in another process (``fedkit runs sync``)."""
-        ...
-
-    def deliver(self, event: Event) -> None:
-        """Send one event; idempotent, raising on any failure so the event stays pending."""
-        ...
 
 
 def load_event(store: LocalStore, pending: dict[str, Any]) -> Event:
@@ -123,8 +87,8 @@ class RemoteTracker:
         self.store = store
         self.error: str | None = None
 
-    def _push(self, run_id: str, seq: int, kind: str, round: int | None) -> None:
-        self.store.enqueue(run_id, self.backend.name, seq, kind, round, self.backend.target())
+    def _push(self, run_id: str, seq: int, kind: str, server_round: int | None) -> None:
+        self.store.enqueue(run_id, self.backend.name, seq, kind, server_round, self.backend.target())
         if self.error is not None and kind != "end":
             return  # down for this run: keep queuing, do not slow training; one more try at the end
         _, error = deliver_pending(self.store, self.backend, run_id)
@@ -142,9 +106,9 @@ class RemoteTracker:
         """Queue and send the run's start."""
         self._push(run_id, 0, "start", None)
 
-    def log_round(self, run_id: str, round: int, rows: list[dict[str, Any]]) -> None:
+    def log_round(self, run_id: str, server_round: int, rows: list[dict[str, Any]]) -> None:
         """Queue and send one round's metrics (read back from the store)."""
-        self._push(run_id, round + 1, "round", round)
+        self._push(run_id, server_round + 1, "round", server_round)
 
     def end_run(
         self,
@@ -160,16 +124,8 @@ class RemoteTracker:
 
 
 def backend_from_target(name: str, target: dict[str, Any]) -> Backend:
-    """Rebuild a backend from the target recorded with its events."""
-    if name == "sagemaker":
-        from fedkit.tracking.sagemaker import SageMakerBackend
-
-        return SageMakerBackend(**target)
-    if name == "mlflow":
-        from fedkit.tracking.mlflow import MlflowBackend
-
-        return MlflowBackend(**target)
-    raise TrackerError(f"Unknown tracker backend {name!r} in the outbox; this fedkit knows sagemaker and mlflow.")
+    """Rebuild a backend from the name and target recorded with its events."""
+    return backend_info(name).load()(**target)
 
 
 def sync(

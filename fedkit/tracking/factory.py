@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedkit.tracking.base import Tracker, TrackerError
+from fedkit.errors import TrackerError
+from fedkit.tracking.base import Tracker
 from fedkit.tracking.delivery import RemoteTracker
 from fedkit.tracking.local import LocalStore
+from fedkit.tracking.registry import BACKENDS, LOCAL, backend_info
 
-BACKENDS: tuple[str, ...] = ("local", "sagemaker", "mlflow")
 DEFAULT_EXPERIMENT = "fedkit"
 
 
@@ -21,7 +22,7 @@ def parse_trackers(spec: str | list[str] | tuple[str, ...]) -> list[str]:
             f"The 'trackers' parameter got unknown backend(s) {', '.join(map(repr, unknown))}; "
             f"allowed: {', '.join(BACKENDS)} (comma-separated, e.g. 'local,mlflow')."
         )
-    return ["local", *dict.fromkeys(n for n in names if n != "local")]
+    return [LOCAL, *dict.fromkeys(n for n in names if n != LOCAL)]
 
 
 def make_trackers(
@@ -42,15 +43,9 @@ def make_trackers(
     SageMaker backend (``max_attempts``, ``timeout``).
     """
     store = store or LocalStore()
-    experiment = experiment or DEFAULT_EXPERIMENT
+    settings = {"tracking_uri": tracking_uri, "region": region, **options}
     trackers: list[Tracker] = [store]
     for name in parse_trackers(spec)[1:]:
-        if name == "sagemaker":
-            from fedkit.tracking.sagemaker import SageMakerBackend
-
-            trackers.append(RemoteTracker(SageMakerBackend(experiment, region, **options), store))
-        else:
-            from fedkit.tracking.mlflow import MlflowBackend
-
-            trackers.append(RemoteTracker(MlflowBackend(experiment, tracking_uri), store))
+        backend = backend_info(name).load().from_settings(experiment or DEFAULT_EXPERIMENT, **settings)
+        trackers.append(RemoteTracker(backend, store))
     return trackers

@@ -70,6 +70,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def _sql_value(value: float | None) -> float | None:
+    """A metric value as SQLite keeps it: NaN (an undefined AUC) as NULL."""
+    return None if value is None or np.isnan(value) else float(value)
+
+
 def _alive(pid: int | None, host: str | None) -> bool:
     if pid is None or host != socket.gethostname():
         return True  # cannot tell from here
@@ -110,17 +115,11 @@ class LocalStore:
                 (run_id, _now(), __version__, json.dumps(config), json.dumps(data), os.getpid(), socket.gethostname()),
             )
 
-    def log_round(self, run_id: str, round: int, rows: list[dict[str, Any]]) -> None:
+    def log_round(self, run_id: str, server_round: int, rows: list[dict[str, Any]]) -> None:
         """Insert one round's metric rows in one transaction (NaN stored as NULL)."""
         with self._connect() as con:
-            con.executemany(
-                "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (run_id, r["round"], r["silo"], r["model"], r["split"], r["metric"],
-                     None if r["value"] is None or np.isnan(r["value"]) else float(r["value"]))
-                    for r in rows
-                ],
-            )  # fmt: skip
+            values = [(run_id, *(r[c] for c in HISTORY_COLUMNS[:-1]), _sql_value(r["value"])) for r in rows]
+            con.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", values)
 
     def end_run(
         self,
@@ -141,7 +140,7 @@ class LocalStore:
 
     # -- outbox: events for remote trackers, kept until delivered ------------------------------
     def enqueue(
-        self, run_id: str, backend: str, seq: int, kind: str, round: int | None, target: dict[str, Any]
+        self, run_id: str, backend: str, seq: int, kind: str, server_round: int | None, target: dict[str, Any]
     ) -> None:
         """Record that event ``seq`` (start, round or end) of ``run_id`` is owed to ``backend`` at ``target``.
 
@@ -153,7 +152,7 @@ class LocalStore:
             con.execute(
                 "INSERT OR IGNORE INTO outbox (run_id, backend, seq, kind, round, target, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run_id, backend, seq, kind, round, json.dumps(target, sort_keys=True), _now()),
+                (run_id, backend, seq, kind, server_round, json.dumps(target, sort_keys=True), _now()),
             )
 
     def pending(self, run_id: str | None = None, backend: str | None = None) -> list[dict[str, Any]]:

@@ -20,10 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from fedkit.errors import TrackerError
 from fedkit.result import POOLED
-from fedkit.tracking.base import TrackerError
-from fedkit.tracking.delivery import Event
-from fedkit.tracking.sagemaker import metric_name
+from fedkit.tracking.base import Event, metric_name
 
 RUN_TAG = "fedkit.run_id"
 SILO_TAG = "fedkit.silo"
@@ -94,6 +93,13 @@ class MlflowBackend:
         self._experiment_id: str | None = None
         self._runs: dict[str, dict[str, str]] = {}
         self._params_logged: set[tuple[str, str]] = set()
+
+    @classmethod
+    def from_settings(
+        cls, experiment: str, *, tracking_uri: str | None = None, region: str | None = None, **options: Any
+    ) -> MlflowBackend:
+        """The backend of ``make_trackers``'s settings: the experiment and the tracking URI (the others are AWS's)."""
+        return cls(experiment, tracking_uri)
 
     def target(self) -> dict[str, Any]:
         """The experiment and tracking URI, enough to rebuild this backend for ``fedkit runs sync``."""

@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from fedkit.errors import TrackerError
 from fedkit.result import POOLED
-from fedkit.tracking.base import TrackerError
-from fedkit.tracking.delivery import Event
+from fedkit.tracking.base import Event, metric_name
 
 MAX_NAME = 120
 METRICS_PER_CALL = 10
@@ -54,11 +54,6 @@ def trial_name(run_id: str) -> str:
 def component_name(run_id: str, silo: str) -> str:
     """The trial component of one silo's model (``silo = "aggregated"`` for the aggregated model)."""
     return sagemaker_name(f"fedkit-{run_id}-{silo}")
-
-
-def metric_name(row: dict[str, Any]) -> str:
-    """A metric row's name: ``{model}_{split}_{metric}``, e.g. ``local_train_loss``, ``global_test_auc``."""
-    return f"{row['model']}_{row['split']}_{row['metric']}"
 
 
 def parameter_value(value: Any) -> dict[str, Any] | None:
@@ -129,6 +124,13 @@ class SageMakerBackend:
         else:
             self.sm, self.metrics, self.region = self._clients(region)
         self._components: dict[str, set[str]] = {}
+
+    @classmethod
+    def from_settings(
+        cls, experiment: str, *, tracking_uri: str | None = None, region: str | None = None, **options: Any
+    ) -> SageMakerBackend:
+        """The backend of ``make_trackers``'s settings: the experiment, the AWS region, ``max_attempts``/``timeout``."""
+        return cls(experiment, region, **options)
 
     def _clients(self, region: str | None) -> tuple[Any, Any, str]:
         try:

@@ -1,0 +1,91 @@
+"""Local training of one silo, as data: its hyperparameters, its batch plan and what it returns (numpy only).
+
+Batches follow ``DataLoader(shuffle=True)`` semantics: each epoch is a fresh permutation cut into
+batches (the last one may be smaller), and ``local_steps`` runs across epoch boundaries as FLamby's
+trainer does. The plan is a function of the run seed, round and silo only, so every engine
+(per-silo torch, vectorized, remote) draws the same batches. The trainers themselves live with the
+engines: :mod:`fedkit.engines.vectorized` (numpy) and :mod:`fedkit.engines.per_silo` (torch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedkit.seeding import uniform
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class LocalTraining:
+    """Hyperparameters of one silo's local update; exactly one of ``local_steps`` / ``local_epochs`` is set."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.001
+    batch_size: int = 4
+    local_steps: int | None = 100
+    local_epochs: int | None = None
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def n_steps(self, n_train: int) -> int:
+        """Optimizer steps per round for a silo with ``n_train`` rows."""
+        if self.local_steps is not None:
+            return self.local_steps
+        return (self.local_epochs or 1) * math.ceil(n_train / self.batch_size)
+
+
+def batch_plans(
+    sizes: Sequence[int],
+    batch_size: int,
+    steps: Sequence[int],
+    *,
+    seed: int,
+    kind: int,
+    server_round: int,
+    silos: Sequence[int],
+) -> list[np.ndarray]:
+    """Each silo's batches for a round: row indices of shape (steps, batch_size), ``-1`` pads a short last batch.
+
+    Silo ``silos[i]`` has ``sizes[i]`` train rows and takes ``steps[i]`` steps. Each epoch is the
+    argsort of fresh keys from :func:`fedkit.seeding.uniform` (a uniform random permutation), so a
+    silo's plan is the same whether it is computed alone or with others. Silos of equal size are
+    drawn together in one vectorized call.
+    """
+    plans: list[np.ndarray] = [np.empty((0, batch_size), dtype=np.int64)] * len(sizes)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (n, k) in enumerate(zip(sizes, steps, strict=True)):
+        groups.setdefault((n, k), []).append(i)
+    for (n, k), members in groups.items():
+        per_epoch = math.ceil(n / batch_size)
+        epochs = math.ceil(k / per_epoch)
+        keys = uniform(seed, kind, server_round, np.asarray([silos[i] for i in members]), epochs * n)
+        order = np.argsort(keys.reshape(len(members), epochs, n), axis=2, kind="stable")
+        padded = np.full((len(members), epochs, per_epoch * batch_size), -1, dtype=np.int64)
+        padded[:, :, :n] = order
+        stacked = padded.reshape(len(members), epochs * per_epoch, batch_size)[:, :k]
+        for j, i in enumerate(members):
+            plans[i] = stacked[j]
+    return plans
+
+
+def batch_plan(
+    n_train: int, batch_size: int, steps: int, *, seed: int, kind: int, server_round: int, silo: int
+) -> np.ndarray:
+    """One silo's batch plan for a round (see :func:`batch_plans`)."""
+    return batch_plans([n_train], batch_size, [steps], seed=seed, kind=kind, server_round=server_round, silos=[silo])[0]
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """What a silo's training returns: its new parameters, mean training loss over its steps, and step count."""
+
+    params: np.ndarray
+    train_loss: float
+    steps: int
