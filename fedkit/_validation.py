@@ -74,6 +74,20 @@ class Interval:
         return f"{kind} in the range {left}{low}, {high}{right}"
 
 
+@dataclass(frozen=True)
+class OfType:
+    """An instance of a type (``None`` excluded unless listed separately)."""
+
+    kind: type
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        """Whether ``value`` is an instance of the type."""
+        return isinstance(value, self.kind)
+
+    def __str__(self) -> str:
+        return f"an instance of {self.kind.__name__}"
+
+
 NONE = Options((None,))
 
 
@@ -99,6 +113,7 @@ def validate_params(params: Mapping[str, Any], constraints: Mapping[str, list[Co
         type_ok = any(
             (isinstance(c, Interval) and numeric and (c.kind is float or isinstance(value, numbers.Integral)))
             or (isinstance(c, Options) and isinstance(value, str | bool | type(None) | numbers.Number))
+            or (isinstance(c, OfType) and isinstance(value, c.kind))
             for c in allowed
         )
         raise (ConfigError if type_ok else ConfigTypeError)(message)
