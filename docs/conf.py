@@ -35,7 +35,8 @@ nitpick_ignore_regex = [
     # other libraries, by module (the standard library's and the dependencies')
     (r"py:.*", r"(numpy|np|pandas|pd|torch|nn|matplotlib|ipywidgets|nvflare|boto3|botocore|mlflow|sklearn|tqdm"
      r"|papermill|nbformat|nbclient|jupyter_client|collections|pathlib|argparse|threading|datetime|sqlite3"
-     r"|subprocess|socket|concurrent|typing|types|io|logging|queue|os)\..+"),
+     r"|subprocess|socket|concurrent|typing|types|io|logging|queue|os|dp_accounting|cryptography)\..+"),
+    (r"py:class", r"fedkit\.privacy\.secagg\.M"),  # the TypeVar of Message.from_wire
     # their classes named bare in annotations imported for type checking only
     (r"py:class", r"Figure|Axes|Path|DataFrame"),
 ]  # fmt: skip

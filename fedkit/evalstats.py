@@ -31,7 +31,7 @@ pairs::
     |AUC_hist - AUC| <= 0.5 × (pairs sharing a bin with different scores) / (P·N)
                      <= 0.5 × Σ_b pos_b · neg_b / (P·N)   (:func:`auc_error_bound`, from the sums alone)
 
-Measured with these bins: worst |AUC_hist - AUC| 4.9e-4 over every pooled evaluation (global,
+Measured with these bins: worst ``|AUC_hist - AUC|`` 4.9e-4 over every pooled evaluation (global,
 local and personal models, every round) of eight fedkit runs (flamby FedAvg; hospitals
 fine-tuning; MLP FedPer; local baselines; Dirichlet 20 silos MLP/Adam; FedAdam with federated
 standardization; standardize="none" logreg and MLP), and 1.7e-4 over 1000 seeded random pooled

@@ -7,7 +7,7 @@ data URIs, code hidden). A cell that raises fails the whole call with that cell'
 
 The kernel starts before papermill is imported and warms fedkit's imports while this process loads
 papermill and nbconvert; the private jupyter_client / jsonschema overrides that make that fast live
-apart, in :mod:`fedkit._kernel_startup`.
+apart, in ``fedkit._kernel_startup``.
 """
 
 from __future__ import annotations

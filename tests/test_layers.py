@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "fedkit._validation",
             "fedkit.seeding",
             "fedkit.metrics",
+            "fedkit.evalstats",
             "fedkit.paths",
             "fedkit.progress",
             "fedkit.architectures",

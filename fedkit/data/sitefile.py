@@ -132,7 +132,7 @@ def read_site_file(
     them (NaN, filled later with the train mean). ``not_measured`` maps a feature to the values
     this site's file writes for "not measured" (UCI va: ``{"chol": [0]}``); they become missing.
     ``header`` None takes the first line for a header when it names a schema column.
-    The file is read once; :attr:`SiteData.sha256` is the hash of the bytes parsed.
+    The file is read once; ``SiteData.sha256`` is the hash of the bytes parsed.
     """
     validate_params({"missing": missing, "delimiter": delimiter, "header": header}, READ_CONSTRAINTS, "read_site_file")
     path = Path(path)

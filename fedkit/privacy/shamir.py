@@ -5,7 +5,7 @@ degree ``threshold - 1``; a share is the polynomial's value at a non-zero point 
 ``threshold`` shares rebuild the secret by Lagrange interpolation at 0; fewer are uniformly
 distributed whatever the secret (information-theoretic). The field (521 bits) holds any 256-bit
 secret with room to spare, so an interpolated value of 2^256 or more proves a wrong share.
-Coefficients come from :mod:`secrets` (the operating system's cryptographic generator).
+Coefficients come from ``secrets`` (the operating system's cryptographic generator).
 """
 
 from __future__ import annotations
