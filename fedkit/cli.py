@@ -26,12 +26,16 @@ def _flag(name: str) -> str:
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per RunConfig field (only flags given on the command line override the config file)."""
     from fedkit.config import RunConfig
+    from fedkit.strategies import HYPERPARAMETERS
 
     group = parser.add_argument_group("run configuration (every RunConfig field)")
     for f in fields(RunConfig):
         base = str(f.type).split("|")[0].strip()
-        default = None if f.default is MISSING else f.default
-        text = f"{f.metadata.get('help', '')} (default: {default})"
+        text = f.metadata.get("help", "")
+        if "default" not in text:  # a help text that explains its default already says it once
+            default = None if f.default is MISSING else f.default
+            shown = "the strategy's own" if default is None and f.name in HYPERPARAMETERS else default
+            text += f" (default: {'unset' if shown is None else shown})"
         if base == "bool":
             group.add_argument(
                 _flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
@@ -66,6 +70,15 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def interval_text(block: dict[str, Any], metric: str) -> str:
+    """``low-high`` of a final block's 95% interval of ``metric`` (2 decimals), "null" when undefined,
+    "-" for a run recorded before intervals existed."""
+    if f"{metric}_low" not in block:
+        return "-"
+    low, high = block[f"{metric}_low"], block[f"{metric}_high"]
+    return "null" if low is None or high is None else f"{low:.2f}-{high:.2f}"
+
+
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """A plain aligned text table (first column left-aligned, the rest right-aligned)."""
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
@@ -90,11 +103,16 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{final.get('round', 0)}/{config['rounds']} rounds · {steps} · "
         f"{config['optimizer']} lr {config['lr']} · seed {config['seed']}"
     )
-    rows = [{"silo": s, **m} for s, m in final["silos"].items()] + [{"silo": "pooled", **final["pooled"]}]
-    body = format_table(rows, ["silo", "n_test", "loss", "auc", "accuracy"])
+    blocks = [*final["silos"].items(), *([("pooled", final["pooled"])] if final.get("pooled") else [])]
+    rows = [
+        {"silo": s, **m, "auc 95% CI": interval_text(m, "auc"), "accuracy 95% CI": interval_text(m, "accuracy")}
+        for s, m in blocks
+    ]
+    body = format_table(rows, ["silo", "n_test", "loss", "auc", "auc 95% CI", "accuracy", "accuracy 95% CI"])
     avg = f"avg_accuracy (unweighted mean over silos, FLamby's Avg{len(final['silos'])}): {_fmt(final['avg_accuracy'])}"
     title = "Global model" if final.get("model", "global") == "global" else "Each silo's own (personalized) model"
-    lines = [head, "", f"{title} on each silo's test set:", body, "", avg]
+    ci = "95% CI: AUC by DeLong, accuracy by Wilson, over each test set's n_test rows"
+    lines = [head, "", f"{title} on each silo's test set ({ci}):", body, "", avg]
     lines += [f"note: {n}" for n in summary.get("notes", [])]
     return "\n".join(lines)
 
@@ -107,19 +125,24 @@ def _trackers(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``fedkit run``."""
+    """``fedkit run``; with ``--json`` stdout holds the JSON summary alone (other prints go to stderr)."""
+    import contextlib
+
     import fedkit
 
-    result = fedkit.run(
-        config_from_args(args),
-        trackers=_trackers(args),
-        progress=not args.quiet,
-        admin_kit=args.admin_kit,
-        min_silos=args.min_silos,
-        straggler_timeout=args.straggler_timeout,
-    )
-    summary = result.summary()
-    print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary))
+    out = sys.stdout
+    # a library's prints (FLARE's "Connecting to FLARE ...") would break the JSON: they go to stderr while the run goes
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = fedkit.run(
+            config_from_args(args),
+            trackers=_trackers(args),
+            progress=not args.quiet,
+            admin_kit=args.admin_kit,
+            min_silos=args.min_silos,
+            straggler_timeout=args.straggler_timeout,
+        )
+        summary = result.summary()
+    print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary), file=out)
     return 0
 
 
@@ -355,7 +378,7 @@ def add_run(sub: Subparsers, config_flags: bool) -> None:
     )
     if config_flags:
         add_config_flags(run)
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, parser=run)
 
 
 def add_data(sub: Subparsers) -> None:
@@ -369,9 +392,9 @@ def add_data(sub: Subparsers) -> None:
     info.add_argument("--seed", type=int, default=42, help="seed of the split")
     info.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True, help="check sha256 pins")
     info.add_argument("--json", action="store_true", help="print JSON")
-    info.set_defaults(func=cmd_data_info)
+    info.set_defaults(func=cmd_data_info, parser=info)
     download = commands.add_parser("download", help="download and verify the files into the data folder")
-    download.set_defaults(func=cmd_data_download)
+    download.set_defaults(func=cmd_data_download, parser=download)
 
 
 def add_remote(sub: Subparsers) -> None:
@@ -381,18 +404,18 @@ def add_remote(sub: Subparsers) -> None:
     prov = commands.add_parser("provision", help="startup kits (CA, per-site certificates, mTLS) from a project file")
     prov.add_argument("--project", default="deploy/project.yml", metavar="FILE", help="default: deploy/project.yml")
     prov.add_argument("--workspace", default="workspace", metavar="DIR", help="where the kits go (default: workspace)")
-    prov.set_defaults(func=cmd_remote_provision)
+    prov.set_defaults(func=cmd_remote_provision, parser=prov)
     start = commands.add_parser("start", help="run the server or a site from its startup kit (containers)")
     start.add_argument("--kit", required=True, metavar="DIR", help="the startup kit (startup/ and local/)")
     start.add_argument("--workspace", required=True, metavar="DIR", help="writable folder the kit is copied to")
-    start.set_defaults(func=cmd_remote_start)
+    start.set_defaults(func=cmd_remote_start, parser=start)
     poc = commands.add_parser("poc", help="server + one process per hospital on 127.0.0.1 until Ctrl-C")
     poc.add_argument("--silos", type=int, default=4, help="hospitals to start, 1-4 (default: 4)")
     poc.add_argument(
         "--workspace", default="poc-workspace", metavar="DIR", help="kits and logs (default: poc-workspace)"
     )
     poc.add_argument("--data-dir", default=None, metavar="DIR", help="the UCI files (default: $FEDKIT_DATA_DIR)")
-    poc.set_defaults(func=cmd_remote_poc)
+    poc.set_defaults(func=cmd_remote_poc, parser=poc)
 
 
 def add_runs(sub: Subparsers) -> None:
@@ -401,11 +424,11 @@ def add_runs(sub: Subparsers) -> None:
     commands = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
     listing = commands.add_parser("list", help="every recorded run, newest first")
     listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(func=cmd_runs_list)
+    listing.set_defaults(func=cmd_runs_list, parser=listing)
     show = commands.add_parser("show", help="one run: config, data, final metrics")
     show.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
     show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(func=cmd_runs_show)
+    show.set_defaults(func=cmd_runs_show, parser=show)
     sync = commands.add_parser(
         "sync",
         help="deliver events that SageMaker/MLflow missed (safe to repeat)",
@@ -414,14 +437,14 @@ def add_runs(sub: Subparsers) -> None:
     )
     sync.add_argument("run_id", metavar="RUN_ID", nargs="?", help="one run (default: every run with pending events)")
     sync.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    sync.set_defaults(func=cmd_runs_sync)
+    sync.set_defaults(func=cmd_runs_sync, parser=sync)
     compare = commands.add_parser("compare", help="a table of runs: differing config and final metrics")
     compare.add_argument("run_ids", metavar="RUN_ID", nargs="*", help="runs to compare (default: all)")
     compare.add_argument("--source", default="local", choices=tuple(BACKENDS), help="where to read the runs from")
     compare.add_argument("--experiment", default="fedkit", metavar="NAME", help="with --source sagemaker/mlflow")
     compare.add_argument("--tracking-uri", default=None, metavar="URI", help="with --source mlflow")
     compare.add_argument("--json", action="store_true", help="print JSON (one object per run)")
-    compare.set_defaults(func=cmd_runs_compare)
+    compare.set_defaults(func=cmd_runs_compare, parser=compare)
 
 
 def add_report(sub: Subparsers) -> None:
@@ -446,7 +469,7 @@ def add_report(sub: Subparsers) -> None:
     )
     report.add_argument("--output-dir", default="reports", metavar="DIR", help="where to write (default: reports/)")
     report.add_argument("--no-html", action="store_true", help="only write the executed notebook")
-    report.set_defaults(func=cmd_report)
+    report.set_defaults(func=cmd_report, parser=report)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -472,7 +495,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedkit`` console script."""
     words = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(words[0] if words and not words[0].startswith("-") else None).parse_args(words)
+    args, unknown = build_parser(words[0] if words and not words[0].startswith("-") else None).parse_known_args(words)
+    if unknown:  # argparse would print the top-level usage; the subcommand's own says what it takes
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args))
     except FedkitError as exc:

@@ -166,11 +166,17 @@ def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         for silo in [*silos, POOLED]:
             for metric in ("accuracy", "auc", "loss"):
                 row[f"{silo}_{metric}"] = r["final"].get(silo, {}).get(metric)
-        accuracies = [r["final"].get(s, {}).get("accuracy") for s in silos]
+        # FLamby's Avg over the run's own silos (runs of different splits have different silos)
+        accuracies = [block.get("accuracy") for s, block in r["final"].items() if s != POOLED]
         known = [a for a in accuracies if a is not None]
         row["avg_accuracy"] = sum(known) / len(known) if known and len(known) == len(accuracies) else None
         rows.append(row)
-    return pd.DataFrame(rows).set_index("run_id") if rows else pd.DataFrame(columns=["run_id"]).set_index("run_id")
+    if not rows:
+        return pd.DataFrame(columns=["run_id"]).set_index("run_id")
+    table = pd.DataFrame(rows).set_index("run_id")
+    for k in differing:  # config values keep their types: a field that is None in another run stays 8, not 8.0
+        table[k] = pd.Series([r["config"].get(k) for r in records], index=table.index, dtype=object)
+    return table
 
 
 def compare(

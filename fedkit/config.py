@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fedkit._validation import NONE, Interval, Options, validate_params
+from fedkit._validation import NONE, Interval, Options, did_you_mean, validate_params
 from fedkit.architectures import MODELS
 from fedkit.data.silos import (
     DATA_CONSTRAINTS,
@@ -144,8 +143,7 @@ class RunConfig:
         names = [f.name for f in fields(cls)]
         for key in values:
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(key, names)
                 raise ConfigError(f"RunConfig has no field {key!r}.{hint} Valid fields: {', '.join(names)}.")
         return cls(**values)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fedkit.data import uci
 from fedkit.errors import ConfigError
-from fedkit.result import POOLED
+from fedkit.result import POOLED, final_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,11 +133,8 @@ def config_differences(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame
 
 
 def final_frame(final: Mapping[str, Any]) -> pd.DataFrame:
-    """A summary's ``final`` block as a table: one row per silo plus pooled (n_test, loss, auc, accuracy)."""
-    import pandas as pd
-
-    rows = [{"silo": s, **m} for s, m in final["silos"].items()] + [{"silo": POOLED, **final[POOLED]}]
-    return pd.DataFrame(rows, columns=["silo", "n_test", "loss", "auc", "accuracy"]).set_index("silo")
+    """A summary's ``final`` block as a table (:func:`fedkit.result.final_table`: n_test, metrics, 95% intervals)."""
+    return final_table(final)
 
 
 def finals_table(finals: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ("accuracy", "auc")) -> pd.DataFrame:

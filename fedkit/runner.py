@@ -20,8 +20,9 @@ from fedkit import seeding
 from fedkit.config import RunConfig, silos_per_round
 from fedkit.data.silos import Federation
 from fedkit.engines.base import Engine, FitReply, Scores
+from fedkit.intervals import metric_intervals
 from fedkit.metrics import METRICS, grouped_metrics
-from fedkit.result import POOLED, RoundEvent, RunResult, n_test_by_silo, undefined_auc_notes
+from fedkit.result import POOLED, RoundEvent, RunResult, n_test_by_silo, thin_class_notes, undefined_auc_notes
 from fedkit.strategies import BASELINES, Strategy, make_strategy
 from fedkit.strategies.base import Controls
 from fedkit.tracking.base import Tracker
@@ -83,6 +84,32 @@ def evaluate_rows(server_round: int, engine: Engine, params: np.ndarray, config:
     if config.scored == "personal":
         rows += score_rows(server_round, "personal", engine.evaluate_personal(params, server_round))
     return rows
+
+
+def final_intervals(
+    engine: Engine, params: np.ndarray, config: RunConfig, server_round: int
+) -> dict[str, dict[str, float]]:
+    """The 95% intervals of the scored model's final AUC and accuracy, per silo and pooled (:mod:`fedkit.intervals`).
+
+    Parameters
+    ----------
+    engine
+        The run's engine, asked once more for the scores of its last evaluation.
+    params
+        The final global parameters.
+    config
+        The run's configuration (which model it is scored with).
+    server_round
+        The last recorded round (fine-tuning for the personal models is seeded by it).
+    """
+    personal = config.scored == "personal"
+    scores = engine.evaluate_personal(params, server_round) if personal else engine.evaluate(params)
+    out = {s.silo: metric_intervals(s.labels, s.logits) for s in scores}
+    if scores:
+        out[POOLED] = metric_intervals(
+            np.concatenate([s.labels for s in scores]), np.concatenate([s.logits for s in scores])
+        )
+    return out
 
 
 def fit_rows(server_round: int, replies: list[FitReply]) -> list[dict[str, Any]]:
@@ -148,9 +175,15 @@ class Recorder:
         for callback in self.callbacks:
             callback(event)
 
-    def finish(self, status: str, params: np.ndarray) -> RunResult:
-        """End the run with ``status`` (finished or stopped) and its final ``params``; returns its result."""
+    def finish(
+        self, status: str, params: np.ndarray, intervals: dict[str, dict[str, float]] | None = None
+    ) -> RunResult:
+        """End the run with ``status`` (finished or stopped) and its final ``params``; returns its result.
+
+        ``intervals``: the final AUC and accuracy intervals per silo (:func:`final_intervals`), if computed.
+        """
         notes = undefined_auc_notes(self.records, self.test_labels)
+        notes += thin_class_notes({s: (len(y), int(np.sum(y == 1))) for s, y in self.test_labels.items()})
         if not self.data["verified"]:
             notes.append("The data files were not verified against the pinned sha256 (verify=False); see data.sha256.")
         result = RunResult(
@@ -163,6 +196,7 @@ class Recorder:
             self.data,
             notes,
             self.config.scored,
+            intervals or {},
         )
         summary = result.summary() if self.trackers else None
         for t in self.trackers:
@@ -202,12 +236,14 @@ def run(
     params = engine.initial_params()
     state = strategy.init(params)
     status = "finished"
+    last = 0
     bar = progress_bar(progress, total=config.rounds, desc=config.strategy, unit="round", file=sys.stderr)
     try:
         recorder.record(0, evaluate_rows(0, engine, params, config), params)
         for server_round in range(1, config.rounds + 1):
             params, state, rows = run_round(server_round, config, engine, strategy, state, params, hooks)
             recorder.record(server_round, rows, params)
+            last = server_round
             pooled = {r["metric"]: r["value"] for r in rows if r["silo"] == POOLED and r["model"] == config.scored}
             bar.set_postfix(auc=f"{pooled['auc']:.3f}", acc=f"{pooled['accuracy']:.3f}", refresh=False)
             bar.update()
@@ -222,4 +258,4 @@ def run(
         raise
     finally:
         bar.close()
-    return recorder.finish(status, params)
+    return recorder.finish(status, params, final_intervals(engine, params, config, last))
