@@ -20,6 +20,8 @@ def grouped_metrics(y: np.ndarray, z: np.ndarray, group: np.ndarray, n_groups: i
     y = np.asarray(y, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
     group = np.asarray(group, dtype=np.int64)
+    if len(z) == 0:  # no rows in any group: nothing to score
+        return {m: np.full(n_groups, np.nan) for m in METRICS}
     n = np.bincount(group, minlength=n_groups).astype(np.float64)
     loss = np.bincount(group, np.logaddexp(0.0, z) - y * z, minlength=n_groups) / n
     accuracy = np.bincount(group, (z > 0) == (y == 1), minlength=n_groups) / n

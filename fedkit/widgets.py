@@ -45,6 +45,11 @@ TOOLTIPS: dict[str, str] = {
 }
 
 
+def _number(value: float | None) -> str:
+    """A metric for a sentence: 4 decimals, 0.0 included; "null" when undefined (None)."""
+    return "null" if value is None else f"{value:.4f}"
+
+
 def _field(widget: ipywidgets.Widget, name: str) -> ipywidgets.Widget:
     widget.tooltip = TOOLTIPS.get(name, "")
     widget.style = {"description_width": DESCRIPTION_WIDTH}
@@ -363,9 +368,10 @@ class ControlPanel:
         self.progress.bar_style = "success" if result.status == "finished" else "warning"
         table = result.table().to_html(float_format=lambda v: f"{v:.4f}", na_rep="null", border=0)
         self.table.value = f'<div class="jp-RenderedHTMLCommon">{table}</div>'
+        pooled_auc = (final["pooled"] or {}).get("auc")
         self._say(
             f"Run {result.run_id} {result.status} after round {final.get('round', 0)}: mean accuracy over "
-            f"silos {final['avg_accuracy']:.4f}, pooled AUC {final['pooled']['auc'] or float('nan'):.4f}. "
+            f"silos {_number(final['avg_accuracy'])}, pooled AUC {_number(pooled_auc)}. "
             f"Recorded in {', '.join(self.selected_trackers())}.",
             "ok",
         )

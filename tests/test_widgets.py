@@ -181,3 +181,19 @@ def test_differences_table_has_a_row_per_run_with_what_differs(data_dir, monkeyp
 def _without_compare(monkeypatch, explore, runs):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     return explore.differences_table(runs)
+
+
+def test_a_pooled_auc_of_zero_is_shown_as_zero_not_nan() -> None:
+    import numpy as np
+
+    from fedkit.result import RunResult
+
+    rows = [
+        {"round": 1, "silo": s, "model": "global", "split": "test", "metric": m, "value": 0.0}
+        for s in ("a", POOLED)
+        for m in ("loss", "auc", "accuracy")
+    ]
+    result = RunResult("r", "finished", {}, rows, np.zeros(2), {"a": 5, POOLED: 5}, {})
+    panel = ControlPanel()
+    panel._finished(result)
+    assert "pooled AUC 0.0000" in panel.message.value and "nan" not in panel.message.value

@@ -152,7 +152,7 @@ class SimulationEngine:
                 # SCAFFOLD option II: c_i+ = c_i - c + (x - y_i) / (K * lr)
                 old = self._control.get(i, np.zeros_like(params))
                 fresh = old - term.control + (params - local_model) / (steps[j] * self.local.lr)
-                self._control[i] = fresh.astype(np.float32)
+                self._control[i] = fresh  # float64, as the server's control (Scaffold's state)
                 control_delta = fresh - old
             sent = local_model.copy()
             if self.personal is not None:
