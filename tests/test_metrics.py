@@ -23,7 +23,8 @@ def test_a_last_round_without_silo_rows_has_no_average_and_no_warning() -> None:
         for s in ("a", "b", POOLED)
         for m in METRICS
     ]
-    rows += [{"round": 2, "silo": POOLED, "model": "global", "split": "test", "metric": m, "value": 0.0} for m in METRICS]
+    last = {"round": 2, "silo": POOLED, "model": "global", "split": "test"}
+    rows += [{**last, "metric": m, "value": 0.0} for m in METRICS]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # np.mean([]) would warn "Mean of empty slice"
         final = final_metrics(rows, {"a": 3, "b": 4, POOLED: 7})
