@@ -264,6 +264,30 @@ def krum_has_enough_silos(config: RunConfig) -> None:
         )
 
 
+def scaffold_needs_plain_sgd(config: RunConfig) -> None:
+    """SCAFFOLD's control update assumes plain local SGD and controls over every shared coordinate.
+
+    Option II of Karimireddy et al. (2020), ``c_i+ = c_i - c + (x - y_i) / (K * lr)``, reads a
+    silo's mean corrected gradient off ``K`` plain SGD steps of size ``lr``: Adam's or momentum's
+    steps are not ``lr`` times a gradient, so the control would be wrong. With FedPer, the personal
+    coordinates never reach the server, yet the control variates would span them.
+    """
+    if config.strategy != "scaffold":
+        return
+    if config.optimizer != "sgd" or config.momentum != 0.0:
+        raise ConfigError(
+            "strategy='scaffold' needs optimizer='sgd' with momentum=0: its control variates are updated as "
+            "c_i - c + (x - y_i) / (K * lr), which holds only for plain SGD steps; got "
+            f"optimizer={config.optimizer!r}, momentum={config.momentum}. Use sgd without momentum, or another strategy "
+            "(fedadam, fedyogi, fedadagrad for adaptive steps)."
+        )
+    if config.personalize == "fedper":
+        raise ConfigError(
+            "strategy='scaffold' cannot run with personalize='fedper': its control variates would span the personal "
+            "head, which never reaches the server. Use personalize='finetune' or 'none', or another strategy."
+        )
+
+
 def remote_runs_hospitals(config: RunConfig) -> None:
     """The remote engine runs one FLARE site per hospital, and no rows leave a site."""
     if config.engine == "remote" and (config.split not in REMOTE_SPLITS or config.strategy == "pooled"):
@@ -289,6 +313,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     ),
     no_personal_baseline,
     krum_has_enough_silos,
+    scaffold_needs_plain_sgd,
     remote_runs_hospitals,
     *(_strategy_rule(name) for name in HYPERPARAMETERS),
 )

@@ -19,6 +19,7 @@ SAMPLING = 1
 SELECTION = 2
 FINETUNE = 3
 DP_NOISE = 4  # differential privacy's Gaussian noise (fedkit.privacy.dp), apart from every other draw
+VALIDATION = 5  # the folds of validation_split (fedkit.data.silos), one stream per silo
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
