@@ -278,8 +278,8 @@ def scaffold_needs_plain_sgd(config: RunConfig) -> None:
         raise ConfigError(
             "strategy='scaffold' needs optimizer='sgd' with momentum=0: its control variates are updated as "
             "c_i - c + (x - y_i) / (K * lr), which holds only for plain SGD steps; got "
-            f"optimizer={config.optimizer!r}, momentum={config.momentum}. Use sgd without momentum, or another strategy "
-            "(fedadam, fedyogi, fedadagrad for adaptive steps)."
+            f"optimizer={config.optimizer!r}, momentum={config.momentum}. Use sgd without momentum, or another "
+            "strategy (fedadam, fedyogi, fedadagrad for adaptive steps)."
         )
     if config.personalize == "fedper":
         raise ConfigError(
