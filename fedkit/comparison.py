@@ -103,14 +103,14 @@ def _mlflow_records(runs: Sequence[str] | None, experiment: str, tracking_uri: s
 
 
 def _sagemaker_records(runs: Sequence[str] | None, experiment: str, region: str | None) -> list[dict[str, Any]]:
-    from fedkit.tracking.sagemaker import AGGREGATED, SageMakerBackend, sagemaker_name
+    from fedkit.tracking.sagemaker import AGGREGATED, SageMakerBackend, paginate, sagemaker_name
 
     backend = SageMakerBackend(experiment, region)
     by_run: dict[str, dict[str, Any]] = {}
-    trials = backend.sm.list_trials(ExperimentName=sagemaker_name(experiment), MaxResults=100)
-    for trial in trials.get("TrialSummaries", []):
-        listing = backend.sm.list_trial_components(TrialName=trial["TrialName"], MaxResults=100)
-        for summary in listing.get("TrialComponentSummaries", []):
+    trials = list(paginate(backend.sm.list_trials, "TrialSummaries", ExperimentName=sagemaker_name(experiment)))
+    for trial in trials:
+        listing = paginate(backend.sm.list_trial_components, "TrialComponentSummaries", TrialName=trial["TrialName"])
+        for summary in listing:
             component = backend.sm.describe_trial_component(TrialComponentName=summary["TrialComponentName"])
             params = {k: v.get("NumberValue", v.get("StringValue")) for k, v in component.get("Parameters", {}).items()}
             run_id, silo = params.pop("fedkit_run_id", None), params.pop("fedkit_silo", None)

@@ -78,7 +78,10 @@ def test_sagemaker_without_a_region_says_how_to_set_one(monkeypatch, tmp_path) -
     for key in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    with pytest.raises(TrackerError, match="export AWS_REGION"):
+    with pytest.raises(TrackerError, match="export AWS_DEFAULT_REGION=eu-west-1"):
+        make_trackers("sagemaker")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")  # boto3 ignores it: the hint must not suggest it
+    with pytest.raises(TrackerError, match="ignores AWS_REGION"):
         make_trackers("sagemaker")
 
 
