@@ -137,3 +137,46 @@ def test_a_slow_dead_backend_does_not_slow_every_round(data_dir) -> None:
     with pytest.warns(DeliveryWarning):
         fedkit.run(config, trackers=[store, RemoteTracker(backend, store)], progress=False)
     assert backend.calls == 2  # 0.6 s of waiting in a run of 12 events, not 3.6 s
+
+
+def test_each_round_event_reads_only_its_own_rows(data_dir, monkeypatch) -> None:
+    read: list[int] = []
+    history = LocalStore.history
+
+    def counting(self, run_id, *server_round):
+        rows = history(self, run_id, *server_round)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(LocalStore, "history", counting)
+    store, backend = LocalStore(), Recorder()
+    result = fedkit.run(
+        RunConfig(split="iid", silos=2, rounds=6, local_steps=2),
+        trackers=[store, RemoteTracker(backend, store)],
+        progress=False,
+    )
+    assert sum(read) == len(result.records)  # every metric row read once, not the whole history per round
+
+
+def test_the_store_runs_its_schema_ddl_once_per_file_not_on_every_connection(monkeypatch) -> None:
+    import sqlite3
+
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        con = connect(*args, **kwargs)
+        con.set_trace_callback(statements.append)
+        return con
+
+    monkeypatch.setattr("fedkit.tracking.local.sqlite3.connect", traced)
+    store = LocalStore()
+    store.start_run("r1", {"split": "iid"}, {})
+    assert any("CREATE TABLE" in s for s in statements)  # the new file gets its tables
+    statements.clear()
+    store.log_round(
+        "r1", 1, [{"round": 1, "silo": "a", "model": "global", "split": "test", "metric": "auc", "value": 0.5}]
+    )
+    store.history("r1")
+    LocalStore(store.path).list_runs()  # another store object on the same file
+    assert statements and not any("CREATE" in s for s in statements)

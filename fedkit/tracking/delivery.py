@@ -35,7 +35,7 @@ def load_event(store: LocalStore, pending: dict[str, Any]) -> Event:
     run = store.get(pending["run_id"])
     rows = []
     if pending["kind"] == "round":
-        rows = [r for r in store.history(pending["run_id"]) if r["round"] == pending["round"]]
+        rows = store.history(pending["run_id"], pending["round"])  # that round's rows only: linear in rounds
     return Event(
         run_id=pending["run_id"],
         seq=pending["seq"],
