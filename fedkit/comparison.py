@@ -87,11 +87,15 @@ def _mlflow_records(runs: Sequence[str] | None, experiment: str, tracking_uri: s
     from fedkit.tracking.mlflow import RUN_TAG, SILO_TAG, MlflowBackend
 
     backend = MlflowBackend(experiment, tracking_uri)
-    found = backend.client.get_experiment_by_name(experiment)
-    if found is None:
-        raise TrackerError(f"MLflow at {backend.tracking_uri} has no experiment {experiment!r}; check --experiment.")
+    with backend.scoped():
+        found = backend.client.get_experiment_by_name(experiment)
+        if found is None:
+            raise TrackerError(
+                f"MLflow at {backend.tracking_uri} has no experiment {experiment!r}; check --experiment."
+            )
+        listed = backend.client.search_runs([found.experiment_id], filter_string=f"tags.`{RUN_TAG}` != ''")
     by_run: dict[str, dict[str, Any]] = {}
-    for run in backend.client.search_runs([found.experiment_id], filter_string=f"tags.`{RUN_TAG}` != ''"):
+    for run in listed:
         run_id = run.data.tags[RUN_TAG]
         record = by_run.setdefault(run_id, {"run_id": run_id, "status": None, "config": {}, "metrics": {}})
         silo = run.data.tags.get(SILO_TAG)

@@ -180,3 +180,55 @@ def test_the_store_runs_its_schema_ddl_once_per_file_not_on_every_connection(mon
     store.history("r1")
     LocalStore(store.path).list_runs()  # another store object on the same file
     assert statements and not any("CREATE" in s for s in statements)
+
+
+def test_an_mlflow_backend_changes_process_wide_state_only_while_it_delivers(monkeypatch) -> None:
+    pytest.importorskip("sagemaker_mlflow")
+    import logging
+    import os
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    import mlflow
+
+    from fedkit.tracking.mlflow import ENV_DEFAULTS, MlflowBackend
+
+    for key in ENV_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the user's own setting
+    logger = logging.getLogger("mlflow.tracking.request_header.registry")
+
+    def state() -> tuple:
+        watched = (*ENV_DEFAULTS, "MLFLOW_TRACKING_URI")
+        return {k: os.environ.get(k) for k in watched}, mlflow.get_tracking_uri(), list(logger.filters)
+
+    before = state()
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/x"
+    backend = MlflowBackend("x", arn)
+    MlflowBackend("y", arn)
+    assert state() == before  # constructing changes nothing
+
+    seen: list[tuple] = []
+
+    class Client:
+        def get_experiment_by_name(self, name):
+            seen.append(state())
+            return SimpleNamespace(experiment_id="1")
+
+        def search_runs(self, *args, **kwargs):
+            return []
+
+        def create_run(self, *args, **kwargs):
+            return SimpleNamespace(info=SimpleNamespace(run_id="m1"))
+
+        def log_batch(self, *args, **kwargs):
+            pass
+
+    backend.client = Client()
+    run = {"fedkit_version": "0", "created_at": "2026-01-01T00:00:00+00:00", "config": {"lr": 0.1}, "data": {}}
+    event = Event("r", 0, "start", None, datetime(2026, 1, 1), False, run, [])
+    backend.deliver(event)
+    (inside,) = seen
+    env, uri, filters = inside
+    assert all(env[k] == v for k, v in ENV_DEFAULTS.items()) and uri == arn and filters  # in force while delivering
+    assert state() == before  # and put back after: the user's MLFLOW_TRACKING_URI too
