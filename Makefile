@@ -38,13 +38,17 @@ docs: setup
 	$(BIN)/python -m sphinx -b html -n -W --keep-going docs build/docs/html
 	@echo "docs: open build/docs/html/index.html"
 
-# JupyterLab from .venv on the notebooks, with FEDKIT_DATA_DIR set as above.
+# The notebooks' kernel, "Python (fedkit)": .venv's python, with the data folder found above in its environment.
+KERNEL_INSTALL = $(BIN)/python -m ipykernel install --name fedkit --display-name "Python (fedkit)" --env FEDKIT_DATA_DIR "$(abspath $(FEDKIT_DATA_DIR))"
+
+# JupyterLab from .venv on the notebooks, with FEDKIT_DATA_DIR set as above and the kernel in .venv (--sys-prefix).
 lab: data
+	$(KERNEL_INSTALL) --sys-prefix
 	$(BIN)/jupyter lab notebooks/
 
-# Register .venv as a Jupyter kernel for any other Jupyter (a system JupyterLab, VS Code, SageMaker Studio).
+# Register the kernel for your user, for any other Jupyter (a system JupyterLab, VS Code, SageMaker Studio).
 kernel: setup
-	$(BIN)/python -m ipykernel install --user --name fedkit --display-name "Python (fedkit)"
+	$(KERNEL_INSTALL) --user
 
 # checkov and kubernetes-validate for tests/test_deploy.py, apart: their pins conflict with fedkit's.
 deploy-tools: .venv-deploy-tools/.installed

@@ -70,13 +70,14 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def interval_text(block: dict[str, Any], metric: str) -> str:
-    """``low-high`` of a final block's 95% interval of ``metric`` (2 decimals), "null" when undefined,
-    "-" for a run recorded before intervals existed."""
+def block_interval(block: dict[str, Any], metric: str) -> str:
+    """A final block's 95% interval of ``metric`` as text (:func:`fedkit.intervals.interval_text`), "-" for a
+    run recorded before intervals existed."""
+    from fedkit.intervals import interval_text
+
     if f"{metric}_low" not in block:
         return "-"
-    low, high = block[f"{metric}_low"], block[f"{metric}_high"]
-    return "null" if low is None or high is None else f"{low:.2f}-{high:.2f}"
+    return interval_text(block[f"{metric}_low"], block[f"{metric}_high"])
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -105,7 +106,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     )
     blocks = [*final["silos"].items(), *([("pooled", final["pooled"])] if final.get("pooled") else [])]
     rows = [
-        {"silo": s, **m, "auc 95% CI": interval_text(m, "auc"), "accuracy 95% CI": interval_text(m, "accuracy")}
+        {"silo": s, **m, "auc 95% CI": block_interval(m, "auc"), "accuracy 95% CI": block_interval(m, "accuracy")}
         for s, m in blocks
     ]
     body = format_table(rows, ["silo", "n_test", "loss", "auc", "auc 95% CI", "accuracy", "accuracy 95% CI"])

@@ -16,6 +16,7 @@ from fedkit.architectures import MODELS
 from fedkit.data.silos import (
     DATA_CONSTRAINTS,
     MISSING,
+    SKEWED,
     SPLITS,
     STANDARDIZE,
     Federation,
@@ -136,6 +137,15 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """All fields, JSON-ready."""
         return asdict(self)
+
+    def in_use(self) -> dict[str, Any]:
+        """The fields that shape this run, in field order: unset (None) ones are left out, and so are those
+        its other fields make inert (``alpha`` outside the dirichlet / quantity splits, ``hidden`` outside
+        the mlp model).
+        """
+        inert = {"alpha"} if self.split not in SKEWED else set()
+        inert |= {"hidden"} if self.model != "mlp" else set()
+        return {k: v for k, v in asdict(self).items() if v is not None and k not in inert}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:

@@ -140,3 +140,16 @@ def metric_intervals(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]
     _, auc_low, auc_high = delong(y, z)
     accuracy_low, accuracy_high = wilson(float(np.sum((z > 0) == (y == 1))), len(y))
     return {"auc_low": auc_low, "auc_high": auc_high, "accuracy_low": accuracy_low, "accuracy_high": accuracy_high}
+
+
+def interval_text(low: float | None, high: float | None) -> str:
+    """An interval for a table cell: ``0.62–0.86`` (2 decimals), ``null`` when undefined (None or NaN).
+
+    Parameters
+    ----------
+    low, high
+        The bounds.
+    """
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return "null"
+    return f"{low:.2f}–{high:.2f}"

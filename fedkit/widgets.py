@@ -14,6 +14,7 @@ import html
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedkit.errors import FedkitError
@@ -45,6 +46,12 @@ TOOLTIPS: dict[str, str] = {
 }
 
 
+def _short(exc: BaseException) -> str:
+    """An error for the panel's message line: its one-line notebook form when it has one, else its message."""
+    render = getattr(exc, "_render_traceback_", None)
+    return " ".join(render()) if render is not None else str(exc)
+
+
 def _number(value: float | None) -> str:
     """A metric for a sentence: 4 decimals, 0.0 included; "null" when undefined (None)."""
     return "null" if value is None else f"{value:.4f}"
@@ -63,6 +70,7 @@ class ControlPanel:
 
     ``defaults`` are RunConfig fields that preset the panel (fields the panel has no widget for,
     e.g. ``mu``, are passed through unchanged). ``callbacks`` also receive every round event.
+    ``data_dir`` holds the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
     Display it with ``panel`` as the last value of a cell, or ``display(panel.widget)``.
     """
 
@@ -71,11 +79,13 @@ class ControlPanel:
         *,
         trackers: Sequence[str] = ("local",),
         callbacks: Sequence[Callable[[RoundEvent], None]] = (),
+        data_dir: str | Path | None = None,
         **defaults: Any,
     ) -> None:
         from fedkit.config import RunConfig
 
         base = RunConfig.from_dict(defaults)  # a bad preset fails here, with RunConfig's message
+        self.data_dir = data_dir
         self._extra = {k: v for k, v in defaults.items() if k not in _WIDGET_FIELDS}
         self.callbacks = list(callbacks)
         self.result: RunResult | None = None
@@ -166,7 +176,8 @@ class ControlPanel:
         self.counter.add_class("fedkit-round-counter")
         self.message = w.HTML()
         self.message.add_class("fedkit-message")
-        self.figure = w.Image(format="png", layout=w.Layout(width="100%", max_width="1140px"))
+        # hidden until the first run draws it: an Image without a value shows a broken-image icon
+        self.figure = w.Image(format="png", layout=w.Layout(width="100%", max_width="1140px", display="none"))
         self.figure.add_class("fedkit-figure")
         self.table = w.HTML()
         self.table.add_class("fedkit-table")
@@ -237,6 +248,9 @@ class ControlPanel:
             self._say(problem, "error")
         elif not self.running:
             config = self.config()
+            if self.progress.value == 0:  # before a run (or after a failed start): the counter follows rounds
+                self.progress.max = config.rounds
+                self.counter.value = f"round 0/{config.rounds}"
             self._say(
                 f"Ready: {config.strategy} on the {config.split} split, {config.rounds} rounds, "
                 f"recorded in {', '.join(self.selected_trackers())}.",
@@ -245,7 +259,7 @@ class ControlPanel:
 
     def _refresh(self) -> str | None:
         """Enable what applies to the current values; returns the problem that blocks Run, if any."""
-        from fedkit.data.silos import SYNTHETIC
+        from fedkit.data.silos import SKEWED, SYNTHETIC
         from fedkit.tracking.registry import available_trackers
 
         with self._lock:
@@ -253,7 +267,7 @@ class ControlPanel:
             for field in self._inputs():
                 field.disabled = running
             self.silos.disabled = running or self.split.value not in SYNTHETIC
-            self.alpha.disabled = running or self.split.value not in ("dirichlet", "quantity")
+            self.alpha.disabled = running or self.split.value not in SKEWED
             for name, usable in available_trackers().items():
                 self.trackers[name].disabled = running or name == "local" or not usable
             problem = self.problem()
@@ -290,9 +304,9 @@ class ControlPanel:
         config = self.config()
         try:
             trackers = make_trackers(self.selected_trackers())
-            federation = load_federation(config)
+            federation = load_federation(config, data_dir=self.data_dir)
         except FedkitError as exc:
-            self._say(str(exc), "error")
+            self._say(_short(exc), "error")
             return None
         title = f"{config.strategy} · {config.split} split · seed {config.seed}"
         self.curves = LiveCurves(federation.names, config.rounds, model=config.scored, title=title)
@@ -361,12 +375,15 @@ class ControlPanel:
         if self.curves is not None:
             self.curves.update(self._records)
             self.figure.value = self.curves.png()
+            self.figure.layout.display = None  # shown from the first drawing on
             self._drawn_at = time.monotonic()
 
     def _finished(self, result: RunResult) -> None:
         final = result.final
         self.progress.bar_style = "success" if result.status == "finished" else "warning"
-        table = result.table().to_html(float_format=lambda v: f"{v:.4f}", na_rep="null", border=0)
+        from fedkit.explore import readable_table
+
+        table = readable_table(result.table()).to_html(float_format=lambda v: f"{v:.4f}", na_rep="null", border=0)
         self.table.value = f'<div class="jp-RenderedHTMLCommon">{table}</div>'
         pooled_auc = (final["pooled"] or {}).get("auc")
         self._say(
@@ -399,31 +416,44 @@ _WIDGET_FIELDS = frozenset(
 """The RunConfig fields the panel has a widget for (the others pass through from ``defaults``)."""
 
 
+ALPHAS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+"""The partition explorer's alpha values: exact numbers on a roughly logarithmic scale (plus the one it starts at)."""
+
+
 def partition_explorer(
-    split: str = "dirichlet", silos: int = 4, alpha: float = 0.5, seed: int = 42
+    split: str = "dirichlet",
+    silos: int = 4,
+    alpha: float = 0.5,
+    seed: int = 42,
+    data_dir: str | Path | None = None,
 ) -> ipywidgets.Widget:
-    """Pick split, silos, alpha and seed; see the label balance of the resulting silos (and RunConfig's errors)."""
+    """Pick split, silos, alpha and seed; see the label balance of the resulting silos (and RunConfig's errors).
+
+    The alpha slider steps through :data:`ALPHAS` (and ``alpha``), exact values, so its partition is the
+    one :func:`~fedkit.data.silos.load_silos` gives for the same parameters. ``data_dir`` holds the UCI files.
+    """
     import ipywidgets as w
     from IPython.display import display
 
-    from fedkit.data.silos import SPLITS, load_silos
+    from fedkit.data.silos import SKEWED, SPLITS, SYNTHETIC, load_silos
     from fedkit.explore import partition_table
     from fedkit.plots import label_balance_figure
 
+    alphas = sorted({*ALPHAS, float(alpha)})
     controls = {
         "split": _field(w.Dropdown(options=SPLITS, value=split, description="split"), "split"),
         "silos": _field(w.IntSlider(value=silos, min=2, max=16, description="silos"), "silos"),
-        "alpha": _field(w.FloatLogSlider(value=alpha, base=10, min=-2, max=2, step=0.1, description="alpha"), "alpha"),
+        "alpha": _field(w.SelectionSlider(options=alphas, value=float(alpha), description="alpha"), "alpha"),
         "seed": _field(w.IntText(value=seed, description="seed"), "seed"),
     }
 
     def show(split: str, silos: int, alpha: float, seed: int) -> None:
-        from fedkit.data.silos import SYNTHETIC
-
         controls["silos"].disabled = split not in SYNTHETIC
-        controls["alpha"].disabled = split not in ("dirichlet", "quantity")
+        controls["alpha"].disabled = split not in SKEWED
         try:
-            federation = load_silos(split, silos=silos if split in SYNTHETIC else None, alpha=alpha, seed=seed)
+            federation = load_silos(
+                split, silos=silos if split in SYNTHETIC else None, alpha=alpha, seed=seed, data_dir=data_dir
+            )
         except FedkitError as exc:
             display(w.HTML(f'<span style="color:#b00020">{html.escape(str(exc))}</span>'))
             return

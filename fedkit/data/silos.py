@@ -27,6 +27,8 @@ from fedkit.paths import data_dir as default_data_dir
 
 SPLITS: tuple[str, ...] = ("hospitals", "flamby", "iid", "dirichlet", "quantity")
 SYNTHETIC: tuple[str, ...] = ("iid", "dirichlet", "quantity")
+SKEWED: tuple[str, ...] = ("dirichlet", "quantity")
+"""The splits ``alpha`` shapes (label skew, size skew); the others ignore it."""
 MISSING: tuple[str, ...] = ("drop", "impute")
 STANDARDIZE: tuple[str, ...] = ("silo", "federated", "none")
 TRAIN_FRACTION = 0.66
