@@ -112,7 +112,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     body = format_table(rows, ["silo", "n_test", "loss", "auc", "auc 95% CI", "accuracy", "accuracy 95% CI"])
     avg = f"avg_accuracy (unweighted mean over silos, FLamby's Avg{len(final['silos'])}): {_fmt(final['avg_accuracy'])}"
     title = "Global model" if final.get("model", "global") == "global" else "Each silo's own (personalized) model"
-    ci = "95% CI: AUC by DeLong, accuracy by Wilson, over each test set's n_test rows"
+    ci = "95% CI over its n_test rows: AUC DeLong, accuracy Wilson"
     lines = [head, "", f"{title} on each silo's test set ({ci}):", body, "", avg]
     lines += [f"note: {n}" for n in summary.get("notes", [])]
     return "\n".join(lines)

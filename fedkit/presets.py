@@ -41,7 +41,12 @@ def preset(name: str) -> dict[str, Any]:
 
 
 def baseline_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The FedAvg baseline of a run: the same fields without the strategy and its hyperparameters."""
+    """The FedAvg baseline of a run: the same fields without the strategy and its hyperparameters.
+
+    Everything else is the run's own, ``lr`` included (a controlled comparison: only the aggregation
+    changes), so a FedAdam run at lr 0.01 is compared with FedAvg at lr 0.01, not FLamby's 0.001; the
+    report prints the baseline's fields to say so.
+    """
     from fedkit.strategies import HYPERPARAMETERS
 
     return {**{k: v for k, v in fields.items() if k not in HYPERPARAMETERS}, "strategy": "fedavg"}

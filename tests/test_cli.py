@@ -59,7 +59,11 @@ def test_run_prints_a_per_silo_table_and_runs_list_and_show_read_it(data_dir, ca
     assert main(["runs", "list"]) == 0
     assert run_id in capsys.readouterr().out
     assert main(["runs", "show", run_id[:17]]) == 0
-    assert "status finished" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "status finished" in shown
+    switzerland = next(line for line in shown.splitlines() if line.startswith("switzerland "))
+    assert switzerland.split()[1] == "16" and "0.00–1.00" in switzerland  # n_test and the AUC's 95% interval
+    assert "auc 95% CI" in shown and "accuracy 95% CI" in shown
 
 
 def test_bad_values_exit_2_with_the_message(capsys) -> None:

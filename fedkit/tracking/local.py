@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 SCHEMA_VERSION = zlib.crc32(SCHEMA.encode()) & 0x7FFFFFFF
-"""The store's ``PRAGMA user_version`` once :data:`SCHEMA` is in place: a connection runs the DDL only when it
+"""The store's ``PRAGMA user_version`` once ``SCHEMA`` is in place: a connection runs the DDL only when it
 differs (a new file, or a file from a fedkit whose schema text was different)."""
 OUTBOX_COLUMNS = ["run_id", "backend", "seq", "kind", "round", "target", "created_at", "attempts", "last_error"]
 HISTORY_COLUMNS = ["round", "silo", "model", "split", "metric", "value"]

@@ -109,7 +109,7 @@ class MlflowBackend:
     def scoped(self) -> Iterator[None]:
         """MLflow's process-wide settings this backend needs, for the duration of a ``with`` block, then put back.
 
-        :data:`ENV_DEFAULTS` (unless the user set them), the global tracking URI for an ARN (the
+        ``ENV_DEFAULTS`` (unless the user set them), the global tracking URI for an ARN (the
         sagemaker-mlflow plugin reads it for its routing header) and the filter of the plugin's noise
         are in force only inside the block, one block at a time in the process; constructing a
         backend changes nothing.
