@@ -340,7 +340,7 @@ def mean_history(histories: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 
 def seeds_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
-    """Final accuracy and AUC per silo with ``n_test`` and 95% intervals, one column block per label.
+    """Final loss, accuracy and AUC per silo with ``n_test`` and 95% intervals, one column block per label.
 
     ``summaries`` maps a label (e.g. strategy) to the run summaries of its seeds. One seed: each
     value and its interval. Several: the mean and std (ddof=0) over seeds, and the "typical 95% CI",
@@ -361,6 +361,7 @@ def seeds_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.Data
         if not columns:
             columns[("test rows", "n_test")] = mean["n_test"].map(lambda n: "" if n != n else int(n))
         several = len(finals) > 1
+        columns[(label, "loss mean" if several else "loss")] = mean["loss"]
         for metric in ("accuracy", "auc"):
             bounds = mean[[f"{metric}_low", f"{metric}_high"]].itertuples(index=False)
             text = [interval_text(low, high) for low, high in bounds]
