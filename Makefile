@@ -15,7 +15,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	# torch (the 'torch' extra, in 'all') first, at its pin, from TORCH_INDEX_URL: pip would pick the CUDA build.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt torch $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
