@@ -10,7 +10,7 @@ export FEDKIT_DATA_DIR
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkit-$(EXTRAS)
 
-.PHONY: setup data run test lint clean deploy-tools
+.PHONY: setup data run test lint clean deploy-tools deploy-test deploy-test-down
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
@@ -38,9 +38,16 @@ deploy-tools: .venv-deploy-tools/.installed
 	.venv-deploy-tools/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/deploy-tools.txt
 	touch $@
 
+# The federation run from the Kubernetes overlays with `podman kube play` on this machine (root; podman, runc,
+# debootstrap, kubectl): image build, server + four sites, the report from here against them, tear-down.
+deploy-test: setup
+	deploy/podman/deploy-test.sh
+deploy-test-down:
+	deploy/podman/deploy-test.sh down
+
 lint: setup
 	$(BIN)/ruff check fedkit tests benchmarks
 	$(BIN)/ruff format --check fedkit tests benchmarks
 
 clean:
-	rm -rf $(VENV) .venv-deploy-tools .pytest_cache
+	rm -rf $(VENV) .venv-deploy-tools .pytest_cache .deploy-test

@@ -7,6 +7,11 @@ rejoins when it answers again.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -104,3 +109,28 @@ def test_remote_config_refuses_synthetic_splits_and_pooled() -> None:
     for fields in ({"split": "iid"}, {"strategy": "pooled"}):
         with pytest.raises(fedkit.ConfigError, match="engine='remote' runs one site per hospital"):
             fedkit.RunConfig(engine="remote", **fields)
+
+
+# `fedkit remote start`'s supervisor running a child, in a process of its own (it installs signal handlers).
+SUPERVISED = "import sys; from fedkit.remote.kits import supervise; sys.exit(supervise([sys.executable, '-c', {!r}]))"
+
+
+def test_remote_start_passes_sigterm_on_at_once_and_returns_the_exit_code() -> None:
+    import psutil
+
+    done = subprocess.run([sys.executable, "-c", SUPERVISED.format("raise SystemExit(3)")], timeout=60, check=False)
+    assert done.returncode == 3
+    proc = subprocess.Popen([sys.executable, "-c", SUPERVISED.format("import time; time.sleep(60)")])
+    try:
+        deadline = time.monotonic() + 30
+        while not psutil.Process(proc.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (child,) = psutil.Process(proc.pid).children()
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # what a pod's PID 1 gets when the pod stops
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+        assert time.monotonic() - start < 5
+        assert not child.is_running()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

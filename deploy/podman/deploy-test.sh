@@ -3,6 +3,7 @@
 # Kubernetes overlays with `podman kube play` on this machine (127.0.0.1 only), run the headless report from
 # the host against them, compare it with the simulation, and tear everything down, also when a step fails.
 # Needs root, podman, runc, debootstrap, kubectl, and the project's .venv (make setup). Phases are timed.
+# `deploy-test.sh down` only removes what an interrupted run left behind.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -24,6 +25,9 @@ exec 9>/run/fedkit-deploy-test/lock
 flock --wait 1200 9
 
 mkdir -p "$work"
+if [ "${1:-}" = down ]; then  # `make deploy-test-down`: remove what an interrupted run left
+    exec "$python" "$here/federation.py" down --work "$work"
+fi
 "$python" "$here/federation.py" down --work "$work" >/dev/null  # leftovers of an interrupted run
 finish() {
     rc=$?
@@ -40,11 +44,16 @@ echo "deploy-test: base image: $((SECONDS - t0)) s"
 
 # pip inside the build verifies TLS with the host's CA bundle when one is configured (PIP_CERT or `pip config`).
 cert=${PIP_CERT:-$("$python" -m pip config get global.cert 2>/dev/null || true)}
+build() {
+    podman build --quiet --format docker --network host --build-arg BASE_IMAGE="$base" \
+        ${cert:+--volume "$cert:/run/pip-ca.crt:ro" --build-arg PIP_CERT=/run/pip-ca.crt} \
+        -f deploy/docker/Dockerfile "$@" . >/dev/null
+}
 t0=$SECONDS
-podman build --quiet --format docker --network host --build-arg BASE_IMAGE="$base" \
-    ${cert:+--volume "$cert:/run/pip-ca.crt:ro" --build-arg PIP_CERT=/run/pip-ca.crt} \
-    -f deploy/docker/Dockerfile -t "$image" . >/dev/null
+# The build stage is tagged too, so that pruning the previous builds keeps its cached dependency layer.
+build --target build -t "$image-build"
+build -t "$image"
+podman image prune --force >/dev/null
 echo "deploy-test: image build: $((SECONDS - t0)) s; $image is $(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}')"
-podman image prune --force >/dev/null  # the previous build's untagged layers
 
 "$python" "$here/federation.py" run --work "$work" --image "$image" --data-dir "$FEDKIT_DATA_DIR" ${ROUNDS:+--rounds "$ROUNDS"}
