@@ -16,7 +16,9 @@ fi
 rootfs=$(mktemp -d /var/tmp/fedkit-base.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
 echo "base image $tag: debootstrap $suite from $mirror" >&2
-debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates "$suite" "$rootfs" "$mirror" >&2
+debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates "$suite" "$rootfs" "$mirror" >&2 &
+trap 'kill -TERM $! 2>/dev/null; wait $!; exit 143' INT TERM  # stop debootstrap too, then the EXIT trap cleans up
+wait $!
 # Not needed at run time: downloaded packages and lists, manuals, translations, docs (licences kept).
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
     "$rootfs"/usr/share/man/* "$rootfs"/usr/share/locale/* "$rootfs"/usr/share/info/*

@@ -36,16 +36,28 @@ finish() {
     exit "$rc"
 }
 trap finish EXIT
-trap 'exit 130' INT TERM
+# Long steps run in the background so that a signal interrupts the wait, reaches the step, and the tear-down runs.
+child=
+step() {
+    "$@" &
+    child=$!
+    wait "$child"
+}
+interrupted() {
+    [ -z "$child" ] || { kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; }
+    exit 143
+}
+trap interrupted INT TERM
 
 t0=$SECONDS
-base=$("$here/base-image.sh")
+step "$here/base-image.sh" >"$work/base-image"
+base=$(cat "$work/base-image")
 echo "deploy-test: base image: $((SECONDS - t0)) s"
 
 # pip inside the build verifies TLS with the host's CA bundle when one is configured (PIP_CERT or `pip config`).
 cert=${PIP_CERT:-$("$python" -m pip config get global.cert 2>/dev/null || true)}
 build() {
-    podman build --quiet --format docker --network host --build-arg BASE_IMAGE="$base" \
+    step podman build --quiet --format docker --network host --build-arg BASE_IMAGE="$base" \
         ${cert:+--volume "$cert:/run/pip-ca.crt:ro" --build-arg PIP_CERT=/run/pip-ca.crt} \
         -f deploy/docker/Dockerfile "$@" . >/dev/null
 }
@@ -54,6 +66,8 @@ t0=$SECONDS
 build --target build -t "$image-build"
 build -t "$image"
 podman image prune --force >/dev/null
-echo "deploy-test: image build: $((SECONDS - t0)) s; $image is $(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}')"
+size=$(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}')
+echo "deploy-test: image build: $((SECONDS - t0)) s; $image is $size"
 
-"$python" "$here/federation.py" run --work "$work" --image "$image" --data-dir "$FEDKIT_DATA_DIR" ${ROUNDS:+--rounds "$ROUNDS"}
+step "$python" "$here/federation.py" run --work "$work" --image "$image" --data-dir "$FEDKIT_DATA_DIR" \
+    ${ROUNDS:+--rounds "$ROUNDS"}

@@ -618,6 +618,11 @@ def down(work: Path) -> list[str]:
     ]
 
 
+def stop_on_sigterm(signum: int, frame: Any) -> None:
+    """Unwind on SIGTERM (deploy-test.sh interrupted): the running podman or report subprocess is killed on the way."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``run`` or ``down``; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -638,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"deploy-test: tear-down left {left}", file=sys.stderr)
             return 1
         return 0
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     timings: dict[str, float] = {}
     try:
         run(args.work, args.image, args.data_dir.resolve(), args.rounds, args.seed, timings)
