@@ -7,11 +7,13 @@
 2. render — each overlay through ``kubectl kustomize`` with only what an operator substitutes: the image
    reference, the kit Secrets made from the kit folders (kustomize's ``secretGenerator``, the declarative
    ``kubectl create secret generic --from-file``), and the hospital's data volume, filled beforehand;
-3. server — ``podman kube play``, then its probes run as the kubelet runs them, and the admin logs in;
+3. server — ``podman kube play``, then its probes run as the kubelet runs them, its security context checked
+   from inside the container, and the admin logs in;
 4. impostor — a cleveland site whose kit comes from another CA: the server refuses it;
-5. sites — the four hospitals, probes, all four connected;
+5. sites — the four hospitals, probes and security context, all four connected;
 6. report — ``fedkit report notebooks/04_headless_report.ipynb -p engine remote -p admin_kit ...`` on the host;
-7. compare — the recorded run against the simulation of the same config, per silo and pooled, to 1e-6.
+7. a site stops on SIGTERM within seconds, as a pod must;
+8. compare — the recorded run against the simulation of the same config, per silo and pooled, to 1e-6.
 
 What podman 4.3 (Debian bookworm) cannot run as a cluster would is adapted in :func:`podman_shims`, each
 with its reason; docs_deploy_test.md lists them and what only a real cluster shows.
@@ -517,7 +519,7 @@ def compare_with_simulation(home: Path, rounds: int, seed: int) -> float:
             f"expected one finished run in {home}, found {[(r['run_id'], r['status']) for r in runs]}"
         )
     remote = LocalStore(home / "runs.sqlite").get(runs[0]["run_id"])
-    if remote["config"]["engine"] != "remote" or remote["config"]["rounds"] != rounds:
+    if (remote["config"]["engine"], remote["config"]["rounds"], remote["config"]["seed"]) != ("remote", rounds, seed):
         raise DeployTestError(f"the recorded run is not the remote run asked for: {remote['config']}")
     config = {k: v for k, v in remote["config"].items() if k != "engine"}
     simulation = fedkit.run(fedkit.RunConfig.from_dict(config), trackers=[], progress=False).summary()["final"]
