@@ -248,8 +248,7 @@ def cmd_remote_start(args: argparse.Namespace) -> int:
     """``fedkit remote start``: run one participant's FLARE process from its kit (the container entry point)."""
     from fedkit.remote.kits import run_participant
 
-    run_participant(args.kit, args.workspace)
-    return 0
+    return run_participant(args.kit, args.workspace)
 
 
 def cmd_remote_poc(args: argparse.Namespace) -> int:

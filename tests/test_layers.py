@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "fedkit.metrics",
             "fedkit.evalstats",
             "fedkit.intervals",
+            "fedkit._optional",
             "fedkit.paths",
             "fedkit.progress",
             "fedkit.architectures",
