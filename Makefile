@@ -10,9 +10,10 @@ export FEDKIT_DATA_DIR
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkit-$(EXTRAS)
+KERNEL_SPEC := $(VENV)/share/jupyter/kernels/fedkit/kernel.json
 
 .PHONY: setup data run test lint clean deploy-tools flower-venv docs lab kernel deploy-test deploy-test-down
-setup: $(STAMP)
+setup: $(STAMP) $(KERNEL_SPEC)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,12 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt torch $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
+
+# The notebooks' kernel, "Python (fedkit)": .venv's python, with the data folder found above in its environment.
+# Installed into .venv by setup (papermill or a Jupyter run from .venv find it), refreshed by lab, for the user by kernel.
+KERNEL_INSTALL = $(BIN)/python -m ipykernel install --name fedkit --display-name "Python (fedkit)" --env FEDKIT_DATA_DIR "$(abspath $(FEDKIT_DATA_DIR))"
+$(KERNEL_SPEC): $(STAMP)
+	if $(BIN)/python -c "import ipykernel" 2>/dev/null; then $(KERNEL_INSTALL) --sys-prefix; fi
 
 data: setup
 	$(BIN)/fedkit data download
@@ -38,9 +45,6 @@ test: data deploy-tools flower-venv
 docs: setup
 	$(BIN)/python -m sphinx -b html -n -W --keep-going docs build/docs/html
 	@echo "docs: open build/docs/html/index.html"
-
-# The notebooks' kernel, "Python (fedkit)": .venv's python, with the data folder found above in its environment.
-KERNEL_INSTALL = $(BIN)/python -m ipykernel install --name fedkit --display-name "Python (fedkit)" --env FEDKIT_DATA_DIR "$(abspath $(FEDKIT_DATA_DIR))"
 
 # JupyterLab from .venv on the notebooks, with FEDKIT_DATA_DIR set as above and the kernel in .venv (--sys-prefix).
 lab: data

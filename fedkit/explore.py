@@ -160,7 +160,7 @@ def load_runs(
     return runs
 
 
-def test_rows(config: Mapping[str, Any]) -> dict[str, Any]:
+def scored_on(config: Mapping[str, Any]) -> dict[str, Any]:
     """What decides which patients a run was scored on: the split and, where they matter, silos, alpha,
     the missing-value policy and the seed (the FLamby split's test rows are the same for every seed).
 
@@ -177,7 +177,7 @@ def test_rows(config: Mapping[str, Any]) -> dict[str, Any]:
         rows["silos"] = config.get("silos") or 4
     if split in SKEWED:
         rows["alpha"] = config.get("alpha")
-    rows["missing"] = check_data_options(split, rows.get("silos"), config.get("missing"), "test_rows")
+    rows["missing"] = check_data_options(split, rows.get("silos"), config.get("missing"), "scored_on")
     if split != "flamby":
         rows["seed"] = config.get("seed")
     return rows
@@ -193,7 +193,7 @@ def comparability(runs: Sequence[Mapping[str, Any]]) -> str:
     """
     if not runs:
         return "No runs to compare."
-    keys = [test_rows(r["config"]) for r in runs]
+    keys = [scored_on(r["config"]) for r in runs]
     n = len(runs)
     splits = sorted({k["split"] for k in keys})
     if len(splits) > 1:

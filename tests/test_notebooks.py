@@ -127,12 +127,15 @@ def test_make_registers_the_notebooks_kernel_with_the_data_folder() -> None:
         pytest.skip("make is not installed")
     kernel = json.loads((NOTEBOOKS / "01_explore_silos.ipynb").read_text())["metadata"]["kernelspec"]
     data = ROOT.parent / "elsewhere" / "data"
-    for target, scope in (("lab", "--sys-prefix"), ("kernel", "--user")):
+    for target, scope in (("setup", "--sys-prefix"), ("lab", "--sys-prefix"), ("kernel", "--user")):
         printed = subprocess.run(
-            [make, "-n", "-C", str(ROOT), target, f"FEDKIT_DATA_DIR={data}"], capture_output=True, text=True, check=True
+            [make, "-n", "-B", "-C", str(ROOT), target, f"FEDKIT_DATA_DIR={data}"],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
-        install = next(line for line in printed.splitlines() if "ipykernel install" in line)
-        words = shlex.split(install)
+        install = [line for line in printed.splitlines() if "ipykernel install" in line][-1]  # the target's own
+        words = shlex.split(install.removesuffix("; fi"))
         assert words[words.index("--name") + 1] == kernel["name"]
         assert words[words.index("--display-name") + 1] == kernel["display_name"]
         assert words[words.index("--env") + 1 : words.index("--env") + 3] == ["FEDKIT_DATA_DIR", str(data.resolve())]
