@@ -1,0 +1,203 @@
+"""Every public function, method and class of fedkit has a NumPy-style docstring that documents its parameters.
+
+"Public" is what the docs site documents (docs/_ext/fedkit_docs.py): every module without a ``_``-prefixed
+part, and in each the functions and classes it defines whose names have no leading ``_``; in each such
+class, the methods, class/static methods and properties it defines itself (``__call__`` counts, other
+dunders do not). The docstring is parsed with numpydoc's own parser (``numpydoc.docscrape``), the one the
+docs build renders it with, and must
+
+- exist (a method without one may inherit its base's: ``inspect.getdoc``, as autodoc shows it);
+- list in ``Parameters`` every parameter of the signature, each with a description: ``self``/``cls`` never;
+  ``*args``/``**kwargs`` either listed or named somewhere in the text; a class's parameters are those of
+  ``inspect.signature(cls)`` (its ``__init__``, or a dataclass's / NamedTuple's fields: documented under
+  ``Parameters`` like any constructor's, and a dataclass field's ``metadata={"help": ...}`` counts, which
+  the docs render as the parameter's entry);
+- list nothing the signature does not have (stale docs after a rename).
+
+A property needs a docstring and has no parameters. The few exemptions are data below, each with its reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+numpydoc_docscrape = pytest.importorskip(
+    "numpydoc.docscrape", reason="the docs extra is not installed (make setup installs it)"
+)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "docs" / "_ext"))
+fedkit_docs = pytest.importorskip("fedkit_docs", reason="the docs extra is not installed (make setup installs it)")
+
+EXEMPT: dict[str, str] = {}
+"""Qualified name -> why its parameters need not be listed (its docstring is still required)."""
+
+DUNDERS_CHECKED = frozenset({"__call__"})
+"""Dunder methods whose parameters a user passes by hand; the others (``__len__``, ``__eq__``...) say nothing new."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Documented:
+    """One public callable or class, the docstring it shows and the signature its docstring must match."""
+
+    path: str
+    obj: Any
+    doc: str
+    signature: inspect.Signature | None
+    is_class: bool
+    help_fields: frozenset[str] = frozenset()
+
+
+def _signature(obj: Any) -> inspect.Signature | None:
+    try:
+        return inspect.signature(obj)
+    except (TypeError, ValueError):  # a builtin or a class whose constructor has no readable signature
+        return None
+
+
+def _constructor(cls: type) -> inspect.Signature | None:
+    """What a caller passes to ``cls(...)``; None when the constructor is Python's own (an exception's message)."""
+    if not any(
+        klass.__module__.startswith("fedkit") and ("__init__" in vars(klass) or "__new__" in vars(klass))
+        for klass in cls.__mro__
+    ):
+        return None
+    return _signature(cls)
+
+
+def _own_members(cls: type) -> Iterator[tuple[str, Any, Callable[..., Any] | None]]:
+    """``(name, member, callable whose signature counts)`` for what ``cls`` defines itself."""
+    for name, raw in vars(cls).items():
+        if name.startswith("_") and name not in DUNDERS_CHECKED:
+            continue
+        if isinstance(raw, property):
+            yield name, raw, None
+        elif isinstance(raw, staticmethod | classmethod):
+            yield name, raw, getattr(cls, name)
+        elif inspect.isfunction(raw):
+            yield name, raw, getattr(cls, name)
+
+
+def _class_doc(cls: type) -> str:
+    """The class's own docstring (a class never silently shows its base's, which documents other parameters)."""
+    doc = cls.__dict__.get("__doc__")
+    if not doc or (dataclasses.is_dataclass(cls) and doc.startswith(f"{cls.__name__}(")):
+        return ""  # dataclasses write their signature as __doc__ when there is none
+    return inspect.cleandoc(doc)
+
+
+def _help_fields(cls: type) -> frozenset[str]:
+    if not dataclasses.is_dataclass(cls):
+        return frozenset()
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("help"))
+
+
+def public_objects() -> list[Documented]:
+    """Every public function, class, method and property of the fedkit package, in module order."""
+    modules = sorted(
+        set(fedkit_docs.public_modules()) | {obj.__module__ for obj in fedkit_docs.public_names().values()}
+    )
+    found: list[Documented] = []
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module_name:
+                continue
+            path = f"{module_name}.{name}"
+            if inspect.isclass(obj):
+                found.append(
+                    Documented(path, obj, _class_doc(obj), _constructor(obj), True, _help_fields(obj))
+                )
+                for member_name, member, function in _own_members(obj):
+                    member_doc = inspect.getdoc(member if function is None else function) or ""
+                    signature = None if function is None else _signature(function)
+                    found.append(Documented(f"{path}.{member_name}", member, member_doc, signature, False))
+            elif inspect.isfunction(obj):
+                found.append(Documented(path, obj, inspect.getdoc(obj) or "", _signature(obj), False))
+    return found
+
+
+def _listed(doc: str) -> dict[str, str]:
+    """Names in the ``Parameters`` section mapped to their descriptions (``a, b : int`` lists two)."""
+    parsed = numpydoc_docscrape.NumpyDocString(doc)
+    out: dict[str, str] = {}
+    for entry in parsed["Parameters"]:
+        for name in entry.name.split(","):
+            out[name.strip().lstrip("*")] = " ".join(entry.desc).strip()
+    return out
+
+
+def problems(item: Documented) -> list[str]:
+    """What is wrong with one object's docstring (empty when nothing is)."""
+    if not item.doc.strip():
+        return ["has no docstring"]
+    try:
+        listed = _listed(item.doc)
+    except Exception as exc:  # numpydoc raises on a malformed section
+        return [f"docstring does not parse as NumPy style: {exc}"]
+    if item.signature is None:
+        return []
+    out = []
+    params = [p for p in item.signature.parameters.values() if p.name not in {"self", "cls"}]
+    names = {p.name for p in params}
+    if item.path not in EXEMPT:
+        for p in params:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and (p.name in listed or p.name in item.doc):
+                continue
+            if p.name in item.help_fields and p.name not in listed:
+                continue
+            if p.name not in listed:
+                out.append(f"parameter {p.name!r} is not in its Parameters section")
+            elif not listed[p.name]:
+                out.append(f"parameter {p.name!r} has no description")
+    out += [f"documents {name!r}, which its signature does not have" for name in listed if name not in names]
+    return out
+
+
+@pytest.fixture(scope="module")
+def items() -> list[Documented]:
+    """The package's public objects, found once."""
+    return public_objects()
+
+
+def test_the_checker_sees_the_public_api(items: list[Documented]) -> None:
+    paths = {item.path for item in items}
+    for expected in ["fedkit.api.run", "fedkit.config.RunConfig", "fedkit.result.RunResult.history"]:
+        assert expected in paths
+    assert not any("._" in path.replace(".__call__", "") for path in paths)
+
+
+def test_every_exemption_names_a_public_object_and_gives_a_reason(items: list[Documented]) -> None:
+    paths = {item.path for item in items}
+    for path, reason in EXEMPT.items():
+        assert path in paths, f"{path} is exempt but is no public object any more: drop it from EXEMPT"
+        assert len(reason.split()) >= 4, f"say why {path} is exempt"
+
+
+def test_every_public_function_and_class_documents_its_parameters(items: list[Documented]) -> None:
+    failures = [f"{item.path}: {problem}" for item in items for problem in problems(item)]
+    assert not failures, f"{len(failures)} docstring problems:\n" + "\n".join(failures)
+
+
+SECTION = "Summary.\n\nParameters\n----------\n"
+CASES = {
+    "missing": ("Summary.", ["parameter 'x' is not in its Parameters section"]),
+    "undescribed": (SECTION + "x : int\n", ["parameter 'x' has no description"]),
+    "stale": (SECTION + "x : int\n    The x.\ny : int\n    Gone.\n", ["documents 'y', which its signature does not have"]),
+    "complete": (SECTION + "x : int\n    The x.\n", []),
+    "absent": ("", ["has no docstring"]),
+}
+
+
+@pytest.mark.parametrize(("doc", "expected"), CASES.values(), ids=CASES.keys())
+def test_the_checker_catches_missing_empty_and_stale_parameters(doc: str, expected: list[str]) -> None:
+    def f(x: int) -> int:
+        return x
+
+    assert problems(Documented("f", f, doc, inspect.signature(f), False)) == expected
