@@ -38,6 +38,21 @@ fedkit_docs = pytest.importorskip("fedkit_docs", reason="the docs extra is not i
 EXEMPT: dict[str, str] = {}
 """Qualified name -> why its parameters need not be listed (its docstring is still required)."""
 
+CONTRACTS: dict[str, str] = {
+    "fedkit.strategies.base.Strategy": "every strategy's init / aggregate / local_term take the contract's arguments",
+    "fedkit.engines.base.Engine": "the simulation and remote engines' fit / evaluate take the contract's arguments",
+    "fedkit.engines.simulation.Trainer": "the vectorized and per-silo trainers implement one contract",
+    "fedkit.tracking.base.Tracker": "the local store and the remote tracker receive the same calls",
+    "fedkit.tracking.base.Backend": "every remote backend is built and told events the same way",
+    "fedkit.privacy.identity.Signer": "an Ed25519 key and a site certificate sign the same way",
+    "fedkit.privacy.identity.Verifier": "pinned keys and the federation's CA check signatures the same way",
+}
+"""Protocols whose methods document the parameters once for every implementation.
+
+A method of the same name and the same parameters as a contract's method counts a parameter its own
+docstring does not list as documented there (it still needs its own docstring, saying what it does).
+"""
+
 DUNDERS_CHECKED = frozenset({"__call__"})
 """Dunder methods whose parameters a user passes by hand; the others (``__len__``, ``__eq__``...) say nothing new."""
 
@@ -52,6 +67,7 @@ class Documented:
     signature: inspect.Signature | None
     is_class: bool
     help_fields: frozenset[str] = frozenset()
+    contract: str = ""
 
 
 def _signature(obj: Any) -> inspect.Signature | None:
@@ -62,8 +78,8 @@ def _signature(obj: Any) -> inspect.Signature | None:
 
 
 def _constructor(cls: type) -> inspect.Signature | None:
-    """What a caller passes to ``cls(...)``; None when the constructor is Python's own (an exception's message)."""
-    if not any(
+    """What a caller passes to ``cls(...)``; None for a Protocol and when the constructor is Python's own."""
+    if getattr(cls, "_is_protocol", False) or not any(
         klass.__module__.startswith("fedkit") and ("__init__" in vars(klass) or "__new__" in vars(klass))
         for klass in cls.__mro__
     ):
@@ -120,7 +136,27 @@ def public_objects() -> list[Documented]:
                     found.append(Documented(f"{path}.{member_name}", member, member_doc, signature, False))
             elif inspect.isfunction(obj):
                 found.append(Documented(path, obj, inspect.getdoc(obj) or "", _signature(obj), False))
-    return found
+    return [_with_contract(item, _contract_methods(found)) for item in found]
+
+
+def _names(signature: inspect.Signature | None) -> tuple[str, ...]:
+    return tuple(signature.parameters) if signature is not None else ()
+
+
+def _contract_methods(found: list[Documented]) -> dict[tuple[str, tuple[str, ...]], Documented]:
+    """``(method name, parameter names)`` -> the contract method that documents them."""
+    return {
+        (item.path.rsplit(".", 1)[1], _names(item.signature)): item
+        for item in found
+        if item.path.rsplit(".", 1)[0] in CONTRACTS
+    }
+
+
+def _with_contract(item: Documented, contracts: dict[tuple[str, tuple[str, ...]], Documented]) -> Documented:
+    if item.is_class or item.path.rsplit(".", 1)[0] in CONTRACTS:
+        return item
+    match = contracts.get((item.path.rsplit(".", 1)[1], _names(item.signature)))
+    return dataclasses.replace(item, contract=match.doc) if match is not None else item
 
 
 def _listed(doc: str) -> dict[str, str]:
@@ -146,15 +182,16 @@ def problems(item: Documented) -> list[str]:
     out = []
     params = [p for p in item.signature.parameters.values() if p.name not in {"self", "cls"}]
     names = {p.name for p in params}
+    documented = {**_listed(item.contract), **listed} if item.contract else listed
     if item.path not in EXEMPT:
         for p in params:
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and (p.name in listed or p.name in item.doc):
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and (p.name in documented or p.name in item.doc):
                 continue
-            if p.name in item.help_fields and p.name not in listed:
+            if p.name in item.help_fields and p.name not in documented:
                 continue
-            if p.name not in listed:
+            if p.name not in documented:
                 out.append(f"parameter {p.name!r} is not in its Parameters section")
-            elif not listed[p.name]:
+            elif not documented[p.name]:
                 out.append(f"parameter {p.name!r} has no description")
     out += [f"documents {name!r}, which its signature does not have" for name in listed if name not in names]
     return out
