@@ -4,17 +4,21 @@
 part, and in each the functions and classes it defines whose names have no leading ``_``; in each such
 class, the methods, class/static methods and properties it defines itself (``__call__`` counts, other
 dunders do not). The docstring is parsed with numpydoc's own parser (``numpydoc.docscrape``), the one the
-docs build renders it with, and must
+docs build renders it with. Each must
 
 - exist (a method without one may inherit its base's: ``inspect.getdoc``, as autodoc shows it);
-- list in ``Parameters`` every parameter of the signature, each with a description: ``self``/``cls`` never;
-  ``*args``/``**kwargs`` either listed or named somewhere in the text; a class's parameters are those of
-  ``inspect.signature(cls)`` (its ``__init__``, or a dataclass's / NamedTuple's fields: documented under
-  ``Parameters`` like any constructor's, and a dataclass field's ``metadata={"help": ...}`` counts, which
-  the docs render as the parameter's entry);
+- list in ``Parameters`` every parameter of the signature, each with a description. Never ``self``/``cls``;
+  ``*args``/``**kwargs`` listed or named somewhere in the text. A class's parameters are those of
+  ``cls(...)``: its ``__init__``, or a dataclass's / NamedTuple's fields, documented under ``Parameters``
+  like any constructor's (not ``Attributes``); a dataclass field's ``metadata={"help": ...}`` counts (the
+  docs render it as the parameter's entry: RunConfig). A Protocol, and a class whose constructor is
+  Python's own (an exception's message), has no constructor parameters to list;
 - list nothing the signature does not have (stale docs after a rename).
 
-A property needs a docstring and has no parameters. The few exemptions are data below, each with its reason.
+Entries carry no type (``name``, then the indented description): the rendered signature shows the
+annotations. A method with the same name and parameters as a method of a protocol in ``CONTRACTS`` (every
+strategy's ``aggregate``, every engine's ``fit``...) may leave the contract's parameters to the contract's
+docstring. The other exemptions are data (``EXEMPT``), each with its reason.
 """
 
 from __future__ import annotations
@@ -101,9 +105,7 @@ def _own_members(cls: type) -> Iterator[tuple[str, Any, Callable[..., Any] | Non
             continue
         if isinstance(raw, property):
             yield name, raw, None
-        elif isinstance(raw, staticmethod | classmethod):
-            yield name, raw, getattr(cls, name)
-        elif inspect.isfunction(raw):
+        elif isinstance(raw, staticmethod | classmethod) or inspect.isfunction(raw):
             yield name, raw, getattr(cls, name)
 
 
@@ -134,16 +136,15 @@ def public_objects() -> list[Documented]:
                 continue
             path = f"{module_name}.{name}"
             if inspect.isclass(obj):
-                found.append(
-                    Documented(path, obj, _class_doc(obj), _constructor(obj), True, _help_fields(obj))
-                )
+                found.append(Documented(path, obj, _class_doc(obj), _constructor(obj), True, _help_fields(obj)))
                 for member_name, member, function in _own_members(obj):
                     member_doc = inspect.getdoc(member if function is None else function) or ""
                     signature = None if function is None else _signature(function)
                     found.append(Documented(f"{path}.{member_name}", member, member_doc, signature, False))
             elif inspect.isfunction(obj):
                 found.append(Documented(path, obj, inspect.getdoc(obj) or "", _signature(obj), False))
-    return [_with_contract(item, _contract_methods(found)) for item in found]
+    contracts = _contract_methods(found)
+    return [_with_contract(item, contracts) for item in found]
 
 
 def _names(signature: inspect.Signature | None) -> tuple[str, ...]:
@@ -182,7 +183,7 @@ def problems(item: Documented) -> list[str]:
         return ["has no docstring"]
     try:
         listed = _listed(item.doc)
-    except Exception as exc:  # numpydoc raises on a malformed section
+    except ValueError as exc:  # numpydoc's error for a malformed or repeated section
         return [f"docstring does not parse as NumPy style: {exc}"]
     if item.signature is None:
         return []
@@ -224,6 +225,13 @@ def test_every_exemption_names_a_public_object_and_gives_a_reason(items: list[Do
         assert len(reason.split()) >= 4, f"say why {path} is exempt"
 
 
+def test_every_contract_is_a_public_protocol_and_gives_a_reason(items: list[Documented]) -> None:
+    classes = {item.path: item.obj for item in items if item.is_class}
+    for path, reason in CONTRACTS.items():
+        assert getattr(classes.get(path), "_is_protocol", False), f"{path} in CONTRACTS is no public Protocol"
+        assert len(reason.split()) >= 4, f"say why {path} documents its implementations"
+
+
 def test_every_public_function_and_class_documents_its_parameters(items: list[Documented]) -> None:
     failures = [f"{item.path}: {problem}" for item in items for problem in problems(item)]
     assert not failures, f"{len(failures)} docstring problems:\n" + "\n".join(failures)
@@ -232,16 +240,40 @@ def test_every_public_function_and_class_documents_its_parameters(items: list[Do
 SECTION = "Summary.\n\nParameters\n----------\n"
 CASES = {
     "missing": ("Summary.", ["parameter 'x' is not in its Parameters section"]),
-    "undescribed": (SECTION + "x : int\n", ["parameter 'x' has no description"]),
-    "stale": (SECTION + "x : int\n    The x.\ny : int\n    Gone.\n", ["documents 'y', which its signature does not have"]),
-    "complete": (SECTION + "x : int\n    The x.\n", []),
+    "undescribed": (SECTION + "x\n", ["parameter 'x' has no description"]),
+    "stale": (SECTION + "x\n    The x.\ny\n    Gone.\n", ["documents 'y', which its signature does not have"]),
+    "complete": (SECTION + "x\n    The x.\n", []),
+    "typed": (SECTION + "x : int\n    The x.\n", []),
     "absent": ("", ["has no docstring"]),
 }
 
 
+def _f(x: int) -> int:
+    return x
+
+
+def _g(x: int, **options: Any) -> int:
+    return x
+
+
 @pytest.mark.parametrize(("doc", "expected"), CASES.values(), ids=CASES.keys())
 def test_the_checker_catches_missing_empty_and_stale_parameters(doc: str, expected: list[str]) -> None:
-    def f(x: int) -> int:
-        return x
+    assert problems(Documented("f", _f, doc, inspect.signature(_f), False)) == expected
 
-    assert problems(Documented("f", f, doc, inspect.signature(f), False)) == expected
+
+def test_keyword_arguments_are_documented_when_the_text_names_them() -> None:
+    named = "Summary; other keyword ``options`` go to the backend.\n\n" + SECTION[10:] + "x\n    The x.\n"
+    assert problems(Documented("g", _g, named, inspect.signature(_g), False)) == []
+    silent = SECTION + "x\n    The x.\n"
+    assert problems(Documented("g", _g, silent, inspect.signature(_g), False)) == [
+        "parameter 'options' is not in its Parameters section"
+    ]
+
+
+def test_a_contract_documents_the_parameters_of_its_implementations() -> None:
+    contract = SECTION + "x\n    The x.\n"
+    own = "Summary of this implementation."
+    assert problems(Documented("f", _f, own, inspect.signature(_f), False, contract=contract)) == []
+    assert problems(Documented("f", _f, own, inspect.signature(_f), False)) == [
+        "parameter 'x' is not in its Parameters section"
+    ]

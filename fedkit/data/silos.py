@@ -235,8 +235,6 @@ def load_silos(
 ) -> Federation:
     """Load the UCI Heart Disease files and build the silos of ``split``.
 
-    Files are verified against pinned sha256 unless ``verify=False``.
-
     Parameters
     ----------
     split

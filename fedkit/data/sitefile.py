@@ -59,10 +59,6 @@ READ_CONSTRAINTS: dict[str, list[Any]] = {
 class SiteData:
     """One site's rows read against a schema: encoded features, 0/1 labels, and where they came from.
 
-    ``x`` is float64 (rows, len(features)) with NaN for a missing value (policy ``impute``);
-    ``rows`` counts the data rows read and ``dropped`` those the ``drop`` policy removed;
-    ``sha256`` is that of the bytes parsed (None for a data frame); ``notes`` says what was ignored.
-
     Parameters
     ----------
     x

@@ -91,13 +91,6 @@ class Trainer(Protocol):
 class SimulationEngine:
     """In-process silos; the batches of silo ``i`` in round ``r`` come from ``stream(seed, SAMPLING, r, i)``.
 
-    ``personal`` marks parameters each silo keeps for itself (FedPer, or all of them for the
-    ``local`` baseline); ``finetune_steps`` makes every round also evaluate each silo's
-    fine-tuned copy of the global model. ``eval_federation`` (default: the training one) holds the
-    test sets the models are scored on. ``stream_ids`` (default ``0..K-1``) is each silo's index in
-    the full federation, for the batch-plan streams: a remote site runs a one-silo engine with its
-    hospital's index, so it draws the same batches as the simulation.
-
     Parameters
     ----------
     federation

@@ -12,10 +12,6 @@ import numpy as np
 class LocalTerm:
     """What a strategy adds to every silo's local objective, as data (so any engine can apply it).
 
-    - ``prox_mu`` / ``anchor``: FedProx's proximal term ``mu/2 * ||w - anchor||^2`` (Li et al. 2020).
-    - ``control``: SCAFFOLD's server control variate ``c``; a silo adds ``c - c_i`` to every
-      gradient, with ``c_i`` its own control variate (Karimireddy et al. 2020).
-
     Parameters
     ----------
     prox_mu
