@@ -215,7 +215,9 @@ def run_seeds(
     Raises
     ------
     ConfigError
-        When a field or tracker is invalid; nothing has run then.
+        When a field is invalid or ``seeds`` is empty; nothing has run then.
+    TrackerError
+        When ``tracker`` names an unknown backend or one whose extra is missing; nothing has run then.
     """
     from fedkit.tracking.factory import make_trackers
 

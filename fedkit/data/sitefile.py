@@ -164,8 +164,10 @@ def read_site_file(
 
     Raises
     ------
+    DataError
+        When ``path`` is not a file.
     SiteDataError
-        For every problem, naming the file, line and column.
+        For every problem of its rows, naming the file, line and column.
     """
     validate_params({"missing": missing, "delimiter": delimiter, "header": header}, READ_CONSTRAINTS, "read_site_file")
     path = Path(path)

@@ -106,7 +106,7 @@ def check_bytes(name: str, data: bytes, where: str) -> None:
     Raises
     ------
     ChecksumError
-        When size or sha256 differ from the pin.
+        When the bytes are not the pinned file (the message says whether it is truncated or longer).
     """
     pin = PINS[name]
     found = sha256_bytes(data)

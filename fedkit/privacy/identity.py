@@ -218,7 +218,7 @@ class CertificateSigner:
 
         Raises
         ------
-        SecAggAuthenticationError
+        ConfigError
             When the key is not the certificate's.
         """
         certificate = x509.load_pem_x509_certificate(certificate_pem)
