@@ -297,8 +297,7 @@ def cmd_remote_start(args: argparse.Namespace) -> int:
     """
     from fedkit.remote.kits import run_participant
 
-    run_participant(args.kit, args.workspace)
-    return 0
+    return run_participant(args.kit, args.workspace)
 
 
 def cmd_remote_poc(args: argparse.Namespace) -> int:
