@@ -22,8 +22,15 @@ class DataError(FedkitError, ValueError):
 class MissingDataError(DataError, FileNotFoundError):
     """Data files are not on disk and could not be downloaded.
 
-    ``directory`` is where they were expected. In a notebook (IPython) the error shows as one line
-    saying where and how to point fedkit at them, instead of a traceback.
+    In a notebook (IPython) the error shows as one line saying where they were expected and how to
+    point fedkit at them, instead of a traceback.
+
+    Parameters
+    ----------
+    message
+        The full message: the missing files, where to put them, where to get them, what was tried.
+    directory
+        Where they were expected.
     """
 
     def __init__(self, message: str, *, directory: str | None = None) -> None:
@@ -50,8 +57,16 @@ class SchemaError(ConfigError):
 class SiteDataError(DataError):
     """A site's data breaks the federation's schema; the message names the file, the row and the column.
 
-    ``source`` is the file (or data frame) name, ``line`` the 1-based line of the file (row of a
-    frame) and ``column`` the schema column, each None when the problem is not tied to one.
+    Parameters
+    ----------
+    message
+        The sentence shown to the user.
+    source
+        The file (or data frame) name.
+    line
+        The 1-based line of the file (row of a frame), None when the problem is not tied to one.
+    column
+        The schema column, None when the problem is not tied to one.
     """
 
     def __init__(self, message: str, *, source: str, line: int | None = None, column: str | None = None) -> None:

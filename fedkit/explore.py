@@ -43,7 +43,15 @@ def data_folder(data_dir: str | Path | None = None, *, verify: bool = True) -> P
 
 
 def raw_tables(data_dir: str | Path | None = None, *, verify: bool = True) -> dict[str, pd.DataFrame]:
-    """Each hospital's file as a DataFrame of the 14 UCI columns (NaN where the file has '?')."""
+    """Each hospital's file as a DataFrame of the 14 UCI columns (NaN where the file has '?').
+
+    Parameters
+    ----------
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
+    verify
+        Check the files against their pinned sha256.
+    """
     import pandas as pd
 
     directory = data_folder(data_dir, verify=verify)
@@ -51,7 +59,13 @@ def raw_tables(data_dir: str | Path | None = None, *, verify: bool = True) -> di
 
 
 def hospital_overview(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per hospital: patients, positives, positive rate, rows with a missing value, age, share male."""
+    """One row per hospital: patients, positives, positive rate, rows with a missing value, age, share male.
+
+    Parameters
+    ----------
+    tables
+        Each hospital's raw rows (:func:`raw_tables`).
+    """
     import pandas as pd
 
     rows = []
@@ -73,7 +87,13 @@ def hospital_overview(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def missing_values(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Missing values ('?') per column and hospital, plus ``chol == 0`` (not measured in switzerland and va)."""
+    """Missing values ('?') per column and hospital, plus ``chol == 0`` (not measured in switzerland and va).
+
+    Parameters
+    ----------
+    tables
+        Each hospital's raw rows (:func:`raw_tables`).
+    """
     import pandas as pd
 
     counts = pd.DataFrame({name: t.isna().sum() for name, t in tables.items()}).T
@@ -83,7 +103,13 @@ def missing_values(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def partition_table(federation: Any) -> pd.DataFrame:
-    """One row per silo of a :class:`~fedkit.data.silos.Federation`: rows, positives, positive rate, train/test."""
+    """One row per silo of a :class:`~fedkit.data.silos.Federation`: rows, positives, positive rate, train/test.
+
+    Parameters
+    ----------
+    federation
+        The silos.
+    """
     import pandas as pd
 
     return pd.DataFrame(federation.summary()).set_index("silo")
@@ -131,6 +157,11 @@ def load_runs(
         different silos and test rows, so they are not picked together (give ``run_ids`` for that).
     store
         The run store (default: the local store of the fedkit home).
+
+    Raises
+    ------
+    ConfigError
+        When the store has no finished run (on that split), or a run asked for has no final metrics.
     """
     from fedkit.tracking.local import LocalStore
 
@@ -220,7 +251,13 @@ def differences_table(runs: Sequence[Mapping[str, Any]], source: str = "local") 
 
     The rows are the status and config fields that differ, then ``avg_accuracy`` (FLamby's Avg over the
     run's own silos) and the pooled accuracy and AUC; the per-silo scores are :func:`finals_table`'s.
-    Read with ``fedkit.compare`` (``source``: also from SageMaker or MLflow).
+
+    Parameters
+    ----------
+    runs
+        Recorded runs (:func:`load_runs`); their labels name the columns.
+    source
+        Where ``fedkit.compare`` reads them: ``"local"``, ``"sagemaker"`` or ``"mlflow"``.
     """
     from fedkit.comparison import compare
 
@@ -237,7 +274,13 @@ def differences_table(runs: Sequence[Mapping[str, Any]], source: str = "local") 
 
 
 def final_frame(final: Mapping[str, Any]) -> pd.DataFrame:
-    """A summary's ``final`` block as a table (:func:`fedkit.result.final_table`: n_test, metrics, 95% intervals)."""
+    """A summary's ``final`` block as a table (:func:`fedkit.result.final_table`: n_test, metrics, 95% intervals).
+
+    Parameters
+    ----------
+    final
+        The ``final`` block of a run summary.
+    """
     return final_table(final)
 
 
@@ -264,6 +307,13 @@ def finals_table(finals: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ("
     """Final metrics of several runs side by side: rows (metric, silo), one column per run.
 
     The metric names the rows, so it stays in view however many runs there are.
+
+    Parameters
+    ----------
+    finals
+        Each run's final table, by run label.
+    metrics
+        The metrics to show, in this order.
     """
     import pandas as pd
 
@@ -276,7 +326,13 @@ TIE = 1e-9
 
 def best_summary(finals: Mapping[str, pd.DataFrame]) -> str:
     """A few sentences: which run is best on each silo (by accuracy, AUC breaking ties) and on average; a tie
-    on both is reported as a tie."""
+    on both is reported as a tie.
+
+    Parameters
+    ----------
+    finals
+        Each run's final table (index silo, with ``accuracy`` and ``auc``), by run label.
+    """
     if not finals:
         return "No runs to compare."
     silos: list[str] = []
@@ -325,14 +381,26 @@ def _or_minus(value: float | None) -> float:
 
 
 def mean_table(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Several final tables (``RunResult.table()``) averaged cell-wise, rows in their order (e.g. over seeds)."""
+    """Several final tables (``RunResult.table()``) averaged cell-wise, rows in their order (e.g. over seeds).
+
+    Parameters
+    ----------
+    tables
+        Final tables with the same rows and columns.
+    """
     import pandas as pd
 
     return pd.concat(list(tables)).groupby(level=0, sort=False).mean()
 
 
 def mean_history(histories: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Several runs' long metric tables averaged value-wise (e.g. over seeds)."""
+    """Several runs' long metric tables averaged value-wise (e.g. over seeds).
+
+    Parameters
+    ----------
+    histories
+        Long metric tables of runs with the same rounds.
+    """
     import pandas as pd
 
     keys = ["round", "silo", "model", "split", "metric"]
@@ -342,10 +410,14 @@ def mean_history(histories: Sequence[pd.DataFrame]) -> pd.DataFrame:
 def seeds_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
     """Final loss, accuracy and AUC per silo with ``n_test`` and 95% intervals, one column block per label.
 
-    ``summaries`` maps a label (e.g. strategy) to the run summaries of its seeds. One seed: each
-    value and its interval. Several: the mean and std (ddof=0) over seeds, and the "typical 95% CI",
-    the mean of the seeds' bounds (the test rows' uncertainty; the std is the seeds'). The row
-    ``avg (silos)`` is the unweighted mean over silos (FLamby's Avg), without an interval.
+    One seed: each value and its interval. Several: the mean and std (ddof=0) over seeds, and the
+    "typical 95% CI", the mean of the seeds' bounds (the test rows' uncertainty; the std is the
+    seeds'). The row ``avg (silos)`` is the unweighted mean over silos (FLamby's Avg), without an interval.
+
+    Parameters
+    ----------
+    summaries
+        By label (e.g. strategy), the run summaries of its seeds.
     """
     import pandas as pd
 

@@ -34,7 +34,18 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str) -> dict[str, Any]:
-    """The RunConfig fields of preset ``name`` (a copy)."""
+    """The RunConfig fields of preset ``name`` (a copy).
+
+    Parameters
+    ----------
+    name
+        The preset's name (a key of ``PRESETS``).
+
+    Raises
+    ------
+    ConfigError
+        When there is no preset ``name``.
+    """
     if name not in PRESETS:
         raise ConfigError(f"No preset {name!r}; the presets are: {', '.join(PRESETS)}.")
     return dict(PRESETS[name])
@@ -46,6 +57,11 @@ def baseline_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     Everything else is the run's own, ``lr`` included (a controlled comparison: only the aggregation
     changes), so a FedAdam run at lr 0.01 is compared with FedAvg at lr 0.01, not FLamby's 0.001; the
     report prints the baseline's fields to say so.
+
+    Parameters
+    ----------
+    fields
+        The run's RunConfig fields.
     """
     from fedkit.strategies import HYPERPARAMETERS
 

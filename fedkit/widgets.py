@@ -68,10 +68,19 @@ def _field(widget: ipywidgets.Widget, name: str) -> ipywidgets.Widget:
 class ControlPanel:
     """An ipywidgets panel that builds a :class:`RunConfig`, runs it in a thread and plots it live.
 
-    ``defaults`` are RunConfig fields that preset the panel (fields the panel has no widget for,
-    e.g. ``mu``, are passed through unchanged). ``callbacks`` also receive every round event.
-    ``data_dir`` holds the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
     Display it with ``panel`` as the last value of a cell, or ``display(panel.widget)``.
+
+    Parameters
+    ----------
+    trackers
+        Tracker names each run is recorded in (see :func:`fedkit.make_trackers`).
+    callbacks
+        Also receive every round event.
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
+    **defaults
+        RunConfig fields that preset the panel (fields the panel has no widget for, e.g. ``mu``, are passed through
+        unchanged).
     """
 
     def __init__(
@@ -334,7 +343,13 @@ class ControlPanel:
             self._say("Stopping after the current round…", "info")
 
     def wait(self, timeout: float | None = None) -> RunResult | None:
-        """Block until the run ends (at most ``timeout`` s); returns its result (None if it failed)."""
+        """Block until the run ends (at most ``timeout`` s); returns its result (None if it failed).
+
+        Parameters
+        ----------
+        timeout
+            Longest wait, in seconds (None: no limit).
+        """
         if self._thread is not None:
             self._thread.join(timeout)
         return self.result
@@ -430,7 +445,20 @@ def partition_explorer(
     """Pick split, silos, alpha and seed; see the label balance of the resulting silos (and RunConfig's errors).
 
     The alpha slider steps through :data:`ALPHAS` (and ``alpha``), exact values, so its partition is the
-    one :func:`~fedkit.data.silos.load_silos` gives for the same parameters. ``data_dir`` holds the UCI files.
+    one :func:`~fedkit.data.silos.load_silos` gives for the same parameters.
+
+    Parameters
+    ----------
+    split
+        The initial split.
+    silos
+        The initial number of silos.
+    alpha
+        The initial Dirichlet concentration (one of the slider's values).
+    seed
+        The initial seed.
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
     """
     import ipywidgets as w
     from IPython.display import display
