@@ -375,6 +375,7 @@ def run(
             if should_stop is not None and should_stop() and server_round < config.rounds:
                 status = "stopped"
                 break
+        intervals = final_intervals(engine, params, config, last)  # inside: a failure here records the run failed
     except KeyboardInterrupt:
         recorder.finish("stopped", params)
         raise
@@ -383,4 +384,4 @@ def run(
         raise
     finally:
         bar.close()
-    return recorder.finish(status, params, final_intervals(engine, params, config, last))
+    return recorder.finish(status, params, intervals)
