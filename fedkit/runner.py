@@ -149,7 +149,8 @@ class Recorder:
         notes = undefined_auc_notes(self.records, self.test_counts)
         if not self.data["verified"]:
             notes.append(
-                "The data files are not the pinned UCI files (own data, or verify=False); their sha256 are in data.sha256."
+                "The data files are not the pinned UCI files (own data, or verify=False); "
+                "their sha256 are in data.sha256."
             )
         result = RunResult(
             self.run_id,

@@ -204,7 +204,10 @@ def read_source(
 
 
 def _own_data(
-    data: Mapping[str, Source], schema: Schema | str | Path | None, not_measured: Mapping[str, Codes] | None, missing: str
+    data: Mapping[str, Source],
+    schema: Schema | str | Path | None,
+    not_measured: Mapping[str, Codes] | None,
+    missing: str,
 ) -> tuple[list[tuple[str, SiteData]], Schema, Provenance]:
     if not isinstance(data, Mapping) or not data or not all(isinstance(k, str) and k for k in data):
         raise ConfigError(
@@ -223,9 +226,7 @@ def _own_data(
         for name, src in data.items()
     ]
     sha = {name: site.sha256 or "data frame" for name, site in read}
-    verified = schema == UCI_HEART_DISEASE and all(
-        uci.pinned(Path(site.source).name, site.sha256) for _, site in read
-    )
+    verified = schema == UCI_HEART_DISEASE and all(uci.pinned(Path(site.source).name, site.sha256) for _, site in read)
     where = ", ".join(f"{name}={site.source}" for name, site in read)
     return read, schema, Provenance(f"own data: {where}", sha, verified)
 
@@ -323,9 +324,7 @@ def load_silos(
         directory = Path(data_dir) if data_dir is not None else default_data_dir()
         files = uci.read_files(directory, verify=verify, download_missing=download)
         used = UCI_HEART_DISEASE
-        read = [
-            (h, read_uci_bytes(h, raw, str(directory / uci.file_name(h)), missing)) for h, raw in files.items()
-        ]
+        read = [(h, read_uci_bytes(h, raw, str(directory / uci.file_name(h)), missing)) for h, raw in files.items()]
         digests = {uci.file_name(h): site.sha256 or "" for h, site in read}
         provenance = Provenance(str(directory.resolve()), digests, verify)
     rng = seeding.stream(seed, seeding.DATA)
@@ -362,7 +361,7 @@ def load_silos(
 
 
 def read_uci_bytes(hospital: str, raw: bytes, source: str, missing: str) -> SiteData:
-    """One UCI hospital's file (its bytes, read once) against the UCI schema, with that hospital's not-measured codes."""
+    """One UCI hospital's file (its bytes, read once) against the UCI schema, with its own not-measured codes."""
     return read_site_bytes(
         raw, UCI_HEART_DISEASE, source=source, missing=missing, not_measured=uci_not_measured(hospital, missing)
     )

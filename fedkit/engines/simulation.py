@@ -165,9 +165,7 @@ class SimulationEngine:
                 self._own[i] = local_model[self.personal].copy()
                 sent[self.personal] = params[self.personal]  # personal parameters stay on the silo
             replies.append(
-                FitReply(
-                    silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), local.silos[j], control_delta
-                )
+                FitReply(silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), local.silos[j], control_delta)
             )
         return replies
 
