@@ -29,7 +29,7 @@ class FedkitController(Controller):
     ``min_silos``: fewest sites a round may aggregate; ``straggler_timeout``: seconds to wait for the
     other sites once ``min_silos`` replied (a site slower than that is dropped from the round);
     ``task_timeout``: seconds before a task is given up entirely; ``join_timeout``: seconds to wait
-    for every expected site at the start.
+    for every expected site at the start; ``schema``: the federation's schema fingerprint (default: UCI's).
     """
 
     def __init__(
@@ -41,6 +41,7 @@ class FedkitController(Controller):
         task_timeout: int = 600,
         join_timeout: int = 60,
         task_check_period: float = 0.02,
+        schema: str = "",
     ) -> None:
         super().__init__(task_check_period=task_check_period)
         self.config = config or {}
@@ -49,6 +50,7 @@ class FedkitController(Controller):
         self.straggler_timeout = straggler_timeout
         self.task_timeout = task_timeout
         self.join_timeout = join_timeout
+        self.schema = schema
         self.relay = RelayTracker()
 
     def set_communicator(self, communicator: Any) -> None:
@@ -105,6 +107,8 @@ class FedkitController(Controller):
                 self.relay,
                 min_silos=self.min_silos,
                 should_stop=lambda: abort_signal.triggered,
+                schema=self.schema or None,
+                run=str(fl_ctx.get_job_id()),
             )
             summary = {**result.summary(), "notes": [*result.notes, *engine.notes]}
             with open(os.path.join(job_dir, wire.RESULT_FILE), "w") as f:
