@@ -17,7 +17,7 @@ from nvflare.apis.impl.controller import Controller
 from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
 
-from fedkit.errors import RemoteRunError
+from fedkit.errors import FedkitError, RemoteRunError
 from fedkit.remote import wire
 from fedkit.remote.executor import PAYLOAD
 from fedkit.remote.server import RelayTracker, serve
@@ -118,7 +118,7 @@ class FedkitController(Controller):
             self.log_error(fl_ctx, f"fedkit run failed:\n{text}")
             if not any(e["kind"] == "end" for e in self.relay.since(0)):
                 self.relay.add(
-                    {"kind": "end", "status": "failed", "error": str(exc) if isinstance(exc, RemoteRunError) else text}
+                    {"kind": "end", "status": "failed", "error": str(exc) if isinstance(exc, FedkitError) else text}
                 )
             self.system_panic(f"fedkit run failed: {exc}", fl_ctx)
 

@@ -178,12 +178,16 @@ class RemoteEngine:
             self.on_note(text)
 
     def _ask(
-        self, task: str, payload: dict[str, Any], silos: Sequence[str], what: str, need: int | None = None
+        self, task: str, payload: dict[str, Any], silos: Sequence[str], what: str, wait_for: int | None = None
     ) -> dict[str, dict[str, Any]]:
-        """Replies by silo name; records dropouts and rejoins; raises when fewer than ``min_silos`` answered."""
+        """Replies by silo name; records dropouts and rejoins; raises when fewer than ``min_silos`` answered.
+
+        ``wait_for`` (default ``min_silos``) is how many replies the transport waits for before its
+        straggler timeout starts (a secure sum waits for its threshold t).
+        """
         targets = [self._by_silo[name].site for name in silos]
-        need = min(self.min_silos if need is None else need, len(targets))
-        replies = self.transport(task, payload, targets, need)
+        need = min(self.min_silos, len(targets))
+        replies = self.transport(task, payload, targets, min(wait_for or need, len(targets)))
         by_silo = {
             self._by_silo[name].silo: replies[self._by_silo[name].site]
             for name in silos
