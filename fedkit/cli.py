@@ -32,10 +32,9 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         base = str(f.type).split("|")[0].strip()
         default = None if f.default is MISSING else f.default
         text = f"{f.metadata.get('help', '')} (default: {default})"
-        if base == "dict[str, str]":
-            group.add_argument(_flag(f.name), type=_pair, action="append", default=argparse.SUPPRESS, help=text)
-        elif base.startswith("dict"):
-            continue  # only in a config file
+        if base.startswith("dict"):  # data: NAME=FILE; not_measured: SILO:COLUMN=VALUE (repeatable)
+            metavar = "NAME=FILE" if base == "dict[str, str]" else "SILO:COLUMN=VALUE"
+            group.add_argument(_flag(f.name), action="append", default=argparse.SUPPRESS, metavar=metavar, help=text)
         elif base == "bool":
             group.add_argument(
                 _flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
@@ -46,12 +45,26 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def _pair(text: str) -> tuple[str, str]:
-    """``NAME=VALUE`` as a pair (``--data cleveland=processed.cleveland.data``)."""
-    name, sep, value = text.partition("=")
-    if not sep or not name or not value:
-        raise argparse.ArgumentTypeError(f"expected NAME=FILE, e.g. site-a=a.csv; got {text!r}")
-    return name, value
+def _mappings(explicit: dict[str, Any]) -> dict[str, Any]:
+    """``--data NAME=FILE`` and ``--not-measured SILO:COLUMN=VALUE`` (repeated) as the RunConfig mappings."""
+    from fedkit.data.sitefile import parse_not_measured
+    from fedkit.errors import ConfigError
+
+    out = dict(explicit)
+    if "data" in out:
+        pairs = [item.partition("=") for item in out["data"]]
+        if any(not name or not sep or not value for name, sep, value in pairs):
+            raise ConfigError(f"--data takes NAME=FILE (e.g. site-a=a.csv); got {out['data']!r}.")
+        out["data"] = {name: value for name, _, value in pairs}
+    if "not_measured" in out:
+        codes: dict[str, list[str]] = {}
+        for item in out["not_measured"]:
+            silo, sep, code = item.partition(":")
+            if not sep or not silo:
+                raise ConfigError(f"--not-measured takes SILO:COLUMN=VALUE (e.g. va:chol=0); got {item!r}.")
+            codes.setdefault(silo, []).append(code)
+        out["not_measured"] = {silo: parse_not_measured(items) for silo, items in codes.items()}
+    return out
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -62,7 +75,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     values: dict[str, Any] = preset(args.preset) if args.preset else {}
     values.update(read_config_file(args.config) if args.config else {})
     names = {f.name for f in fields(RunConfig)}
-    explicit = {k: dict(v) if k == "data" else v for k, v in vars(args).items() if k in names}
+    explicit = _mappings({k: v for k, v in vars(args).items() if k in names})
     if "local_epochs" in explicit and "local_steps" not in explicit:
         values.pop("local_steps", None)  # --local-epochs replaces steps from the file
     if "local_steps" in explicit and "local_epochs" not in explicit:
@@ -237,8 +250,9 @@ def cmd_remote_start(args: argparse.Namespace) -> int:
 
     A site checks its own data file against the schema first and refuses to start when it breaks it.
     """
+    from fedkit.data.sitefile import parse_not_measured
     from fedkit.remote.kits import run_participant
-    from fedkit.remote.silo import SiteOptions, parse_not_measured
+    from fedkit.remote.silo import SiteOptions
 
     codes = parse_not_measured(args.not_measured) if args.not_measured else None
     given = args.data or args.schema or codes or args.delimiter != ","

@@ -149,8 +149,8 @@ class Recorder:
         notes = undefined_auc_notes(self.records, self.test_counts)
         if not self.data["verified"]:
             notes.append(
-                "The data files are not the pinned UCI files (own data, or verify=False); "
-                "their sha256 are in data.sha256."
+                "The data files were not verified against the pinned UCI sha256 (own data, or verify=False); "
+                "see data.sha256."
             )
         result = RunResult(
             self.run_id,

@@ -145,7 +145,7 @@ def test_a_replayed_request_is_refused_by_the_site() -> None:
         return {s: workers[s].handle(task, payload) for s in targets}
 
     serve_with(transport, rounds=1)
-    with pytest.raises(SecAggReplayError, match="rounds only go forward|already contributed"):
+    with pytest.raises(SecAggReplayError, match=r"rounds only go forward|already contributed"):
         workers["cleveland"].handle(wire.FIT, sent[wire.FIT])  # the last round's training, sent again
     with pytest.raises(SecAggReplayError, match="already contributed its evaluate input"):
         workers["va"].handle(

@@ -12,15 +12,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from test_remote_engine import HOSPITALS, site_workers
 
 import fedkit
 from fedkit.evalstats import BINS
 from fedkit.remote import wire
 from fedkit.remote.server import RelayTracker, serve
 from fedkit.remote.silo import SiloWorker
-from test_remote_engine import HOSPITALS, site_workers
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "remote.md"
 

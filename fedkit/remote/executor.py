@@ -15,8 +15,7 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.apis.signal import Signal
 
-from fedkit.remote.kits import site_identity
-from fedkit.remote.silo import SiloWorker, SiteOptions
+from fedkit.remote.silo import SiloWorker, SiteOptions, site_identity
 
 PAYLOAD = "fedkit"
 

@@ -132,20 +132,6 @@ def kit_identity(kit: Path) -> tuple[str, str, bool]:
     return str(name), str(org), server
 
 
-def site_identity(startup: Path) -> tuple[Any, Any] | None:
-    """A site's signer (its certificate and key) and its peers' verifier (the root CA) for secure aggregation.
-
-    None when the startup folder lacks ``client.crt``, ``client.key`` or ``rootCA.pem``.
-    """
-    from fedkit.privacy.identity import CertificateAuthority, CertificateSigner
-
-    files = [Path(startup) / name for name in ("client.crt", "client.key", "rootCA.pem")]
-    if not all(f.is_file() for f in files):
-        return None
-    crt, key, ca = (f.read_bytes() for f in files)
-    return CertificateSigner.from_pem(crt, key), CertificateAuthority.from_pem(ca)
-
-
 def check_site_data(kit: Path, options: SiteOptions) -> None:
     """Read a site kit's own data file against the schema before the site joins; raise naming file, row and column.
 

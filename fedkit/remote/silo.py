@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fedkit._version import __version__
-from fedkit.data.sitefile import Codes
+from fedkit.data.sitefile import Codes, parse_not_measured
 from fedkit.errors import ConfigError, SecAggReplayError
 from fedkit.remote import wire
 from fedkit.strategies.base import LocalTerm
@@ -102,19 +102,18 @@ class SiteOptions:
         return read_site_file(path, schema, missing=missing, not_measured=codes, delimiter=self.delimiter)
 
 
-def parse_not_measured(items: list[str]) -> dict[str, list[float | str]]:
-    """``["chol=0", "chol=-9"]`` as ``{"chol": [0.0, -9.0]}`` (values that are not numbers stay text)."""
-    codes: dict[str, list[float | str]] = {}
-    for item in items:
-        column, sep, value = item.partition("=")
-        if not sep or not column.strip() or not value.strip():
-            raise ConfigError(f"--not-measured takes COLUMN=VALUE (e.g. chol=0); got {item!r}.")
-        try:
-            parsed: float | str = float(value)
-        except ValueError:
-            parsed = value.strip()
-        codes.setdefault(column.strip(), []).append(parsed)
-    return codes
+def site_identity(startup: Path) -> tuple[Signer, Verifier] | None:
+    """A site's signer (its certificate and key) and its peers' verifier (the root CA) for secure aggregation.
+
+    None when the startup folder lacks ``client.crt``, ``client.key`` or ``rootCA.pem``.
+    """
+    from fedkit.privacy.identity import CertificateAuthority, CertificateSigner
+
+    files = [Path(startup) / name for name in ("client.crt", "client.key", "rootCA.pem")]
+    if not all(f.is_file() for f in files):
+        return None
+    crt, key, ca = (f.read_bytes() for f in files)
+    return CertificateSigner.from_pem(crt, key), CertificateAuthority.from_pem(ca)
 
 
 def _digest(array: np.ndarray) -> str:
