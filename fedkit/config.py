@@ -114,15 +114,15 @@ class RunConfig:
     data: dict[str, str] | None = field(
         default=None,
         metadata=_help(
-            "own data, silo name -> file, e.g. --data a=a.csv --data b=b.csv (simulation; a remote site passes "
-            "its own file to `fedkit remote start --data`)"
+            "own data, silo name to file, e.g. --data a=a.csv --data b=b.csv (simulation; a remote site passes "
+            "its own file to fedkit remote start --data)"
         ),
     )
     schema: str | None = field(
         default=None, metadata=_help("YAML/JSON schema file of own data (default: the built-in UCI Heart Disease one)")
     )
     not_measured: dict[str, dict[str, list[float | str]]] | None = field(
-        default=None, metadata=_help('per silo of data, its codes for "not measured", e.g. {va: {chol: [0]}}')
+        default=None, metadata=_help("per silo of data, the values its file writes for not measured, e.g. va:chol=0")
     )
     secure_aggregation: bool | None = field(
         default=None,
