@@ -257,8 +257,7 @@ def cmd_remote_start(args: argparse.Namespace) -> int:
     codes = parse_not_measured(args.not_measured) if args.not_measured else None
     given = args.data or args.schema or codes or args.delimiter != ","
     site = SiteOptions(args.data, args.schema, codes, args.delimiter) if given else None
-    run_participant(args.kit, args.workspace, site)
-    return 0
+    return run_participant(args.kit, args.workspace, site)
 
 
 def cmd_remote_poc(args: argparse.Namespace) -> int:

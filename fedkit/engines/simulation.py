@@ -254,6 +254,9 @@ def make_engine(
         init = architectures.initial_params(**shape, seed=config.seed)
         head = partial(architectures.personal_mask, **shape)
     else:
+        from fedkit._optional import import_torch
+
+        import_torch("backend='torch' (the per-silo trainer)")
         from fedkit.engines.per_silo import PerSiloTrainer
         from fedkit.models import build_model, get_flat, personal_mask
 

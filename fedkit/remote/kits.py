@@ -157,13 +157,15 @@ def participant_command(kit: Path) -> list[str]:
     return [*command, "--set", "secure_train=true", "config_folder=config", *extra]
 
 
-def run_participant(kit: str | Path, workspace: str | Path, site: SiteOptions | None = None) -> None:
-    """Copy a (read-only, e.g. mounted from a Secret) startup kit into a writable workspace and run it in this process.
+def run_participant(kit: str | Path, workspace: str | Path, site: SiteOptions | None = None) -> int:
+    """Copy a (read-only, e.g. mounted from a Secret) startup kit into a writable workspace, run it until it
+    exits, and return its exit code.
 
-    For containers: ``fedkit remote start --kit /kit --workspace /workspace --data FILE`` replaces itself
-    with the FLARE process, so it receives the pod's signals directly. A site first checks its own data
-    file against the schema (:func:`check_site_data`) and refuses to start when it breaks it; the
-    options reach the site's job processes as ``FEDKIT_SITE_*`` environment variables.
+    For containers: ``fedkit remote start --kit /kit --workspace /workspace --data FILE`` stays PID 1 and
+    runs FLARE under :func:`supervise`, so that stopping the pod stops FLARE at once. A site first checks
+    its own data file against the schema (:func:`check_site_data`) and refuses to start when it breaks it;
+    ``site`` (default: the ``FEDKIT_SITE_*`` environment) reaches the site's job processes as
+    ``FEDKIT_SITE_*`` environment variables.
     """
     import shutil
 
@@ -179,7 +181,39 @@ def run_participant(kit: str | Path, workspace: str | Path, site: SiteOptions | 
     keep_server_state_in(workspace, workspace)
     command = participant_command(workspace)
     os.chdir(workspace)
-    os.execv(command[0], command)  # noqa: S606 - our own interpreter and arguments
+    return supervise(command)
+
+
+def supervise(command: Sequence[str]) -> int:
+    """Run ``command`` in its own process group, pass SIGTERM and SIGINT on to that group, reap every child,
+    and return the command's exit code (128 + N when signal N ended it).
+
+    A container's PID 1 gets no default signal action: FLARE, which sets no SIGTERM handler, would ignore the
+    pod's SIGTERM and be killed after the grace period. Orphaned job processes are re-parented to PID 1 and
+    reaped here too.
+    """
+    pending: list[int] = []  # a signal that arrives before the child exists is passed on once it does
+    started: list[subprocess.Popen] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        if not started:
+            pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(started[0].pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)  # before the child starts: no window in which SIGTERM would be lost
+    child = subprocess.Popen(list(command), start_new_session=True)  # noqa: S603 - our own interpreter and arguments
+    started.append(child)
+    for signum in pending:
+        forward(signum, None)
+    while True:
+        pid, status = os.waitpid(-1, 0)  # any child: FLARE, or an orphan handed to PID 1
+        if pid == child.pid:
+            code = os.waitstatus_to_exitcode(status)
+            child.returncode = code  # reaped here, not by Popen
+            return code if code >= 0 else 128 - code
 
 
 def keep_server_state_in(kit: Path, workspace: Path) -> None:
