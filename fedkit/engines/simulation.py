@@ -92,13 +92,29 @@ class Trainer(Protocol):
 class SimulationEngine:
     """In-process silos; the batches of silo ``i`` in round ``r`` come from ``stream(seed, SAMPLING, r, i)``.
 
-    ``personal`` marks parameters each silo keeps for itself (FedPer, or all of them for the
-    ``local`` baseline); ``finetune_steps`` makes every round also evaluate each silo's
-    fine-tuned copy of the global model. ``eval_federation`` (default: the training one) holds the
-    test sets the models are scored on. ``stream_ids`` (default ``0..K-1``) is each silo's index in
-    the full federation, for the batch-plan streams: a remote site runs a one-silo engine with its
-    hospital's index, so it draws the same batches as the simulation. ``summation`` (default: none)
-    sums the silos' statistics and updates under secure aggregation, as the remote server does.
+    Parameters
+    ----------
+    federation
+        The silos that train.
+    trainer
+        Trains them and runs the forward passes.
+    init
+        The initial global parameters.
+    local
+        The local-training hyperparameters.
+    seed
+        The run's seed.
+    personal
+        The parameters each silo keeps for itself (FedPer, or all of them for the ``local`` baseline).
+    finetune_steps
+        When set, every round also evaluates each silo's copy of the global model fine-tuned for that many steps.
+    eval_federation
+        The test sets the models are scored on (default: the training federation's).
+    stream_ids
+        Each silo's index in the full federation, for the batch-plan streams (default ``0..K-1``): a remote site
+        runs a one-silo engine with its hospital's index, so it draws the same batches as the simulation.
+    summation
+        Sums the silos' statistics and updates under secure aggregation, as the remote server does (default: none).
     """
 
     def __init__(
@@ -277,10 +293,20 @@ def make_engine(
 ) -> SimulationEngine:
     """The simulation engine ``config`` asks for: trainer, initial parameters, personalization, baselines.
 
-    A user ``model`` (any ``torch.nn.Module`` returning logits) always trains on the per-silo path.
-    ``stream_ids`` lets a remote site build the engine of its own silo only (its index in the full federation).
-    ``summation`` defaults to an in-process :class:`~fedkit.privacy.summation.SecureSum` over the silos
-    when ``config.secure_aggregation`` is on (a remote site passes none: it sends its own vectors).
+    Parameters
+    ----------
+    federation
+        The silos.
+    config
+        The run.
+    model
+        Any ``torch.nn.Module`` returning logits; it always trains on the per-silo path (default: ``config.model``).
+    stream_ids
+        Lets a remote site build the engine of its own silo only (its index in the full federation).
+    summation
+        Sums the silos' statistics and updates under secure aggregation; defaults to an in-process
+        :class:`~fedkit.privacy.summation.SecureSum` over the silos when ``config.secure_aggregation`` is on
+        (a remote site passes none: it sends its own vectors).
     """
     from fedkit import architectures
     from fedkit.config import personalization
