@@ -19,10 +19,20 @@ import numpy as np
 from fedkit import seeding
 from fedkit.config import RunConfig, silos_per_round
 from fedkit.data.silos import Federation
-from fedkit.engines.base import Engine, FitReply, Scores
-from fedkit.intervals import metric_intervals
-from fedkit.metrics import METRICS, grouped_metrics
-from fedkit.result import POOLED, RoundEvent, RunResult, n_test_by_silo, thin_class_notes, undefined_auc_notes
+from fedkit.engines.base import Engine, Evaluation, FitReply
+from fedkit.evalstats import metrics_from_stats
+from fedkit.intervals import intervals_from_stats
+from fedkit.metrics import METRICS
+from fedkit.result import (
+    POOLED,
+    ClassCounts,
+    RoundEvent,
+    RunResult,
+    class_counts,
+    n_test_by_silo,
+    thin_class_notes,
+    undefined_auc_notes,
+)
 from fedkit.strategies import BASELINES, Strategy, make_strategy
 from fedkit.strategies.base import Controls
 from fedkit.tracking.base import Tracker
@@ -79,8 +89,11 @@ def metric_rows(server_round: int, model: str, split: str, silo: str, values: di
     ]
 
 
-def score_rows(server_round: int, model: str, scores: list[Scores], pooled: bool = True) -> list[dict[str, Any]]:
-    """Test metrics of ``model`` per silo and, if ``pooled``, on all silos' rows together — one grouped pass.
+def score_rows(server_round: int, model: str, evaluation: Evaluation) -> list[dict[str, Any]]:
+    """Test metrics of ``model``: each silo's own (computed on the silo) and, if summed, the pooled ones.
+
+    Pooled loss and accuracy are exact from the summed statistics; pooled AUC comes from their
+    histograms (within :func:`fedkit.evalstats.auc_error_bound`, under 1e-3 for standardized features).
 
     Parameters
     ----------
@@ -88,30 +101,15 @@ def score_rows(server_round: int, model: str, scores: list[Scores], pooled: bool
         The round (0 is the initial model).
     model
         ``"global"``, ``"personal"`` or ``"local"``.
-    scores
-        Each silo's labels and logits.
-    pooled
-        Also score all silos' rows together.
+    evaluation
+        Each silo's metrics and, if summed, the silos' summed statistics.
     """
-    labels = np.concatenate([s.labels for s in scores])
-    logits = np.concatenate([s.logits for s in scores])
-    group = np.repeat(np.arange(len(scores)), [len(s.labels) for s in scores])
-    names = [s.silo for s in scores]
-    if pooled:  # every row once more, as group K
-        labels, logits = np.concatenate([labels, labels]), np.concatenate([logits, logits])
-        group = np.concatenate([group, np.full(len(group), len(scores))])
-        names.append(POOLED)
-    values = grouped_metrics(labels, logits, group, len(names))
+    values = [(e.silo, e.metrics) for e in evaluation.silos]
+    if evaluation.pooled is not None:
+        values.append((POOLED, metrics_from_stats(evaluation.pooled)))
     return [
-        {
-            "round": server_round,
-            "silo": name,
-            "model": model,
-            "split": "test",
-            "metric": m,
-            "value": float(values[m][i]),
-        }
-        for i, name in enumerate(names)
+        {"round": server_round, "silo": silo, "model": model, "split": "test", "metric": m, "value": float(v[m])}
+        for silo, v in values
         for m in METRICS
     ]
 
@@ -141,10 +139,13 @@ def final_intervals(
 ) -> dict[str, dict[str, float]]:
     """The 95% intervals of the scored model's final AUC and accuracy, per silo and pooled (:mod:`fedkit.intervals`).
 
+    Each silo's come from the silo (computed from its own rows, like its metrics); the pooled ones
+    from the summed evaluation statistics. A silo whose engine sends none has none.
+
     Parameters
     ----------
     engine
-        The run's engine, asked once more for the scores of its last evaluation.
+        The run's engine, asked once more for its last evaluation.
     params
         The final global parameters.
     config
@@ -153,12 +154,10 @@ def final_intervals(
         The last recorded round (fine-tuning for the personal models is seeded by it).
     """
     personal = config.scored == "personal"
-    scores = engine.evaluate_personal(params, server_round) if personal else engine.evaluate(params)
-    out = {s.silo: metric_intervals(s.labels, s.logits) for s in scores}
-    if scores:
-        out[POOLED] = metric_intervals(
-            np.concatenate([s.labels for s in scores]), np.concatenate([s.logits for s in scores])
-        )
+    evaluation = engine.evaluate_personal(params, server_round) if personal else engine.evaluate(params)
+    out = {e.silo: dict(e.intervals) for e in evaluation.silos if e.intervals}
+    if evaluation.pooled is not None:
+        out[POOLED] = intervals_from_stats(evaluation.pooled)
     return out
 
 
@@ -173,7 +172,7 @@ def fit_rows(server_round: int, replies: list[FitReply]) -> list[dict[str, Any]]
         The silos' replies to this round's training.
     """
     rows = [metric_rows(server_round, "local", "train", r.silo, {"loss": r.train_loss})[0] for r in replies]
-    return rows + score_rows(server_round, "local", [r.local_test for r in replies], pooled=False)
+    return rows + score_rows(server_round, "local", Evaluation([r.local_test for r in replies]))
 
 
 def run_round(
@@ -213,10 +212,13 @@ def run_round(
     replies = engine.fit(params, server_round, chosen, strategy.local_term(state, params))
     for hook in hooks:
         replies = [hook(server_round, r) for r in replies]
-    updates = np.stack([r.params - params for r in replies])
-    weights = np.array([r.n_train for r in replies], dtype=np.float64)
-    deltas = [r.control_delta for r in replies if r.control_delta is not None]
-    controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
+    if config.secure_aggregation:  # the server sees only the sums
+        updates, weights, controls = engine.sum_updates(replies, params).strategy_inputs(len(engine.silos))
+    else:
+        updates = np.stack([r.params - params for r in replies])  # type: ignore[operator]
+        weights = np.array([r.n_train for r in replies], dtype=np.float64)
+        deltas = [r.control_delta for r in replies if r.control_delta is not None]
+        controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
     params, state = strategy.aggregate(updates, weights, state, params, controls)
     return params, state, fit_rows(server_round, replies) + evaluate_rows(server_round, engine, params, config)
 
@@ -234,6 +236,8 @@ class Recorder:
         Where the run is recorded.
     callbacks
         Called with each round's event.
+    test_counts
+        Each silo's test rows and positives (default: from the federation's test labels).
     """
 
     def __init__(
@@ -242,13 +246,14 @@ class Recorder:
         federation: Federation,
         trackers: Sequence[Tracker],
         callbacks: Sequence[Callable[[RoundEvent], None]] = (),
+        test_counts: ClassCounts | None = None,
     ) -> None:
         self.run_id = new_run_id()
         self.config = config
         self.trackers = list(trackers)
         self.callbacks = list(callbacks)
         self.data = federation.provenance.as_dict()
-        self.test_labels = {s.name: s.y_test for s in federation.silos}
+        self.test_counts = test_counts or class_counts({s.name: s.y_test for s in federation.silos})
         self.records: list[dict[str, Any]] = []
 
     def start(self) -> None:
@@ -289,17 +294,20 @@ class Recorder:
         intervals
             The final AUC and accuracy intervals per silo (:func:`final_intervals`), if computed.
         """
-        notes = undefined_auc_notes(self.records, self.test_labels)
-        notes += thin_class_notes({s: (len(y), int(np.sum(y == 1))) for s, y in self.test_labels.items()})
+        notes = undefined_auc_notes(self.records, self.test_counts)
+        notes += thin_class_notes(self.test_counts)
         if not self.data["verified"]:
-            notes.append("The data files were not verified against the pinned sha256 (verify=False); see data.sha256.")
+            notes.append(
+                "The data files were not verified against the pinned UCI sha256 (own data, or verify=False); "
+                "see data.sha256."
+            )
         result = RunResult(
             self.run_id,
             status,
             self.config.to_dict(),
             self.records,
             params,
-            n_test_by_silo(self.test_labels),
+            n_test_by_silo(self.test_counts),
             self.data,
             notes,
             self.config.scored,
@@ -326,6 +334,7 @@ def run(
     callbacks: Sequence[Callable[[RoundEvent], None]] = (),
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
+    test_counts: ClassCounts | None = None,
 ) -> RunResult:
     """Run ``config`` over ``engine``'s silos (of ``federation``), record it in ``trackers``; returns the result.
 
@@ -351,12 +360,15 @@ def run(
         Checked after each round: when it returns True the run ends cleanly with status ``stopped``.
     progress
         Show a progress bar over the rounds.
+    test_counts
+        Each silo's test rows and positives (default: from the federation's test labels; the remote server knows
+        only those).
     """
     from fedkit.progress import progress_bar
 
     baseline = config.strategy in BASELINES  # pooled: one silo; local: nothing shared — FedAvg is a no-op
     strategy = make_strategy("fedavg" if baseline else config.strategy, **config.strategy_options)
-    recorder = Recorder(config, federation, trackers, callbacks)
+    recorder = Recorder(config, federation, trackers, callbacks, test_counts)
     recorder.start()
     params = engine.initial_params()
     state = strategy.init(params)

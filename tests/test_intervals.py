@@ -85,3 +85,29 @@ def test_switzerlands_auc_on_one_negative_shows_as_the_widest_interval(data_dir)
     for silo, row in table.iterrows():
         assert row["accuracy_low"] < row["accuracy"] < row["accuracy_high"], silo
     assert any("'switzerland' rests on 1 negative among 16" in note for note in result.notes)
+
+
+def test_grouped_intervals_equal_each_groups_own() -> None:
+    from fedkit.intervals import grouped_intervals
+
+    rng = np.random.default_rng(3)
+    sizes = [1, 2, 5, 16, 40, 0, 90]
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    y = (rng.random(len(group)) < 0.6).astype(float)
+    z = np.round(rng.normal(y, 1.0), 1)  # ties within and across groups
+    together = grouped_intervals(y, z, group, len(sizes))
+    for g in range(len(sizes)):
+        alone = metric_intervals(y[group == g], z[group == g])
+        assert {k: v[g] for k, v in together.items()} == pytest.approx(alone, nan_ok=True), g
+
+
+def test_the_pooled_interval_from_summed_statistics_is_the_rows_interval() -> None:
+    from fedkit.evalstats import site_stats, sum_stats
+    from fedkit.intervals import intervals_from_stats
+
+    rng = np.random.default_rng(5)
+    parts = [(rng.random(n) < 0.5).astype(float) for n in (30, 80, 16)]
+    logits = [rng.normal(y, 1.0) for y in parts]
+    summed = sum_stats([site_stats(y, z) for y, z in zip(parts, logits, strict=True)])
+    pooled = metric_intervals(np.concatenate(parts), np.concatenate(logits))
+    assert intervals_from_stats(summed) == pytest.approx(pooled, abs=2e-3)  # bins for score levels, as the AUC
