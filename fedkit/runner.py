@@ -114,7 +114,9 @@ def score_rows(server_round: int, model: str, evaluation: Evaluation) -> list[di
     ]
 
 
-def evaluate_rows(server_round: int, engine: Engine, params: np.ndarray, config: RunConfig) -> list[dict[str, Any]]:
+def evaluate_rows(
+    server_round: int, engine: Engine, params: np.ndarray, config: RunConfig
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
     """The round's evaluation: the global model (not for ``local``) and each silo's own model when scored by it.
 
     Parameters
@@ -127,34 +129,33 @@ def evaluate_rows(server_round: int, engine: Engine, params: np.ndarray, config:
         The global parameters.
     config
         The run.
+
+    Returns
+    -------
+    tuple
+        The metric rows, and the 95% intervals of the scored model's AUC and accuracy (:func:`intervals_of`).
     """
-    rows = [] if config.strategy == "local" else score_rows(server_round, "global", engine.evaluate(params))
+    scored = None if config.strategy == "local" else engine.evaluate(params)
+    rows = [] if scored is None else score_rows(server_round, "global", scored)
     if config.scored == "personal":
-        rows += score_rows(server_round, "personal", engine.evaluate_personal(params, server_round))
-    return rows
+        scored = engine.evaluate_personal(params, server_round)
+        rows += score_rows(server_round, "personal", scored)
+    return rows, intervals_of(scored)
 
 
-def final_intervals(
-    engine: Engine, params: np.ndarray, config: RunConfig, server_round: int
-) -> dict[str, dict[str, float]]:
-    """The 95% intervals of the scored model's final AUC and accuracy, per silo and pooled (:mod:`fedkit.intervals`).
+def intervals_of(evaluation: Evaluation | None) -> dict[str, dict[str, float]]:
+    """The 95% intervals of an evaluation's AUC and accuracy per silo and pooled (:mod:`fedkit.intervals`).
 
     Each silo's come from the silo (computed from its own rows, like its metrics); the pooled ones
-    from the summed evaluation statistics. A silo whose engine sends none has none.
+    from the summed evaluation statistics. A silo whose engine sent none has none.
 
     Parameters
     ----------
-    engine
-        The run's engine, asked once more for its last evaluation.
-    params
-        The final global parameters.
-    config
-        The run's configuration (which model it is scored with).
-    server_round
-        The last recorded round (fine-tuning for the personal models is seeded by it).
+    evaluation
+        A model's evaluation (None: nothing evaluated).
     """
-    personal = config.scored == "personal"
-    evaluation = engine.evaluate_personal(params, server_round) if personal else engine.evaluate(params)
+    if evaluation is None:
+        return {}
     out = {e.silo: dict(e.intervals) for e in evaluation.silos if e.intervals}
     if evaluation.pooled is not None:
         out[POOLED] = intervals_from_stats(evaluation.pooled)
@@ -205,8 +206,9 @@ def run_round(
 
     Returns
     -------
-    tuple[np.ndarray, Any, list[dict]]
-        The new global parameters, the strategy's new state and the round's metric rows.
+    tuple[np.ndarray, Any, list[dict], dict]
+        The new global parameters, the strategy's new state, the round's metric rows and the 95% intervals
+        of the scored model's AUC and accuracy (:func:`intervals_of`).
     """
     chosen = select_silos(engine.silos, config.fraction, config.seed, server_round)
     replies = engine.fit(params, server_round, chosen, strategy.local_term(state, params))
@@ -220,7 +222,8 @@ def run_round(
         deltas = [r.control_delta for r in replies if r.control_delta is not None]
         controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
     params, state = strategy.aggregate(updates, weights, state, params, controls)
-    return params, state, fit_rows(server_round, replies) + evaluate_rows(server_round, engine, params, config)
+    rows, intervals = evaluate_rows(server_round, engine, params, config)
+    return params, state, fit_rows(server_round, replies) + rows, intervals
 
 
 class Recorder:
@@ -292,7 +295,7 @@ class Recorder:
         params
             The final global parameters.
         intervals
-            The final AUC and accuracy intervals per silo (:func:`final_intervals`), if computed.
+            The final AUC and accuracy intervals per silo and pooled (:func:`intervals_of`), if known.
         """
         notes = undefined_auc_notes(self.records, self.test_counts)
         notes += thin_class_notes(self.test_counts)
@@ -373,23 +376,22 @@ def run(
     params = engine.initial_params()
     state = strategy.init(params)
     status = "finished"
-    last = 0
+    intervals: dict[str, dict[str, float]] = {}
     bar = progress_bar(progress, total=config.rounds, desc=config.strategy, unit="round", file=sys.stderr)
     try:
-        recorder.record(0, evaluate_rows(0, engine, params, config), params)
+        rows, intervals = evaluate_rows(0, engine, params, config)
+        recorder.record(0, rows, params)
         for server_round in range(1, config.rounds + 1):
-            params, state, rows = run_round(server_round, config, engine, strategy, state, params, hooks)
+            params, state, rows, intervals = run_round(server_round, config, engine, strategy, state, params, hooks)
             recorder.record(server_round, rows, params)
-            last = server_round
             pooled = {r["metric"]: r["value"] for r in rows if r["silo"] == POOLED and r["model"] == config.scored}
             bar.set_postfix(auc=f"{pooled['auc']:.3f}", acc=f"{pooled['accuracy']:.3f}", refresh=False)
             bar.update()
             if should_stop is not None and should_stop() and server_round < config.rounds:
                 status = "stopped"
                 break
-        intervals = final_intervals(engine, params, config, last)  # inside: a failure here records the run failed
     except KeyboardInterrupt:
-        recorder.finish("stopped", params)
+        recorder.finish("stopped", params, intervals)
         raise
     except BaseException:
         recorder.fail()
