@@ -18,6 +18,9 @@ from fedkit.config import ENGINES, RunConfig, load_federation
 from fedkit.errors import ConfigError, ConfigTypeError
 from fedkit.tracking.local import LocalStore
 
+RESUMABLE: tuple[str, ...] = ("stopped", "interrupted", "failed")
+"""The statuses of a recorded run that ``fedkit.run(resume=...)`` continues."""
+
 if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
@@ -68,8 +71,7 @@ def run(
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
     admin_kit: str | Path | None = None,
-    min_silos: int | None = None,
-    straggler_timeout: int | None = None,
+    resume: str | None = None,
 ) -> RunResult:
     """Run federated training as ``config`` says (default: ``RunConfig()``) and record it; returns the result.
 
@@ -86,16 +88,22 @@ def run(
     ``hooks`` see every silo reply before aggregation.
 
     Remote (``config.engine == "remote"``): the run goes to the NVIDIA FLARE federation of the admin
-    startup kit ``admin_kit`` and is recorded here all the same; ``min_silos`` (default 1) is the
-    fewest sites a round may aggregate, ``straggler_timeout`` (default 10 s) how long to wait for the
+    startup kit ``admin_kit`` and is recorded here all the same; ``config.min_silos`` is the fewest
+    sites a round may aggregate, ``config.straggler_timeout`` (default 10 s) how long to wait for the
     others once they replied (see :func:`fedkit.remote.submit.run_remote`).
+
+    ``resume``: the id (or a unique prefix) of a recorded run that was stopped, interrupted (its
+    process killed) or failed, to continue from its last checkpoint with its own config (simulation;
+    ``config`` may be omitted, and if given must equal the recorded one). It ends exactly as an
+    uninterrupted run would have.
     """
-    if config is None:
-        config = RunConfig()
-    if not isinstance(config, RunConfig):
+    if config is not None and not isinstance(config, RunConfig):
         raise ConfigTypeError(
             f"run() takes a RunConfig; got {type(config).__name__}. Build one with fedkit.RunConfig(...)."
         )
+    if resume is not None:
+        config, resume = resumed_config(config, resume, trackers)
+    config = config or RunConfig()
     check_engine(config.engine, admin_kit)
     trackers = list(trackers) if trackers is not None else [LocalStore()]
     if config.engine == "remote":
@@ -103,7 +111,8 @@ def run(
 
         given = {"federation": federation, "model": model, "engine": engine, "hooks": tuple(hooks)}
         _refuse("remote", given, "each site loads its own hospital and trains the config's model")
-        timeouts = {"min_silos": min_silos or 1, "straggler_timeout": straggler_timeout or 10}
+        _refuse("remote", {"resume": resume}, "resuming a remote run is not supported yet")
+        timeouts = {"min_silos": config.min_silos, "straggler_timeout": config.straggler_timeout or 10}
         return run_remote(
             config,
             admin_kit=admin_kit,  # type: ignore[arg-type]  # check_engine made sure it is set
@@ -115,7 +124,6 @@ def run(
         )
     from fedkit import runner
 
-    _refuse("simulation", {"min_silos": min_silos, "straggler_timeout": straggler_timeout}, "no sites to wait for")
     federation = federation or load_federation(config)
     if engine is None:
         from fedkit.engines.simulation import make_engine
@@ -130,7 +138,32 @@ def run(
         callbacks=callbacks,
         should_stop=should_stop,
         progress=progress,
+        resume=resume,
     )
+
+
+def resumed_config(
+    config: RunConfig | None, resume: str, trackers: Sequence[Tracker] | None
+) -> tuple[RunConfig, str]:
+    """The recorded config and full id of run ``resume``, refusing a run that cannot be resumed or another config."""
+    from fedkit.errors import ResumeError
+
+    store = next((t for t in trackers or () if isinstance(t, LocalStore)), None) or LocalStore()
+    stored = store.get(resume)
+    if stored["status"] not in RESUMABLE:
+        why = "it finished" if stored["status"] == "finished" else "it is still running"
+        raise ResumeError(
+            f"Run {stored['run_id']} cannot be resumed: {why} (status {stored['status']!r}); only a stopped, "
+            "interrupted or failed run can. Start a new run with `fedkit run`."
+        )
+    recorded = RunConfig.from_dict(stored["config"])
+    if config is not None and config != recorded:
+        differ = [k for k, v in recorded.to_dict().items() if config.to_dict()[k] != v]
+        raise ConfigError(
+            f"resume={stored['run_id']!r} continues the run with its recorded config; the given config differs in "
+            f"{', '.join(differ)}. Drop the config (or those fields) to resume."
+        )
+    return recorded, stored["run_id"]
 
 
 def run_seeds(

@@ -7,7 +7,7 @@ goes through a trainer: vectorized numpy for the built-in models, per-silo torch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
@@ -17,8 +17,10 @@ import numpy as np
 from fedkit import seeding
 from fedkit.data import preprocess
 from fedkit.data.silos import Federation, Silo
+from fedkit.engines import faults
 from fedkit.engines.base import FitReply, Scores
 from fedkit.engines.vectorized import split_rows
+from fedkit.errors import RoundFailedError
 from fedkit.strategies.base import LocalTerm
 from fedkit.training import LocalTraining, batch_plans
 
@@ -63,6 +65,11 @@ class SimulationEngine:
     test sets the models are scored on. ``stream_ids`` (default ``0..K-1``) is each silo's index in
     the full federation, for the batch-plan streams: a remote site runs a one-silo engine with its
     hospital's index, so it draws the same batches as the simulation.
+
+    Simulated faults (:mod:`fedkit.engines.faults`, the remote engine's rules): ``dropout`` is the
+    probability that a selected silo vanishes from a round; with ``straggler_timeout`` a silo whose
+    simulated time exceeds the ``min_silos``-th fastest one's by more than that is dropped from the
+    round. A round with fewer than ``min_silos`` replies fails. Dropouts and rejoins go to ``notes``.
     """
 
     def __init__(
@@ -77,6 +84,9 @@ class SimulationEngine:
         finetune_steps: int | None = None,
         eval_federation: Federation | None = None,
         stream_ids: Sequence[int] | None = None,
+        dropout: float = 0.0,
+        straggler_timeout: float | None = None,
+        min_silos: int = 1,
     ) -> None:
         self.federation = federation
         self.eval_federation = eval_federation or federation
@@ -93,6 +103,11 @@ class SimulationEngine:
         )
         self._control: dict[int, np.ndarray] = {}
         self._eval_x = np.concatenate([s.x_test for s in self.eval_federation.silos])
+        self.dropout = dropout
+        self.straggler_timeout = straggler_timeout
+        self.min_silos = min_silos
+        self.notes: list[str] = []
+        self._attendance = faults.Attendance()
 
     @property
     def silos(self) -> tuple[str, ...]:
@@ -126,7 +141,39 @@ class SimulationEngine:
     def fit(
         self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
-        """Train ``silos`` from ``params``, adding the strategy's local term; returns one reply per silo."""
+        """Train ``silos`` from ``params``, adding the strategy's local term; one reply per silo that answered.
+
+        Without simulated faults every silo answers. With them, vanished silos do not train, stragglers
+        train but their replies are dropped, each change is noted, and too few replies fail the round.
+        """
+        ids = np.asarray([self._stream_ids[self._index[name]] for name in silos], dtype=np.int64)
+        gone = faults.vanished(self.seed, server_round, ids, self.dropout)
+        replies = self._train(params, server_round, [s for s, g in zip(silos, gone, strict=True) if not g], term)
+        if self.straggler_timeout is not None:
+            trained = np.asarray([self._stream_ids[self._index[r.silo]] for r in replies], dtype=np.int64)
+            times = faults.durations(self.seed, server_round, trained, [r.steps for r in replies])
+            slow = faults.late(times, self.straggler_timeout, self.min_silos)
+            replies = [r for r, is_late in zip(replies, slow, strict=True) if not is_late]
+        answered = [r.silo for r in replies]
+        self.notes += self._attendance.update(server_round, silos, answered, "training")
+        need = min(self.min_silos, len(silos))
+        if len(replies) < max(need, 1):
+            raise RoundFailedError(
+                f"Round {server_round}: only {len(replies)} of {len(silos)} silos answered training "
+                f"({', '.join(answered) or 'none'}) under the simulated faults (dropout={self.dropout}, "
+                f"straggler_timeout={self.straggler_timeout}); the run needs min_silos={self.min_silos}. "
+                "Lower dropout or min_silos, or raise straggler_timeout.",
+                server_round=server_round,
+                silos=tuple(s for s in silos if s not in answered),
+            )
+        return replies
+
+    def _train(
+        self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None
+    ) -> list[FitReply]:
+        """Local training of ``silos`` (all of them answer)."""
+        if not silos:
+            return []
         idx = [self._index[name] for name in silos]
         term = term or LocalTerm()
         corrections = None
@@ -163,6 +210,28 @@ class SimulationEngine:
                 FitReply(silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), scores, control_delta)
             )
         return replies
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What the silos keep between rounds, for a checkpoint: SCAFFOLD's control variates, personal parameters.
+
+        Keys are ``control/<silo>`` and ``personal/<silo>``, plus ``missing``: the silos that dropped
+        out and have not answered since (for the rejoin notes). Fine-tuning keeps nothing: each round
+        fine-tunes a fresh copy of the global model. Arrays are copies.
+        """
+        names = self.federation.names
+        out = {f"control/{names[i]}": c.copy() for i, c in self._control.items()}
+        out |= {f"personal/{names[i]}": p.copy() for i, p in self._own.items()}
+        out["missing"] = np.array(sorted(self._attendance.missing), dtype=np.str_)
+        return out
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Put the silos back in the :meth:`state` they had (the engine's own state is replaced, not merged)."""
+        index = self._index
+        self._control = {index[k.split("/", 1)[1]]: np.array(v) for k, v in state.items() if k.startswith("control/")}
+        own = {index[k.split("/", 1)[1]]: np.array(v) for k, v in state.items() if k.startswith("personal/")}
+        if self.personal is not None:
+            self._own = own
+        self._attendance = faults.Attendance({str(s) for s in state.get("missing", ())})
 
     def evaluate(self, params: np.ndarray) -> list[Scores]:
         """Global-model logits on every evaluation silo's test set (one forward pass over all of them)."""
@@ -254,4 +323,12 @@ def make_engine(
         finetune_steps=setup.finetune_steps,
         eval_federation=federation,
         stream_ids=stream_ids,
+        **simulated_faults(config),
     )
+
+
+def simulated_faults(config: RunConfig) -> dict[str, float | int | None]:
+    """The simulation engine's fault settings of ``config``; none for a remote run's sites (their faults are real)."""
+    if config.engine != "simulation":
+        return {}
+    return {"dropout": config.dropout, "straggler_timeout": config.straggler_timeout, "min_silos": config.min_silos}

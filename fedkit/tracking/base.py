@@ -3,9 +3,10 @@ to through the outbox, the :class:`Event` it is told, and the metric names every
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,6 +34,47 @@ class Tracker(Protocol):
         error: str | None = None,
     ) -> None:
         """The run ended with ``status``; ``summary`` and final ``params`` when it got that far."""
+        ...
+
+
+@runtime_checkable
+class RunStore(Protocol):
+    """A tracker that also keeps what resuming and auditing a run need (the local store is one).
+
+    The round loop gives it each round's metric rows, checkpoint and audit records together
+    (:meth:`save_round`, one transaction), instead of calling ``log_round``.
+    """
+
+    def save_round(
+        self,
+        run_id: str,
+        server_round: int,
+        rows: list[dict[str, Any]],
+        *,
+        checkpoint: bytes | None = None,
+        audit: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Keep one round's metric rows, the run's checkpoint after it and its audit records, all or nothing."""
+        ...
+
+    def append_audit(self, run_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append audit records outside a round (start, resume, end)."""
+        ...
+
+    def resume_run(self, run_id: str) -> int:
+        """Mark the run running again in this process; returns the round of its last checkpoint."""
+        ...
+
+    def checkpoint(self, run_id: str) -> bytes | None:
+        """The run's last checkpoint, or None."""
+        ...
+
+    def audit_log(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's audit records in storage order."""
+        ...
+
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's metric rows, ordered by round."""
         ...
 
 
