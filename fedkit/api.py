@@ -142,9 +142,7 @@ def run(
     )
 
 
-def resumed_config(
-    config: RunConfig | None, resume: str, trackers: Sequence[Tracker] | None
-) -> tuple[RunConfig, str]:
+def resumed_config(config: RunConfig | None, resume: str, trackers: Sequence[Tracker] | None) -> tuple[RunConfig, str]:
     """The recorded config and full id of run ``resume``, refusing a run that cannot be resumed or another config."""
     from fedkit.errors import ResumeError
 

@@ -96,9 +96,7 @@ class RunConfig:
     fraction: float = field(default=1.0, metadata=_help("fraction of silos sampled each round, in (0, 1]"))
     min_silos: int = field(
         default=1,
-        metadata=_help(
-            "fewest silos whose updates a round may aggregate: fewer replies or valid updates fail the run"
-        ),
+        metadata=_help("fewest silos whose updates a round may aggregate: fewer replies or valid updates fail the run"),
     )
     dropout: float = field(
         default=0.0,
@@ -327,9 +325,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     no_personal_baseline,
     krum_has_enough_silos,
     enough_silos_per_round,
-    OnlyWith(
-        "dropout", 0.0, "engine", ("simulation",), "engine='simulation' (remote sites drop out for real)", "Set dropout=0."
-    ),
+    OnlyWith("dropout", 0.0, "engine", ("simulation",), "engine='simulation' (remote sites drop out for real)"),
     remote_runs_hospitals,
     *(_strategy_rule(name) for name in HYPERPARAMETERS),
 )

@@ -91,7 +91,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     scored: str = "global"
     rejected: list[dict[str, Any]] = field(default_factory=list)
-    """Every update validation rejected: ``{"round", "silo", "kind", "reason"}`` (see :mod:`fedkit.privacy.validation`)."""
+    """Every update validation rejected: ``{"round", "silo", "kind", "reason"}`` (:mod:`fedkit.privacy.validation`)."""
 
     @property
     def history(self) -> pd.DataFrame:
@@ -119,7 +119,7 @@ class RunResult:
         return pd.DataFrame(rows, columns=["silo", "n_test", "loss", "auc", "accuracy"]).set_index("silo")
 
     def summary(self) -> dict[str, Any]:
-        """Exactly what ``fedkit run --json`` prints: run id, config, final metrics, history, notes, rejected updates."""
+        """Exactly what ``fedkit run --json`` prints: run id, config, final metrics, history, notes, rejections."""
         return {
             "run_id": self.run_id,
             "status": self.status,

@@ -123,16 +123,16 @@ def validate_replies(
 
 
 def validation_rows(server_round: int, verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
-    """Each reply's ``update_norm`` (NaN when it has none) and ``rejected`` (1 or 0), as local/train rows."""
+    """Each reply's update ``norm`` (NaN when it has none) and ``rejected`` (1 or 0), as local/update rows."""
     return [
         row
         for v in verdicts
         for row in metric_rows(
             server_round,
             "local",
-            "train",
+            "update",
             v.silo,
-            {"update_norm": np.nan if v.norm is None else v.norm, "rejected": float(not v.accepted)},
+            {"norm": np.nan if v.norm is None else v.norm, "rejected": float(not v.accepted)},
         )
     ]
 
@@ -415,7 +415,8 @@ def run(
             notes = recorder.add_notes(0, [], engine, seen)
             seen = len(engine.notes)
             saved_now = checkpoint(0, params, state, engine, recorder)
-            recorder.record(0, rows, params, notes=notes, audit_fields=audit.round_record(0, [], [], params), saved=saved_now)
+            audit_fields = audit.round_record(0, [], [], params)
+            recorder.record(0, rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)
         for server_round in range(first, config.rounds + 1):
             outcome = run_round(server_round, config, engine, strategy, state, params, hooks)
             params, state = outcome.params, outcome.state

@@ -96,9 +96,9 @@ def test_remote_flags_reach_the_run_call() -> None:
     argv = ["run", "--engine", "remote", "--admin-kit", "kit/", "--min-silos", "2", "--straggler-timeout", "5"]
     with mock.patch.object(fedkit, "run", side_effect=SystemExit(0)) as run, pytest.raises(SystemExit):
         main(argv)
-    assert run.call_args.args[0].engine == "remote"
-    kwargs = run.call_args.kwargs
-    assert (kwargs["admin_kit"], kwargs["min_silos"], kwargs["straggler_timeout"]) == ("kit/", 2, 5)
+    config = run.call_args.args[0]
+    assert (config.engine, config.min_silos, config.straggler_timeout) == ("remote", 2, 5.0)
+    assert run.call_args.kwargs["admin_kit"] == "kit/"
 
 
 def test_an_admin_kit_without_the_remote_engine_is_an_actionable_error(capsys) -> None:

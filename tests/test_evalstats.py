@@ -113,7 +113,7 @@ class _Recorder:
         self.evaluations: list[tuple[str, list[Scores]]] = []
 
     silos = property(lambda self: self.inner.silos)
-    personalized = property(lambda self: self.inner.personalized)
+    notes = property(lambda self: self.inner.notes)
 
     def initial_params(self) -> np.ndarray:
         return self.inner.initial_params()

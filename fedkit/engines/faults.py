@@ -70,7 +70,7 @@ class Attendance:
     missing: set[str] = field(default_factory=set)
 
     def update(self, server_round: int, asked: Sequence[str], answered: Sequence[str], what: str) -> list[str]:
-        """Record which of ``asked`` answered ``what``; returns the notes of new dropouts and rejoins, in ``asked`` order."""
+        """Record which of ``asked`` answered ``what``; returns the notes of new dropouts and of rejoins."""
         notes = []
         present = set(answered)
         for name in asked:

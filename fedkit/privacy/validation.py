@@ -26,7 +26,7 @@ import numpy as np
 from fedkit.errors import RoundFailedError
 
 KINDS: tuple[str, ...] = ("shape", "dtype", "loss", "nonfinite", "norm")
-"""Why an update can be rejected, as short codes (the :attr:`Verdict.kind` of a rejection)."""
+"""Why an update can be rejected, as short codes (the ``kind`` of a rejection's :class:`Verdict`)."""
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ class FedkitController(Controller):
             def transport(task: str, payload: dict[str, Any], targets: Any, need: int) -> dict[str, dict[str, Any]]:
                 return self._broadcast(task, payload, list(targets), need, fl_ctx, abort_signal)
 
-            result, engine = serve(
+            result, _ = serve(
                 transport,
                 config,
                 sites,
@@ -106,7 +106,7 @@ class FedkitController(Controller):
                 min_silos=self.min_silos,
                 should_stop=lambda: abort_signal.triggered,
             )
-            summary = {**result.summary(), "notes": [*result.notes, *engine.notes]}
+            summary = result.summary()  # its notes hold the engine's (the round loop collects them)
             with open(os.path.join(job_dir, wire.RESULT_FILE), "w") as f:
                 json.dump(wire.to_json({"summary": summary, "params": result.params}), f)
         except Exception as exc:

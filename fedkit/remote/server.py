@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ import numpy as np
 from fedkit._version import __version__
 from fedkit.data.silos import Federation, Provenance, Silo
 from fedkit.engines.base import FitReply, Scores
+from fedkit.engines.faults import Attendance
 from fedkit.errors import RemoteRunError
 from fedkit.remote import wire
 from fedkit.strategies.base import LocalTerm
@@ -119,7 +120,7 @@ class RemoteEngine:
         self.min_silos = min_silos
         self.notes: list[str] = []
         self.on_note: Callable[[str], None] | None = None
-        self._missing: set[str] = set()
+        self._attendance = Attendance()
         self._round = 0
 
     @property
@@ -146,16 +147,8 @@ class RemoteEngine:
             for name in silos
             if self._by_silo[name].site in replies
         }
-        for name in silos:
-            if name not in by_silo and name not in self._missing:
-                self._missing.add(name)
-                self._note(
-                    f"Round {self._round}: silo {name!r} dropped out ({what}: no reply in time); "
-                    f"the round went on with {len(by_silo)} of {len(silos)} silos."
-                )
-            elif name in by_silo and name in self._missing:
-                self._missing.discard(name)
-                self._note(f"Round {self._round}: silo {name!r} rejoined ({what}).")
+        for text in self._attendance.update(self._round, silos, list(by_silo), what):
+            self._note(text)
         if len(by_silo) < need:
             raise RemoteRunError(
                 f"Round {self._round}: only {len(by_silo)} of {len(silos)} silos answered {what} "
@@ -191,6 +184,18 @@ class RemoteEngine:
             for name, r in ((n, replies[n]) for n in silos if n in replies)
         ]
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The server's part of the silos' state: who dropped out (the sites keep their own arrays).
+
+        Checkpointing a remote run also needs each site to keep its control variate and personal
+        parameters per round, and :meth:`restore` to ask them to reload it (see the remote follow-up).
+        """
+        return {"missing": np.array(sorted(self._attendance.missing), dtype=np.str_)}
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take back who had dropped out (the sites' own state is theirs to reload)."""
+        self._attendance = Attendance({str(s) for s in state.get("missing", ())})
+
     def _scores(self, task: str, payload: dict[str, Any], what: str) -> list[Scores]:
         replies = self._ask(task, payload, self.silos, what)
         return [
@@ -216,11 +221,9 @@ class RemoteEngine:
 class RelayTracker:
     """A tracker that keeps each call as a JSON-ready event for the notebook to fetch (and replay into its trackers)."""
 
-    def __init__(self, notes: Callable[[], list[str]] = list) -> None:
+    def __init__(self) -> None:
         self._events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self.notes = notes
-        """Extra notes for the summary (the engine's dropouts), read when the run ends."""
 
     def add(self, event: dict[str, Any]) -> None:
         """Append one event."""
@@ -261,9 +264,7 @@ class RelayTracker:
         params: np.ndarray | None = None,
         error: str | None = None,
     ) -> None:
-        """Relay the end, with the dropout notes added to the summary."""
-        if summary is not None:
-            summary = {**summary, "notes": [*summary.get("notes", []), *self.notes()]}
+        """Relay the end (the summary's notes include the engine's dropouts: the round loop collects them)."""
         self.add(
             {"kind": "end", "run_id": run_id, "status": status, "summary": summary, "params": params, "error": error}
         )
@@ -295,7 +296,6 @@ def serve(
     head = partial(architectures.personal_mask, **shape)
     setup = personalization(config, [s.n_train for s in known], len(init), head)
     engine = RemoteEngine(transport, known, init, finetune_steps=setup.finetune_steps, min_silos=min_silos)
-    relay.notes = lambda: list(engine.notes)
     labels = {s.silo: s.y_test for s in known}
     notes = undefined_auc_notes([], labels)
     relay.add({"kind": "outline", "n_test": n_test_by_silo(labels), "notes": notes, "scored": config.scored})
