@@ -170,7 +170,8 @@ def run_round(
     weights = np.array([r.n_train for r in accepted], dtype=np.float64)
     deltas = [r.control_delta for r in accepted if r.control_delta is not None]
     controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
-    new, state = strategy.aggregate(updates, weights, state, params, controls)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging server step: check_global reports it
+        new, state = strategy.aggregate(updates, weights, state, params, controls)
     check_global(server_round, new, config.strategy)
     rows = fit_rows(server_round, replies) + validation_rows(server_round, verdicts)
     return RoundOutcome(new, state, rows + evaluate_rows(server_round, engine, new, config), chosen, verdicts)

@@ -107,14 +107,16 @@ class VectorizedTrainer:
         self._offset = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
 
     def logits(self, params: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Logits of one model (flat parameters) on rows ``x``."""
-        return self._forward(params.astype(np.float32), x).astype(np.float64)
+        """Logits of one model (flat parameters) on rows ``x`` (a diverged model's overflow gives inf: scored null)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._forward(params.astype(np.float32), x).astype(np.float64)
 
     def logits_each(self, params: np.ndarray, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Logits of model ``params[i]`` on rows ``xs[i]`` for every i, in one batched pass."""
         rows = np.concatenate(xs)
         group = np.repeat(np.arange(len(xs)), [len(x) for x in xs])
-        z = self._forward_rows(np.asarray(params, dtype=np.float32)[group], rows).astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = self._forward_rows(np.asarray(params, dtype=np.float32)[group], rows).astype(np.float64)
         return split_rows(z, [len(x) for x in xs])
 
     def train(
