@@ -105,6 +105,8 @@ def verify(records: Sequence[Mapping[str, Any]], run_id: str, *, ended: bool = F
                 f"{where} does not continue the chain (appended out of chain, or the record before it was "
                 "replaced): its prev hash is not the hash of the record before it."
             )
+        if position and records[position - 1].get("kind") == "end" and record.get("kind") != "resume":
+            raise AuditError(f"{where} was appended after the run's end record without a resume record.")
         head = str(record["hash"])
     if ended and (not records or records[-1].get("kind") != "end"):
         last = len(records) - 1
