@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -52,14 +53,14 @@ def test_a_run_records_who_versions_config_data_rounds_and_end(recorded) -> None
     assert start["dp"] is None  # the DP hook: filled when differential privacy is on
     last_round = records[4]
     assert last_round["round"] == 3 and last_round["participants"] == ["cleveland", "hungarian", "switzerland", "va"]
-    norms = fedkit.load_run(run_id)["summary"]["history"]
-    recorded_norms = {(r["silo"], r["round"]): r["value"] for r in norms if r["split"] == "update" and r["metric"] == "norm"}
-    assert all(u["norm"] == recorded_norms[(u["silo"], 3)] and u["accepted"] for u in last_round["updates"])
+    rows = fedkit.load_run(run_id)["summary"]["history"]
+    norms = {(r["silo"], r["round"]): r["value"] for r in rows if r["split"] == "update" and r["metric"] == "norm"}
+    assert all(u["norm"] == norms[(u["silo"], 3)] and u["accepted"] for u in last_round["updates"])
     assert records[-1]["status"] == "finished" and records[-1]["params_sha256"] == array_digest(
         fedkit.load_run(run_id)["params"]
     )
     assert [r["seq"] for r in records] == list(range(6)) and records[0]["prev"] == GENESIS
-    assert all(b["prev"] == a["hash"] for a, b in zip(records, records[1:], strict=False))
+    assert all(b["prev"] == a["hash"] for a, b in itertools.pairwise(records))
 
 
 def test_records_hash_their_canonical_json(recorded) -> None:

@@ -72,7 +72,7 @@ def test_malformed_updates_are_rejected_naming_the_problem(make, kind: str, need
 
 def test_a_non_finite_aggregate_is_a_divergence_of_the_server_step() -> None:
     check_global(3, np.ones(4, np.float32), "fedadam")
-    with pytest.raises(RoundFailedError, match=r"Round 3: the aggregated global model has 2 non-finite value\(s\) of 4"):
+    with pytest.raises(RoundFailedError, match=r"Round 3: the aggregated global model has 2 non-finite"):
         check_global(3, np.array([1, np.inf, np.nan, 0], np.float32), "fedadam")
 
 
