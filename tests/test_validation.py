@@ -135,6 +135,18 @@ def test_a_rejected_update_is_left_out_and_recorded_everywhere(data_dir, kind: s
     assert all(reason in next(u for u in r["updates"] if u["silo"] == POISONED)["reason"] for r in rounds)
 
 
+def test_a_report_lists_every_rejection_with_its_run(data_dir) -> None:
+    from fedkit.explore import REJECTION_COLUMNS, rejections_table
+
+    poisoned = fedkit.run(RunConfig(**FAST), hooks=[poison("inf")], progress=False).summary()
+    clean = fedkit.run(RunConfig(**FAST, seed=3), progress=False).summary()
+    table = rejections_table({"fedavg": [poisoned, clean]})
+    assert list(table.columns) == REJECTION_COLUMNS and len(table) == 3
+    assert set(table.run_id) == {poisoned["run_id"]} and table["round"].tolist() == [1, 2, 3]
+    assert (table.kind == "nonfinite").all() and table.seed.eq(42).all()
+    assert rejections_table({"fedavg": [clean]}).empty
+
+
 def test_the_rejected_silo_does_not_reach_the_model(data_dir) -> None:
     """Rejecting a silo's update each round gives the run of the three others' updates (FedAvg weights renormalized)."""
     too_large = fedkit.run(RunConfig(**FAST, max_update_norm=10.0), hooks=[poison("huge")], progress=False)
