@@ -220,7 +220,7 @@ REJECTION_COLUMNS = ["run", "run_id", "seed", "round", "silo", "kind", "reason"]
 def rejections_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
     """Every update that validation left out of a round, one row each (empty when none was).
 
-    ``summaries`` maps a label (e.g. strategy) to run summaries (:meth:`fedkit.RunResult.summary`,
+    ``summaries`` maps a label (e.g. strategy) to run summaries (:meth:`fedkit.result.RunResult.summary`,
     or a recorded run's ``summary``); each rejected update is listed with its run, seed, round,
     silo, ``kind`` (see :data:`fedkit.privacy.validation.KINDS`) and reason.
     """
