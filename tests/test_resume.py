@@ -102,18 +102,21 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(data_dir, case: str) -
 
 
 def test_the_checkpoint_holds_the_silos_state(data_dir) -> None:
-    config = RunConfig(**BASE, strategy="scaffold", personalize="fedper", lr=0.01)
+    config = RunConfig(**BASE, strategy="scaffold", personalize="fedper", model="mlp", lr=0.01)
     run_id = killed_run(config)
     saved = decode(LocalStore().checkpoint(run_id))
     assert saved.server_round == KILL_AFTER and set(saved.strategy) == {"control"}
-    silos = ("cleveland", "hungarian", "switzerland", "va")
-    assert set(saved.engine) == {*(f"control/{s}" for s in silos), *(f"personal/{s}" for s in silos), "missing"}
-    assert saved.engine["personal/va"].dtype == np.float32 and saved.engine["personal/va"].shape == (1,)  # the bias
+    assert set(saved.engine) == {"control", "control_silos", "personal", "missing"}
+    assert saved.engine["control_silos"].tolist() == ["cleveland", "hungarian", "switzerland", "va"]
+    assert saved.engine["control"].shape == (4, len(saved.params)) and saved.engine["control"].dtype == np.float32
+    mlp_head = 16 + 1  # FedPer keeps the MLP's output layer: 16 weights and a bias per silo
+    assert saved.engine["personal"].shape == (4, mlp_head) and saved.engine["personal"].dtype == np.float32
     engine = make_engine(load_federation(config), config)
     before = engine.state()
+    assert before["control"].shape == (0, len(saved.params))  # nothing trained yet
     engine.restore(saved.engine)
     after = engine.state()
-    assert not np.array_equal(before["personal/va"], after["personal/va"])
+    assert not np.array_equal(before["personal"], after["personal"])
     assert all(np.array_equal(after[k], saved.engine[k]) for k in saved.engine)
 
 

@@ -214,24 +214,32 @@ class SimulationEngine:
     def state(self) -> dict[str, np.ndarray]:
         """What the silos keep between rounds, for a checkpoint: SCAFFOLD's control variates, personal parameters.
 
-        Keys are ``control/<silo>`` and ``personal/<silo>``, plus ``missing``: the silos that dropped
-        out and have not answered since (for the rejoin notes). Fine-tuning keeps nothing: each round
-        fine-tunes a fresh copy of the global model. Arrays are copies.
+        ``control`` (silos, parameters) holds the control variate of each silo named in ``control_silos``
+        (the silos that have trained); ``personal`` (silos, personal parameters) each silo's personal
+        parameters, in federation order; ``missing`` the silos that dropped out and have not answered
+        since (for the rejoin notes). Fine-tuning keeps nothing: each round fine-tunes a fresh copy of
+        the global model. Stacked, so a thousand silos are a few arrays; copies.
         """
         names = self.federation.names
-        out = {f"control/{names[i]}": c.copy() for i, c in self._control.items()}
-        out |= {f"personal/{names[i]}": p.copy() for i, p in self._own.items()}
-        out["missing"] = np.array(sorted(self._attendance.missing), dtype=np.str_)
+        trained = sorted(self._control)
+        out = {
+            "control_silos": np.array([names[i] for i in trained], dtype=np.str_),
+            "control": np.array([self._control[i] for i in trained], dtype=np.float32).reshape(
+                len(trained), self._init.size
+            ),
+            "missing": np.array(sorted(self._attendance.missing), dtype=np.str_),
+        }
+        if self.personal is not None:
+            out["personal"] = np.stack([self._own[i] for i in range(len(names))])
         return out
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
         """Put the silos back in the :meth:`state` they had (the engine's own state is replaced, not merged)."""
-        index = self._index
-        self._control = {index[k.split("/", 1)[1]]: np.array(v) for k, v in state.items() if k.startswith("control/")}
-        own = {index[k.split("/", 1)[1]]: np.array(v) for k, v in state.items() if k.startswith("personal/")}
+        silos = [self._index[str(name)] for name in state["control_silos"]]
+        self._control = {i: np.array(c) for i, c in zip(silos, state["control"], strict=True)}
         if self.personal is not None:
-            self._own = own
-        self._attendance = faults.Attendance({str(s) for s in state.get("missing", ())})
+            self._own = {i: np.array(p) for i, p in enumerate(state["personal"])}
+        self._attendance = faults.Attendance({str(s) for s in state["missing"]})
 
     def evaluate(self, params: np.ndarray) -> list[Scores]:
         """Global-model logits on every evaluation silo's test set (one forward pass over all of them)."""
