@@ -38,7 +38,7 @@ from fedkit.tracking.base import RunStore, Tracker
 from fedkit.tracking.checkpoint import Checkpoint, decode, encode, strategy_arrays, strategy_state
 
 UpdateHook = Callable[[int, FitReply], FitReply]
-"""Called on every silo reply before aggregation (DP noise, validation, secure aggregation masks...)."""
+"""Called on every silo reply before validation and aggregation (DP noise, secure aggregation masks...)."""
 
 
 def new_run_id() -> str:
