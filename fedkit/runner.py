@@ -47,7 +47,19 @@ def new_run_id() -> str:
 
 
 def select_silos(names: Sequence[str], fraction: float, seed: int, server_round: int) -> list[str]:
-    """The silos of round ``server_round``: ``max(1, round(fraction * K))`` of them, without replacement, seeded."""
+    """The silos of round ``server_round``: ``max(1, round(fraction * K))`` of them, without replacement, seeded.
+
+    Parameters
+    ----------
+    names
+        The federation's silo names.
+    fraction
+        Fraction of silos sampled each round, in (0, 1].
+    seed
+        The run's seed.
+    server_round
+        The round (1-based).
+    """
     k = silos_per_round(len(names), fraction)
     if k >= len(names):
         return list(names)
@@ -56,7 +68,21 @@ def select_silos(names: Sequence[str], fraction: float, seed: int, server_round:
 
 
 def metric_rows(server_round: int, model: str, split: str, silo: str, values: dict[str, float]) -> list[dict[str, Any]]:
-    """Long-format rows for a dict of metric values."""
+    """Long-format rows for a dict of metric values.
+
+    Parameters
+    ----------
+    server_round
+        The round (0 is the initial model).
+    model
+        ``"global"``, ``"personal"`` or ``"local"``.
+    split
+        ``"train"`` or ``"test"``.
+    silo
+        The silo's name, or ``pooled``.
+    values
+        Metric values by name.
+    """
     return [
         {"round": server_round, "silo": silo, "model": model, "split": split, "metric": m, "value": float(v)}
         for m, v in values.items()
@@ -64,7 +90,19 @@ def metric_rows(server_round: int, model: str, split: str, silo: str, values: di
 
 
 def score_rows(server_round: int, model: str, scores: list[Scores], pooled: bool = True) -> list[dict[str, Any]]:
-    """Test metrics of ``model`` per silo and, if ``pooled``, on all silos' rows together — one grouped pass."""
+    """Test metrics of ``model`` per silo and, if ``pooled``, on all silos' rows together — one grouped pass.
+
+    Parameters
+    ----------
+    server_round
+        The round (0 is the initial model).
+    model
+        ``"global"``, ``"personal"`` or ``"local"``.
+    scores
+        Each silo's labels and logits.
+    pooled
+        Also score all silos' rows together.
+    """
     labels = np.concatenate([s.labels for s in scores])
     logits = np.concatenate([s.logits for s in scores])
     group = np.repeat(np.arange(len(scores)), [len(s.labels) for s in scores])
@@ -89,7 +127,19 @@ def score_rows(server_round: int, model: str, scores: list[Scores], pooled: bool
 
 
 def evaluate_rows(server_round: int, engine: Engine, params: np.ndarray, config: RunConfig) -> list[dict[str, Any]]:
-    """The round's evaluation: the global model (not for ``local``) and each silo's own model when scored by it."""
+    """The round's evaluation: the global model (not for ``local``) and each silo's own model when scored by it.
+
+    Parameters
+    ----------
+    server_round
+        The round (0 is the initial model).
+    engine
+        The engine holding the silos.
+    params
+        The global parameters.
+    config
+        The run.
+    """
     rows = [] if config.strategy == "local" else score_rows(server_round, "global", engine.evaluate(params))
     if config.scored == "personal":
         rows += score_rows(server_round, "personal", engine.evaluate_personal(params, server_round))
@@ -97,7 +147,15 @@ def evaluate_rows(server_round: int, engine: Engine, params: np.ndarray, config:
 
 
 def fit_rows(server_round: int, replies: list[FitReply]) -> list[dict[str, Any]]:
-    """Local-model metrics: train loss of the local update, and test metrics on the silo's own test set."""
+    """Local-model metrics: train loss of the local update, and test metrics on the silo's own test set.
+
+    Parameters
+    ----------
+    server_round
+        The round.
+    replies
+        The silos' replies to this round's training.
+    """
     rows = [metric_rows(server_round, "local", "train", r.silo, {"loss": r.train_loss})[0] for r in replies]
     return rows + score_rows(server_round, "local", [r.local_test for r in replies], pooled=False)
 
