@@ -196,7 +196,17 @@ def run(
 
 
 def resumed_config(config: RunConfig | None, resume: str, trackers: Sequence[Tracker] | None) -> tuple[RunConfig, str]:
-    """The recorded config and full id of run ``resume``, refusing a run that cannot be resumed or another config."""
+    """The recorded config and full id of run ``resume``, refusing a run that cannot be resumed or another config.
+
+    Parameters
+    ----------
+    config
+        The config the caller gave (None: take the recorded one).
+    resume
+        The run's id or a unique prefix of it.
+    trackers
+        The run's trackers: the first LocalStore among them is read (default: the local store).
+    """
     from fedkit.errors import ResumeError
 
     store = next((t for t in trackers or () if isinstance(t, LocalStore)), None) or LocalStore()

@@ -289,7 +289,13 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 
 def format_audit_record(record: dict[str, Any]) -> str:
-    """One audit record on one line: sequence number, kind, time, what it says, its hash's first characters."""
+    """One audit record on one line: sequence number, kind, time, what it says, its hash's first characters.
+
+    Parameters
+    ----------
+    record
+        One audit record as stored.
+    """
     kind = record["kind"]
     if kind == "start":
         what = (
@@ -313,7 +319,13 @@ def format_audit_record(record: dict[str, Any]) -> str:
 
 
 def cmd_audit_show(args: argparse.Namespace) -> int:
-    """``fedkit audit show RUN_ID``."""
+    """``fedkit audit show RUN_ID``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     from fedkit.tracking.local import LocalStore
 
     records = LocalStore().audit_log(args.run_id)
@@ -327,7 +339,13 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    """``fedkit audit verify RUN_ID``: 0 when the chain is intact, 1 naming the first bad record otherwise."""
+    """``fedkit audit verify RUN_ID``: 0 when the chain is intact, 1 naming the first bad record otherwise.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     from fedkit.tracking.local import LocalStore
 
     try:
@@ -625,7 +643,13 @@ def add_runs(sub: Subparsers) -> None:
 
 
 def add_audit(sub: Subparsers) -> None:
-    """``fedkit audit show | verify``."""
+    """``fedkit audit show | verify``.
+
+    Parameters
+    ----------
+    sub
+        The ``fedkit`` parser's subcommands.
+    """
     audit = sub.add_parser(
         "audit",
         help="a run's tamper-evident audit log",

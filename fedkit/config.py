@@ -404,7 +404,13 @@ def krum_has_enough_silos(config: RunConfig) -> None:
 
 
 def enough_silos_per_round(config: RunConfig) -> None:
-    """A round cannot need more silos (``min_silos``) than it selects."""
+    """A round cannot need more silos (``min_silos``) than it selects.
+
+    Parameters
+    ----------
+    config
+        The config to check.
+    """
     per_round = 1 if config.strategy == "pooled" else silos_per_round(config.silos or 4, config.fraction)
     if config.min_silos > per_round:
         raise ConfigError(

@@ -68,8 +68,16 @@ class RemoteRunError(FedkitError, RuntimeError):
 class RoundFailedError(FedkitError, RuntimeError):
     """A round cannot be aggregated: too few valid updates, or the global model diverged.
 
-    The message names the round, the silos and the likely cause and fix; ``server_round`` and
-    ``silos`` say the same as data, and ``run_id`` is the run it ended (set by the round loop).
+    ``run_id`` is the run it ended (set by the round loop on the way out).
+
+    Parameters
+    ----------
+    message
+        The sentence shown to the user: the round, the silos, the likely cause and the fix.
+    server_round
+        The round that failed.
+    silos
+        The silos whose updates were rejected or missing (empty when the aggregate itself diverged).
     """
 
     def __init__(self, message: str, *, server_round: int, silos: tuple[str, ...] = ()) -> None:

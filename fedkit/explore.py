@@ -317,6 +317,12 @@ def rejections_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd
     ``summaries`` maps a label (e.g. strategy) to run summaries (:meth:`fedkit.result.RunResult.summary`,
     or a recorded run's ``summary``); each rejected update is listed with its run, seed, round,
     silo, ``kind`` (see :data:`fedkit.privacy.validation.KINDS`) and reason.
+
+    Parameters
+    ----------
+    summaries
+        A label (e.g. strategy) to run summaries (:meth:`fedkit.result.RunResult.summary`, or a recorded run's
+        ``summary``).
     """
     import pandas as pd
 

@@ -104,6 +104,8 @@ class RoundEvent:
         The round's metric rows.
     params
         The new global parameters.
+    notes
+        The run's notes that this round added: rejected updates, dropouts, rejoins.
     """
 
     run_id: str
@@ -112,7 +114,6 @@ class RoundEvent:
     rows: list[dict[str, Any]]
     params: np.ndarray
     notes: tuple[str, ...] = ()
-    """The run's notes that this round added: rejected updates, dropouts, rejoins."""
 
 
 @dataclass
@@ -139,6 +140,9 @@ class RunResult:
         Sentences that explain the numbers (e.g. an undefined AUC).
     scored
         The model the run is scored with: ``"global"`` or ``"personal"``.
+    rejected
+        Every update validation rejected: ``{"round", "silo", "kind", "reason"}``
+        (:mod:`fedkit.privacy.validation`).
     """
 
     run_id: str
@@ -151,7 +155,6 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     scored: str = "global"
     rejected: list[dict[str, Any]] = field(default_factory=list)
-    """Every update validation rejected: ``{"round", "silo", "kind", "reason"}`` (:mod:`fedkit.privacy.validation`)."""
 
     @property
     def history(self) -> pd.DataFrame:

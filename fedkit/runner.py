@@ -166,6 +166,17 @@ def validate_replies(
     """The replies whose update passes validation (:mod:`fedkit.privacy.validation`), and a verdict per reply.
 
     Raises :class:`~fedkit.errors.RoundFailedError` when fewer than ``config.min_silos`` pass.
+
+    Parameters
+    ----------
+    server_round
+        The round.
+    replies
+        The silos' replies, after the hooks.
+    params
+        The global parameters the round started from.
+    config
+        The run: its bounds (``max_update_norm``, ``max_norm_ratio``), ``min_silos``, ``lr`` and ``optimizer``.
     """
     verdicts = validate_updates(
         [r.silo for r in replies],
@@ -181,7 +192,15 @@ def validate_replies(
 
 
 def validation_rows(server_round: int, verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
-    """Each reply's update ``norm`` (NaN when it has none) and ``rejected`` (1 or 0), as local/update rows."""
+    """Each reply's update ``norm`` (NaN when it has none) and ``rejected`` (1 or 0), as local/update rows.
+
+    Parameters
+    ----------
+    server_round
+        The round.
+    verdicts
+        The round's verdicts, one per reply.
+    """
     return [
         row
         for v in verdicts
@@ -196,7 +215,21 @@ def validation_rows(server_round: int, verdicts: Sequence[Verdict]) -> list[dict
 
 
 class RoundOutcome(NamedTuple):
-    """What one round produced: the new global parameters and strategy state, its metric rows, who took part."""
+    """What one round produced: the new global parameters and strategy state, its metric rows, who took part.
+
+    Parameters
+    ----------
+    params
+        The new global parameters.
+    state
+        The strategy's new state.
+    rows
+        The round's metric rows.
+    selected
+        The silos asked to train.
+    verdicts
+        A verdict per silo that replied.
+    """
 
     params: np.ndarray
     state: Any
@@ -218,6 +251,28 @@ def run_round(
 
     Rejected updates are left out of the aggregate; too few valid updates, or a non-finite aggregate,
     raise :class:`~fedkit.errors.RoundFailedError`.
+
+    Parameters
+    ----------
+    server_round
+        The round (1-based).
+    config
+        The run.
+    engine
+        The engine holding the silos.
+    strategy
+        The run's strategy.
+    state
+        The strategy's state before this round.
+    params
+        The global parameters before this round.
+    hooks
+        Called on every silo reply before validation and aggregation.
+
+    Returns
+    -------
+    RoundOutcome
+        The new global parameters and strategy state, the round's metric rows, who was asked and the verdicts.
     """
     chosen = select_silos(engine.silos, config.fraction, config.seed, server_round)
     replies = engine.fit(params, server_round, chosen, strategy.local_term(state, params))
@@ -236,7 +291,21 @@ def run_round(
 
 
 def checkpoint(server_round: int, params: np.ndarray, state: Any, engine: Engine, recorder: Recorder) -> bytes | None:
-    """The run's checkpoint after ``server_round`` as bytes (None when no tracker keeps checkpoints)."""
+    """The run's checkpoint after ``server_round`` as bytes (None when no tracker keeps checkpoints).
+
+    Parameters
+    ----------
+    server_round
+        The round just recorded.
+    params
+        The global parameters after it.
+    state
+        The strategy's state after it.
+    engine
+        The engine, for its silos' state.
+    recorder
+        The run's recorder: its notes and rejected updates so far, and whether any tracker keeps checkpoints.
+    """
     if not recorder.stores:
         return None
     saved = Checkpoint(
@@ -280,6 +349,19 @@ class Recorder:
     Trackers that keep runs (:class:`~fedkit.tracking.base.RunStore`, the local store) also get each
     round's checkpoint and the run's audit records (:mod:`fedkit.privacy.audit`), with the round's
     metrics in one transaction.
+
+    Parameters
+    ----------
+    config
+        The run.
+    federation
+        Its silos (recorded with the run; their data checksums go to the audit log).
+    trackers
+        Where the run is recorded.
+    callbacks
+        Called with each round's event.
+    run_id
+        The id of a recorded run to resume (default: a new run id).
     """
 
     def __init__(
@@ -309,7 +391,13 @@ class Recorder:
         return [self.chain.append(kind, fields)] if self.stores else []
 
     def start(self, started_by: str | None = None) -> None:
-        """Tell every tracker the run begins; the audit log opens with who, versions, config and data checksums."""
+        """Tell every tracker the run begins; the audit log opens with who, versions, config and data checksums.
+
+        Parameters
+        ----------
+        started_by
+            Who started the run, for the audit log (default: the OS user).
+        """
         for t in self.trackers:
             t.start_run(self.run_id, self.config.to_dict(), self.data)
         record = audit.start_record(
@@ -323,6 +411,11 @@ class Recorder:
 
         Its audit log must verify and its data checksums match this federation's; its rows, notes and
         rejected updates so far are read back, trackers that keep no runs are told the run starts.
+
+        Parameters
+        ----------
+        started_by
+            Who resumes the run, for the audit log (default: the OS user).
         """
         if not self.stores:
             raise ResumeError("Resuming a run needs the local run store among the trackers, which keeps checkpoints.")
@@ -351,7 +444,19 @@ class Recorder:
         return saved
 
     def add_notes(self, server_round: int, verdicts: Sequence[Verdict], engine: Engine, seen: int) -> list[str]:
-        """Add the round's notes: each rejected update (with the likely fix), then the engine's new notes."""
+        """Add the round's notes: each rejected update (with the likely fix), then the engine's new notes.
+
+        Parameters
+        ----------
+        server_round
+            The round.
+        verdicts
+            The round's verdicts.
+        engine
+            The engine, whose notes after the first ``seen`` are new.
+        seen
+            How many of the engine's notes the run already has.
+        """
         kept = sum(v.accepted for v in verdicts)
         hint = divergence_hint(self.config.lr, self.config.optimizer)
         notes = [rejection_note(server_round, v, kept, len(verdicts), hint) for v in verdicts if not v.accepted]
@@ -374,8 +479,24 @@ class Recorder:
         audit_fields: Mapping[str, Any] | None = None,
         saved: bytes | None = None,
     ) -> None:
-        """Keep one round's rows; give every tracker the rows (run stores: with the checkpoint ``saved`` and the
-        round's audit record, in one transaction); call every callback with the round's event."""
+        """Keep one round's rows; give every tracker the rows (run stores: with the checkpoint and the round's
+        audit record, in one transaction); call every callback with the round's event.
+
+        Parameters
+        ----------
+        server_round
+            The round (0 is the initial model).
+        rows
+            The round's metric rows.
+        params
+            The global parameters after the round.
+        notes
+            The notes the round added.
+        audit_fields
+            The round's audit record fields (:func:`fedkit.privacy.audit.round_record`).
+        saved
+            The run's checkpoint after the round (:func:`checkpoint`), or None.
+        """
         self.records.extend(rows)
         records = self._audit("round", audit_fields) if audit_fields is not None else []
         for t in self.trackers:
@@ -388,7 +509,15 @@ class Recorder:
             callback(event)
 
     def finish(self, status: str, params: np.ndarray) -> RunResult:
-        """End the run with ``status`` (finished or stopped) and its final ``params``; returns its result."""
+        """End the run with ``status`` (finished or stopped) and its final ``params``; returns its result.
+
+        Parameters
+        ----------
+        status
+            ``finished`` or ``stopped``.
+        params
+            The final global parameters.
+        """
         notes = undefined_auc_notes(self.records, self.test_labels)
         if not self.data["verified"]:
             notes.append("The data files were not verified against the pinned sha256 (verify=False); see data.sha256.")
@@ -414,7 +543,13 @@ class Recorder:
         return result
 
     def fail(self, exc: BaseException) -> None:
-        """End the run as failed: our own errors with their message, others with the traceback."""
+        """End the run as failed: our own errors with their message, others with the traceback.
+
+        Parameters
+        ----------
+        exc
+            The exception that ended the run.
+        """
         error = str(exc) if isinstance(exc, FedkitError) else traceback.format_exc()
         last = max((r["round"] for r in self.records), default=0)
         end = {"status": "failed", "rounds": last, "params_sha256": None, "error": str(exc)}
@@ -448,6 +583,29 @@ def run(
     run ends cleanly with status ``stopped``. Ctrl-C also records ``stopped``; an exception records
     ``failed`` (a fedkit error with its message, others with the traceback) and is re-raised. Users
     call :func:`fedkit.run`, which builds the federation, the engine and the trackers.
+
+    Parameters
+    ----------
+    config
+        The run.
+    federation
+        The silos the engine holds.
+    engine
+        Trains and evaluates the silos.
+    trackers
+        Where the run is recorded.
+    hooks
+        Called on every silo reply before validation and aggregation.
+    callbacks
+        Called with a :class:`~fedkit.result.RoundEvent` after each round.
+    should_stop
+        Checked after each round: when it returns True the run ends cleanly with status ``stopped``.
+    progress
+        Show a progress bar over the rounds.
+    resume
+        The id of a recorded run to continue from its last checkpoint (same config).
+    started_by
+        Who started the run, for the audit log (default: the OS user).
     """
     from fedkit.progress import progress_bar
 

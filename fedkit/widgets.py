@@ -308,6 +308,11 @@ class ControlPanel:
 
         It runs with its recorded config (shown in the fields) and ends exactly as an uninterrupted
         run would have (what the Resume button does).
+
+        Parameters
+        ----------
+        run_id
+            The run to resume (default: the one chosen in the panel's list).
         """
         from fedkit.config import RunConfig
         from fedkit.tracking.local import LocalStore

@@ -138,5 +138,11 @@ class Engine(Protocol):
         ...
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
-        """Return the silos to a :meth:`state` this engine (or one built from the same config) exported."""
+        """Return the silos to a :meth:`state` this engine (or one built from the same config) exported.
+
+        Parameters
+        ----------
+        state
+            What :meth:`state` returned.
+        """
         ...

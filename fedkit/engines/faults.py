@@ -28,14 +28,38 @@ STEP_SECONDS = 0.01
 
 
 def vanished(seed: int, server_round: int, stream_ids: Sequence[int], dropout: float) -> np.ndarray:
-    """Which of the silos (by stream id) vanish from round ``server_round``: True with probability ``dropout``."""
+    """Which of the silos (by stream id) vanish from round ``server_round``: True with probability ``dropout``.
+
+    Parameters
+    ----------
+    seed
+        The run's seed.
+    server_round
+        The round.
+    stream_ids
+        The silos' indices in the full federation (their streams).
+    dropout
+        The probability that a silo vanishes.
+    """
     if dropout <= 0 or not len(stream_ids):
         return np.zeros(len(stream_ids), dtype=bool)
     return seeding.uniform(seed, seeding.DROPOUT, server_round, stream_ids, 1)[:, 0] < dropout
 
 
 def durations(seed: int, server_round: int, stream_ids: Sequence[int], steps: Sequence[int]) -> np.ndarray:
-    """Simulated seconds each silo takes for its round: ``steps x STEP_SECONDS x (1 + E)``, E ~ Exp(1), seeded."""
+    """Simulated seconds each silo takes for its round: ``steps x STEP_SECONDS x (1 + E)``, E ~ Exp(1), seeded.
+
+    Parameters
+    ----------
+    seed
+        The run's seed.
+    server_round
+        The round.
+    stream_ids
+        The silos' indices in the full federation (their streams).
+    steps
+        Each silo's local optimizer steps this round.
+    """
     if not len(stream_ids):
         return np.zeros(0)
     u = seeding.uniform(seed, seeding.STRAGGLER, server_round, stream_ids, 1)[:, 0]
@@ -43,7 +67,17 @@ def durations(seed: int, server_round: int, stream_ids: Sequence[int], steps: Se
 
 
 def late(times: np.ndarray, timeout: float, min_silos: int) -> np.ndarray:
-    """Which replies come later than ``timeout`` after the ``min_silos``-th fastest one (FLARE's wait rule)."""
+    """Which replies come later than ``timeout`` after the ``min_silos``-th fastest one (FLARE's wait rule).
+
+    Parameters
+    ----------
+    times
+        Each reply's simulated arrival time, in seconds.
+    timeout
+        Seconds the server waits after the ``min_silos``-th reply.
+    min_silos
+        The replies the server waits for before the timeout starts.
+    """
     if not len(times):
         return np.zeros(0, dtype=bool)
     need = min(max(min_silos, 1), len(times))
@@ -51,7 +85,21 @@ def late(times: np.ndarray, timeout: float, min_silos: int) -> np.ndarray:
 
 
 def dropout_note(server_round: int, silo: str, what: str, answered: int, asked: int) -> str:
-    """The note of a silo that did not answer ``what`` (training, evaluation...) in round ``server_round``."""
+    """The note of a silo that did not answer ``what`` (training, evaluation...) in round ``server_round``.
+
+    Parameters
+    ----------
+    server_round
+        The round.
+    silo
+        The silo that did not answer.
+    what
+        The task: "training", "evaluation"...
+    answered
+        How many silos answered.
+    asked
+        How many were asked.
+    """
     return (
         f"Round {server_round}: silo {silo!r} dropped out ({what}: no reply in time); "
         f"the round went on with {answered} of {asked} silos."
@@ -59,18 +107,46 @@ def dropout_note(server_round: int, silo: str, what: str, answered: int, asked: 
 
 
 def rejoin_note(server_round: int, silo: str, what: str) -> str:
-    """The note of a silo that answers again after it dropped out."""
+    """The note of a silo that answers again after it dropped out.
+
+    Parameters
+    ----------
+    server_round
+        The round.
+    silo
+        The silo that answered again.
+    what
+        The task it answered.
+    """
     return f"Round {server_round}: silo {silo!r} rejoined ({what})."
 
 
 @dataclass
 class Attendance:
-    """Who dropped out and has not answered since; turns each round's answers into dropout and rejoin notes."""
+    """Who dropped out and has not answered since; turns each round's answers into dropout and rejoin notes.
+
+    Parameters
+    ----------
+    missing
+        The silos that dropped out and have not answered since.
+    """
 
     missing: set[str] = field(default_factory=set)
 
     def update(self, server_round: int, asked: Sequence[str], answered: Sequence[str], what: str) -> list[str]:
-        """Record which of ``asked`` answered ``what``; returns the notes of new dropouts and of rejoins."""
+        """Record which of ``asked`` answered ``what``; returns the notes of new dropouts and of rejoins.
+
+        Parameters
+        ----------
+        server_round
+            The round.
+        asked
+            The silos asked, in order.
+        answered
+            Those that answered.
+        what
+            The task: "training", "evaluation"...
+        """
         notes = []
         present = set(answered)
         for name in asked:

@@ -406,7 +406,13 @@ def make_engine(
 
 
 def simulated_faults(config: RunConfig) -> dict[str, float | int | None]:
-    """The simulation engine's fault settings of ``config``; none for a remote run's sites (their faults are real)."""
+    """The simulation engine's fault settings of ``config``; none for a remote run's sites (their faults are real).
+
+    Parameters
+    ----------
+    config
+        The run.
+    """
     if config.engine != "simulation":
         return {}
     return {"dropout": config.dropout, "straggler_timeout": config.straggler_timeout, "min_silos": config.min_silos}

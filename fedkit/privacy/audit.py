@@ -34,30 +34,64 @@ GENESIS = "0" * 64
 
 
 def canonical(value: Any) -> bytes:
-    """The canonical JSON encoding that is hashed: sorted keys, compact separators, UTF-8, NaN refused."""
+    """The canonical JSON encoding that is hashed: sorted keys, compact separators, UTF-8, NaN refused.
+
+    Parameters
+    ----------
+    value
+        A JSON-ready value (dicts, lists, strings, finite numbers, booleans, None).
+    """
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def digest(value: Any) -> str:
-    """SHA-256 (hex) of ``value``'s canonical JSON encoding."""
+    """SHA-256 (hex) of ``value``'s canonical JSON encoding.
+
+    Parameters
+    ----------
+    value
+        A JSON-ready value.
+    """
     return hashlib.sha256(canonical(value)).hexdigest()
 
 
 def array_digest(values: np.ndarray) -> str:
-    """SHA-256 (hex) of an array's dtype, shape and bytes (e.g. the global parameters after a round)."""
+    """SHA-256 (hex) of an array's dtype, shape and bytes (e.g. the global parameters after a round).
+
+    Parameters
+    ----------
+    values
+        Any numpy array.
+    """
     values = np.ascontiguousarray(values)
     head = f"{values.dtype.str}{values.shape}".encode()
     return hashlib.sha256(head + values.tobytes()).hexdigest()
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
-    """The hash a record must carry: the digest of all its fields but ``hash``."""
+    """The hash a record must carry: the digest of all its fields but ``hash``.
+
+    Parameters
+    ----------
+    record
+        An audit record (its ``hash`` field, if any, is left out).
+    """
     return digest({k: v for k, v in record.items() if k != "hash"})
 
 
 @dataclass
 class Chain:
-    """The writing end of one run's log: the next sequence number and the head hash."""
+    """The writing end of one run's log: the next sequence number and the head hash.
+
+    Parameters
+    ----------
+    run_id
+        The run the log belongs to (in every record).
+    seq
+        The sequence number of the next record.
+    head
+        The hash of the last record (:data:`GENESIS` before the first).
+    """
 
     run_id: str
     seq: int = 0
@@ -65,13 +99,29 @@ class Chain:
 
     @classmethod
     def after(cls, records: Sequence[Mapping[str, Any]], run_id: str) -> Chain:
-        """The chain that continues ``records`` (a run's log read back, e.g. to resume it)."""
+        """The chain that continues ``records`` (a run's log read back, e.g. to resume it).
+
+        Parameters
+        ----------
+        records
+            The run's records so far, in order.
+        run_id
+            The run.
+        """
         if not records:
             return cls(run_id)
         return cls(run_id, int(records[-1]["seq"]) + 1, str(records[-1]["hash"]))
 
     def append(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-        """The next record of ``kind`` with ``fields``, linked and hashed; advances the chain."""
+        """The next record of ``kind`` with ``fields``, linked and hashed; advances the chain.
+
+        Parameters
+        ----------
+        kind
+            The record's kind: start, round, resume or end.
+        fields
+            The record's own fields (JSON-ready, no NaN).
+        """
         record = {**fields, "run_id": self.run_id, "seq": self.seq, "kind": kind, "prev": self.head}
         record["hash"] = record_hash(record)
         self.seq, self.head = self.seq + 1, record["hash"]
@@ -86,6 +136,15 @@ def verify(records: Sequence[Mapping[str, Any]], run_id: str, *, ended: bool = F
     appended out of chain (its ``prev`` is not the previous record's hash) or belongs to another run.
     ``ended``: the run has ended, so its log must close with an ``end`` record (records removed from the
     end are found this way).
+
+    Parameters
+    ----------
+    records
+        The run's records in storage order.
+    run_id
+        The run they must all belong to.
+    ended
+        The run has ended, so its log must close with an ``end`` record.
     """
     head = GENESIS
     by_seq = {r.get("seq") for r in records}
@@ -128,12 +187,21 @@ def start_record(
 ) -> dict[str, Any]:
     """The fields of a run's first record.
 
-    ``config``: the RunConfig fields (kept whole, and hashed as ``config_sha256``); ``data``: the
-    data provenance (folder, file checksums, whether they matched the pins); ``silos``: each silo's
-    data checksum as it reported it; ``user``: who started the run (the OS user, or the FLARE admin
-    identity of a remote run); ``versions``: fedkit's and NVIDIA FLARE's (None when not installed);
-    ``dp``: the differential-privacy parameters when DP is on (noise multiplier, clip, delta,
-    accountant), None otherwise — the hook the DP integration fills.
+    Parameters
+    ----------
+    config
+        The RunConfig fields (kept whole, and hashed as ``config_sha256``).
+    data
+        The data provenance: folder, file checksums, whether they matched the pins.
+    silos
+        Each silo's data checksum as it reported it (:func:`silo_checksums`).
+    user
+        Who started the run: the OS user, or the FLARE admin identity of a remote run.
+    versions
+        fedkit's and NVIDIA FLARE's versions (None when not installed).
+    dp
+        The differential-privacy parameters when DP is on (noise multiplier, clip, delta, accountant); None
+        otherwise: the hook the DP integration fills.
     """
     return {
         "config": dict(config),
@@ -156,10 +224,19 @@ def round_record(
 ) -> dict[str, Any]:
     """The fields of a round's record.
 
-    ``selected``: the silos asked to train; ``verdicts``: a :class:`~fedkit.privacy.validation.Verdict`
-    per silo that replied (its update's norm, accepted or rejected and why); ``params``: the global
-    parameters after the round (recorded as their SHA-256); ``dp``: the round's DP spending when DP is
-    on (e.g. ``{"epsilon": ..., "delta": ...}`` so far), None otherwise.
+    Parameters
+    ----------
+    server_round
+        The round (0: the initial model).
+    selected
+        The silos asked to train.
+    verdicts
+        A :class:`~fedkit.privacy.validation.Verdict` per silo that replied: its update's norm, accepted or rejected
+        and why.
+    params
+        The global parameters after the round (recorded as their SHA-256).
+    dp
+        The round's DP spending when DP is on (e.g. ``{"epsilon": ..., "delta": ...}`` so far); None otherwise.
     """
     updates = [{"silo": v.silo, "norm": v.norm, "accepted": v.accepted, "reason": v.reason} for v in verdicts]
     return {
@@ -173,7 +250,13 @@ def round_record(
 
 
 def silo_checksums(silos: Sequence[Any]) -> dict[str, str]:
-    """Each silo's data checksum: SHA-256 over its train and test arrays (what a site reports of its own rows)."""
+    """Each silo's data checksum: SHA-256 over its train and test arrays (what a site reports of its own rows).
+
+    Parameters
+    ----------
+    silos
+        Silos with ``name``, ``x_train``, ``y_train``, ``x_test`` and ``y_test``.
+    """
     out = {}
     for silo in silos:
         h = hashlib.sha256()

@@ -36,6 +36,17 @@ class Verdict:
     ``norm`` is the update's L2 norm (None when it has none: wrong shape or non-finite values);
     ``kind`` is one of :data:`KINDS` and ``reason`` a sentence fragment about the silo ("its update
     ...") when the update is rejected; both are None when it is accepted.
+
+    Parameters
+    ----------
+    silo
+        The silo whose update it is.
+    norm
+        The update's L2 norm (None when it has none: wrong shape or non-finite values).
+    kind
+        Why it was rejected, one of :data:`KINDS` (None: accepted).
+    reason
+        Why it was rejected, as a sentence fragment about the silo ("its update ..."; None: accepted).
     """
 
     silo: str
@@ -53,6 +64,15 @@ def malformed(local: np.ndarray, reference: np.ndarray, loss: float) -> tuple[st
     """``(kind, reason)`` when ``local`` cannot be aggregated with ``reference``'s model, else None.
 
     Checks in order: shape, dtype, a finite local ``loss``, finite values.
+
+    Parameters
+    ----------
+    local
+        The silo's local parameters after its training.
+    reference
+        The global parameters it started from.
+    loss
+        Its mean local training loss.
     """
     local = np.asarray(local)
     if local.shape != reference.shape:
@@ -72,7 +92,15 @@ def malformed(local: np.ndarray, reference: np.ndarray, loss: float) -> tuple[st
 
 
 def update_norm(local: np.ndarray, reference: np.ndarray) -> float:
-    """L2 norm of ``local - reference`` in float64 (no overflow for float32 parameters up to their maximum)."""
+    """L2 norm of ``local - reference`` in float64 (no overflow for float32 parameters up to their maximum).
+
+    Parameters
+    ----------
+    local
+        The silo's local parameters.
+    reference
+        The global parameters it started from.
+    """
     return float(np.linalg.norm(np.asarray(local, dtype=np.float64) - np.asarray(reference, dtype=np.float64)))
 
 
@@ -82,6 +110,15 @@ def norm_bound(
     """The round's norm bound: the smaller of ``max_update_norm`` and ``max_norm_ratio`` x the median of ``norms``.
 
     None when neither is set (or the ratio is set and there are no norms).
+
+    Parameters
+    ----------
+    norms
+        The L2 norms of the round's well-formed updates.
+    max_update_norm
+        The absolute bound (None: none).
+    max_norm_ratio
+        The bound as a multiple of the median of ``norms`` (None: none).
     """
     bounds = [] if max_update_norm is None else [max_update_norm]
     if max_norm_ratio is not None and len(norms):
@@ -112,6 +149,21 @@ def validate_updates(
     ``losses`` are the silos' mean local training losses. Malformed updates (see :func:`malformed`)
     are rejected first; the median of ``max_norm_ratio`` is taken over the well-formed ones only.
     Inputs are not modified.
+
+    Parameters
+    ----------
+    silos
+        The names of the silos that replied.
+    local_params
+        Each one's local parameters, in the same order.
+    losses
+        Each one's mean local training loss.
+    params
+        The global parameters the round started from.
+    max_update_norm
+        Reject an update whose L2 norm exceeds this (None: no absolute bound).
+    max_norm_ratio
+        Reject an update whose L2 norm exceeds this multiple of the median norm (None: no relative bound).
     """
     problems = [malformed(p, params, loss) for p, loss in zip(local_params, losses, strict=True)]
     norms = [None if bad else update_norm(p, params) for p, bad in zip(local_params, problems, strict=True)]
@@ -130,7 +182,15 @@ def validate_updates(
 
 
 def divergence_hint(lr: float, optimizer: str) -> str:
-    """The likely cause and fix of a non-finite local update, for the messages that report one."""
+    """The likely cause and fix of a non-finite local update, for the messages that report one.
+
+    Parameters
+    ----------
+    lr
+        The run's local learning rate.
+    optimizer
+        The run's local optimizer.
+    """
     return (
         f"likely cause: the local learning rate is too large for this model (lr={lr:g} with {optimizer}); "
         f"lower lr (e.g. lr={lr / 10:g}) or bound the updates with max_update_norm"
@@ -138,7 +198,21 @@ def divergence_hint(lr: float, optimizer: str) -> str:
 
 
 def rejection_note(server_round: int, verdict: Verdict, kept: int, replied: int, hint: str) -> str:
-    """The run's note about one rejected update: round, silo, reason, and how many updates the round kept."""
+    """The run's note about one rejected update: round, silo, reason, and how many updates the round kept.
+
+    Parameters
+    ----------
+    server_round
+        The round.
+    verdict
+        The rejected update's verdict.
+    kept
+        How many of the round's updates were accepted.
+    replied
+        How many silos replied.
+    hint
+        The likely cause and fix of a diverged update (:func:`divergence_hint`).
+    """
     fix = f" ({hint})" if verdict.kind in ("loss", "nonfinite") else ""
     return (
         f"Round {server_round}: the update of silo {verdict.silo!r} was rejected: {verdict.reason}{fix}; "
@@ -150,6 +224,17 @@ def check_enough(server_round: int, verdicts: Sequence[Verdict], min_silos: int,
     """Raise :class:`~fedkit.errors.RoundFailedError` when fewer than ``min_silos`` updates (or none) were accepted.
 
     The message names the round, every rejected silo and its reason, and the fix.
+
+    Parameters
+    ----------
+    server_round
+        The round.
+    verdicts
+        The round's verdicts, one per reply.
+    min_silos
+        The fewest accepted updates the round may aggregate.
+    hint
+        The likely cause and fix of a diverged update (:func:`divergence_hint`).
     """
     kept = sum(v.accepted for v in verdicts)
     if kept >= max(min_silos, 1):
@@ -172,7 +257,17 @@ def check_enough(server_round: int, verdicts: Sequence[Verdict], min_silos: int,
 
 
 def check_global(server_round: int, params: np.ndarray, strategy: str) -> None:
-    """Raise :class:`~fedkit.errors.RoundFailedError` when the aggregated global parameters are not all finite."""
+    """Raise :class:`~fedkit.errors.RoundFailedError` when the aggregated global parameters are not all finite.
+
+    Parameters
+    ----------
+    server_round
+        The round.
+    params
+        The aggregated global parameters.
+    strategy
+        The strategy that aggregated them (named in the message).
+    """
     if np.isfinite(params).all():
         return
     bad = int((~np.isfinite(params)).sum())

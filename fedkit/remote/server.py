@@ -276,10 +276,7 @@ class RemoteEngine:
 class RelayTracker:
     """A tracker that keeps each call as a JSON-ready event for the notebook to fetch (and replay into its trackers).
 
-    Parameters
-    ----------
-    notes
-        Gives extra notes for the summary (the engine's dropouts), read when the run ends.
+    The summary it relays at the end holds the engine's dropout notes: the round loop collects them.
     """
 
     def __init__(self) -> None:

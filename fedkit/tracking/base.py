@@ -88,27 +88,73 @@ class RunStore(Protocol):
         checkpoint: bytes | None = None,
         audit: Sequence[Mapping[str, Any]] = (),
     ) -> None:
-        """Keep one round's metric rows, the run's checkpoint after it and its audit records, all or nothing."""
+        """Keep one round's metric rows, the run's checkpoint after it and its audit records, all or nothing.
+
+        Parameters
+        ----------
+        run_id
+            The run.
+        server_round
+            The round.
+        rows
+            The round's metric rows.
+        checkpoint
+            The run's checkpoint after the round (:func:`fedkit.tracking.checkpoint.encode`), or None.
+        audit
+            The round's audit records (:mod:`fedkit.privacy.audit`).
+        """
         ...
 
     def append_audit(self, run_id: str, records: Sequence[Mapping[str, Any]]) -> None:
-        """Append audit records outside a round (start, resume, end)."""
+        """Append audit records outside a round (start, resume, end).
+
+        Parameters
+        ----------
+        run_id
+            The run.
+        records
+            The records, in chain order.
+        """
         ...
 
     def resume_run(self, run_id: str) -> int:
-        """Mark the run running again in this process; returns the round of its last checkpoint."""
+        """Mark the run running again in this process; returns the round of its last checkpoint.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
+        """
         ...
 
     def checkpoint(self, run_id: str) -> bytes | None:
-        """The run's last checkpoint, or None."""
+        """The run's last checkpoint, or None.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
+        """
         ...
 
     def audit_log(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's audit records in storage order."""
+        """The run's audit records in storage order.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
+        """
         ...
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's metric rows, ordered by round."""
+        """The run's metric rows, ordered by round.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
+        """
         ...
 
 

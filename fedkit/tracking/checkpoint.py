@@ -27,7 +27,23 @@ FORMAT = 1
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The state of a run after round ``server_round`` (see the module docstring)."""
+    """The state of a run after round ``server_round`` (see the module docstring).
+
+    Parameters
+    ----------
+    server_round
+        The round it follows.
+    params
+        The global parameters after that round.
+    strategy
+        The strategy's state as named arrays (:func:`strategy_arrays`).
+    engine
+        The silos' state (:meth:`fedkit.engines.base.Engine.state`).
+    notes
+        The run's notes so far.
+    rejected
+        The updates rejected so far (``RunResult.rejected``).
+    """
 
     server_round: int
     params: np.ndarray
@@ -38,17 +54,37 @@ class Checkpoint:
 
 
 def strategy_arrays(state: NamedTuple) -> dict[str, np.ndarray]:
-    """A strategy state (a NamedTuple of arrays) as named arrays."""
+    """A strategy state (a NamedTuple of arrays) as named arrays.
+
+    Parameters
+    ----------
+    state
+        A strategy's state: a NamedTuple of arrays.
+    """
     return {name: np.asarray(value) for name, value in state._asdict().items()}
 
 
 def strategy_state(template: NamedTuple, arrays: Mapping[str, np.ndarray]) -> Any:
-    """The state of ``template``'s type (a fresh ``strategy.init(params)``) holding ``arrays``."""
+    """The state of ``template``'s type (a fresh ``strategy.init(params)``) holding ``arrays``.
+
+    Parameters
+    ----------
+    template
+        A fresh state of the strategy (``strategy.init(params)``), for its type and fields.
+    arrays
+        The named arrays :func:`strategy_arrays` gave.
+    """
     return type(template)(**{name: np.array(arrays[name]) for name in template._fields})
 
 
 def encode(checkpoint: Checkpoint) -> bytes:
-    """The checkpoint as bytes (an ``.npz`` archive)."""
+    """The checkpoint as bytes (an ``.npz`` archive).
+
+    Parameters
+    ----------
+    checkpoint
+        The checkpoint.
+    """
     meta = {
         "format": FORMAT,
         "round": checkpoint.server_round,
@@ -67,7 +103,13 @@ def encode(checkpoint: Checkpoint) -> bytes:
 
 
 def decode(blob: bytes) -> Checkpoint:
-    """The :class:`Checkpoint` that :func:`encode` wrote."""
+    """The :class:`Checkpoint` that :func:`encode` wrote.
+
+    Parameters
+    ----------
+    blob
+        Bytes :func:`encode` wrote.
+    """
     with np.load(io.BytesIO(blob), allow_pickle=False) as archive:
         meta = json.loads(archive["meta"].tobytes())
         return Checkpoint(

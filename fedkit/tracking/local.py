@@ -232,6 +232,11 @@ class LocalStore:
         """Check the run's audit log (:func:`fedkit.privacy.audit.verify`); returns its head hash and length.
 
         Raises :class:`~fedkit.errors.AuditError` naming the first edited, removed or reordered record.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
         """
         from fedkit.privacy.audit import verify
 
