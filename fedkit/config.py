@@ -123,11 +123,11 @@ class RunConfig:
         default=None,
         metadata=_help(
             "seconds to wait for the other silos once --min-silos replied; later ones are dropped from the round "
-            "(remote default: 10; simulation: simulated reply times, off by default)"
+            "(None: 10 s with the remote engine, no simulated stragglers in the simulation)"
         ),
     )
     max_update_norm: float | None = field(
-        default=None, metadata=_help("reject a silo update whose L2 norm exceeds this (default: no bound)")
+        default=None, metadata=_help("reject a silo update whose L2 norm exceeds this (None: no absolute bound)")
     )
     max_norm_ratio: float | None = field(
         default=None,
