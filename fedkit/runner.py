@@ -19,9 +19,10 @@ import numpy as np
 from fedkit import seeding
 from fedkit.config import RunConfig, silos_per_round
 from fedkit.data.silos import Federation
-from fedkit.engines.base import Engine, FitReply, Scores
+from fedkit.engines.base import Engine, Evaluation, FitReply
 from fedkit.errors import FedkitError, ResumeError
-from fedkit.metrics import METRICS, grouped_metrics
+from fedkit.evalstats import metrics_from_stats
+from fedkit.metrics import METRICS
 from fedkit.privacy import audit
 from fedkit.privacy.validation import (
     Verdict,
@@ -31,7 +32,7 @@ from fedkit.privacy.validation import (
     rejection_note,
     validate_updates,
 )
-from fedkit.result import POOLED, RoundEvent, RunResult, n_test_by_silo, undefined_auc_notes
+from fedkit.result import POOLED, ClassCounts, RoundEvent, RunResult, class_counts, n_test_by_silo, undefined_auc_notes
 from fedkit.strategies import BASELINES, Strategy, make_strategy
 from fedkit.strategies.base import Controls
 from fedkit.tracking.base import RunStore, Tracker
@@ -89,8 +90,11 @@ def metric_rows(server_round: int, model: str, split: str, silo: str, values: di
     ]
 
 
-def score_rows(server_round: int, model: str, scores: list[Scores], pooled: bool = True) -> list[dict[str, Any]]:
-    """Test metrics of ``model`` per silo and, if ``pooled``, on all silos' rows together — one grouped pass.
+def score_rows(server_round: int, model: str, evaluation: Evaluation) -> list[dict[str, Any]]:
+    """Test metrics of ``model``: each silo's own (computed on the silo) and, if summed, the pooled ones.
+
+    Pooled loss and accuracy are exact from the summed statistics; pooled AUC comes from their
+    histograms (within :func:`fedkit.evalstats.auc_error_bound`, under 1e-3 for standardized features).
 
     Parameters
     ----------
@@ -98,30 +102,15 @@ def score_rows(server_round: int, model: str, scores: list[Scores], pooled: bool
         The round (0 is the initial model).
     model
         ``"global"``, ``"personal"`` or ``"local"``.
-    scores
-        Each silo's labels and logits.
-    pooled
-        Also score all silos' rows together.
+    evaluation
+        Each silo's metrics and, if summed, the silos' summed statistics.
     """
-    labels = np.concatenate([s.labels for s in scores])
-    logits = np.concatenate([s.logits for s in scores])
-    group = np.repeat(np.arange(len(scores)), [len(s.labels) for s in scores])
-    names = [s.silo for s in scores]
-    if pooled:  # every row once more, as group K
-        labels, logits = np.concatenate([labels, labels]), np.concatenate([logits, logits])
-        group = np.concatenate([group, np.full(len(group), len(scores))])
-        names.append(POOLED)
-    values = grouped_metrics(labels, logits, group, len(names))
+    values = [(e.silo, e.metrics) for e in evaluation.silos]
+    if evaluation.pooled is not None:
+        values.append((POOLED, metrics_from_stats(evaluation.pooled)))
     return [
-        {
-            "round": server_round,
-            "silo": name,
-            "model": model,
-            "split": "test",
-            "metric": m,
-            "value": float(values[m][i]),
-        }
-        for i, name in enumerate(names)
+        {"round": server_round, "silo": silo, "model": model, "split": "test", "metric": m, "value": float(v[m])}
+        for silo, v in values
         for m in METRICS
     ]
 
@@ -157,7 +146,7 @@ def fit_rows(server_round: int, replies: list[FitReply]) -> list[dict[str, Any]]
         The silos' replies to this round's training.
     """
     rows = [metric_rows(server_round, "local", "train", r.silo, {"loss": r.train_loss})[0] for r in replies]
-    return rows + score_rows(server_round, "local", [r.local_test for r in replies], pooled=False)
+    return rows + score_rows(server_round, "local", Evaluation([r.local_test for r in replies]))
 
 
 def validate_replies(
@@ -165,7 +154,9 @@ def validate_replies(
 ) -> tuple[list[FitReply], list[Verdict]]:
     """The replies whose update passes validation (:mod:`fedkit.privacy.validation`), and a verdict per reply.
 
-    Raises :class:`~fedkit.errors.RoundFailedError` when fewer than ``config.min_silos`` pass.
+    Raises :class:`~fedkit.errors.RoundFailedError` when fewer than ``config.min_silos`` pass. Replies
+    without parameters (remote sites under secure aggregation, whose updates only the secure sum sees)
+    are accepted as they are: there each site checks its own update before masking.
 
     Parameters
     ----------
@@ -178,6 +169,8 @@ def validate_replies(
     config
         The run: its bounds (``max_update_norm``, ``max_norm_ratio``), ``min_silos``, ``lr`` and ``optimizer``.
     """
+    if any(r.params is None for r in replies):  # secure aggregation on remote sites: each site checks its own
+        return list(replies), [Verdict(r.silo, None) for r in replies]
     verdicts = validate_updates(
         [r.silo for r in replies],
         [r.params for r in replies],
@@ -279,10 +272,13 @@ def run_round(
     for hook in hooks:
         replies = [hook(server_round, r) for r in replies]
     accepted, verdicts = validate_replies(server_round, replies, params, config)
-    updates = np.stack([r.params - params for r in accepted])
-    weights = np.array([r.n_train for r in accepted], dtype=np.float64)
-    deltas = [r.control_delta for r in accepted if r.control_delta is not None]
-    controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
+    if config.secure_aggregation:  # the server sees only the sums
+        updates, weights, controls = engine.sum_updates(accepted, params).strategy_inputs(len(engine.silos))
+    else:
+        updates = np.stack([r.params - params for r in accepted])  # type: ignore[operator]
+        weights = np.array([r.n_train for r in accepted], dtype=np.float64)
+        deltas = [r.control_delta for r in accepted if r.control_delta is not None]
+        controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
     with np.errstate(over="ignore", invalid="ignore"):  # a diverging server step: check_global reports it
         new, state = strategy.aggregate(updates, weights, state, params, controls)
     check_global(server_round, new, config.strategy)
@@ -362,6 +358,8 @@ class Recorder:
         Called with each round's event.
     run_id
         The id of a recorded run to resume (default: a new run id).
+    test_counts
+        Each silo's test rows and positives (default: from the federation's test labels).
     """
 
     def __init__(
@@ -371,6 +369,7 @@ class Recorder:
         trackers: Sequence[Tracker],
         callbacks: Sequence[Callable[[RoundEvent], None]] = (),
         run_id: str | None = None,
+        test_counts: ClassCounts | None = None,
     ) -> None:
         self.run_id = run_id or new_run_id()
         self.config = config
@@ -379,7 +378,7 @@ class Recorder:
         self.callbacks = list(callbacks)
         self.data = federation.provenance.as_dict()
         self.checksums = federation.options.get("silo_sha256") or audit.silo_checksums(federation.silos)
-        self.test_labels = {s.name: s.y_test for s in federation.silos}
+        self.test_counts = test_counts or class_counts({s.name: s.y_test for s in federation.silos})
         self.records: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.rejected: list[dict[str, Any]] = []
@@ -518,16 +517,19 @@ class Recorder:
         params
             The final global parameters.
         """
-        notes = undefined_auc_notes(self.records, self.test_labels)
+        notes = undefined_auc_notes(self.records, self.test_counts)
         if not self.data["verified"]:
-            notes.append("The data files were not verified against the pinned sha256 (verify=False); see data.sha256.")
+            notes.append(
+                "The data files were not verified against the pinned UCI sha256 (own data, or verify=False); "
+                "see data.sha256."
+            )
         result = RunResult(
             self.run_id,
             status,
             self.config.to_dict(),
             self.records,
             params,
-            n_test_by_silo(self.test_labels),
+            n_test_by_silo(self.test_counts),
             self.data,
             notes + self.notes,
             self.config.scored,
@@ -571,6 +573,7 @@ def run(
     progress: bool = True,
     resume: str | None = None,
     started_by: str | None = None,
+    test_counts: ClassCounts | None = None,
 ) -> RunResult:
     """Run ``config`` over ``engine``'s silos (of ``federation``), record it in ``trackers``; returns the result.
 
@@ -606,12 +609,15 @@ def run(
         The id of a recorded run to continue from its last checkpoint (same config).
     started_by
         Who started the run, for the audit log (default: the OS user).
+    test_counts
+        Each silo's test rows and positives (default: from the federation's test labels; the remote server knows
+        only those).
     """
     from fedkit.progress import progress_bar
 
     baseline = config.strategy in BASELINES  # pooled: one silo; local: nothing shared — FedAvg is a no-op
     strategy = make_strategy("fedavg" if baseline else config.strategy, **config.strategy_options)
-    recorder = Recorder(config, federation, trackers, callbacks, run_id=resume)
+    recorder = Recorder(config, federation, trackers, callbacks, run_id=resume, test_counts=test_counts)
     params = engine.initial_params()
     state = strategy.init(params)
     first = 1

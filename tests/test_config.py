@@ -49,6 +49,10 @@ BAD = {
     "straggler_timeout": 0.0,
     "max_update_norm": -1.0,
     "max_norm_ratio": 0.5,
+    "data": "a.csv",
+    "schema": 3,
+    "not_measured": ["chol"],
+    "secure_aggregation": "yes",
 }
 
 

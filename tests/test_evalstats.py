@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import fedkit
-from fedkit.engines.base import Scores
 from fedkit.errors import ConfigError, DataError
 from fedkit.evalstats import (
     BINS,
@@ -105,35 +104,6 @@ def test_auc_from_histograms_is_mann_whitney_on_bin_indices() -> None:
     assert np.isnan(auc_from_histograms(np.zeros(3), np.ones(3)))
 
 
-class _Recorder:
-    """Passes every call to the simulation engine and keeps each evaluation's per-silo labels and logits."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.evaluations: list[tuple[str, list[Scores]]] = []
-
-    silos = property(lambda self: self.inner.silos)
-    notes = property(lambda self: self.inner.notes)
-
-    def initial_params(self) -> np.ndarray:
-        return self.inner.initial_params()
-
-    def fit(self, *args: Any, **kwargs: Any) -> Any:
-        replies = self.inner.fit(*args, **kwargs)
-        self.evaluations.append(("local", [r.local_test for r in replies]))
-        return replies
-
-    def evaluate(self, params: np.ndarray) -> list[Scores]:
-        scores = self.inner.evaluate(params)
-        self.evaluations.append(("global", scores))
-        return scores
-
-    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
-        scores = self.inner.evaluate_personal(params, server_round)
-        self.evaluations.append(("personal", scores))
-        return scores
-
-
 RUNS = {
     "flamby fedavg": {"split": "flamby", "rounds": 15},
     "hospitals mlp fedper": {"split": "hospitals", "model": "mlp", "personalize": "fedper", "lr": 0.01, "rounds": 15},
@@ -142,18 +112,22 @@ RUNS = {
 
 
 @pytest.mark.parametrize("name", list(RUNS))
-def test_real_runs_pooled_metrics_from_summed_site_stats(name: str, data_dir: object) -> None:
-    from fedkit.data.silos import load_silos
-    from fedkit.engines.simulation import make_engine
+def test_real_runs_pooled_metrics_from_summed_site_stats(name: str, data_dir: object, monkeypatch) -> None:
+    from fedkit.engines import simulation
 
+    evaluations: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    original = simulation.evaluate_silos
+
+    def recording(names: Any, labels: Any, logits: Any, **kwargs: Any) -> Any:  # every evaluation the engine makes
+        evaluations.append(list(zip(labels, logits, strict=True)))
+        return original(names, labels, logits, **kwargs)
+
+    monkeypatch.setattr(simulation, "evaluate_silos", recording)
     config = fedkit.RunConfig(**RUNS[name])
-    federation = load_silos(config.split, missing=config.missing, standardize=config.standardize, seed=config.seed)
-    engine = _Recorder(make_engine(federation, config))
-    fedkit.run(config, federation=federation, engine=engine, trackers=[], progress=False)
-    assert len(engine.evaluations) >= config.rounds
+    fedkit.run(config, trackers=[], progress=False)
+    assert len(evaluations) >= config.rounds
     worst = 0.0
-    for _, scores in engine.evaluations:
-        silos = [(s.labels, s.logits) for s in scores]
+    for silos in evaluations:
         reports = [evaluate_on_site(y, z) for y, z in silos]
         for (y, z), report in zip(silos, reports, strict=True):  # per silo: exact, computed on the site
             expected = {**binary_metrics(y, z), "n": float(len(y))}
@@ -167,7 +141,7 @@ def test_real_runs_pooled_metrics_from_summed_site_stats(name: str, data_dir: ob
         if len(silos) > 1:
             worst = max(worst, abs(pooled["auc"] - exact["auc"]))
     assert worst <= AUC_TOLERANCE
-    print(f"{name}: worst pooled AUC error {worst:.2e} over {len(engine.evaluations)} evaluations")
+    print(f"{name}: worst pooled AUC error {worst:.2e} over {len(evaluations)} evaluations")
 
 
 def test_the_stats_vector_has_no_entry_per_patient() -> None:
@@ -190,6 +164,7 @@ def test_layout_fields_hold_what_the_docstring_says() -> None:
         2,  # fp: z=0.5, 1e6
         1,  # tn: z=-3
         2,  # fn: z=-1 and z=0 (0 is not > 0)
+        0,  # diverged: every logit is finite
     ]
     assert v[f["positive"]].sum() == 3 and v[f["negative"]].sum() == 3
     assert v[f["negative"]][-1] == 1  # beyond the limit: the end bin
@@ -213,7 +188,7 @@ def test_bins_are_ordered_intervals_and_validated() -> None:
 
 def test_malformed_stats_and_inputs_are_refused() -> None:
     good = site_stats(np.array([1.0, 0.0]), np.array([0.3, -0.2]))
-    with pytest.raises(DataError, match=r"a stats vector on 8192 bins has 16390 entries; got shape \(10,\)"):
+    with pytest.raises(DataError, match=r"a stats vector on 8192 bins has 16391 entries; got shape \(10,\)"):
         check_stats(good[:10], where="site va")
     broken = good.copy()
     broken[2] += 1
@@ -227,9 +202,23 @@ def test_malformed_stats_and_inputs_are_refused() -> None:
         site_stats(np.array([1.0, 0.0]), np.zeros(3))
     with pytest.raises(DataError, match=r"labels must be 0 or 1; got .*2\.0"):
         site_stats(np.array([1.0, 2.0]), np.zeros(2))
-    with pytest.raises(DataError, match=r"1 logit\(s\) are NaN"):
-        site_stats(np.array([1.0, 0.0]), np.array([np.nan, 0.0]))
     with pytest.raises(DataError, match=r"non-empty list"):
         sum_stats([])
     empty = evaluate_on_site(np.zeros(0), np.zeros(0))
     assert empty.metrics["n"] == 0 and np.isnan(empty.metrics["loss"]) and empty.stats.sum() == 0
+
+
+def test_a_diverged_model_is_counted_and_its_metrics_are_null() -> None:
+    """Rows with a non-finite logit are counted apart; any sum holding one gives null metrics, never a number."""
+    y = np.array([1.0, 0.0, 1.0, 0.0])
+    z = np.array([np.nan, 0.3, np.inf, -0.2])
+    v = check_stats(site_stats(y, z), where="site va")  # still a well-formed vector (and a fixed-point input)
+    f = layout()
+    assert v[f["diverged"]][0] == 2 and v[f["n"]][0] == 2 and v[f["positive"]].sum() + v[f["negative"]].sum() == 2
+    assert all(np.isnan(x) for x in metrics_from_stats(v).values())
+    healthy = site_stats(y, np.array([0.1, 0.3, 0.2, -0.2]))
+    assert all(np.isnan(x) for x in metrics_from_stats(sum_stats([healthy, v])).values())  # pooled: null
+    assert not any(np.isnan(x) for x in metrics_from_stats(healthy).values())
+    site = evaluate_on_site(y, z)
+    assert all(np.isnan(site.metrics[m]) for m in ("loss", "auc", "accuracy")) and site.metrics["n"] == 4
+

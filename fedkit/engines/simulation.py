@@ -18,9 +18,10 @@ from fedkit import seeding
 from fedkit.data import preprocess
 from fedkit.data.silos import Federation, Silo
 from fedkit.engines import faults
-from fedkit.engines.base import FitReply, Scores
+from fedkit.engines.base import Evaluation, FitReply, evaluate_silos
 from fedkit.engines.vectorized import split_rows
 from fedkit.errors import RoundFailedError
+from fedkit.privacy.summation import Summation, UpdateSum, read_update_sum, update_vector
 from fedkit.strategies.base import LocalTerm
 from fedkit.training import LocalTraining, batch_plans
 
@@ -117,6 +118,8 @@ class SimulationEngine:
     stream_ids
         Each silo's index in the full federation, for the batch-plan streams (default ``0..K-1``): a remote site
         runs a one-silo engine with its hospital's index, so it draws the same batches as the simulation.
+    summation
+        Sums the silos' statistics and updates under secure aggregation, as the remote server does (default: none).
     dropout
         Simulated faults: the probability that a selected silo vanishes from a round (it does not train).
     straggler_timeout
@@ -138,11 +141,13 @@ class SimulationEngine:
         finetune_steps: int | None = None,
         eval_federation: Federation | None = None,
         stream_ids: Sequence[int] | None = None,
+        summation: Summation | None = None,
         dropout: float = 0.0,
         straggler_timeout: float | None = None,
         min_silos: int = 1,
     ) -> None:
         self.federation = federation
+        self.summation = summation
         self.eval_federation = eval_federation or federation
         self.trainer = trainer
         self.local = local
@@ -244,6 +249,8 @@ class SimulationEngine:
             corrections=corrections,
         )
         local_logits = self.trainer.logits_each(new, [self.federation.silos[i].x_test for i in idx])
+        chosen = [self.federation.silos[i] for i in idx]
+        local = evaluate_silos([s.name for s in chosen], [s.y_test for s in chosen], local_logits, pooled=False)
         replies = []
         for j, i in enumerate(idx):
             silo = self.federation.silos[i]
@@ -259,9 +266,8 @@ class SimulationEngine:
             if self.personal is not None:
                 self._own[i] = local_model[self.personal].copy()
                 sent[self.personal] = params[self.personal]  # personal parameters stay on the silo
-            scores = Scores(silo.name, silo.y_test, local_logits[j])
             replies.append(
-                FitReply(silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), scores, control_delta)
+                FitReply(silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), local.silos[j], control_delta)
             )
         return replies
 
@@ -295,13 +301,25 @@ class SimulationEngine:
             self._own = {i: np.array(p) for i, p in enumerate(state["personal"])}
         self._attendance = faults.Attendance({str(s) for s in state["missing"]})
 
-    def evaluate(self, params: np.ndarray) -> list[Scores]:
-        """Global-model logits on every evaluation silo's test set (one forward pass over all of them)."""
+
+    def sum_updates(self, replies: Sequence[FitReply], params: np.ndarray) -> UpdateSum:
+        """The replies' :func:`~fedkit.privacy.summation.update_vector` s summed by this engine's secure sum."""
+        if self.summation is None:
+            raise TypeError("sum_updates needs an engine built with a summation (secure_aggregation=True).")
+        inputs = {r.silo: update_vector(r.params - params, r.n_train, r.control_delta) for r in replies}  # type: ignore[operator]
+        return read_update_sum(self.summation(inputs), len(params), len(replies))
+
+    def _evaluation(self, silos: Sequence[Silo], logits: Sequence[np.ndarray]) -> Evaluation:
+        names, labels = [s.name for s in silos], [s.y_test for s in silos]
+        return evaluate_silos(names, labels, logits, summation=self.summation)
+
+    def evaluate(self, params: np.ndarray) -> Evaluation:
+        """The global model on every evaluation silo's test set (one forward pass over all of them)."""
         silos = self.eval_federation.silos
         z = split_rows(self.trainer.logits(params, self._eval_x), [s.n_test for s in silos])
-        return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
+        return self._evaluation(silos, z)
 
-    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
+    def evaluate_personal(self, params: np.ndarray, server_round: int) -> Evaluation:
         """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global."""
         silos = self.federation.silos
         idx = list(range(len(silos)))
@@ -310,8 +328,7 @@ class SimulationEngine:
             models, _, _ = self.trainer.train(
                 idx, models, self._plans(seeding.FINETUNE, server_round, idx, self.finetune_steps), self.local
             )
-        z = self.trainer.logits_each(models, [s.x_test for s in silos])
-        return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
+        return self._evaluation(silos, self.trainer.logits_each(models, [s.x_test for s in silos]))
 
 
 def pooled_federation(federation: Federation) -> Federation:
@@ -355,6 +372,7 @@ def make_engine(
     model: nn.Module | None = None,
     *,
     stream_ids: Sequence[int] | None = None,
+    summation: Summation | None = None,
 ) -> SimulationEngine:
     """The simulation engine ``config`` asks for: trainer, initial parameters, personalization, baselines.
 
@@ -368,6 +386,10 @@ def make_engine(
         Any ``torch.nn.Module`` returning logits; it always trains on the per-silo path (default: ``config.model``).
     stream_ids
         Lets a remote site build the engine of its own silo only (its index in the full federation).
+    summation
+        Sums the silos' statistics and updates under secure aggregation; defaults to an in-process
+        :class:`~fedkit.privacy.summation.SecureSum` over the silos when ``config.secure_aggregation`` is on
+        (a remote site passes none: it sends its own vectors).
     """
     from fedkit import architectures
     from fedkit.config import personalization
@@ -391,6 +413,10 @@ def make_engine(
         init = get_flat(module)
         head = partial(personal_mask, module)
     setup = personalization(config, [s.n_train for s in federation.silos], len(init), head)
+    if summation is None and config.secure_aggregation and stream_ids is None:
+        from fedkit.privacy.summation import SecureSum
+
+        summation = SecureSum(federation.names, run_id=f"simulation-seed-{config.seed}")
     return SimulationEngine(
         train_fed,
         trainer,
@@ -401,6 +427,7 @@ def make_engine(
         finetune_steps=setup.finetune_steps,
         eval_federation=federation,
         stream_ids=stream_ids,
+        summation=summation,
         **simulated_faults(config),
     )
 

@@ -17,7 +17,7 @@ from nvflare.apis.impl.controller import Controller
 from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
 
-from fedkit.errors import RemoteRunError
+from fedkit.errors import FedkitError, RemoteRunError
 from fedkit.remote import wire
 from fedkit.remote.executor import PAYLOAD
 from fedkit.remote.server import RelayTracker, serve
@@ -43,6 +43,8 @@ class FedkitController(Controller):
         Seconds to wait for every expected site at the start.
     task_check_period
         Seconds between FLARE's checks of the tasks.
+    schema
+        The federation's schema fingerprint (default: UCI's).
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class FedkitController(Controller):
         task_timeout: int = 600,
         join_timeout: int = 60,
         task_check_period: float = 0.02,
+        schema: str = "",
     ) -> None:
         super().__init__(task_check_period=task_check_period)
         self.config = config or {}
@@ -62,6 +65,7 @@ class FedkitController(Controller):
         self.straggler_timeout = straggler_timeout
         self.task_timeout = task_timeout
         self.join_timeout = join_timeout
+        self.schema = schema
         self.relay = RelayTracker()
 
     def set_communicator(self, communicator: Any) -> None:
@@ -123,6 +127,8 @@ class FedkitController(Controller):
                 self.relay,
                 min_silos=self.min_silos,
                 should_stop=lambda: abort_signal.triggered,
+                schema=self.schema or None,
+                run=str(fl_ctx.get_job_id()),
             )
             summary = result.summary()  # its notes hold the engine's (the round loop collects them)
             with open(os.path.join(job_dir, wire.RESULT_FILE), "w") as f:
@@ -132,7 +138,7 @@ class FedkitController(Controller):
             self.log_error(fl_ctx, f"fedkit run failed:\n{text}")
             if not any(e["kind"] == "end" for e in self.relay.since(0)):
                 self.relay.add(
-                    {"kind": "end", "status": "failed", "error": str(exc) if isinstance(exc, RemoteRunError) else text}
+                    {"kind": "end", "status": "failed", "error": str(exc) if isinstance(exc, FedkitError) else text}
                 )
             self.system_panic(f"fedkit run failed: {exc}", fl_ctx)
 
