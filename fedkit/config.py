@@ -540,6 +540,14 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     remote_runs_hospitals,
     own_data,
     secure_sum_only,
+    OnlyWith(
+        "max_norm_ratio",
+        None,
+        "secure_aggregation",
+        (False,),
+        "secure_aggregation=False (under secure aggregation no one sees the updates' median norm)",
+        "Bound the norm with max_update_norm instead (each site checks it), or set secure_aggregation=False.",
+    ),
     *(_strategy_rule(name) for name in HYPERPARAMETERS),
 )
 """Every cross-field rule of RunConfig, in the order they are checked (each raises a ConfigError)."""

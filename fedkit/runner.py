@@ -11,6 +11,7 @@ import sys
 import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -154,9 +155,10 @@ def validate_replies(
 ) -> tuple[list[FitReply], list[Verdict]]:
     """The replies whose update passes validation (:mod:`fedkit.privacy.validation`), and a verdict per reply.
 
-    Raises :class:`~fedkit.errors.RoundFailedError` when fewer than ``config.min_silos`` pass. Replies
-    without parameters (remote sites under secure aggregation, whose updates only the secure sum sees)
-    are accepted as they are: there each site checks its own update before masking.
+    Raises :class:`~fedkit.errors.RoundFailedError` when fewer than ``config.min_silos`` pass. Under
+    secure aggregation the server sees no update: the simulation's check stands for each site's own
+    (before masking) and the verdicts carry no norm; replies without parameters (remote sites) are
+    accepted as they are, each site checking its own update.
 
     Parameters
     ----------
@@ -181,7 +183,10 @@ def validate_replies(
     )
     need = min(config.min_silos, len(replies))
     check_enough(server_round, verdicts, need, divergence_hint(config.lr, config.optimizer))
-    return [r for r, v in zip(replies, verdicts, strict=True) if v.accepted], verdicts
+    accepted = [r for r, v in zip(replies, verdicts, strict=True) if v.accepted]
+    if config.secure_aggregation:  # the check stands for each site's own; the server learns no norm
+        verdicts = [replace(v, norm=None) for v in verdicts]
+    return accepted, verdicts
 
 
 def validation_rows(server_round: int, verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:

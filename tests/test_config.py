@@ -87,6 +87,7 @@ def test_wrong_type_is_a_type_error() -> None:
         ({"min_silos": 3, "fraction": 0.5}, "'min_silos' parameter of RunConfig is 3 but this run trains 2 silo"),
         ({"strategy": "pooled", "min_silos": 2}, "'min_silos' parameter of RunConfig is 2 but this run trains 1"),
         ({"dropout": 0.2, "engine": "remote"}, "'dropout' parameter of RunConfig only applies to engine='simulation'"),
+        ({"max_norm_ratio": 3.0, "engine": "remote"}, "'max_norm_ratio' parameter of RunConfig only applies to secure"),
     ],
 )
 def test_invalid_combinations_are_explained(kwargs: dict, needle: str) -> None:

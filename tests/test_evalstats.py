@@ -221,4 +221,3 @@ def test_a_diverged_model_is_counted_and_its_metrics_are_null() -> None:
     assert not any(np.isnan(x) for x in metrics_from_stats(healthy).values())
     site = evaluate_on_site(y, z)
     assert all(np.isnan(site.metrics[m]) for m in ("loss", "auc", "accuracy")) and site.metrics["n"] == 4
-

@@ -301,7 +301,6 @@ class SimulationEngine:
             self._own = {i: np.array(p) for i, p in enumerate(state["personal"])}
         self._attendance = faults.Attendance({str(s) for s in state["missing"]})
 
-
     def sum_updates(self, replies: Sequence[FitReply], params: np.ndarray) -> UpdateSum:
         """The replies' :func:`~fedkit.privacy.summation.update_vector` s summed by this engine's secure sum."""
         if self.summation is None:
