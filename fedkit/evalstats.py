@@ -127,7 +127,7 @@ BINS = Bins()
 
 
 def layout(bins: Bins = BINS) -> dict[str, slice]:
-    """Where each field sits in a stats vector: the header fields (:data:`HEADER`), ``positive`` and ``negative``.
+    """Where each field sits in a stats vector: the header fields (``HEADER``), ``positive`` and ``negative``.
 
     Parameters
     ----------
