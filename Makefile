@@ -10,7 +10,7 @@ export FEDKIT_DATA_DIR
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkit-$(EXTRAS)
 
-.PHONY: setup data run test lint clean deploy-tools
+.PHONY: setup data run test lint clean deploy-tools mutation
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
@@ -37,9 +37,22 @@ deploy-tools: .venv-deploy-tools/.installed
 	.venv-deploy-tools/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/deploy-tools.txt
 	touch $@
 
+# Mutation testing of the science core ([tool.mutmut] in pyproject.toml lists the files): about an hour on 2 cores,
+# not part of CI. Starts afresh, then fails on any surviving mutant that tests/mutation_equivalents.txt does not
+# list as equivalent. One thread per test process: torch's thread pool and forked workers do not mix.
+MUTATION_JOBS ?= 2
+mutation: data $(VENV)/.fedkit-mutation
+	rm -rf mutants
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATION_JOBS)
+	$(BIN)/python tests/mutation_report.py
+
+$(VENV)/.fedkit-mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[$(EXTRAS),mutation]"
+	touch $@
+
 lint: setup
 	$(BIN)/ruff check fedkit tests benchmarks
 	$(BIN)/ruff format --check fedkit tests benchmarks
 
 clean:
-	rm -rf $(VENV) .venv-deploy-tools .pytest_cache
+	rm -rf $(VENV) .venv-deploy-tools .pytest_cache mutants .hypothesis

@@ -1,0 +1,101 @@
+"""The shared aggregation maths at its boundaries, against scipy and brute-force references.
+
+Trimmed mean at the largest valid trim, Krum with ties on more rows than numpy's small-array sort
+(16), where only a stable sort keeps the documented "ties go to the lower index".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.stats import trim_mean
+
+from fedkit.errors import ConfigError
+from fedkit.strategies.aggregate import coordinate_median, krum_select, trimmed_mean, weighted_mean
+
+
+@pytest.mark.parametrize(("count", "trim_beta"), [(5, 0.4), (3, 0.34), (7, 0.43), (9, 0.49)])
+def test_trimmed_mean_at_the_largest_valid_trim_keeps_the_middle_row(count: int, trim_beta: float) -> None:
+    # floor(beta * K) = (K - 1) / 2 rows dropped at each end: one row is left, the median
+    rows = np.random.default_rng(count).normal(size=(count, 6))
+    assert np.allclose(trimmed_mean(rows, trim_beta), np.median(rows, axis=0))
+
+
+@pytest.mark.parametrize(("count", "trim_beta"), [(4, 0.5), (2, 0.5), (6, 0.5), (3, 0.67)])
+def test_trimmed_mean_that_leaves_no_row_is_refused(count: int, trim_beta: float) -> None:
+    with pytest.raises(ConfigError, match=f"trim_beta={trim_beta}"):
+        trimmed_mean(np.ones((count, 2)), trim_beta)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=arrays(np.float64, st.tuples(st.integers(1, 20), st.integers(1, 3)), elements=st.integers(-9, 9)),
+    trim_beta=st.floats(0, 0.5, exclude_max=True),
+)
+def test_trimmed_mean_equals_scipys_trim_mean(rows: np.ndarray, trim_beta: float) -> None:
+    cut = math.floor(trim_beta * len(rows))
+    if 2 * cut >= len(rows):
+        with pytest.raises(ConfigError):
+            trimmed_mean(rows, trim_beta)
+        return
+    assert np.allclose(trimmed_mean(rows, trim_beta), trim_mean(rows, trim_beta, axis=0))
+
+
+def _krum_reference(rows: np.ndarray, byzantine: int, krum_m: int) -> list[int]:
+    """Blanchard et al. 2017 by brute force: squared distances to the K - f - 2 nearest others, ties by index."""
+    count = len(rows)
+    scores = []
+    for i in range(count):
+        distances = sorted(float(((rows[i] - rows[j]) ** 2).sum()) for j in range(count) if j != i)
+        scores.append(sum(distances[: count - byzantine - 2]))
+    return sorted(range(count), key=lambda i: (scores[i], i))[:krum_m]
+
+
+def test_krum_ties_on_more_than_sixteen_rows_go_to_the_lower_index() -> None:
+    # 20 identical honest rows tie exactly; two far-away rows score worst
+    rows = np.vstack([np.zeros((10, 3)), [[50.0, 50.0, 50.0]], np.zeros((10, 3)), [[-40.0, 0.0, 0.0]]])
+    assert krum_select(rows, byzantine=2, krum_m=22).tolist() == [*range(10), *range(11, 21), 21, 10]
+    assert krum_select(rows, byzantine=2, krum_m=22).tolist() == _krum_reference(rows, 2, 22)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=arrays(np.float64, st.tuples(st.integers(3, 30), st.integers(1, 3)), elements=st.integers(-2, 2)),
+    byzantine=st.integers(0, 5),
+    data=st.data(),
+)
+def test_krum_equals_a_brute_force_reference_with_ties(rows: np.ndarray, byzantine: int, data) -> None:
+    count = len(rows)
+    byzantine = min(byzantine, count - 3)
+    krum_m = data.draw(st.integers(1, count))
+    assert krum_select(rows, byzantine, krum_m).tolist() == _krum_reference(rows, byzantine, krum_m)
+
+
+def test_krum_that_would_average_more_rows_than_it_has_is_refused() -> None:
+    with pytest.raises(ConfigError, match="krum_m=5"):
+        krum_select(np.zeros((4, 2)), byzantine=0, krum_m=5)
+    assert len(krum_select(np.zeros((4, 2)), byzantine=1, krum_m=4)) == 4  # byzantine + 3 silos is enough
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=arrays(np.float64, st.tuples(st.integers(1, 8), st.integers(1, 4)), elements=st.integers(-100, 100)),
+    data=st.data(),
+)
+def test_weighted_mean_and_median_equal_numpy(rows: np.ndarray, data) -> None:
+    weights = np.array(data.draw(st.lists(st.integers(1, 50), min_size=len(rows), max_size=len(rows))), float)
+    assert np.allclose(weighted_mean(rows, weights), np.average(rows, axis=0, weights=weights))
+    assert np.allclose(coordinate_median(rows), np.median(rows, axis=0))
+
+
+def test_aggregation_leaves_its_inputs_untouched() -> None:
+    rows = np.arange(20.0).reshape(5, 4)[::-1].copy()
+    before = rows.copy()
+    for fn in (lambda r: trimmed_mean(r, 0.2), coordinate_median, lambda r: krum_select(r, 1, 2)):
+        fn(rows)
+        assert np.array_equal(rows, before)
