@@ -99,3 +99,18 @@ def test_aggregation_leaves_its_inputs_untouched() -> None:
     for fn in (lambda r: trimmed_mean(r, 0.2), coordinate_median, lambda r: krum_select(r, 1, 2)):
         fn(rows)
         assert np.array_equal(rows, before)
+
+
+def test_median_of_float32_updates_is_computed_in_float64() -> None:
+    # the mean of the two middle values, 1 + 2**-24, is not a float32: only float64 arithmetic gets it exactly
+    rows = np.array([[1.0], [1.0 + 2**-23], [0.0], [5.0]], dtype=np.float32)
+    got = coordinate_median(rows)
+    assert got.dtype == np.float64 and got[0] == 1.0 + 2**-24
+
+
+def test_krum_scores_float32_updates_in_float64_so_large_updates_do_not_overflow() -> None:
+    # squared distances of 1e20-sized float32 rows overflow float32 (max 3.4e38) and would all tie at inf
+    rows = np.array([[0.0], [1e20], [3e20], [-2e20], [7e20], [2e20]], dtype=np.float32)
+    want = _krum_reference(rows.astype(np.float64), 1, 6)
+    assert krum_select(rows, 1, 6).tolist() == want
+    assert want != list(range(6))  # the float64 order is not the index order an all-inf tie would give

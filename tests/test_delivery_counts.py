@@ -9,7 +9,7 @@ import pytest
 import fedkit
 from fedkit import RunConfig
 from fedkit.cli import main
-from fedkit.tracking import DeliveryWarning, LocalStore, RemoteTracker, sync
+from fedkit.tracking import DeliveryWarning, LocalStore, RemoteTracker, TrackerError, sync
 from fedkit.tracking import delivery as delivery_module
 
 ROUNDS = 2
@@ -108,3 +108,18 @@ def test_events_carry_their_rows_and_a_timestamp_from_when_they_were_queued(data
         else:
             assert event.rows == [] and event.round is None
     assert sum(len(e.rows) for e in inbox.received) == len(history)
+
+
+def test_a_recorded_target_rebuilds_its_backend(monkeypatch) -> None:
+    pytest.importorskip("mlflow")
+    pytest.importorskip("boto3")
+    from fedkit.tracking.mlflow import ENV_DEFAULTS
+
+    for key in ENV_DEFAULTS:  # the mlflow backend sets these defaults; undo them after the test
+        monkeypatch.delenv(key, raising=False)
+    mlflow_target = {"experiment": "heart", "tracking_uri": "http://127.0.0.1:9"}
+    sagemaker_target = {"experiment": "heart", "region": "eu-west-1"}
+    assert delivery_module.backend_from_target("mlflow", mlflow_target).target() == mlflow_target
+    assert delivery_module.backend_from_target("sagemaker", sagemaker_target).target() == sagemaker_target
+    with pytest.raises(TrackerError, match=r"Unknown tracker backend 'wandb'.*sagemaker and mlflow"):
+        delivery_module.backend_from_target("wandb", {})

@@ -10,12 +10,15 @@ the exact rows; the invariants are checked on top of that, for any input hypothe
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
+import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from fedkit.data.partition import dirichlet, iid, quantity
+from fedkit.errors import ConfigError
 
 
 def _reference_dirichlet(
@@ -139,3 +142,28 @@ def test_quantity_sizes_are_min_size_plus_a_multinomial_share(n_rows, n_silos, a
     for part, size in zip(got, sizes, strict=True):
         assert part.tolist() == sorted(order[start : start + size])
         start += size
+
+
+def test_partitions_allow_silos_of_one_row_by_default() -> None:
+    labels = np.array([0, 1, 0, 1, 1])
+    for parts in (
+        iid(5, 5, np.random.default_rng(0)),
+        dirichlet(labels, 5, 1.0, np.random.default_rng(0)),
+        quantity(5, 5, 1.0, np.random.default_rng(0)),
+    ):
+        assert sorted(len(p) for p in parts) == [1] * 5
+
+
+@pytest.mark.parametrize("split", ["iid", "dirichlet", "quantity"])
+def test_too_many_silos_for_min_size_is_refused_naming_the_split_and_the_limit(split: str) -> None:
+    rng = np.random.default_rng(0)
+    call = {
+        "iid": lambda: iid(20, 4, rng, min_size=6),
+        "dirichlet": lambda: dirichlet(np.zeros(20, dtype=int), 4, 0.5, rng, min_size=6),
+        "quantity": lambda: quantity(20, 4, 0.5, rng, min_size=6),
+    }[split]
+    message = f"Cannot split 20 rows into 4 silos of at least 6 rows each ({split} split): use at most 3 silos."
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        call()
+    if split == "iid":
+        assert len(iid(18, 3, rng, min_size=6)) == 3  # exactly n_silos * min_size rows is enough
