@@ -114,3 +114,31 @@ def test_krum_scores_float32_updates_in_float64_so_large_updates_do_not_overflow
     want = _krum_reference(rows.astype(np.float64), 1, 6)
     assert krum_select(rows, 1, 6).tolist() == want
     assert want != list(range(6))  # the float64 order is not the index order an all-inf tie would give
+
+
+def test_trimmed_mean_of_float32_updates_is_computed_in_float64() -> None:
+    # (1 + (1 + 2**-23)) / 2 = 1 + 2**-24 is exact in float64; float32 arithmetic rounds it to 1
+    rows = np.array([[1.0], [1.0 + 2**-23]], dtype=np.float32)
+    got = trimmed_mean(rows, 0.0)
+    assert got.dtype == np.float64 and got[0] == 1.0 + 2**-24
+
+
+def test_krum_that_lacks_silos_says_how_many_byzantine_it_can_take() -> None:
+    message = (
+        "krum with byzantine=1 needs at least byzantine + 3 = 4 silos per round; got 2 silos this round. "
+        "Lower byzantine to at most 0 or use more silos (or a larger fraction)."
+    )
+    with pytest.raises(ConfigError) as error:
+        krum_select(np.zeros((2, 3)), 1, 1)
+    assert str(error.value) == message
+
+
+def test_fedyogi_leaves_v_unchanged_where_delta_squared_equals_v() -> None:
+    # Reddi et al. 2021: v - (1 - beta2) delta^2 sign(v - delta^2); the sign is 0 when v = delta^2 (here tau^2)
+    from fedkit.strategies.fedopt import FedYogi
+
+    strategy = FedYogi(tau=1e-8)
+    params = np.zeros(2)
+    state = strategy.init(params)
+    new, state = strategy.aggregate(np.array([[1e-8, 0.0]]), np.array([1.0]), state, params)
+    assert state.v[0] == 1e-8**2 and np.isfinite(new).all()

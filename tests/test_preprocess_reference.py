@@ -185,3 +185,15 @@ def test_standardize_fills_missing_with_the_mean_and_divides_by_std_plus_eps() -
     assert np.array_equal(standardize(x, mean, None), [[1.0, 2.0, 7.0], [5.0, 2.0, 7.0]])
     assert np.allclose(unstandardize(got, mean, std), [[1.0, 2.0, 7.0], [5.0, 2.0, 7.0]])
     assert np.array_equal(unstandardize(x[1:], mean, None), x[1:])
+
+
+def test_unstandardize_restores_a_feature_that_was_constant_in_train() -> None:
+    # std 0: standardize only centered the value, so the inverse only adds the mean back
+    assert np.array_equal(unstandardize(np.array([[5.0]]), np.array([1.0]), np.array([0.0])), [[6.0]])
+
+
+def test_unstandardize_multiplies_by_std_plus_eps_exactly_as_standardize_divided() -> None:
+    mean, std = np.array([0.0]), np.array([1e-6])
+    assert unstandardize(np.array([[1.0]]), mean, std)[0, 0] == 1e-6 + 1e-9
+    x = np.array([[3e-6]])
+    assert math.isclose(unstandardize(standardize(x, mean, std), mean, std)[0, 0], 3e-6, rel_tol=1e-12)
