@@ -142,3 +142,17 @@ def test_fedyogi_leaves_v_unchanged_where_delta_squared_equals_v() -> None:
     state = strategy.init(params)
     new, state = strategy.aggregate(np.array([[1e-8, 0.0]]), np.array([1.0]), state, params)
     assert state.v[0] == 1e-8**2 and np.isfinite(new).all()
+
+
+@pytest.mark.parametrize(("count", "trim_beta", "limit"), [(4, 0.5, "0.5"), (5, 0.6, "0.6")])
+def test_trimmed_mean_that_leaves_no_row_names_the_largest_trim_that_works(count, trim_beta, limit) -> None:
+    # below (floor((K - 1) / 2) + 1) / K the trim keeps at least one row: 4 rows up to 0.5, 5 rows up to 0.6
+    cut = math.floor(trim_beta * count)
+    message = (
+        f"trimmedmean with trim_beta={trim_beta} drops {cut} updates at each end of the {count} silos of this round, "
+        f"leaving none; set trim_beta below {limit} or use more silos."
+    )
+    with pytest.raises(ConfigError) as error:
+        trimmed_mean(np.zeros((count, 1)), trim_beta)
+    assert str(error.value) == message
+    assert np.isfinite(trimmed_mean(np.zeros((count, 1)), float(limit) - 1e-9)).all()

@@ -49,9 +49,15 @@ def test_runs_sync_of_one_run_delivers_only_its_events_and_leaves_the_other_run_
     store = LocalStore()
     first, second = _run_with_backend_down(store), _run_with_backend_down(store)
     assert len(store.pending(first)) == len(store.pending(second)) == EVENTS
-    inbox = Inbox()
-    monkeypatch.setattr(delivery_module, "backend_from_target", lambda name, target: inbox)
+    inbox, rebuilt = Inbox(), []
+
+    def rebuild(name: str, target: dict) -> Inbox:  # what `fedkit runs sync` does from the recorded target
+        rebuilt.append((name, target))
+        return inbox
+
+    monkeypatch.setattr(delivery_module, "backend_from_target", rebuild)
     assert main(["runs", "sync", first, "-q"]) == 0
+    assert rebuilt == [("mlflow", Inbox().target())]
     assert f"run {first} · mlflow: {EVENTS} event(s) delivered, 0 pending" in capsys.readouterr().out
     assert {e.run_id for e in inbox.received} == {first}
     assert [e.seq for e in inbox.received] == [0, *range(1, ROUNDS + 2), delivery_module.END_SEQ]
@@ -79,6 +85,55 @@ def test_sync_stops_at_the_first_failure_and_reports_exact_counts(data_dir) -> N
     report = sync(run_id, store=store, backends={"mlflow": flaky}, progress=False)
     assert report[0]["delivered"] == EVENTS - 2 and report[0]["pending"] == 0 and report[0]["error"] is None
     assert [e.seq for e in flaky.received] == [0, *range(1, ROUNDS + 2), delivery_module.END_SEQ]
+    # the event whose one attempt failed may have arrived: it is re-sent marked in doubt, the next ones are not
+    assert [e.in_doubt for e in flaky.received[2:]] == [True] + [False] * (EVENTS - 3)
+
+
+def test_each_backend_gets_only_its_own_events(data_dir) -> None:
+    class Other(Inbox):
+        name = "sagemaker"
+
+    store = LocalStore()
+    trackers = [store, RemoteTracker(Inbox(fail_from=1), store), RemoteTracker(Other(fail_from=1), store)]
+    with pytest.warns(DeliveryWarning):
+        run_id = fedkit.run(FAST, trackers=trackers, progress=False).run_id
+    mlflow, sagemaker = Inbox(), Other()
+    report = sync(run_id, store=store, backends={"mlflow": mlflow, "sagemaker": sagemaker}, progress=False)
+    assert sorted((r["backend"], r["delivered"], r["pending"]) for r in report) == [
+        ("mlflow", EVENTS, 0),
+        ("sagemaker", EVENTS, 0),
+    ]
+    assert len(mlflow.received) == len(sagemaker.received) == EVENTS
+
+
+def test_deliver_pending_tells_the_caller_each_delivered_event(data_dir) -> None:
+    store = LocalStore()
+    run_id = _run_with_backend_down(store)
+    told: list = []
+    inbox = Inbox()
+    delivered, error = delivery_module.deliver_pending(store, inbox, run_id, on_delivered=told.append)
+    assert (delivered, error) == (EVENTS, None)
+    assert told == inbox.received and len(told) == EVENTS
+
+
+def test_a_long_backend_error_is_kept_to_2000_characters(data_dir) -> None:
+    class Verbose(Inbox):
+        def deliver(self, event) -> None:
+            raise ConnectionError("x" * 5000)
+
+    store = LocalStore()
+    run_id = _run_with_backend_down(store)
+    sync(run_id, store=store, backends={"mlflow": Verbose()}, progress=False)
+    assert len(store.pending(run_id)[0]["last_error"]) == 2000
+
+
+def test_sync_shows_a_progress_bar_of_the_events_it_sends_by_default(data_dir, capsys) -> None:
+    store = LocalStore()
+    run_id = _run_with_backend_down(store)
+    capsys.readouterr()
+    sync(run_id, store=store, backends={"mlflow": Inbox()})
+    bar = capsys.readouterr().err.strip().splitlines()[-1].split("\r")[-1]
+    assert bar.startswith("sync: 100%") and f" {EVENTS}/{EVENTS} " in bar and "event" in bar
 
 
 def test_a_re_sent_event_is_marked_in_doubt_and_a_first_send_is_not(data_dir) -> None:

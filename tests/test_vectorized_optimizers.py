@@ -123,6 +123,22 @@ def test_vectorized_optimizer_equals_torch_optim(local_training, name: str, mode
         assert not np.allclose(want, starts[i], atol=1e-3)  # the silo really moved
 
 
+def test_mlp_relu_passes_no_gradient_at_exactly_zero_like_torch(local_training) -> None:
+    # hidden unit 0 starts with zero weights and bias: its pre-activation is exactly 0 on every row, where
+    # torch's ReLU has gradient 0, so plain SGD leaves its input weights at 0
+    federation = _federation([8], seed=10)
+    rng = np.random.default_rng(11)
+    start = rng.normal(size=(1, HIDDEN * D + HIDDEN + HIDDEN + 1)).astype(np.float32)
+    start[0, :D] = 0.0  # unit 0's input weights
+    start[0, HIDDEN * D] = 0.0  # unit 0's bias
+    plan = [_plan(8, 5, rng)]
+    case = {"optimizer": "sgd", "lr": 0.5}
+    theta, _, _ = VectorizedTrainer(federation, "mlp", HIDDEN).train([0], start, plan, local_training(**case))
+    want, _ = _torch_reference(federation.silos[0], start[0], plan[0], case, "mlp")
+    assert np.array_equal(want[:D], np.zeros(D)) and np.array_equal(theta[0, :D], want[:D])
+    assert np.allclose(theta[0], want, rtol=0, atol=ATOL)
+
+
 def test_weight_decay_changes_the_adam_result(local_training) -> None:
     # The L2 branch is not a no-op: the same run without decay ends elsewhere (guards the reference test).
     federation = _federation([10], seed=3)
