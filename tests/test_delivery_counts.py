@@ -178,3 +178,19 @@ def test_a_recorded_target_rebuilds_its_backend(monkeypatch) -> None:
     assert delivery_module.backend_from_target("sagemaker", sagemaker_target).target() == sagemaker_target
     with pytest.raises(TrackerError, match=r"Unknown tracker backend 'wandb'.*sagemaker and mlflow"):
         delivery_module.backend_from_target("wandb", {})
+
+
+def test_a_backend_that_fails_once_warns_once_at_the_users_call_and_catches_up_at_the_end(data_dir) -> None:
+    class FailsOnce(Inbox):
+        def deliver(self, event) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("connection refused")
+            self.received.append(event)
+
+    store, backend = LocalStore(), FailsOnce()
+    with pytest.warns(DeliveryWarning) as warned:
+        result = fedkit.run(FAST, trackers=[store, RemoteTracker(backend, store)], progress=False)
+    assert len(warned) == 1 and warned[0].filename == __file__  # attributed to the fedkit.run line above
+    assert [e.seq for e in backend.received] == [0, *range(1, ROUNDS + 2), delivery_module.END_SEQ]
+    assert store.pending(result.run_id) == []
