@@ -6,6 +6,8 @@ SGD, Adam with L2 weight decay, AdamW with decoupled decay), not fedkit's per-si
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -137,6 +139,33 @@ def test_mlp_relu_passes_no_gradient_at_exactly_zero_like_torch(local_training) 
     want, _ = _torch_reference(federation.silos[0], start[0], plan[0], case, "mlp")
     assert np.array_equal(want[:D], np.zeros(D)) and np.array_equal(theta[0, :D], want[:D])
     assert np.allclose(theta[0], want, rtol=0, atol=ATOL)
+
+
+def test_training_runs_in_float32_whatever_the_dtype_of_the_start(local_training) -> None:
+    # like torch's float32 model: float64 starts are rounded to float32 first, then everything stays float32
+    federation = _federation([9, 6], seed=12)
+    rng = np.random.default_rng(13)
+    starts = rng.normal(size=(2, D + 1))  # float64, most values not representable in float32
+    plans = [_plan(9, 7, rng), _plan(6, 7, rng)]
+    hp = local_training(optimizer="adam", lr=0.05, weight_decay=0.1)
+    trainer = VectorizedTrainer(federation, "logreg", HIDDEN)
+    theta, _, _ = trainer.train([0, 1], starts, plans, hp)
+    theta32, _, _ = trainer.train([0, 1], starts.astype(np.float32), plans, hp)
+    assert theta.dtype == np.float32 and np.array_equal(theta, theta32)
+
+
+def test_confident_right_answers_train_without_overflow_warnings(local_training) -> None:
+    # exp(-s z) overflows to inf for |z| ~ 1e3: the residual is then exactly 0, and no warning reaches the user
+    federation = _federation([8], seed=14)
+    x, y = federation.silos[0].x_train, federation.silos[0].y_train
+    w, *_ = np.linalg.lstsq(x, 2 * y - 1, rcond=None)
+    start = (np.r_[w, 0.0] * 1e4).astype(np.float32)[None, :]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        theta, loss, _ = VectorizedTrainer(federation, "logreg", HIDDEN).train(
+            [0], start, [_plan(8, 3, np.random.default_rng(0))], local_training(lr=0.1)
+        )
+    assert np.isfinite(theta).all() and np.isfinite(loss).all()
 
 
 def test_weight_decay_changes_the_adam_result(local_training) -> None:
