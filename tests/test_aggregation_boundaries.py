@@ -156,3 +156,10 @@ def test_trimmed_mean_that_leaves_no_row_names_the_largest_trim_that_works(count
         trimmed_mean(np.zeros((count, 1)), trim_beta)
     assert str(error.value) == message
     assert np.isfinite(trimmed_mean(np.zeros((count, 1)), float(limit) - 1e-9)).all()
+
+
+def test_weighted_mean_normalizes_float32_weights_in_float64() -> None:
+    # 1/7 and 3/7 in float32 differ from float64 in the 8th digit; the mean is documented as float64
+    rows = np.array([[1.0, -2.0], [0.5, 4.0], [3.0, 0.25]])
+    weights = np.array([1.0, 3.0, 3.0], dtype=np.float32)
+    assert np.array_equal(weighted_mean(rows, weights), weighted_mean(rows, weights.astype(np.float64)))

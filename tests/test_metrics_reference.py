@@ -101,3 +101,24 @@ def test_metrics_do_not_depend_on_the_order_of_rows(n_groups: int) -> None:
     a, b = grouped_metrics(y, z, group, n_groups), grouped_metrics(y[perm], z[perm], group[perm], n_groups)
     for metric in a:
         assert np.allclose(a[metric], b[metric], equal_nan=True)
+
+
+def test_float32_logits_and_integer_labels_are_scored_in_float64() -> None:
+    # a model's float32 logits: the loss is computed on their float64 values, not in float32
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 50)
+    z32 = rng.normal(scale=3, size=50).astype(np.float32)
+    group = rng.integers(0, 3, 50)
+    got = grouped_metrics(y, z32, group, 3)
+    want = grouped_metrics(y.astype(np.float64), z32.astype(np.float64), group, 3)
+    for metric in got:
+        assert np.array_equal(got[metric], want[metric]), metric
+
+
+def test_group_ids_may_come_as_floats() -> None:
+    # e.g. a pandas column of silo ids read back as float
+    rng = np.random.default_rng(4)
+    y, z, group = rng.integers(0, 2, 30).astype(float), rng.normal(size=30), rng.integers(0, 3, 30)
+    got, want = grouped_metrics(y, z, group.astype(float), 3), grouped_metrics(y, z, group, 3)
+    for metric in got:
+        assert np.array_equal(got[metric], want[metric]), metric
