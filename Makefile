@@ -38,13 +38,13 @@ deploy-tools: .venv-deploy-tools/.installed
 	touch $@
 
 # Mutation testing of the science core ([tool.mutmut] in pyproject.toml lists the files): about an hour on 2 cores,
-# not part of CI. Starts afresh, then fails on any surviving mutant that tests/mutation_equivalents.txt does not
+# not part of CI. Starts afresh, then fails on any surviving mutant that tests/mutation_equivalents.tsv does not
 # list as equivalent. One thread per test process: torch's thread pool and forked workers do not mix.
 MUTATION_JOBS ?= 2
 mutation: data $(VENV)/.fedkit-mutation
 	rm -rf mutants
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATION_JOBS)
-	$(BIN)/python tests/mutation_report.py
+	start=$$(date +%s) && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) && \
+	$(BIN)/python tests/mutation_report.py --seconds $$(( $$(date +%s) - start ))
 
 $(VENV)/.fedkit-mutation: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[$(EXTRAS),mutation]"

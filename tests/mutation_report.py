@@ -1,16 +1,18 @@
 """After `mutmut run` (``make mutation``): the score per file, and a failure on any survivor not known to be equivalent.
 
-Reads ``mutmut results --all true`` and, for each survivor, the mutated line from ``mutmut show``. A survivor
+Reads ``mutmut results --all true``, each file's test time from mutmut's ``mutants/<file>.meta`` (the sum of
+its mutants' test runs, over all workers) and, for each survivor, the mutated line from ``mutmut show``. A survivor
 is accepted when tests/mutation_equivalents.tsv lists its name with the same mutated line (so a renumbered
 mutant is never hidden by a stale entry) and a one-line reason. Exit status 1 when any other mutant survived,
 had no test, or was not checked; the new survivors are printed in the list's format, to kill or to review.
 
-Usage: ``python tests/mutation_report.py [--markdown]`` from the project root, after ``mutmut run``.
+Usage: ``python tests/mutation_report.py [--markdown] [--seconds WALL]`` from the project root, after ``mutmut run``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENTS = ROOT / "tests" / "mutation_equivalents.tsv"
 KILLED = {"killed", "timeout", "caught by type check"}
-MUTMUT = [sys.executable, "-m", "mutmut"]
+MUTMUT = [str(Path(sys.executable).with_name("mutmut"))]
 
 
 def module_file(mutant: str) -> str:
@@ -38,6 +40,14 @@ def results() -> dict[str, str]:
         if sep and "__mutmut_" in name:
             statuses[name] = status
     return statuses
+
+
+def test_seconds(file: str) -> float | None:
+    """Seconds of test runs spent on ``file``'s mutants (None when mutmut's meta file is missing)."""
+    meta = ROOT / "mutants" / f"{file}.meta"
+    if not meta.is_file():
+        return None
+    return sum(json.loads(meta.read_text()).get("durations_by_key", {}).values())
 
 
 def mutated_line(mutant: str) -> str:
@@ -60,10 +70,15 @@ def equivalents() -> dict[str, tuple[str, str]]:
     return listed
 
 
+def _minutes(seconds: float | None) -> str:
+    return "?" if seconds is None else f"{seconds / 60:.1f} min"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the per-file score; return 1 when a survivor is not on the equivalence list."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print the score table as Markdown")
+    parser.add_argument("--seconds", type=float, help="wall-clock seconds of the mutmut run, to print with the score")
     args = parser.parse_args(argv)
     statuses = results()
     if not statuses:
@@ -87,9 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         row["new"] += 1
         new.append((mutant, line, status))
-    header = ("file", "mutants", "killed", "equivalent", "not killed")
-    table = [(f, c["mutants"], c["killed"], c["equivalent"], c["new"]) for f, c in sorted(counts.items())]
-    total = ("total", *(sum(r[i] for r in table) for i in range(1, 5)))
+    header = ("file", "mutants", "killed", "equivalent", "not killed", "test time")
+    table = []
+    for f, c in sorted(counts.items()):
+        seconds = test_seconds(f)
+        table.append((f, c["mutants"], c["killed"], c["equivalent"], c["new"], _minutes(seconds)))
+    all_seconds = [test_seconds(f) or 0.0 for f in counts]
+    total = ("total", *(sum(r[i] for r in table) for i in range(1, 5)), _minutes(sum(all_seconds)))
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
@@ -98,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for r in [header, *table, total]:
             print(f"{r[0]:<34}" + "".join(f"{v!s:>12}" for v in r[1:]))
+    if args.seconds is not None:
+        print(f"\nThe mutmut run took {_minutes(args.seconds)} of wall-clock time (test time is summed over workers).")
     stale = sorted(set(listed) - seen)
     if stale:
         print(f"\n{len(stale)} listed equivalent(s) no longer survive as listed (killed, renumbered or gone):")
