@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -122,3 +123,13 @@ def test_group_ids_may_come_as_floats() -> None:
     got, want = grouped_metrics(y, z, group.astype(float), 3), grouped_metrics(y, z, group, 3)
     for metric in got:
         assert np.array_equal(got[metric], want[metric]), metric
+
+
+def test_a_single_class_group_scores_nan_auc_without_a_runtime_warning() -> None:
+    # common in label-skewed splits (and switzerland's test set): NaN is the answer, not a numpy warning
+    y = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    z = np.array([0.3, -0.2, 0.1, 0.5, 2.0, -1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auc = grouped_metrics(y, z, np.array([0, 0, 1, 1, 2, 2]), 3)["auc"]
+    assert math.isnan(auc[0]) and math.isnan(auc[1]) and auc[2] == 1.0
