@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 import pytest
@@ -191,6 +192,8 @@ def test_a_backend_that_fails_once_warns_once_at_the_users_call_and_catches_up_a
     store, backend = LocalStore(), FailsOnce()
     with pytest.warns(DeliveryWarning) as warned:
         result = fedkit.run(FAST, trackers=[store, RemoteTracker(backend, store)], progress=False)
-    assert len(warned) == 1 and warned[0].filename == __file__  # attributed to the fedkit.run line above
+    assert len(warned) == 1
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampolines add stack frames between run and the warning
+        assert warned[0].filename == __file__  # attributed to the fedkit.run line above, not to fedkit's code
     assert [e.seq for e in backend.received] == [0, *range(1, ROUNDS + 2), delivery_module.END_SEQ]
     assert store.pending(result.run_id) == []
