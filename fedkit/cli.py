@@ -12,7 +12,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from fedkit._version import __version__
-from fedkit.errors import FedkitError
+from fedkit.errors import AuditError, ConfigError, FedkitError, RoundFailedError
 from fedkit.presets import PRESETS
 from fedkit.tracking.registry import BACKENDS
 
@@ -162,8 +162,21 @@ def _trackers(args: argparse.Namespace) -> list[Any]:
     return make_trackers(args.tracker, experiment=args.experiment, tracking_uri=args.tracking_uri)
 
 
+def _resume_alone(args: argparse.Namespace) -> None:
+    """``--resume`` takes the recorded run's config: refuse config flags, a preset or a config file beside it."""
+    from fedkit.config import RunConfig
+
+    given = [_flag(f.name) for f in fields(RunConfig) if f.name in vars(args)]
+    given += [flag for flag, value in (("--preset", args.preset), ("--config", args.config)) if value]
+    if given:
+        raise ConfigError(
+            f"--resume continues a run with its recorded config; drop {', '.join(given)} "
+            "(`fedkit runs show RUN_ID` shows that config)."
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """``fedkit run``.
+    """``fedkit run``; with ``--json`` a run that fails still prints a JSON object (run id, status, error).
 
     Parameters
     ----------
@@ -172,14 +185,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     """
     import fedkit
 
-    result = fedkit.run(
-        config_from_args(args),
-        trackers=_trackers(args),
-        progress=not args.quiet,
-        admin_kit=args.admin_kit,
-        min_silos=args.min_silos,
-        straggler_timeout=args.straggler_timeout,
-    )
+    if args.resume:
+        _resume_alone(args)
+    try:
+        result = fedkit.run(
+            None if args.resume else config_from_args(args),
+            trackers=_trackers(args),
+            progress=not args.quiet,
+            admin_kit=args.admin_kit,
+            resume=args.resume,
+        )
+    except RoundFailedError as exc:
+        if args.json:
+            print(json.dumps({"run_id": exc.run_id, "status": "failed", "error": str(exc)}))
+        raise
     summary = result.summary()
     print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary))
     return 0
@@ -282,11 +301,84 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     if run["summary"]:
         print()
         print(format_summary(run["summary"]))
+        rejected = run["summary"].get("rejected", [])
+        if rejected:
+            print(f"\nrejected updates ({len(rejected)}):")
+            print(format_table(rejected, ["round", "silo", "kind", "reason"]))
     for backend, state in LocalStore().delivery(run["run_id"]).items():
         line = f"tracker {backend}: {state['delivered']} event(s) delivered, {state['pending']} pending"
         print(line + (f" ({state['last_error']}); `fedkit runs sync` delivers them" if state["pending"] else ""))
     if run["error"]:
         print("\nerror:\n" + run["error"])
+    return 0
+
+
+def format_audit_record(record: dict[str, Any]) -> str:
+    """One audit record on one line: sequence number, kind, time, what it says, its hash's first characters.
+
+    Parameters
+    ----------
+    record
+        One audit record as stored.
+    """
+    kind = record["kind"]
+    if kind == "start":
+        what = (
+            f"started by {record['user']} · fedkit {record['versions']['fedkit']} · "
+            f"nvflare {record['versions']['nvflare'] or '-'} · config {record['config_sha256'][:12]} · "
+            + ", ".join(f"{silo} {digest[:12]}" for silo, digest in record["silos"].items())
+        )
+    elif kind == "round":
+        updates = ", ".join(
+            f"{u['silo']} {_fmt(u['norm'])}" + ("" if u["accepted"] else f" REJECTED ({u['reason']})")
+            for u in record["updates"]
+        )
+        what = f"round {record['round']} · norms: {updates or '-'} · params {record['params_sha256'][:12]}"
+    elif kind == "resume":
+        what = f"resumed after round {record['after_round']} by {record['user']}"
+    else:
+        what = f"{record['status']} after round {record['rounds']}" + (
+            f" · {record['error']}" if record.get("error") else ""
+        )
+    return f"{record['seq']:>4}  {kind:<6}  {record['time']}  {what}  [{record['hash'][:12]}]"
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    """``fedkit audit show RUN_ID``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
+    from fedkit.tracking.local import LocalStore
+
+    records = LocalStore().audit_log(args.run_id)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    elif not records:
+        print("This run has no audit log (recorded before fedkit kept one).")
+    else:
+        print("\n".join(format_audit_record(r) for r in records))
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """``fedkit audit verify RUN_ID``: 0 when the chain is intact, 1 naming the first bad record otherwise.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
+    from fedkit.tracking.local import LocalStore
+
+    try:
+        head, count = LocalStore().verify_audit(args.run_id)
+    except AuditError as exc:
+        print(f"fedkit: audit FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"audit log verifies: {count} record(s), head hash {head}")
     return 0
 
 
@@ -469,16 +561,14 @@ def add_run(sub: Subparsers, config_flags: bool) -> None:
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
     run.add_argument("--compact", action="store_true", help="with --json: one line")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue a stopped, interrupted (killed) or failed run from its last checkpoint, with its recorded "
+        "config (no other config flags); it ends exactly as an uninterrupted run would",
+    )
     remote = run.add_argument_group("remote engine (--engine remote)")
     remote.add_argument("--admin-kit", metavar="DIR", help="admin startup kit of the FLARE federation")
-    remote.add_argument("--min-silos", type=int, metavar="N", help="fewest sites a round may aggregate (default: 1)")
-    remote.add_argument(
-        "--straggler-timeout",
-        type=int,
-        metavar="S",
-        help="seconds to wait for the other sites once --min-silos replied; later ones are dropped from the round "
-        "(default: 10)",
-    )
     tracking = run.add_argument_group("tracking (the local store is always on)")
     tracking.add_argument(
         "--tracker",
@@ -599,6 +689,34 @@ def add_runs(sub: Subparsers) -> None:
     compare.set_defaults(func=cmd_runs_compare)
 
 
+def add_audit(sub: Subparsers) -> None:
+    """``fedkit audit show | verify``.
+
+    Parameters
+    ----------
+    sub
+        The ``fedkit`` parser's subcommands.
+    """
+    audit = sub.add_parser(
+        "audit",
+        help="a run's tamper-evident audit log",
+        description="Each run's audit log is a chain of records, each carrying the SHA-256 hash of the one "
+        "before it: who started the run, versions, config hash, data checksums, each round's update norms "
+        "and verdicts, resumes and the end.",
+    )
+    commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    show = commands.add_parser("show", help="print the run's audit records")
+    show.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    show.add_argument("--json", action="store_true", help="print the records as JSON")
+    show.set_defaults(func=cmd_audit_show)
+    verify = commands.add_parser(
+        "verify",
+        help="check the hash chain; exit 1 naming the first edited, removed or reordered record",
+    )
+    verify.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    verify.set_defaults(func=cmd_audit_verify)
+
+
 def add_report(sub: Subparsers) -> None:
     """``fedkit report NOTEBOOK -p NAME VALUE ...``.
 
@@ -648,6 +766,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_data(sub)
     add_remote(sub)
     add_runs(sub)
+    add_audit(sub)
     add_report(sub)
     return parser
 

@@ -111,6 +111,28 @@ class RunConfig:
     )
     rounds: int = field(default=15, metadata=_help("federated rounds"))
     fraction: float = field(default=1.0, metadata=_help("fraction of silos sampled each round, in (0, 1]"))
+    min_silos: int = field(
+        default=1,
+        metadata=_help("fewest silos whose updates a round may aggregate: fewer replies or valid updates fail the run"),
+    )
+    dropout: float = field(
+        default=0.0,
+        metadata=_help("simulated faults: probability that a selected silo vanishes from a round (simulation)"),
+    )
+    straggler_timeout: float | None = field(
+        default=None,
+        metadata=_help(
+            "seconds to wait for the other silos once --min-silos replied; later ones are dropped from the round "
+            "(None: 10 s with the remote engine, no simulated stragglers in the simulation)"
+        ),
+    )
+    max_update_norm: float | None = field(
+        default=None, metadata=_help("reject a silo update whose L2 norm exceeds this (None: no absolute bound)")
+    )
+    max_norm_ratio: float | None = field(
+        default=None,
+        metadata=_help("reject a silo update whose L2 norm exceeds this multiple of the round's median norm"),
+    )
     local_steps: int | None = field(
         default=None,
         metadata=_help(f"optimizer steps per silo per round (default {DEFAULT_LOCAL_STEPS} unless --local-epochs)"),
@@ -404,6 +426,23 @@ def krum_has_enough_silos(config: RunConfig) -> None:
         )
 
 
+def enough_silos_per_round(config: RunConfig) -> None:
+    """A round cannot need more silos (``min_silos``) than it selects.
+
+    Parameters
+    ----------
+    config
+        The config to check.
+    """
+    per_round = 1 if config.strategy == "pooled" else silos_per_round(config.silos or 4, config.fraction)
+    if config.min_silos > per_round:
+        raise ConfigError(
+            f"The 'min_silos' parameter of RunConfig is {config.min_silos} but this run trains {per_round} silo(s) "
+            f"per round (strategy={config.strategy!r}, silos={config.silos or 4}, fraction={config.fraction}). "
+            "Lower min_silos or raise fraction."
+        )
+
+
 def remote_runs_hospitals(config: RunConfig) -> None:
     """The remote engine runs one FLARE site per hospital, and no rows leave a site.
 
@@ -496,9 +535,19 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     ),
     no_personal_baseline,
     krum_has_enough_silos,
+    enough_silos_per_round,
+    OnlyWith("dropout", 0.0, "engine", ("simulation",), "engine='simulation' (remote sites drop out for real)"),
     remote_runs_hospitals,
     own_data,
     secure_sum_only,
+    OnlyWith(
+        "max_norm_ratio",
+        None,
+        "secure_aggregation",
+        (False,),
+        "secure_aggregation=False (under secure aggregation no one sees the updates' median norm)",
+        "Bound the norm with max_update_norm instead (each site checks it), or set secure_aggregation=False.",
+    ),
     *(_strategy_rule(name) for name in HYPERPARAMETERS),
 )
 """Every cross-field rule of RunConfig, in the order they are checked (each raises a ConfigError)."""
@@ -559,6 +608,11 @@ CONSTRAINTS: dict[str, list[Any]] = {
     "engine": [Options(ENGINES)],
     "rounds": [Interval(int, 1, 100_000)],
     "fraction": [Interval(float, 0, 1, closed="right")],
+    "min_silos": [Interval(int, 1, None)],
+    "dropout": [Interval(float, 0, 1, closed="left")],
+    "straggler_timeout": [Interval(float, 0, None, closed="neither"), NONE],
+    "max_update_norm": [Interval(float, 0, None, closed="neither"), NONE],
+    "max_norm_ratio": [Interval(float, 1, None), NONE],
     "local_steps": [Interval(int, 1, None), NONE],
     "local_epochs": [Interval(int, 1, None), NONE],
     "batch_size": [Interval(int, 1, None)],

@@ -306,3 +306,30 @@ def seeds_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.Data
             columns[(label, f"{metric} mean")] = grouped.mean()
             columns[(label, f"{metric} std")] = grouped.std(ddof=0)
     return pd.DataFrame(columns)
+
+
+REJECTION_COLUMNS = ["run", "run_id", "seed", "round", "silo", "kind", "reason"]
+
+
+def rejections_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
+    """Every update that validation left out of a round, one row each (empty when none was).
+
+    ``summaries`` maps a label (e.g. strategy) to run summaries (:meth:`fedkit.result.RunResult.summary`,
+    or a recorded run's ``summary``); each rejected update is listed with its run, seed, round,
+    silo, ``kind`` (see :data:`fedkit.privacy.validation.KINDS`) and reason.
+
+    Parameters
+    ----------
+    summaries
+        A label (e.g. strategy) to run summaries (:meth:`fedkit.result.RunResult.summary`, or a recorded run's
+        ``summary``).
+    """
+    import pandas as pd
+
+    rows = [
+        {"run": label, "run_id": s["run_id"], "seed": s["config"]["seed"], **r}
+        for label, runs in summaries.items()
+        for s in runs
+        for r in s.get("rejected", [])
+    ]
+    return pd.DataFrame(rows, columns=REJECTION_COLUMNS)

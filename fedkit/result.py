@@ -18,7 +18,8 @@ POOLED = "pooled"
 
 
 def _json_float(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
+    """A metric value as JSON carries it: NaN and infinities (never a meaningful score) as null."""
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int], model: str = "global") -> dict[str, Any]:
@@ -49,7 +50,7 @@ def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int], model: 
         "round": last,
         "silos": silos,
         POOLED: block(POOLED),
-        "avg_accuracy": float(np.mean(accuracies)),
+        "avg_accuracy": None if None in accuracies else float(np.mean(accuracies)),
     }
 
 
@@ -117,6 +118,8 @@ class RoundEvent:
         The round's metric rows.
     params
         The new global parameters.
+    notes
+        The run's notes that this round added: rejected updates, dropouts, rejoins.
     """
 
     run_id: str
@@ -124,6 +127,7 @@ class RoundEvent:
     rounds: int
     rows: list[dict[str, Any]]
     params: np.ndarray
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -150,6 +154,9 @@ class RunResult:
         Sentences that explain the numbers (e.g. an undefined AUC).
     scored
         The model the run is scored with: ``"global"`` or ``"personal"``.
+    rejected
+        Every update validation rejected: ``{"round", "silo", "kind", "reason"}``
+        (:mod:`fedkit.privacy.validation`).
     """
 
     run_id: str
@@ -161,6 +168,7 @@ class RunResult:
     data: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     scored: str = "global"
+    rejected: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def history(self) -> pd.DataFrame:
@@ -188,7 +196,7 @@ class RunResult:
         return pd.DataFrame(rows, columns=["silo", "n_test", "loss", "auc", "accuracy"]).set_index("silo")
 
     def summary(self) -> dict[str, Any]:
-        """Exactly what ``fedkit run --json`` prints: run id, config, final metrics, history, notes."""
+        """Exactly what ``fedkit run --json`` prints: run id, config, final metrics, history, notes, rejections."""
         return {
             "run_id": self.run_id,
             "status": self.status,
@@ -197,4 +205,5 @@ class RunResult:
             "final": self.final,
             "history": [{**r, "value": _json_float(r["value"])} for r in self.records],
             "notes": list(self.notes),
+            "rejected": [dict(r) for r in self.rejected],
         }

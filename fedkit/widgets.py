@@ -89,6 +89,7 @@ class ControlPanel:
         self._running = False
         self._thread: threading.Thread | None = None
         self._records: list[dict[str, Any]] = []
+        self._notes: list[str] = []
         self._drawn_at = 0.0
         self._build_fields(base)
         self._build_trackers(trackers)
@@ -98,6 +99,9 @@ class ControlPanel:
             field.observe(self._on_change, names="value")
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
+        self.resume_button.on_click(lambda _: self.resume())
+        self.resume_from.observe(lambda _: self._refresh(), names="value")
+        self._list_resumable()
         self._on_change()
 
     # -- building --------------------------------------------------------------------------------
@@ -163,12 +167,20 @@ class ControlPanel:
         )
         self.run_button.add_class("fedkit-run")
         self.stop_button.add_class("fedkit-stop")
+        resume_tip = "Continue the chosen stopped or interrupted run from its last round (its recorded config)"
+        self.resume_button = w.Button(description="Resume", icon="repeat", disabled=True, tooltip=resume_tip)
+        self.resume_button.add_class("fedkit-resume")
+        self.resume_from = w.Dropdown(options=[("-", None)], value=None, description="resume", layout={"width": "auto"})
+        self.resume_from.style = {"description_width": "52px"}
+        self.resume_from.add_class("fedkit-resume-from")
         self.progress = w.IntProgress(value=0, min=0, max=rounds, description="", bar_style="info")
         self.progress.layout.width = "220px"
         self.counter = w.Label(value=f"round 0/{rounds}")
         self.counter.add_class("fedkit-round-counter")
         self.message = w.HTML()
         self.message.add_class("fedkit-message")
+        self.notes = w.HTML()
+        self.notes.add_class("fedkit-notes")
         self.figure = w.Image(format="png", layout=w.Layout(width="100%", max_width="1140px"))
         self.figure.add_class("fedkit-figure")
         self.table = w.HTML()
@@ -187,7 +199,8 @@ class ControlPanel:
         tracker_row = w.HBox([label, *self.trackers.values()])
         controls = w.HBox([self.run_button, self.stop_button, self.progress, self.counter])
         controls.layout.align_items = "center"
-        panel = w.VBox([grid, tracker_row, controls, self.message, self.figure, self.table])
+        resume_row = w.HBox([self.resume_button, self.resume_from])
+        panel = w.VBox([grid, tracker_row, controls, resume_row, self.message, self.notes, self.figure, self.table])
         panel.add_class("fedkit-panel")
         return panel
 
@@ -262,6 +275,8 @@ class ControlPanel:
             problem = self.problem()
             self.run_button.disabled = bool(problem) or running
             self.stop_button.disabled = not running or self._stop.is_set()
+            self.resume_from.disabled = running
+            self.resume_button.disabled = running or self.resume_from.value is None
             return problem
 
     def problem(self) -> str | None:
@@ -286,11 +301,57 @@ class ControlPanel:
         if problem:
             self._say(problem, "error")
             return None
+        return self._start(self.config())
+
+    def resume(self, run_id: str | None = None) -> threading.Thread | None:
+        """Continue a stopped or interrupted run (default: the one chosen in the panel) in a background thread.
+
+        It runs with its recorded config (shown in the fields) and ends exactly as an uninterrupted
+        run would have (what the Resume button does).
+
+        Parameters
+        ----------
+        run_id
+            The run to resume (default: the one chosen in the panel's list).
+        """
+        from fedkit.config import RunConfig
+        from fedkit.tracking.local import LocalStore
+
+        run_id = run_id or self.resume_from.value
+        if self.running or run_id is None:
+            busy = "A run is in progress; Stop it or wait for it to finish."
+            self._say(busy if self.running else "Choose a stopped or interrupted run to resume.", "error")
+            return None
+        try:
+            store = LocalStore()
+            stored = store.get(run_id)
+            config = RunConfig.from_dict(stored["config"])
+            records = store.history(stored["run_id"])
+        except FedkitError as exc:
+            self._say(str(exc), "error")
+            return None
+        self._show(config)
+        return self._start(config, resume=stored["run_id"], records=records)
+
+    def _show(self, config: RunConfig) -> None:
+        """Set the fields to ``config``'s values (a resumed run's), without starting anything."""
+        epochs = config.local_epochs is not None
+        self.split.value, self.strategy.value, self.rounds.value = config.split, config.strategy, config.rounds
+        self.silos.value, self.alpha.value = config.silos or 4, config.alpha
+        self.local_unit.value = "epochs" if epochs else "steps"
+        self.local_amount.value = config.local_epochs if epochs else config.local_steps
+        self.lr.value, self.batch_size.value, self.optimizer.value = config.lr, config.batch_size, config.optimizer
+        self.weight_decay.value, self.seed.value = config.weight_decay, config.seed
+        self._extra = {k: v for k, v in config.to_dict().items() if k not in _WIDGET_FIELDS}
+
+    def _start(
+        self, config: RunConfig, *, resume: str | None = None, records: list[dict[str, Any]] | None = None
+    ) -> threading.Thread | None:
+        """Start (or resume) a run of ``config`` in the background thread, with fresh curves, counter and notes."""
         from fedkit.config import load_federation
         from fedkit.plots import LiveCurves
         from fedkit.tracking.factory import make_trackers
 
-        config = self.config()
         try:
             trackers = make_trackers(self.selected_trackers())
             federation = load_federation(config)
@@ -299,21 +360,32 @@ class ControlPanel:
             return None
         title = f"{config.strategy} · {config.split} split · seed {config.seed}"
         self.curves = LiveCurves(federation.names, config.rounds, model=config.scored, title=title)
-        self.result, self.error, self._records = None, None, []
+        self.result, self.error, self._records, self._notes = None, None, list(records or []), []
         self._stop.clear()
-        self.progress.max, self.progress.value, self.progress.bar_style = config.rounds, 0, "info"
-        self.counter.value = f"round 0/{config.rounds}"
-        self.table.value = ""
+        done = max((r["round"] for r in self._records), default=0)
+        self.progress.max, self.progress.value, self.progress.bar_style = config.rounds, done, "info"
+        self.counter.value = f"round {done}/{config.rounds}"
+        self.table.value = self.notes.value = ""
         self._draw()
-        self._say(f"Running {title}…", "info")
+        self._say(f"{'Resuming' if resume else 'Running'} {title}…", "info")
         with self._lock:  # the panel shows "running" before the thread can end it
             self._running = True
             self._refresh()
             self._thread = threading.Thread(
-                target=self._work, args=(config, federation, trackers), name="fedkit-run", daemon=True
+                target=self._work, args=(config, federation, trackers, resume), name="fedkit-run", daemon=True
             )
             self._thread.start()
         return self._thread
+
+    def _list_resumable(self) -> None:
+        """Offer the recorded runs that can be resumed (stopped, interrupted, failed), newest first."""
+        from fedkit.api import RESUMABLE
+        from fedkit.tracking.local import LocalStore
+
+        runs = [r for r in LocalStore().list_runs() if r["status"] in RESUMABLE]
+        options = [(f"{r['run_id']} · {r['strategy']} · {r['status']}", r["run_id"]) for r in runs]
+        self.resume_from.options = options or [("no stopped or interrupted run", None)]
+        self.resume_from.value = options[0][1] if options else None
 
     def stop(self) -> None:
         """Ask the run to stop after the current round (what the Stop button does)."""
@@ -334,17 +406,18 @@ class ControlPanel:
             self._thread.join(timeout)
         return self.result
 
-    def _work(self, config: RunConfig, federation: Any, trackers: list[Any]) -> None:
+    def _work(self, config: RunConfig, federation: Any, trackers: list[Any], resume: str | None = None) -> None:
         from fedkit.api import run
 
         try:
             self.result = run(
-                config,
+                None if resume else config,
                 federation=federation,
                 trackers=trackers,
                 callbacks=[self._on_round, *self.callbacks],
                 should_stop=self._stop.is_set,
                 progress=False,
+                resume=resume,
             )
         except BaseException as exc:  # shown in the panel; the run store has it as failed
             self.error = exc
@@ -356,10 +429,13 @@ class ControlPanel:
             self._draw()
             with self._lock:
                 self._running = False
+                self._list_resumable()
                 self._refresh()
 
     def _on_round(self, event: RoundEvent) -> None:
         self._records.extend(event.rows)
+        if event.notes:
+            self._show_notes([*self._notes, *event.notes])
         now = time.monotonic()
         if event.round == event.rounds or now - self._drawn_at >= REDRAW_EVERY_S:
             self._draw()  # before the counter, so "round N/N" means the figure shows round N
@@ -372,20 +448,33 @@ class ControlPanel:
             self.figure.value = self.curves.png()
             self._drawn_at = time.monotonic()
 
+    def _show_notes(self, notes: Sequence[str]) -> None:
+        """List the run's notes (rejected updates, dropouts, undefined AUCs) under the message line."""
+        self._notes = list(notes)
+        items = "".join(f"<li>{html.escape(n)}</li>" for n in self._notes)
+        self.notes.value = f'<ul style="margin:2px 0;color:#6d4c00">{items}</ul>' if items else ""
+
     def _finished(self, result: RunResult) -> None:
         final = result.final
         self.progress.bar_style = "success" if result.status == "finished" else "warning"
         table = result.table().to_html(float_format=lambda v: f"{v:.4f}", na_rep="null", border=0)
         self.table.value = f'<div class="jp-RenderedHTMLCommon">{table}</div>'
+        self._show_notes(result.notes)
+        rejected = f" {len(result.rejected)} update(s) rejected (see the notes)." if result.rejected else ""
         self._say(
             f"Run {result.run_id} {result.status} after round {final.get('round', 0)}: mean accuracy over "
-            f"silos {final['avg_accuracy']:.4f}, pooled AUC {final['pooled']['auc'] or float('nan'):.4f}. "
-            f"Recorded in {', '.join(self.selected_trackers())}.",
+            f"silos {_number(final['avg_accuracy'])}, pooled AUC {_number((final['pooled'] or {}).get('auc'))}."
+            f"{rejected} Recorded in {', '.join(self.selected_trackers())}.",
             "ok",
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+def _number(value: float | None) -> str:
+    """A score for the message line: four decimals, or null (undefined, or from a diverged model)."""
+    return "null" if value is None else f"{value:.4f}"
 
 
 _WIDGET_FIELDS = frozenset(

@@ -44,6 +44,11 @@ BAD = {
     "finetune_steps": 0,
     "backend": "jax",
     "engine": "flower",
+    "min_silos": 0,
+    "dropout": 1.0,
+    "straggler_timeout": 0.0,
+    "max_update_norm": -1.0,
+    "max_norm_ratio": 0.5,
     "data": "a.csv",
     "schema": 3,
     "not_measured": ["chol"],
@@ -79,6 +84,10 @@ def test_wrong_type_is_a_type_error() -> None:
         ({"optimizer": "adam", "momentum": 0.9}, "only applies to optimizer='sgd'"),
         ({"split": "flamby", "silos": 8}, "must be None or 4 with split='flamby'"),
         ({"split": "flamby", "missing": "impute"}, "must be 'drop' or None with split='flamby'"),
+        ({"min_silos": 3, "fraction": 0.5}, "'min_silos' parameter of RunConfig is 3 but this run trains 2 silo"),
+        ({"strategy": "pooled", "min_silos": 2}, "'min_silos' parameter of RunConfig is 2 but this run trains 1"),
+        ({"dropout": 0.2, "engine": "remote"}, "'dropout' parameter of RunConfig only applies to engine='simulation'"),
+        ({"max_norm_ratio": 3.0, "engine": "remote"}, "'max_norm_ratio' parameter of RunConfig only applies to secure"),
     ],
 )
 def test_invalid_combinations_are_explained(kwargs: dict, needle: str) -> None:

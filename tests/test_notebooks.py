@@ -65,7 +65,8 @@ def test_compare_runs_compares_the_last_runs(data_dir, tmp_path) -> None:
 
 
 def test_headless_report_writes_html_with_curves_and_a_final_table(data_dir, tmp_path, capsys) -> None:
-    parameters = "-p rounds 2 -p seeds '[42, 43]' -p strategy fedprox -p hyperparameters '{mu: 0.01, local_steps: 5}'"
+    hyperparameters = "{mu: 0.01, local_steps: 5, max_update_norm: 0.003}"  # below some honest update norms
+    parameters = f"-p rounds 2 -p seeds '[42, 43]' -p strategy fedprox -p hyperparameters '{hyperparameters}'"
     code = main(
         ["report", str(NOTEBOOKS / "04_headless_report.ipynb"), *shlex.split(parameters), "--output-dir", str(tmp_path)]
     )
@@ -76,6 +77,8 @@ def test_headless_report_writes_html_with_curves_and_a_final_table(data_dir, tmp
     assert html.count('src="data:image/png;base64') == 3  # curves, overlay, bars: embedded
     assert "Summary: final test metrics per silo" in html and "switzerland" in html and "fedavg (baseline)" in html
     assert "api.run_seeds" not in html  # code hidden
+    rejected = sum(len(r["summary"]["rejected"]) for r in map(fedkit.load_run, fedkit.runs().run_id))
+    assert rejected and html.count("exceeds max_update_norm=0.003") >= rejected  # the table and the notes
     assert sys.executable in _outputs(executed)  # the kernel is this interpreter
     assert len(fedkit.runs()) == 4  # 2 seeds x (fedprox + fedavg baseline)
 
@@ -89,6 +92,7 @@ def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(da
     assert html.count('src="data:image/png;base64') == 1  # the curves per silo
     assert "Summary: final test metrics per silo" in html and "cleveland" in html
     assert "Compared with the FedAvg baseline" not in html and len(fedkit.runs()) == 1
+    assert "No update was rejected." in html
     assert "without encryption" not in capfd.readouterr().err  # no kernel start-up warning after the report
 
 

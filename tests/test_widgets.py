@@ -82,6 +82,47 @@ def test_stop_mid_run_ends_after_the_round_and_records_stopped(data_dir) -> None
     assert "stopped" in panel.message.value
 
 
+def test_resume_continues_a_stopped_run_to_the_uninterrupted_result(data_dir) -> None:
+    panel = ControlPanel(rounds=4, local_steps=5, strategy="fedavgm")
+    assert panel.resume_button.disabled and panel.resume_from.value is None  # nothing to resume yet
+    panel.callbacks.append(lambda event: event.round == 2 and panel.stop())
+    panel.run_button.click()
+    stopped = panel.wait(RUN_TIMEOUT_S)
+    assert stopped is not None and stopped.status == "stopped"
+    assert panel.resume_from.value == stopped.run_id and not panel.resume_button.disabled  # offered at once
+    panel.callbacks.clear()
+    panel.lr.value = 0.5  # the resumed run takes its recorded config, whatever the fields say
+    panel.resume_button.click()
+    resumed = panel.wait(RUN_TIMEOUT_S)
+    uninterrupted = fedkit.run(fedkit.RunConfig(rounds=4, local_steps=5, strategy="fedavgm"), progress=False)
+    assert resumed is not None and resumed.run_id == stopped.run_id and resumed.status == "finished"
+    assert resumed.params.tobytes() == uninterrupted.params.tobytes()
+    assert panel.lr.value == 0.001 and panel.counter.value == "round 4/4"
+    assert all(len(line.get_xdata()) == 5 for line in panel.curves.axes[0].lines)  # rounds 0-4 drawn
+    assert "finished" in panel.message.value and panel.resume_from.value is None  # finished: no longer offered
+
+
+def test_an_interrupted_run_is_offered_and_rejected_updates_are_listed(data_dir) -> None:
+    import subprocess
+    import sys
+
+    kill_after_round_one = (
+        "import os, signal, fedkit\n"
+        "config = fedkit.RunConfig(rounds=3, local_steps=5, max_norm_ratio=1.1)\n"
+        "die = lambda e: e.round == 1 and os.kill(os.getpid(), signal.SIGKILL)\n"
+        "fedkit.run(config, progress=False, callbacks=[die])"
+    )
+    assert subprocess.run([sys.executable, "-c", kill_after_round_one], timeout=120).returncode == -9
+    (killed,) = fedkit.runs().run_id
+    panel = ControlPanel()
+    assert panel.resume_from.value == killed and "interrupted" in panel.resume_from.label
+    assert panel.resume() is not None
+    result = panel.wait(RUN_TIMEOUT_S)
+    assert result is not None and result.rejected
+    assert panel.notes.value.count("<li>") == len(result.notes) and "was rejected" in panel.notes.value
+    assert f"{len(result.rejected)} update(s) rejected" in panel.message.value
+
+
 def test_kernel_thread_is_free_while_the_run_trains(data_dir) -> None:
     panel = ControlPanel(rounds=30, local_steps=20)
     thread = panel.run()

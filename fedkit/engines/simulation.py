@@ -7,7 +7,7 @@ goes through a trainer: vectorized numpy for the built-in models, per-silo torch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
@@ -17,8 +17,10 @@ import numpy as np
 from fedkit import seeding
 from fedkit.data import preprocess
 from fedkit.data.silos import Federation, Silo
+from fedkit.engines import faults
 from fedkit.engines.base import Evaluation, FitReply, evaluate_silos
 from fedkit.engines.vectorized import split_rows
+from fedkit.errors import RoundFailedError
 from fedkit.privacy.summation import Summation, UpdateSum, read_update_sum, update_vector
 from fedkit.strategies.base import LocalTerm
 from fedkit.training import LocalTraining, batch_plans
@@ -92,6 +94,9 @@ class Trainer(Protocol):
 class SimulationEngine:
     """In-process silos; the batches of silo ``i`` in round ``r`` come from ``stream(seed, SAMPLING, r, i)``.
 
+    Simulated faults follow the remote engine's rules (:mod:`fedkit.engines.faults`); dropouts and rejoins
+    go to ``notes``.
+
     Parameters
     ----------
     federation
@@ -115,6 +120,13 @@ class SimulationEngine:
         runs a one-silo engine with its hospital's index, so it draws the same batches as the simulation.
     summation
         Sums the silos' statistics and updates under secure aggregation, as the remote server does (default: none).
+    dropout
+        Simulated faults: the probability that a selected silo vanishes from a round (it does not train).
+    straggler_timeout
+        Simulated faults: a silo whose simulated time exceeds the ``min_silos``-th fastest one's by more than
+        this many seconds is dropped from the round (None: no stragglers).
+    min_silos
+        The fewest replies a round needs; fewer fail it.
     """
 
     def __init__(
@@ -130,6 +142,9 @@ class SimulationEngine:
         eval_federation: Federation | None = None,
         stream_ids: Sequence[int] | None = None,
         summation: Summation | None = None,
+        dropout: float = 0.0,
+        straggler_timeout: float | None = None,
+        min_silos: int = 1,
     ) -> None:
         self.federation = federation
         self.summation = summation
@@ -147,6 +162,11 @@ class SimulationEngine:
         )
         self._control: dict[int, np.ndarray] = {}
         self._eval_x = np.concatenate([s.x_test for s in self.eval_federation.silos])
+        self.dropout = dropout
+        self.straggler_timeout = straggler_timeout
+        self.min_silos = min_silos
+        self.notes: list[str] = []
+        self._attendance = faults.Attendance()
 
     @property
     def silos(self) -> tuple[str, ...]:
@@ -180,7 +200,39 @@ class SimulationEngine:
     def fit(
         self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
-        """Train ``silos`` from ``params``, adding the strategy's local term; returns one reply per silo."""
+        """Train ``silos`` from ``params``, adding the strategy's local term; one reply per silo that answered.
+
+        Without simulated faults every silo answers. With them, vanished silos do not train, stragglers
+        train but their replies are dropped, each change is noted, and too few replies fail the round.
+        """
+        ids = np.asarray([self._stream_ids[self._index[name]] for name in silos], dtype=np.int64)
+        gone = faults.vanished(self.seed, server_round, ids, self.dropout)
+        replies = self._train(params, server_round, [s for s, g in zip(silos, gone, strict=True) if not g], term)
+        if self.straggler_timeout is not None:
+            trained = np.asarray([self._stream_ids[self._index[r.silo]] for r in replies], dtype=np.int64)
+            times = faults.durations(self.seed, server_round, trained, [r.steps for r in replies])
+            slow = faults.late(times, self.straggler_timeout, self.min_silos)
+            replies = [r for r, is_late in zip(replies, slow, strict=True) if not is_late]
+        answered = [r.silo for r in replies]
+        self.notes += self._attendance.update(server_round, silos, answered, "training")
+        need = min(self.min_silos, len(silos))
+        if len(replies) < max(need, 1):
+            raise RoundFailedError(
+                f"Round {server_round}: only {len(replies)} of {len(silos)} silos answered training "
+                f"({', '.join(answered) or 'none'}) under the simulated faults (dropout={self.dropout}, "
+                f"straggler_timeout={self.straggler_timeout}); the run needs min_silos={self.min_silos}. "
+                "Lower dropout or min_silos, or raise straggler_timeout.",
+                server_round=server_round,
+                silos=tuple(s for s in silos if s not in answered),
+            )
+        return replies
+
+    def _train(
+        self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None
+    ) -> list[FitReply]:
+        """Local training of ``silos`` (all of them answer)."""
+        if not silos:
+            return []
         idx = [self._index[name] for name in silos]
         term = term or LocalTerm()
         corrections = None
@@ -218,6 +270,36 @@ class SimulationEngine:
                 FitReply(silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), local.silos[j], control_delta)
             )
         return replies
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What the silos keep between rounds, for a checkpoint: SCAFFOLD's control variates, personal parameters.
+
+        ``control`` (silos, parameters) holds the control variate of each silo named in ``control_silos``
+        (the silos that have trained); ``personal`` (silos, personal parameters) each silo's personal
+        parameters, in federation order; ``missing`` the silos that dropped out and have not answered
+        since (for the rejoin notes). Fine-tuning keeps nothing: each round fine-tunes a fresh copy of
+        the global model. Stacked, so a thousand silos are a few arrays; copies.
+        """
+        names = self.federation.names
+        trained = sorted(self._control)
+        out = {
+            "control_silos": np.array([names[i] for i in trained], dtype=np.str_),
+            "control": np.array([self._control[i] for i in trained], dtype=np.float32).reshape(
+                len(trained), self._init.size
+            ),
+            "missing": np.array(sorted(self._attendance.missing), dtype=np.str_),
+        }
+        if self.personal is not None:
+            out["personal"] = np.stack([self._own[i] for i in range(len(names))])
+        return out
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Put the silos back in the :meth:`state` they had (the engine's own state is replaced, not merged)."""
+        silos = [self._index[str(name)] for name in state["control_silos"]]
+        self._control = {i: np.array(c) for i, c in zip(silos, state["control"], strict=True)}
+        if self.personal is not None:
+            self._own = {i: np.array(p) for i, p in enumerate(state["personal"])}
+        self._attendance = faults.Attendance({str(s) for s in state["missing"]})
 
     def sum_updates(self, replies: Sequence[FitReply], params: np.ndarray) -> UpdateSum:
         """The replies' :func:`~fedkit.privacy.summation.update_vector` s summed by this engine's secure sum."""
@@ -345,4 +427,18 @@ def make_engine(
         eval_federation=federation,
         stream_ids=stream_ids,
         summation=summation,
+        **simulated_faults(config),
     )
+
+
+def simulated_faults(config: RunConfig) -> dict[str, float | int | None]:
+    """The simulation engine's fault settings of ``config``; none for a remote run's sites (their faults are real).
+
+    Parameters
+    ----------
+    config
+        The run.
+    """
+    if config.engine != "simulation":
+        return {}
+    return {"dropout": config.dropout, "straggler_timeout": config.straggler_timeout, "min_silos": config.min_silos}

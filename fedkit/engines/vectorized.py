@@ -125,14 +125,16 @@ class VectorizedTrainer:
         self._offset = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
 
     def logits(self, params: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Logits of one model (flat parameters) on rows ``x``."""
-        return self._forward(params.astype(np.float32), x).astype(np.float64)
+        """Logits of one model (flat parameters) on rows ``x`` (a diverged model's overflow gives inf: scored null)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._forward(params.astype(np.float32), x).astype(np.float64)
 
     def logits_each(self, params: np.ndarray, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Logits of model ``params[i]`` on rows ``xs[i]`` for every i, in one batched pass."""
         rows = np.concatenate(xs)
         group = np.repeat(np.arange(len(xs)), [len(x) for x in xs])
-        z = self._forward_rows(np.asarray(params, dtype=np.float32)[group], rows).astype(np.float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = self._forward_rows(np.asarray(params, dtype=np.float32)[group], rows).astype(np.float64)
         return split_rows(z, [len(x) for x in xs])
 
     def train(
@@ -176,7 +178,9 @@ class VectorizedTrainer:
         inv_bc1 = [1.0 / (1.0 - b1 ** (t + 1)) for t in range(total_steps)]  # Adam bias corrections, as torch
         sqrt_bc2 = [math.sqrt(1.0 - b2 ** (t + 1)) for t in range(total_steps)]
         grad, sgd, adamw = self._grad, hp.optimizer == "sgd", hp.optimizer == "adamw"
-        with np.errstate(over="ignore"):  # the residual's exp for confident right answers
+        # over: the residual's exp for confident right answers; invalid: a diverging run's inf - inf, which
+        # validation reports (fedkit.privacy.validation) instead of a screen of warnings
+        with np.errstate(over="ignore", invalid="ignore"):
             for s in range(total_steps):  # in-place updates: a few microseconds per operation at this size
                 g, zs[s] = grad(theta, xs[s], sw[s], neg_s[s])
                 if anchor32 is not None:
@@ -220,6 +224,6 @@ class VectorizedTrainer:
                 tmp *= step_lr[s]
                 tmp *= inv_bc1[s]
                 theta -= tmp
-        step_loss = (weights * (np.logaddexp(0, zs) - ys * zs)).sum(axis=2)  # (steps, silos)
-        loss_sum = (step_loss * active[:, :, 0]).sum(axis=0, dtype=np.float64)
+            step_loss = (weights * (np.logaddexp(0, zs) - ys * zs)).sum(axis=2)  # (steps, silos)
+            loss_sum = (step_loss * active[:, :, 0]).sum(axis=0, dtype=np.float64)
         return theta, loss_sum / steps, steps

@@ -1,8 +1,9 @@
 """The local run store: one SQLite file under the fedkit home, the default tracker and source of truth.
 
-Every write is one transaction, so a run is never half-written: a round's metrics are all there or
-none are, and a run that raises is marked ``failed`` with its error. A run whose process died
-without a word (killed) is shown as ``interrupted`` when read back.
+Every write is one transaction, so a run is never half-written: a round's metrics, its checkpoint
+(what resuming the run needs) and its audit records are all there or none are, and a run that raises
+is marked ``failed`` with its error. A run whose process died without a word (killed) is shown as
+``interrupted`` when read back, and ``fedkit run --resume RUN_ID`` continues it from its last round.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedkit._version import __version__
-from fedkit.errors import RunNotFoundError
+from fedkit.errors import ResumeError, RunNotFoundError
 from fedkit.paths import home_dir
 
 SCHEMA = """
@@ -48,6 +49,17 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL,
     PRIMARY KEY (run_id, round, silo, model, split, metric)
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE,
+    round INTEGER NOT NULL,
+    state BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
 CREATE TABLE IF NOT EXISTS outbox (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
     backend TEXT NOT NULL,
@@ -73,6 +85,16 @@ def _now() -> str:
 def _sql_value(value: float | None) -> float | None:
     """A metric value as SQLite keeps it: NaN (an undefined AUC) as NULL."""
     return None if value is None or np.isnan(value) else float(value)
+
+
+def _insert_audit(con: sqlite3.Connection, run_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+    """Append audit records as their canonical JSON (the text their hash is computed over)."""
+    from fedkit.privacy.audit import canonical
+
+    con.executemany(
+        "INSERT INTO audit (run_id, seq, record) VALUES (?, ?, ?)",
+        [(run_id, r["seq"], canonical(r).decode()) for r in records],
+    )
 
 
 def _alive(pid: int | None, host: str | None) -> bool:
@@ -127,6 +149,31 @@ class LocalStore:
             values = [(run_id, *(r[c] for c in HISTORY_COLUMNS[:-1]), _sql_value(r["value"])) for r in rows]
             con.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", values)
 
+    def save_round(
+        self,
+        run_id: str,
+        server_round: int,
+        rows: list[dict[str, Any]],
+        *,
+        checkpoint: bytes | None = None,
+        audit: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """One round in one transaction: its metric rows, the run's checkpoint after it, its audit records."""
+        with self._connect() as con:
+            values = [(run_id, *(r[c] for c in HISTORY_COLUMNS[:-1]), _sql_value(r["value"])) for r in rows]
+            con.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+            if checkpoint is not None:
+                con.execute(
+                    "INSERT OR REPLACE INTO checkpoints (run_id, round, state) VALUES (?, ?, ?)",
+                    (run_id, server_round, checkpoint),
+                )
+            _insert_audit(con, run_id, audit)
+
+    def append_audit(self, run_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append audit records (a run's start, resume or end) in one transaction."""
+        with self._connect() as con:
+            _insert_audit(con, run_id, records)
+
     def end_run(
         self,
         run_id: str,
@@ -143,6 +190,60 @@ class LocalStore:
                 "UPDATE runs SET status = ?, finished_at = ?, summary = ?, params = ?, error = ? WHERE run_id = ?",
                 (status, _now(), None if summary is None else json.dumps(summary), blob, error, run_id),
             )
+
+    def resume_run(self, run_id: str) -> int:
+        """Mark a stopped, interrupted or failed run ``running`` again in this process; returns its checkpoint round.
+
+        Metric rows after the checkpoint (none, as both are written together) are dropped, and so is
+        the run's end event for remote trackers, so the end of the resumed run is delivered anew.
+        """
+        with self._connect() as con:
+            full_id = self._row(con, run_id)["run_id"]
+            found = con.execute("SELECT round FROM checkpoints WHERE run_id = ?", (full_id,)).fetchone()
+            if found is None:
+                raise ResumeError(
+                    f"Run {full_id} has no checkpoint to resume from (recorded before fedkit kept checkpoints, or "
+                    "killed before its first round was stored); start it again with `fedkit run`."
+                )
+            con.execute("DELETE FROM metrics WHERE run_id = ? AND round > ?", (full_id, found[0]))
+            con.execute("DELETE FROM outbox WHERE run_id = ? AND kind = 'end'", (full_id,))
+            con.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, summary = NULL, params = NULL, error = NULL,"
+                " pid = ?, host = ? WHERE run_id = ?",
+                (os.getpid(), socket.gethostname(), full_id),
+            )
+        return int(found[0])
+
+    def checkpoint(self, run_id: str) -> bytes | None:
+        """The run's last checkpoint (see :mod:`fedkit.tracking.checkpoint`), or None when it has none."""
+        with self._connect() as con:
+            full_id = self._row(con, run_id)["run_id"]
+            found = con.execute("SELECT state FROM checkpoints WHERE run_id = ?", (full_id,)).fetchone()
+        return None if found is None else bytes(found[0])
+
+    def audit_log(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's audit records in storage order (by sequence number), as written."""
+        with self._connect() as con:
+            full_id = self._row(con, run_id)["run_id"]
+            rows = con.execute("SELECT record FROM audit WHERE run_id = ? ORDER BY seq", (full_id,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def verify_audit(self, run_id: str) -> tuple[str, int]:
+        """Check the run's audit log (:func:`fedkit.privacy.audit.verify`); returns its head hash and length.
+
+        Raises :class:`~fedkit.errors.AuditError` naming the first edited, removed or reordered record.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
+        """
+        from fedkit.privacy.audit import verify
+
+        run = self.get(run_id)
+        records = self.audit_log(run["run_id"])
+        ended = run["status"] in ("finished", "failed", "stopped")
+        return verify(records, run["run_id"], ended=ended), len(records)
 
     # -- outbox: events for remote trackers, kept until delivered ------------------------------
     def enqueue(
