@@ -108,12 +108,19 @@ def run_round(
     replies = engine.fit(params, server_round, chosen, strategy.local_term(state, params))
     for hook in hooks:
         replies = [hook(server_round, r) for r in replies]
+    params, state = aggregate(strategy, state, params, replies, len(engine.silos))
+    return params, state, fit_rows(server_round, replies) + evaluate_rows(server_round, engine, params, config)
+
+
+def aggregate(
+    strategy: Strategy, state: Any, params: np.ndarray, replies: list[FitReply], n_silos: int
+) -> tuple[np.ndarray, Any]:
+    """The strategy's step from the silos' ``replies`` (of ``n_silos`` in all): new global parameters and state."""
     updates = np.stack([r.params - params for r in replies])
     weights = np.array([r.n_train for r in replies], dtype=np.float64)
     deltas = [r.control_delta for r in replies if r.control_delta is not None]
-    controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
-    params, state = strategy.aggregate(updates, weights, state, params, controls)
-    return params, state, fit_rows(server_round, replies) + evaluate_rows(server_round, engine, params, config)
+    controls = Controls(np.stack(deltas), n_silos) if deltas else None
+    return strategy.aggregate(updates, weights, state, params, controls)
 
 
 class Recorder:

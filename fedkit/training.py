@@ -83,6 +83,24 @@ def batch_plan(
 
 
 @dataclass(frozen=True)
+class TrainJob:
+    """One trainer call as data: silos ``silos`` train from ``starts`` (silos, P) along their batch ``plans``.
+
+    ``hp`` are the local-training hyperparameters; ``prox_mu`` and ``anchor`` FedProx's proximal
+    term, ``corrections`` (silos, P) SCAFFOLD's per-silo gradient corrections. An engine builds it,
+    a trainer runs it: alone, or stacked with the jobs of other runs (a sweep).
+    """
+
+    silos: list[int]
+    starts: np.ndarray
+    plans: list[np.ndarray]
+    hp: LocalTraining
+    prox_mu: float = 0.0
+    anchor: np.ndarray | None = None
+    corrections: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class LocalResult:
     """What a silo's training returns: its new parameters, mean training loss over its steps, and step count."""
 

@@ -7,7 +7,7 @@ goes through a trainer: vectorized numpy for the built-in models, per-silo torch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
@@ -20,12 +20,16 @@ from fedkit.data.silos import Federation, Silo
 from fedkit.engines.base import FitReply, Scores
 from fedkit.engines.vectorized import split_rows
 from fedkit.strategies.base import LocalTerm
-from fedkit.training import LocalTraining, batch_plans
+from fedkit.training import LocalTraining, TrainJob, batch_plans
 
 if TYPE_CHECKING:
     from torch import nn
 
     from fedkit.config import RunConfig
+
+
+PlanFn = Callable[..., list[np.ndarray]]
+"""A function with the signature and results of :func:`fedkit.training.batch_plans`."""
 
 
 class Trainer(Protocol):
@@ -62,7 +66,8 @@ class SimulationEngine:
     fine-tuned copy of the global model. ``eval_federation`` (default: the training one) holds the
     test sets the models are scored on. ``stream_ids`` (default ``0..K-1``) is each silo's index in
     the full federation, for the batch-plan streams: a remote site runs a one-silo engine with its
-    hospital's index, so it draws the same batches as the simulation.
+    hospital's index, so it draws the same batches as the simulation. ``plans`` draws the batch plans
+    (:func:`fedkit.training.batch_plans`; a sweep passes a memoized one, shared by runs of one seed).
     """
 
     def __init__(
@@ -77,8 +82,10 @@ class SimulationEngine:
         finetune_steps: int | None = None,
         eval_federation: Federation | None = None,
         stream_ids: Sequence[int] | None = None,
+        plans: PlanFn = batch_plans,
     ) -> None:
         self.federation = federation
+        self.plans = plans
         self.eval_federation = eval_federation or federation
         self.trainer = trainer
         self.local = local
@@ -106,7 +113,7 @@ class SimulationEngine:
     def _plans(self, kind: int, server_round: int, idx: Sequence[int], steps: int | None = None) -> list[np.ndarray]:
         sizes = [self.federation.silos[i].n_train for i in idx]
         counts = [steps or self.local.n_steps(n) for n in sizes]
-        return batch_plans(
+        return self.plans(
             sizes,
             self.local.batch_size,
             counts,
@@ -127,21 +134,32 @@ class SimulationEngine:
         self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
         """Train ``silos`` from ``params``, adding the strategy's local term; returns one reply per silo."""
-        idx = [self._index[name] for name in silos]
         term = term or LocalTerm()
+        job = self.fit_job(params, server_round, silos, term)
+        term_args = {"prox_mu": job.prox_mu, "anchor": job.anchor, "corrections": job.corrections}
+        trained = self.trainer.train(job.silos, job.starts, job.plans, job.hp, **term_args)
+        return self.fit_replies(job, params, term, trained)
+
+    def fit_job(self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm) -> TrainJob:
+        """The local training :meth:`fit` asks of the trainer: starts, batch plans, proximal term, corrections.
+
+        A sweep collects the jobs of many runs, trains them in one stacked call
+        (:func:`fedkit.engines.vectorized.train_many`) and hands each result to :meth:`fit_replies`.
+        """
+        idx = [self._index[name] for name in silos]
         corrections = None
         if term.control is not None:
             zero = np.zeros_like(params)
             corrections = np.stack([term.control - self._control.get(i, zero) for i in idx])
-        new, losses, steps = self.trainer.train(
-            idx,
-            self._starts(params, idx),
-            self._plans(seeding.SAMPLING, server_round, idx),
-            self.local,
-            prox_mu=term.prox_mu,
-            anchor=term.anchor,
-            corrections=corrections,
-        )
+        plans = self._plans(seeding.SAMPLING, server_round, idx)
+        return TrainJob(idx, self._starts(params, idx), plans, self.local, term.prox_mu, term.anchor, corrections)
+
+    def fit_replies(
+        self, job: TrainJob, params: np.ndarray, term: LocalTerm, trained: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> list[FitReply]:
+        """The replies of ``job``'s silos once trained: silo-side state kept (control variates, personal parameters)."""
+        idx = job.silos
+        new, losses, steps = trained
         local_logits = self.trainer.logits_each(new, [self.federation.silos[i].x_test for i in idx])
         replies = []
         for j, i in enumerate(idx):
@@ -219,11 +237,15 @@ def make_engine(
     model: nn.Module | None = None,
     *,
     stream_ids: Sequence[int] | None = None,
+    trainer: Trainer | None = None,
+    plans: PlanFn = batch_plans,
 ) -> SimulationEngine:
     """The simulation engine ``config`` asks for: trainer, initial parameters, personalization, baselines.
 
     A user ``model`` (any ``torch.nn.Module`` returning logits) always trains on the per-silo path.
     ``stream_ids`` lets a remote site build the engine of its own silo only (its index in the full federation).
+    A sweep passes ``trainer`` (a vectorized trainer over the training silos, shared by the runs of
+    one federation) and ``plans`` (memoized batch plans).
     """
     from fedkit import architectures
     from fedkit.config import personalization
@@ -232,7 +254,7 @@ def make_engine(
     train_fed = pooled_federation(federation) if config.strategy == "pooled" else federation
     shape = {"model": config.model, "n_features": len(federation.features), "hidden": config.hidden}
     if model is None and config.backend == "vectorized":  # no torch import: seconds of a notebook's start-up
-        trainer: Trainer = VectorizedTrainer(train_fed, config.model, config.hidden)
+        trainer = trainer or VectorizedTrainer(train_fed, config.model, config.hidden)
         init = architectures.initial_params(**shape, seed=config.seed)
         head = partial(architectures.personal_mask, **shape)
     else:
@@ -254,4 +276,5 @@ def make_engine(
         finetune_steps=setup.finetune_steps,
         eval_federation=federation,
         stream_ids=stream_ids,
+        plans=plans,
     )

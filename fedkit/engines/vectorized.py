@@ -1,25 +1,34 @@
-"""The vectorized trainer: all selected silos take each local step together, in numpy.
+"""The vectorized trainer: all selected silos take each local step together, in numpy — of one run or of many.
 
 For FLamby's logistic regression and the MLP, per-step Python overhead dominates a torch loop
-(thousands of 4-row batches), so the silos' parameters are stacked (silos, parameters) and one
+(thousands of 4-row batches), so the silos' parameters are stacked (rows, parameters) and one
 step of every silo is a handful of batched array operations with hand-written gradients and
 optimizers that follow torch's update rules (SGD with momentum/weight decay, Adam, AdamW). Rows
-stay in one concatenated array indexed per silo, so memory grows linearly with the number of silos.
+of data stay in one concatenated array indexed per silo, so memory grows linearly with the number
+of silos, and each step gathers only its own batches.
+
+A row need not be a silo of the same run: :func:`train_many` stacks the jobs of many runs (a
+sweep) into one call, with each row's learning rate, optimizer, momentum, weight decay, proximal
+term and SCAFFOLD correction held per row. Every operation acts on each row alone (``np.matvec``
+and ``np.vecmat`` compute row by row, as the batched matmul does), so a run's rows come out bit for
+bit as when the run trains alone.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from fedkit.data.silos import Federation
-from fedkit.training import ADAM_BETAS, ADAM_EPS, LocalTraining
+from fedkit.training import ADAM_BETAS, ADAM_EPS, LocalTraining, TrainJob
 
 GradFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
-MANY_SILOS = 64
+Trained = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""What a training call returns: new parameters (silos, P), mean batch loss and step count per silo."""
 
 
 def _residual(z: np.ndarray, sw: np.ndarray, neg_s: np.ndarray) -> np.ndarray:
@@ -40,13 +49,8 @@ def _logreg(d: int) -> tuple[GradFn, Forward, Forward, bool]:
     """Gradient and forward of logistic regression; rows carry a trailing 1 so ``[w, b]`` is one vector."""
 
     def grad(theta: np.ndarray, xb: np.ndarray, sw: np.ndarray, neg_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if len(theta) < MANY_SILOS:  # batched matmul wins for a few silos, einsum for many
-            z = (xb @ theta[:, :, None])[:, :, 0]
-            r = _residual(z, sw, neg_s)
-            return (r[:, None, :] @ xb)[:, 0, :], z
-        z = np.einsum("kbd,kd->kb", xb, theta)
-        r = _residual(z, sw, neg_s)
-        return np.einsum("kb,kbd->kd", r, xb), z
+        z = np.matvec(xb, theta)  # row by row, as (xb @ theta[:, :, None]) computes it, and faster for many rows
+        return np.vecmat(_residual(z, sw, neg_s), xb), z
 
     def forward(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         return x @ theta[:d] + theta[d]
@@ -93,11 +97,64 @@ def split_rows(values: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
     return [values[end - size : end] for size, end in zip(sizes, ends, strict=True)]
 
 
+@dataclass(frozen=True)
+class RowSettings:
+    """The local-training settings of each stacked row, as float32 columns of shape (rows, 1).
+
+    Rows ``[0, n_sgd)`` take SGD steps (``momentum``, ``weight_decay`` as L2), the others Adam
+    (``weight_decay`` as L2) or AdamW (``decoupled`` decay). ``prox_mu`` and ``anchor`` (rows, P)
+    are FedProx's term, ``corrections`` (rows, P) SCAFFOLD's; None when no row has one.
+    """
+
+    lr: np.ndarray
+    momentum: np.ndarray
+    weight_decay: np.ndarray
+    decoupled: np.ndarray
+    prox_mu: np.ndarray
+    n_sgd: int
+    anchor: np.ndarray | None = None
+    corrections: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, jobs: Sequence[TrainJob]) -> RowSettings:
+        """The settings of ``jobs`` stacked in order (the SGD jobs first), one row per silo of each job."""
+        counts = [len(job.silos) for job in jobs]
+
+        def column(values: Sequence[float]) -> np.ndarray:
+            return np.repeat(np.asarray(values, dtype=np.float32), counts)[:, None]
+
+        def stacked(parts: list[np.ndarray | None], used: bool) -> np.ndarray | None:
+            if not used:
+                return None
+            width = next(p.shape[-1] for p in parts if p is not None)
+            zero = np.zeros((1, width), dtype=np.float32)
+            rows = [np.broadcast_to(zero if p is None else p, (n, width)) for p, n in zip(parts, counts, strict=True)]
+            return np.concatenate(rows).astype(np.float32)
+
+        sgd = [job.hp.optimizer == "sgd" for job in jobs]
+        if sgd != sorted(sgd, reverse=True):
+            raise ValueError("RowSettings.of needs the SGD jobs first")  # train_many orders them
+        wd = [job.hp.weight_decay for job in jobs]
+        adamw = [job.hp.optimizer == "adamw" for job in jobs]
+        anchors = [None if not job.prox_mu else np.asarray(job.anchor)[None, :] for job in jobs]
+        return cls(
+            lr=column([job.hp.lr for job in jobs]),
+            momentum=column([job.hp.momentum for job in jobs]),
+            weight_decay=column([0.0 if w else d for d, w in zip(wd, adamw, strict=True)]),
+            decoupled=column([d if w else 0.0 for d, w in zip(wd, adamw, strict=True)]),
+            prox_mu=column([job.prox_mu for job in jobs]),
+            n_sgd=sum(n for n, s in zip(counts, sgd, strict=True) if s),
+            anchor=stacked(anchors, any(job.prox_mu for job in jobs)),
+            corrections=stacked([job.corrections for job in jobs], any(j.corrections is not None for j in jobs)),
+        )
+
+
 class VectorizedTrainer:
     """Batched local training of FLamby's logistic regression or the MLP over any subset of silos."""
 
     def __init__(self, federation: Federation, model: str, hidden: int) -> None:
         d = len(federation.features)
+        self.shape = (model, d, hidden if model == "mlp" else 0)
         self._grad, self._forward, self._forward_rows, with_ones = _logreg(d) if model == "logreg" else _mlp(d, hidden)
         self._x = np.concatenate([s.x_train for s in federation.silos]).astype(np.float32)
         if with_ones:
@@ -105,6 +162,25 @@ class VectorizedTrainer:
         self._y = np.concatenate([s.y_train for s in federation.silos]).astype(np.float32)
         sizes = [s.n_train for s in federation.silos]
         self._offset = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
+
+    @classmethod
+    def stacked(cls, trainers: Sequence[VectorizedTrainer]) -> tuple[VectorizedTrainer, list[int]]:
+        """One trainer over the rows of every trainer in ``trainers`` (one model shape), and each one's first silo.
+
+        Silo ``i`` of ``trainers[t]`` is silo ``firsts[t] + i`` of the stacked trainer.
+        """
+        shapes = {t.shape for t in trainers}
+        if len(shapes) != 1:
+            raise ValueError(f"stacked trainers need one model shape; got {sorted(shapes)}")
+        table = cls.__new__(cls)
+        table.shape, table._grad = trainers[0].shape, trainers[0]._grad
+        table._forward, table._forward_rows = trainers[0]._forward, trainers[0]._forward_rows
+        table._x = np.concatenate([t._x for t in trainers]) if len(trainers) > 1 else trainers[0]._x
+        table._y = np.concatenate([t._y for t in trainers]) if len(trainers) > 1 else trainers[0]._y
+        rows = np.cumsum([0] + [len(t._y) for t in trainers[:-1]])
+        table._offset = np.concatenate([t._offset + r for t, r in zip(trainers, rows, strict=True)])
+        firsts = np.cumsum([0] + [len(t._offset) for t in trainers[:-1]]).tolist()
+        return table, firsts
 
     def logits(self, params: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Logits of one model (flat parameters) on rows ``x``."""
@@ -127,81 +203,162 @@ class VectorizedTrainer:
         prox_mu: float = 0.0,
         anchor: np.ndarray | None = None,
         corrections: np.ndarray | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> Trained:
         """Train silos ``silos`` from ``starts`` (silos, parameters) along their batch ``plans``.
 
         Returns the new parameters, each silo's mean batch loss, and its step count.
         """
+        job = TrainJob(list(silos), starts, list(plans), hp, prox_mu, anchor, corrections)
+        return self.train_rows(list(silos), starts, plans, RowSettings.of([job]))
+
+    def train_rows(
+        self,
+        silos: Sequence[int],
+        starts: np.ndarray,
+        plans: Sequence[np.ndarray],
+        settings: RowSettings,
+        *,
+        with_loss: bool = True,
+    ) -> Trained:
+        """Train row ``j`` (silo ``silos[j]`` from ``starts[j]`` along ``plans[j]``) with its own ``settings``.
+
+        Returns the new parameters, each row's mean batch loss (NaN without ``with_loss``) and step count.
+        """
         k = len(silos)
         steps = np.array([len(p) for p in plans])
-        total_steps, batch = int(steps.max()), plans[0].shape[1]
+        total_steps, batch = int(steps.max()), max(p.shape[1] for p in plans)
         local = np.full((total_steps, k, batch), -1, dtype=np.int64)  # step-major: each step is contiguous
         for i, plan in enumerate(plans):
-            local[: len(plan), i] = plan
+            local[: len(plan), i, : plan.shape[1]] = plan
         valid = local >= 0
         rows = np.where(valid, local + self._offset[np.asarray(silos)][None, :, None], 0)
         counts = valid.sum(axis=2, keepdims=True)
         weights = (valid / np.maximum(counts, 1)).astype(np.float32)
-        active = (counts > 0).astype(np.float32)  # (steps, silos, 1): 0 after a silo's last step
-        xs, ys = self._x[rows], self._y[rows]  # every batch of the round, gathered once
+        active = (counts > 0).astype(np.float32)  # (steps, rows, 1): 0 after a row's last step
+        ys = self._y[rows]
         neg_s = 2 * ys - 1  # -(1 - 2y): the residual's sign, for every step at once
         sw = -neg_s * weights
-        zs = np.empty((total_steps, k, batch), dtype=np.float32)
-        step_lr = hp.lr * active
+        zs = np.empty((total_steps, k, batch), dtype=np.float32) if with_loss else None
+        xb = np.empty((k, batch, self._x.shape[1]), dtype=np.float32)  # one step's batches, gathered per step
+        step_lr = settings.lr * active
         theta = np.array(starts, dtype=np.float32)
-        anchor32 = None if not prox_mu else np.asarray(anchor, dtype=np.float32)
-        corr32 = None if corrections is None else np.asarray(corrections, dtype=np.float32)
-        wd, momentum, (b1, b2) = hp.weight_decay, hp.momentum, ADAM_BETAS
-        m = np.zeros_like(theta)
-        v = np.zeros_like(theta)
-        tmp = np.empty_like(theta)
-        inv_bc1 = [1.0 / (1.0 - b1 ** (t + 1)) for t in range(total_steps)]  # Adam bias corrections, as torch
-        sqrt_bc2 = [math.sqrt(1.0 - b2 ** (t + 1)) for t in range(total_steps)]
-        grad, sgd, adamw = self._grad, hp.optimizer == "sgd", hp.optimizer == "adamw"
-        with np.errstate(over="ignore"):  # the residual's exp for confident right answers
-            for s in range(total_steps):  # in-place updates: a few microseconds per operation at this size
-                g, zs[s] = grad(theta, xs[s], sw[s], neg_s[s])
-                if anchor32 is not None:
-                    np.subtract(theta, anchor32, out=tmp)
-                    tmp *= prox_mu
-                    g += tmp
-                if corr32 is not None:
-                    g += corr32
-                if sgd:
-                    if wd:
-                        np.multiply(theta, wd, out=tmp)
-                        g += tmp
-                    if momentum:
-                        if s:
-                            m *= momentum
-                            m += g
-                        else:
-                            m[...] = g
-                        g = m
-                    np.multiply(g, step_lr[s], out=tmp)
-                    theta -= tmp
-                    continue
-                if adamw:
-                    np.multiply(step_lr[s], -wd, out=tmp[:, :1])
-                    tmp[:, :1] += 1
-                    theta *= tmp[:, :1]
-                elif wd:
-                    np.multiply(theta, wd, out=tmp)
-                    g += tmp
-                m *= b1
-                np.multiply(g, 1 - b1, out=tmp)
-                m += tmp
-                v *= b2
-                np.multiply(g, g, out=tmp)
-                tmp *= 1 - b2
-                v += tmp
-                np.sqrt(v, out=tmp)
-                tmp /= sqrt_bc2[s]
-                tmp += ADAM_EPS
-                np.divide(m, tmp, out=tmp)
-                tmp *= step_lr[s]
-                tmp *= inv_bc1[s]
-                theta -= tmp
-        step_loss = (weights * (np.logaddexp(0, zs) - ys * zs)).sum(axis=2)  # (steps, silos)
+        _descend(theta, self._grad, self._x, rows, xb, sw, neg_s, step_lr, settings, zs)
+        if zs is None:
+            return theta, np.full(k, np.nan), steps
+        step_loss = (weights * (np.logaddexp(0, zs) - ys * zs)).sum(axis=2)  # (steps, rows)
         loss_sum = (step_loss * active[:, :, 0]).sum(axis=0, dtype=np.float64)
         return theta, loss_sum / steps, steps
+
+
+def _descend(
+    theta: np.ndarray,
+    grad: GradFn,
+    x: np.ndarray,
+    rows: np.ndarray,
+    xb: np.ndarray,
+    sw: np.ndarray,
+    neg_s: np.ndarray,
+    step_lr: np.ndarray,
+    settings: RowSettings,
+    zs: np.ndarray | None,
+) -> None:
+    """Every local step of every row, in place on ``theta``: gradient, proximal and SCAFFOLD terms, optimizer.
+
+    In-place operations on preallocated arrays: a few microseconds each at this size. A setting no
+    row uses costs nothing; a row whose value is 0 among rows that use it gets exactly its plain
+    update (adding ``0 * x``, or momentum ``0 * m``).
+    """
+    total_steps = len(rows)
+    n_sgd = settings.n_sgd
+    b1, b2 = ADAM_BETAS
+    m, v, tmp = np.zeros_like(theta), np.zeros_like(theta), np.empty_like(theta)
+    sgd, adam = slice(0, n_sgd), slice(n_sgd, len(theta))
+    theta_s, m_s, tmp_s = theta[sgd], m[sgd], tmp[sgd]
+    theta_a, m_a, v_a, tmp_a = theta[adam], m[adam], v[adam], tmp[adam]
+    lr_s, lr_a = step_lr[:, sgd], step_lr[:, adam]
+    momentum, wd_s, wd_a = settings.momentum[sgd], settings.weight_decay[sgd], settings.weight_decay[adam]
+    neg_decoupled = -settings.decoupled[adam]
+    use_momentum, use_wd_s = bool(momentum.any()), bool(wd_s.any())
+    use_wd_a, use_decoupled = bool(wd_a.any()), bool(neg_decoupled.any())
+    prox = settings.prox_mu if settings.anchor is not None else None
+    inv_bc1 = [1.0 / (1.0 - b1 ** (t + 1)) for t in range(total_steps)]  # Adam bias corrections, as torch
+    sqrt_bc2 = [math.sqrt(1.0 - b2 ** (t + 1)) for t in range(total_steps)]
+    with np.errstate(over="ignore"):  # the residual's exp for confident right answers
+        for s in range(total_steps):
+            np.take(x, rows[s], axis=0, out=xb)
+            g, z = grad(theta, xb, sw[s], neg_s[s])
+            if zs is not None:
+                zs[s] = z
+            if prox is not None:
+                np.subtract(theta, settings.anchor, out=tmp)
+                tmp *= prox
+                g += tmp
+            if settings.corrections is not None:
+                g += settings.corrections
+            if n_sgd:
+                g_s = g[sgd]
+                if use_wd_s:
+                    np.multiply(theta_s, wd_s, out=tmp_s)
+                    g_s += tmp_s
+                if use_momentum:
+                    if s:
+                        m_s *= momentum
+                        m_s += g_s
+                    else:
+                        m_s[...] = g_s
+                    g_s = m_s
+                np.multiply(g_s, lr_s[s], out=tmp_s)
+                theta_s -= tmp_s
+            if n_sgd == len(theta):
+                continue
+            g_a = g[adam]
+            if use_decoupled:  # AdamW: theta *= 1 - lr * wd, before the Adam step
+                factor = tmp_a[:, :1]
+                np.multiply(lr_a[s], neg_decoupled, out=factor)
+                factor += 1
+                theta_a *= factor
+            if use_wd_a:
+                np.multiply(theta_a, wd_a, out=tmp_a)
+                g_a += tmp_a
+            m_a *= b1
+            np.multiply(g_a, 1 - b1, out=tmp_a)
+            m_a += tmp_a
+            v_a *= b2
+            np.multiply(g_a, g_a, out=tmp_a)
+            tmp_a *= 1 - b2
+            v_a += tmp_a
+            np.sqrt(v_a, out=tmp_a)
+            tmp_a /= sqrt_bc2[s]
+            tmp_a += ADAM_EPS
+            np.divide(m_a, tmp_a, out=tmp_a)
+            tmp_a *= lr_a[s]
+            tmp_a *= inv_bc1[s]
+            theta_a -= tmp_a
+
+
+def train_many(entries: Sequence[tuple[VectorizedTrainer, TrainJob]], *, with_loss: bool = True) -> list[Trained]:
+    """Every job, on its own trainer's silos, in as few stacked calls as possible; one result per entry, in order.
+
+    Jobs of one model shape, batch size and step count share a call (a sweep: every run of a round);
+    within it the rows of SGD jobs come first. Each job's result equals ``trainer.train`` of it alone.
+    """
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, (trainer, job) in enumerate(entries):
+        key = (trainer.shape, max(p.shape[1] for p in job.plans), max(len(p) for p in job.plans))
+        groups.setdefault(key, []).append(i)
+    out: list[Trained | None] = [None] * len(entries)
+    for members in groups.values():
+        members.sort(key=lambda i: entries[i][1].hp.optimizer != "sgd")  # stable: SGD rows first
+        trainers = list({id(entries[i][0]): entries[i][0] for i in members}.values())
+        table, firsts = VectorizedTrainer.stacked(trainers)
+        first = {id(t): f for t, f in zip(trainers, firsts, strict=True)}
+        jobs = [entries[i][1] for i in members]
+        silos = [first[id(entries[i][0])] + s for i in members for s in entries[i][1].silos]
+        starts = np.concatenate([job.starts for job in jobs])
+        plans = [plan for job in jobs for plan in job.plans]
+        theta, loss, steps = table.train_rows(silos, starts, plans, RowSettings.of(jobs), with_loss=with_loss)
+        sizes = [len(job.silos) for job in jobs]
+        parts = zip(split_rows(theta, sizes), split_rows(loss, sizes), split_rows(steps, sizes), strict=True)
+        for i, part in zip(members, parts, strict=True):
+            out[i] = part
+    return out  # type: ignore[return-value]  # every entry is in one group
