@@ -88,7 +88,8 @@ def evaluate_rows(server_round: int, engine: Engine, params: np.ndarray, config:
 def fit_rows(server_round: int, replies: list[FitReply]) -> list[dict[str, Any]]:
     """Local-model metrics: train loss of the local update, and test metrics on the silo's own test set."""
     rows = [metric_rows(server_round, "local", "train", r.silo, {"loss": r.train_loss})[0] for r in replies]
-    return rows + score_rows(server_round, "local", [r.local_test for r in replies], pooled=False)
+    scores = [r.local_test for r in replies if r.local_test is not None]
+    return rows + score_rows(server_round, "local", scores, pooled=False)
 
 
 def run_round(
@@ -182,6 +183,15 @@ class Recorder:
             t.end_run(self.run_id, "failed", error=traceback.format_exc())
 
 
+def strategy_of(config: RunConfig) -> Strategy:
+    """The strategy a run of ``config`` aggregates with: its own, or FedAvg for a baseline.
+
+    ``pooled`` trains one silo and ``local`` shares nothing, so FedAvg's average is a no-op for both.
+    """
+    baseline = config.strategy in BASELINES
+    return make_strategy("fedavg" if baseline else config.strategy, **config.strategy_options)
+
+
 def run(
     config: RunConfig,
     federation: Federation,
@@ -202,8 +212,7 @@ def run(
     """
     from fedkit.progress import progress_bar
 
-    baseline = config.strategy in BASELINES  # pooled: one silo; local: nothing shared — FedAvg is a no-op
-    strategy = make_strategy("fedavg" if baseline else config.strategy, **config.strategy_options)
+    strategy = strategy_of(config)
     recorder = Recorder(config, federation, trackers, callbacks)
     recorder.start()
     params = engine.initial_params()

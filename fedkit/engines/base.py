@@ -25,7 +25,8 @@ class FitReply:
     """What one silo returns from a round.
 
     Its local parameters (personal coordinates replaced by the global ones), train size, mean train
-    loss, step count, its local model's scores on its own test set, and SCAFFOLD's control delta.
+    loss, step count, its local model's scores on its own test set (None when not asked for: a
+    sweep that records only final evaluations), and SCAFFOLD's control delta.
     """
 
     silo: str
@@ -33,7 +34,7 @@ class FitReply:
     n_train: int
     train_loss: float
     steps: int
-    local_test: Scores
+    local_test: Scores | None
     control_delta: np.ndarray | None = None
 
 

@@ -155,15 +155,24 @@ class SimulationEngine:
         return TrainJob(idx, self._starts(params, idx), plans, self.local, term.prox_mu, term.anchor, corrections)
 
     def fit_replies(
-        self, job: TrainJob, params: np.ndarray, term: LocalTerm, trained: tuple[np.ndarray, np.ndarray, np.ndarray]
+        self,
+        job: TrainJob,
+        params: np.ndarray,
+        term: LocalTerm,
+        trained: tuple[np.ndarray, np.ndarray, np.ndarray],
+        *,
+        score_local: bool = True,
     ) -> list[FitReply]:
-        """The replies of ``job``'s silos once trained: silo-side state kept (control variates, personal parameters)."""
+        """The replies of ``job``'s silos once trained: silo-side state kept (control variates, personal parameters).
+
+        Without ``score_local`` the replies carry no scores of the local models (nothing records them).
+        """
         idx = job.silos
         new, losses, steps = trained
-        local_logits = self.trainer.logits_each(new, [self.federation.silos[i].x_test for i in idx])
+        silos = [self.federation.silos[i] for i in idx]
+        local_logits = self.trainer.logits_each(new, [s.x_test for s in silos]) if score_local else None
         replies = []
-        for j, i in enumerate(idx):
-            silo = self.federation.silos[i]
+        for j, (i, silo) in enumerate(zip(idx, silos, strict=True)):
             local_model = new[j]
             control_delta = None
             if term.control is not None:
@@ -176,7 +185,7 @@ class SimulationEngine:
             if self.personal is not None:
                 self._own[i] = local_model[self.personal].copy()
                 sent[self.personal] = params[self.personal]  # personal parameters stay on the silo
-            scores = Scores(silo.name, silo.y_test, local_logits[j])
+            scores = None if local_logits is None else Scores(silo.name, silo.y_test, local_logits[j])
             replies.append(
                 FitReply(silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), scores, control_delta)
             )

@@ -223,117 +223,149 @@ class VectorizedTrainer:
         """Train row ``j`` (silo ``silos[j]`` from ``starts[j]`` along ``plans[j]``) with its own ``settings``.
 
         Returns the new parameters, each row's mean batch loss (NaN without ``with_loss``) and step count.
+        Steps go in blocks of about :data:`BLOCK_ENTRIES` batch entries, so memory does not grow with
+        the number of steps.
         """
         k = len(silos)
         steps = np.array([len(p) for p in plans])
         total_steps, batch = int(steps.max()), max(p.shape[1] for p in plans)
-        local = np.full((total_steps, k, batch), -1, dtype=np.int64)  # step-major: each step is contiguous
-        for i, plan in enumerate(plans):
-            local[: len(plan), i, : plan.shape[1]] = plan
-        valid = local >= 0
-        rows = np.where(valid, local + self._offset[np.asarray(silos)][None, :, None], 0)
-        counts = valid.sum(axis=2, keepdims=True)
-        weights = (valid / np.maximum(counts, 1)).astype(np.float32)
-        active = (counts > 0).astype(np.float32)  # (steps, rows, 1): 0 after a row's last step
-        ys = self._y[rows]
-        neg_s = 2 * ys - 1  # -(1 - 2y): the residual's sign, for every step at once
-        sw = -neg_s * weights
-        zs = np.empty((total_steps, k, batch), dtype=np.float32) if with_loss else None
-        xb = np.empty((k, batch, self._x.shape[1]), dtype=np.float32)  # one step's batches, gathered per step
-        step_lr = settings.lr * active
+        offsets = self._offset[np.asarray(silos)][None, :, None]
         theta = np.array(starts, dtype=np.float32)
-        _descend(theta, self._grad, self._x, rows, xb, sw, neg_s, step_lr, settings, zs)
-        if zs is None:
+        descent = Descent(theta, settings, total_steps)
+        xb = np.empty((k, batch, self._x.shape[1]), dtype=np.float32)  # one step's batches, gathered per step
+        loss_sum = np.zeros(k)
+        block = max(1, BLOCK_ENTRIES // (k * batch))
+        for first in range(0, total_steps, block):
+            local = _plan_block(plans, first, min(first + block, total_steps), batch)
+            valid = local >= 0
+            rows = local + offsets
+            rows[~valid] = 0
+            counts = valid.sum(axis=2, keepdims=True)
+            weights = valid * (1.0 / np.maximum(counts, 1)).astype(np.float32)
+            active = (counts > 0).astype(np.float32)  # (steps, rows, 1): 0 after a row's last step
+            ys = self._y[rows]
+            neg_s = 2 * ys - 1  # -(1 - 2y): the residual's sign, for every step at once
+            sw = -neg_s * weights
+            zs = np.empty(local.shape, dtype=np.float32) if with_loss else None
+            descent.run(first, self._grad, self._x, rows, xb, sw, neg_s, settings.lr * active, zs)
+            if zs is not None:
+                step_loss = (weights * (np.logaddexp(0, zs) - ys * zs)).sum(axis=2)  # (steps, rows)
+                # summed step after step in float64, as one sum over all steps would
+                loss_sum = np.vstack([loss_sum[None, :], step_loss * active[:, :, 0]]).sum(axis=0, dtype=np.float64)
+        if not with_loss:
             return theta, np.full(k, np.nan), steps
-        step_loss = (weights * (np.logaddexp(0, zs) - ys * zs)).sum(axis=2)  # (steps, rows)
-        loss_sum = (step_loss * active[:, :, 0]).sum(axis=0, dtype=np.float64)
         return theta, loss_sum / steps, steps
 
 
-def _descend(
-    theta: np.ndarray,
-    grad: GradFn,
-    x: np.ndarray,
-    rows: np.ndarray,
-    xb: np.ndarray,
-    sw: np.ndarray,
-    neg_s: np.ndarray,
-    step_lr: np.ndarray,
-    settings: RowSettings,
-    zs: np.ndarray | None,
-) -> None:
-    """Every local step of every row, in place on ``theta``: gradient, proximal and SCAFFOLD terms, optimizer.
+BLOCK_ENTRIES = 1 << 20
+"""Batch entries (steps × rows × batch size) prepared at once by :meth:`VectorizedTrainer.train_rows`."""
 
-    In-place operations on preallocated arrays: a few microseconds each at this size. A setting no
-    row uses costs nothing; a row whose value is 0 among rows that use it gets exactly its plain
-    update (adding ``0 * x``, or momentum ``0 * m``).
+
+def _plan_block(plans: Sequence[np.ndarray], first: int, stop: int, batch: int) -> np.ndarray:
+    """Steps ``first:stop`` of every plan, step-major (steps, rows, batch), ``-1`` past a plan's end or batch."""
+    if all(len(p) >= stop and p.shape[1] == batch for p in plans):
+        return np.stack([p[first:stop] for p in plans], axis=1)
+    local = np.full((stop - first, len(plans), batch), -1, dtype=np.int64)
+    for i, plan in enumerate(plans):
+        part = plan[first:stop]
+        local[: len(part), i, : plan.shape[1]] = part
+    return local
+
+
+class Descent:
+    """The optimizer state of a stacked training call, and its steps, in place on ``theta`` (rows, P).
+
+    SGD rows keep a momentum buffer, Adam/AdamW rows their moments; both persist across
+    :meth:`run` calls, which take consecutive blocks of steps. In-place operations on
+    preallocated arrays: a few microseconds each at this size. A setting no row uses costs
+    nothing; a row whose value is 0 among rows that use it gets exactly its plain update
+    (adding ``0 * x``, or momentum ``0 * m``).
     """
-    total_steps = len(rows)
-    n_sgd = settings.n_sgd
-    b1, b2 = ADAM_BETAS
-    m, v, tmp = np.zeros_like(theta), np.zeros_like(theta), np.empty_like(theta)
-    sgd, adam = slice(0, n_sgd), slice(n_sgd, len(theta))
-    theta_s, m_s, tmp_s = theta[sgd], m[sgd], tmp[sgd]
-    theta_a, m_a, v_a, tmp_a = theta[adam], m[adam], v[adam], tmp[adam]
-    lr_s, lr_a = step_lr[:, sgd], step_lr[:, adam]
-    momentum, wd_s, wd_a = settings.momentum[sgd], settings.weight_decay[sgd], settings.weight_decay[adam]
-    neg_decoupled = -settings.decoupled[adam]
-    use_momentum, use_wd_s = bool(momentum.any()), bool(wd_s.any())
-    use_wd_a, use_decoupled = bool(wd_a.any()), bool(neg_decoupled.any())
-    prox = settings.prox_mu if settings.anchor is not None else None
-    inv_bc1 = [1.0 / (1.0 - b1 ** (t + 1)) for t in range(total_steps)]  # Adam bias corrections, as torch
-    sqrt_bc2 = [math.sqrt(1.0 - b2 ** (t + 1)) for t in range(total_steps)]
-    with np.errstate(over="ignore"):  # the residual's exp for confident right answers
-        for s in range(total_steps):
-            np.take(x, rows[s], axis=0, out=xb)
-            g, z = grad(theta, xb, sw[s], neg_s[s])
-            if zs is not None:
-                zs[s] = z
-            if prox is not None:
-                np.subtract(theta, settings.anchor, out=tmp)
-                tmp *= prox
-                g += tmp
-            if settings.corrections is not None:
-                g += settings.corrections
-            if n_sgd:
-                g_s = g[sgd]
-                if use_wd_s:
-                    np.multiply(theta_s, wd_s, out=tmp_s)
-                    g_s += tmp_s
-                if use_momentum:
-                    if s:
-                        m_s *= momentum
-                        m_s += g_s
-                    else:
-                        m_s[...] = g_s
-                    g_s = m_s
-                np.multiply(g_s, lr_s[s], out=tmp_s)
-                theta_s -= tmp_s
-            if n_sgd == len(theta):
-                continue
-            g_a = g[adam]
-            if use_decoupled:  # AdamW: theta *= 1 - lr * wd, before the Adam step
-                factor = tmp_a[:, :1]
-                np.multiply(lr_a[s], neg_decoupled, out=factor)
-                factor += 1
-                theta_a *= factor
-            if use_wd_a:
-                np.multiply(theta_a, wd_a, out=tmp_a)
-                g_a += tmp_a
-            m_a *= b1
-            np.multiply(g_a, 1 - b1, out=tmp_a)
-            m_a += tmp_a
-            v_a *= b2
-            np.multiply(g_a, g_a, out=tmp_a)
-            tmp_a *= 1 - b2
-            v_a += tmp_a
-            np.sqrt(v_a, out=tmp_a)
-            tmp_a /= sqrt_bc2[s]
-            tmp_a += ADAM_EPS
-            np.divide(m_a, tmp_a, out=tmp_a)
-            tmp_a *= lr_a[s]
-            tmp_a *= inv_bc1[s]
-            theta_a -= tmp_a
+
+    def __init__(self, theta: np.ndarray, settings: RowSettings, total_steps: int) -> None:
+        self.theta, self.settings = theta, settings
+        n, b1, b2 = settings.n_sgd, *ADAM_BETAS
+        self.m, self.v, self.tmp = np.zeros_like(theta), np.zeros_like(theta), np.empty_like(theta)
+        self.sgd, self.adam = slice(0, n), slice(n, len(theta))
+        self.momentum, self.wd_s = settings.momentum[self.sgd], settings.weight_decay[self.sgd]
+        self.wd_a, self.neg_decoupled = settings.weight_decay[self.adam], -settings.decoupled[self.adam]
+        self.inv_bc1 = [1.0 / (1.0 - b1 ** (t + 1)) for t in range(total_steps)]  # Adam bias corrections, as torch
+        self.sqrt_bc2 = [math.sqrt(1.0 - b2 ** (t + 1)) for t in range(total_steps)]
+
+    def run(
+        self,
+        first: int,
+        grad: GradFn,
+        x: np.ndarray,
+        rows: np.ndarray,
+        xb: np.ndarray,
+        sw: np.ndarray,
+        neg_s: np.ndarray,
+        step_lr: np.ndarray,
+        zs: np.ndarray | None,
+    ) -> None:
+        """Steps ``first, first + 1, ...``, one per leading entry of ``rows``; each gathers its batches into ``xb``."""
+        theta, settings, tmp = self.theta, self.settings, self.tmp
+        sgd, adam = self.sgd, self.adam
+        theta_s, m_s, tmp_s = theta[sgd], self.m[sgd], tmp[sgd]
+        theta_a, m_a, v_a, tmp_a = theta[adam], self.m[adam], self.v[adam], tmp[adam]
+        lr_s, lr_a = step_lr[:, sgd], step_lr[:, adam]
+        use_momentum, use_wd_s = bool(self.momentum.any()), bool(self.wd_s.any())
+        use_wd_a, use_decoupled = bool(self.wd_a.any()), bool(self.neg_decoupled.any())
+        prox = settings.prox_mu if settings.anchor is not None else None
+        n_sgd, b1, b2 = settings.n_sgd, *ADAM_BETAS
+        with np.errstate(over="ignore"):  # the residual's exp for confident right answers
+            for i in range(len(rows)):
+                s = first + i
+                np.take(x, rows[i], axis=0, out=xb)
+                g, z = grad(theta, xb, sw[i], neg_s[i])
+                if zs is not None:
+                    zs[i] = z
+                if prox is not None:
+                    np.subtract(theta, settings.anchor, out=tmp)
+                    tmp *= prox
+                    g += tmp
+                if settings.corrections is not None:
+                    g += settings.corrections
+                if n_sgd:
+                    g_s = g[sgd]
+                    if use_wd_s:
+                        np.multiply(theta_s, self.wd_s, out=tmp_s)
+                        g_s += tmp_s
+                    if use_momentum:
+                        if s:
+                            m_s *= self.momentum
+                            m_s += g_s
+                        else:
+                            m_s[...] = g_s
+                        g_s = m_s
+                    np.multiply(g_s, lr_s[i], out=tmp_s)
+                    theta_s -= tmp_s
+                if n_sgd == len(theta):
+                    continue
+                g_a = g[adam]
+                if use_decoupled:  # AdamW: theta *= 1 - lr * wd, before the Adam step
+                    factor = tmp_a[:, :1]
+                    np.multiply(lr_a[i], self.neg_decoupled, out=factor)
+                    factor += 1
+                    theta_a *= factor
+                if use_wd_a:
+                    np.multiply(theta_a, self.wd_a, out=tmp_a)
+                    g_a += tmp_a
+                m_a *= b1
+                np.multiply(g_a, 1 - b1, out=tmp_a)
+                m_a += tmp_a
+                v_a *= b2
+                np.multiply(g_a, g_a, out=tmp_a)
+                tmp_a *= 1 - b2
+                v_a += tmp_a
+                np.sqrt(v_a, out=tmp_a)
+                tmp_a /= self.sqrt_bc2[s]
+                tmp_a += ADAM_EPS
+                np.divide(m_a, tmp_a, out=tmp_a)
+                tmp_a *= lr_a[i]
+                tmp_a *= self.inv_bc1[s]
+                theta_a -= tmp_a
 
 
 def train_many(entries: Sequence[tuple[VectorizedTrainer, TrainJob]], *, with_loss: bool = True) -> list[Trained]:
@@ -344,7 +376,7 @@ def train_many(entries: Sequence[tuple[VectorizedTrainer, TrainJob]], *, with_lo
     """
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, (trainer, job) in enumerate(entries):
-        key = (trainer.shape, max(p.shape[1] for p in job.plans), max(len(p) for p in job.plans))
+        key = (trainer.shape, job.hp.batch_size, max(map(len, job.plans)))
         groups.setdefault(key, []).append(i)
     out: list[Trained | None] = [None] * len(entries)
     for members in groups.values():
