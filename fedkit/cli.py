@@ -44,18 +44,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """RunConfig from defaults < ``--preset NAME`` < ``--config FILE`` < explicit flags."""
-    from fedkit.config import RunConfig, read_config_file
+    from fedkit.config import RunConfig, read_config_file, with_changes
     from fedkit.presets import preset
 
     values: dict[str, Any] = preset(args.preset) if args.preset else {}
     values.update(read_config_file(args.config) if args.config else {})
     names = {f.name for f in fields(RunConfig)}
     explicit = {k: v for k, v in vars(args).items() if k in names}
-    if "local_epochs" in explicit and "local_steps" not in explicit:
-        values.pop("local_steps", None)  # --local-epochs replaces steps from the file
-    if "local_steps" in explicit and "local_epochs" not in explicit:
-        values.pop("local_epochs", None)
-    return RunConfig.from_dict({**values, **explicit})
+    return RunConfig.from_dict(with_changes(values, explicit))  # --local-epochs replaces steps from the file
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

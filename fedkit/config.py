@@ -155,6 +155,20 @@ class RunConfig:
         return cls.from_dict(read_config_file(path))
 
 
+def with_changes(values: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (RunConfig fields) with ``changes``; changing ``local_steps`` or ``local_epochs`` unsets the other.
+
+    The two say one budget two ways, so a preset's ``local_steps`` gives way to a flag's ``--local-epochs``
+    (and a sweep's grid value to its base) instead of clashing with it.
+    """
+    out = dict(values)
+    for name, other in (("local_epochs", "local_steps"), ("local_steps", "local_epochs")):
+        if name in changes and other not in changes:
+            out.pop(other, None)
+    out.update(changes)
+    return out
+
+
 def scored_model(config: Mapping[str, Any]) -> str:
     """The model a run of ``config`` (RunConfig fields, e.g. a recorded run's) is scored with: personal or global.
 
