@@ -12,7 +12,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from fedkit._version import __version__
-from fedkit.errors import FedkitError
+from fedkit.errors import ConfigError, FedkitError
 from fedkit.presets import PRESETS
 from fedkit.tracking.registry import BACKENDS
 
@@ -116,6 +116,95 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     summary = result.summary()
     print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary))
+    return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"42-46"`` -> [42, ..., 46]; ``"42,43,50"`` and ``"42-44,50"`` likewise (``--seeds``)."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
+    except ValueError:
+        raise ConfigError(f"--seeds takes ints and ranges, e.g. 42-46 or 42,43,50; got {text!r}.") from None
+    return seeds
+
+
+def parse_grid(pairs: Sequence[str]) -> dict[str, list[Any]]:
+    """``["lr=0.001,0.01", "strategy=fedavg,fedprox"]`` -> ``{"lr": [0.001, 0.01], "strategy": [...]}``.
+
+    Each value is read as its RunConfig field's type; ``none`` is None for a field that may be unset.
+    """
+    from fedkit.config import RunConfig
+
+    kinds = {f.name: str(f.type) for f in fields(RunConfig)}
+    grid: dict[str, list[Any]] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip().lstrip("-").replace("-", "_")
+        if not sep or not text:
+            raise ConfigError(f"--grid takes FIELD=VALUE,VALUE,... e.g. --grid lr=0.001,0.01; got {pair!r}.")
+        if name not in kinds:
+            raise ConfigError(f"--grid {pair!r}: RunConfig has no field {name!r} (`fedkit sweep --help` lists them).")
+        base = kinds[name].split("|")[0].strip()
+        values: list[Any] = []
+        for word in text.split(","):
+            word = word.strip()
+            if word.lower() == "none" and "None" in kinds[name]:
+                values.append(None)
+            elif base == "bool":
+                values.append(word.lower() in ("true", "yes", "1"))
+            else:
+                try:
+                    values.append(_TYPES[base](word))
+                except ValueError:
+                    raise ConfigError(
+                        f"--grid {name}: {word!r} is not {'an' if base == 'int' else 'a'} {base}."
+                    ) from None
+        grid[name] = values
+    return grid
+
+
+def format_sweep(result: Any) -> str:
+    """The readable report of ``fedkit sweep``: the table (best row starred), the best configuration, notes."""
+    table = result.table
+    grid = list(dict.fromkeys(k for c in result.configurations for k in c))
+    rows = []
+    for i, row in table.iterrows():
+        line = {"": "*" if i == result.best else "", **{k: row.get(k) for k in grid}, "runs": row["runs"]}
+        for score in ("avg_accuracy", "pooled_auc"):
+            mean, std = row[f"{score}_mean"], row[f"{score}_std"]
+            line[score] = f"{mean:.4f}" + ("" if math.isnan(std) else f" ± {std:.4f}")
+        rows.append(line)
+    best = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in result.best_fields.items())
+    lines = [
+        f"sweep {result.sweep_id} · {len(table)} configurations · {len(result.runs)} runs · scored on "
+        f"{result.scored_on} sets (mean ± std over seeds {', '.join(map(str, result.seeds))})",
+        "",
+        format_table(rows, ["", *grid, "runs", "avg_accuracy", "pooled_auc"]),
+        "",
+        f"best by {result.scored_on} {result.metric}: {best or '(the base config)'}",
+    ]
+    return "\n".join(lines + [f"note: {n}" for n in result.notes])
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``fedkit sweep``."""
+    import fedkit
+
+    result = fedkit.sweep(
+        config_from_args(args),
+        parse_grid(args.grid),
+        seeds=parse_seeds(args.seeds),
+        folds=args.folds,
+        metric=args.metric,
+        trackers=_trackers(args),
+        history=args.history,
+        progress=not args.quiet,
+        keep_results=False,
+    )
+    print(json.dumps(result.summary(), indent=None if args.compact else 2) if args.json else format_sweep(result))
     return 0
 
 
@@ -354,6 +443,55 @@ def add_run(sub: Subparsers, config_flags: bool) -> None:
     run.set_defaults(func=cmd_run)
 
 
+def add_sweep(sub: Subparsers, config_flags: bool) -> None:
+    """``fedkit sweep``: a grid of RunConfig values × seeds (× folds) as one job; the RunConfig flags set the base."""
+    sweep = sub.add_parser(
+        "sweep",
+        help="every combination of a grid × seeds as one stacked job, with a table of mean ± std per configuration",
+        description="Run every combination of the --grid values on top of the base configuration (--preset, "
+        "--config and the RunConfig flags), for each seed and, with --folds, on validation folds of each silo's "
+        "train rows; print one row per configuration (mean ± std over seeds) and the best one. Invalid values "
+        "are refused before anything runs. E.g. fedkit sweep --grid lr=0.001,0.01 --grid "
+        "strategy=fedavg,fedprox --seeds 42-46 --folds 4",
+    )
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2",
+        help="a RunConfig field and the values to try (repeat for more fields; 'none' unsets an optional one)",
+    )
+    sweep.add_argument("--seeds", default="42", metavar="LIST", help="seeds, e.g. 42-46 or 42,43 (default: 42)")
+    sweep.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="score on K validation folds of each silo's train rows instead of the test sets (choose honestly)",
+    )
+    scores, histories = None, None
+    if config_flags:  # the choices come with the training stack: imported only for `fedkit sweep` itself
+        from fedkit.stacking import HISTORIES as histories
+        from fedkit.sweeps import SCORES as scores
+    sweep.add_argument("--metric", default="avg_accuracy", choices=scores, help="what the best configuration maximizes")
+    sweep.add_argument(
+        "--history", default="final", choices=histories, help="record each run's last round (final) or every round"
+    )
+    sweep.add_argument("--preset", metavar="NAME", help="base configuration: " + ", ".join(PRESETS))
+    sweep.add_argument("--config", metavar="FILE", help="base configuration from a YAML or JSON file")
+    sweep.add_argument("--json", action="store_true", help="print the table and the best configuration as JSON")
+    sweep.add_argument("--compact", action="store_true", help="with --json: one line")
+    sweep.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    sweep.add_argument(
+        "--tracker", default="local", metavar="LIST", help=f"comma-separated trackers: {', '.join(BACKENDS)}"
+    )
+    sweep.add_argument("--experiment", default=None, metavar="NAME", help="SageMaker/MLflow experiment name")
+    sweep.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow tracking URI")
+    if config_flags:
+        add_config_flags(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
+
 def add_data(sub: Subparsers) -> None:
     """``fedkit data info`` and ``fedkit data download``."""
     data = sub.add_parser("data", help="the UCI Heart Disease files and silos")
@@ -448,9 +586,9 @@ def add_report(sub: Subparsers) -> None:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``fedkit`` argument parser with all subcommands.
 
-    ``command``, the subcommand about to run, leaves out ``run``'s RunConfig flags unless it is
-    ``run`` (or None): generating them imports the training stack, 0.2 s before e.g. ``fedkit report``
-    can start its kernel.
+    ``command``, the subcommand about to run, leaves out the RunConfig flags of ``run`` and ``sweep``
+    unless it is that one (or None): generating them imports the training stack, 0.2 s before e.g.
+    ``fedkit report`` can start its kernel.
     """
     parser = argparse.ArgumentParser(
         prog="fedkit", description="Cross-silo federated learning on the UCI Heart Disease hospitals."
@@ -458,6 +596,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fedkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run(sub, config_flags=command in (None, "run"))
+    add_sweep(sub, config_flags=command in (None, "sweep"))
     add_data(sub)
     add_remote(sub)
     add_runs(sub)
