@@ -12,7 +12,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from fedkit._version import __version__
-from fedkit.errors import ConfigError, FedkitError
+from fedkit.errors import FedkitError
 from fedkit.presets import PRESETS
 from fedkit.tracking.registry import BACKENDS
 
@@ -119,53 +119,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"42-46"`` -> [42, ..., 46]; ``"42,43,50"`` and ``"42-44,50"`` likewise (``--seeds``)."""
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            low, _, high = part.strip().partition("-")
-            seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
-    except ValueError:
-        raise ConfigError(f"--seeds takes ints and ranges, e.g. 42-46 or 42,43,50; got {text!r}.") from None
-    return seeds
-
-
-def parse_grid(pairs: Sequence[str]) -> dict[str, list[Any]]:
-    """``["lr=0.001,0.01", "strategy=fedavg,fedprox"]`` -> ``{"lr": [0.001, 0.01], "strategy": [...]}``.
-
-    Each value is read as its RunConfig field's type; ``none`` is None for a field that may be unset.
-    """
-    from fedkit.config import RunConfig
-
-    kinds = {f.name: str(f.type) for f in fields(RunConfig)}
-    grid: dict[str, list[Any]] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        name = name.strip().lstrip("-").replace("-", "_")
-        if not sep or not text:
-            raise ConfigError(f"--grid takes FIELD=VALUE,VALUE,... e.g. --grid lr=0.001,0.01; got {pair!r}.")
-        if name not in kinds:
-            raise ConfigError(f"--grid {pair!r}: RunConfig has no field {name!r} (`fedkit sweep --help` lists them).")
-        base = kinds[name].split("|")[0].strip()
-        values: list[Any] = []
-        for word in text.split(","):
-            word = word.strip()
-            if word.lower() == "none" and "None" in kinds[name]:
-                values.append(None)
-            elif base == "bool":
-                values.append(word.lower() in ("true", "yes", "1"))
-            else:
-                try:
-                    values.append(_TYPES[base](word))
-                except ValueError:
-                    raise ConfigError(
-                        f"--grid {name}: {word!r} is not {'an' if base == 'int' else 'a'} {base}."
-                    ) from None
-        grid[name] = values
-    return grid
-
-
 def format_sweep(result: Any) -> str:
     """The readable report of ``fedkit sweep``: the table (best row starred), the best configuration, notes."""
     table = result.table
@@ -192,11 +145,12 @@ def format_sweep(result: Any) -> str:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``fedkit sweep``."""
     import fedkit
+    from fedkit.sweeps import grid_from_text, seeds_from_text
 
     result = fedkit.sweep(
         config_from_args(args),
-        parse_grid(args.grid),
-        seeds=parse_seeds(args.seeds),
+        grid_from_text(args.grid),
+        seeds=seeds_from_text(args.seeds),
         folds=args.folds,
         metric=args.metric,
         trackers=_trackers(args),

@@ -97,6 +97,54 @@ def expand_grid(grid: Grid | Sequence[Grid] | None) -> list[dict[str, Any]]:
     return combos
 
 
+def seeds_from_text(text: str) -> list[int]:
+    """``"42-46"`` -> [42, ..., 46]; ``"42,43,50"`` and ``"42-44,50"`` likewise (``--seeds``, the sweep panel)."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
+    except ValueError:
+        raise ConfigError(f"Seeds are ints and ranges, e.g. 42-46 or 42,43,50; got {text!r}.") from None
+    return seeds
+
+
+def grid_from_text(lines: Sequence[str]) -> dict[str, list[Any]]:
+    """``["lr=0.001,0.01", "strategy=fedavg,fedprox"]`` -> ``{"lr": [0.001, 0.01], "strategy": [...]}``.
+
+    Each value is read as its RunConfig field's type; ``none`` is None for a field that may be unset.
+    Blank lines are skipped (``fedkit sweep --grid``, the sweep panel's text box).
+    """
+    kinds = {f.name: str(f.type) for f in fields(RunConfig)}
+    readers: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
+    grid: dict[str, list[Any]] = {}
+    for line in (line for line in lines if line.strip()):
+        name, sep, text = line.partition("=")
+        name = name.strip().lstrip("-").replace("-", "_")
+        if not sep or not text.strip():
+            raise ConfigError(f"A grid line is FIELD=VALUE,VALUE,... e.g. lr=0.001,0.01; got {line!r}.")
+        if name not in kinds:
+            close = difflib.get_close_matches(name, kinds, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"Grid line {line!r}: RunConfig has no field {name!r}.{hint}")
+        kind = kinds[name].split("|")[0].strip()
+        values: list[Any] = []
+        for word in (w.strip() for w in text.split(",")):
+            if word.lower() == "none" and "None" in kinds[name]:
+                values.append(None)
+            elif kind == "bool":
+                values.append(word.lower() in ("true", "yes", "1"))
+            else:
+                try:
+                    values.append(readers[kind](word))
+                except ValueError:
+                    raise ConfigError(
+                        f"Grid line {line!r}: {word!r} is not {'an' if kind == 'int' else 'a'} {kind}."
+                    ) from None
+        grid[name] = values
+    return grid
+
+
 @dataclass(frozen=True)
 class SweepRun:
     """One run of a sweep: its config, and its place (configuration row, seed, validation fold or None)."""
@@ -322,6 +370,7 @@ def sweep(
     history: str = "final",
     progress: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    on_round: Callable[[int, int], None] | None = None,
     keep_results: bool = True,
 ) -> SweepResult:
     """Run every combination of ``grid`` on top of ``base``, for each seed (and fold), as one job; tabulate it.
@@ -351,6 +400,8 @@ def sweep(
         A progress bar over every round of every run.
     should_stop
         Checked after each round; True ends the sweep cleanly (unfinished runs ``stopped``).
+    on_round
+        Called after each round with the rounds done so far and in all (over every run): a widget's progress.
     keep_results
         Keep each run's :class:`~fedkit.result.RunResult` in ``result.results`` (False for very large sweeps).
 
@@ -394,11 +445,17 @@ def sweep(
     results: list[RunResult | None] = [None] * len(runs)
     total = sum(r.config.rounds for r in runs)
     bar = progress_bar(progress, total=total, desc="sweep", unit="round", file=sys.stderr)
+
+    def advance(rounds: int) -> None:
+        bar.update(rounds)
+        if on_round is not None:
+            on_round(bar.n, total)
+
     status = "failed"
     try:
         for group in groups:
             alone = blockers[group[0]] is not None
-            done = _run_group([runs[i] for i in group], federations, alone, history, bar.update, should_stop)
+            done = _run_group([runs[i] for i in group], federations, alone, history, advance, should_stop)
             for i, result in zip(group, done, strict=True):
                 results[i] = replace(result, records=_kept_rows(result, history))
             _record(trackers, sweep_id, [(runs[i], results[i]) for i in group])  # type: ignore[misc]

@@ -13,13 +13,13 @@ import pytest
 
 import fedkit
 from fedkit import RunConfig, run
-from fedkit.cli import main, parse_grid, parse_seeds
+from fedkit.cli import main
 from fedkit.config import load_federation
 from fedkit.data.silos import validation_split
 from fedkit.engines import vectorized
 from fedkit.errors import ConfigError, ConfigTypeError
 from fedkit.stacking import PlanCache, run_stacked, stack_blocker
-from fedkit.sweeps import expand_grid, sweep
+from fedkit.sweeps import expand_grid, grid_from_text, seeds_from_text, sweep
 from fedkit.tracking.local import LocalStore
 
 TOL = 1e-6  # the bar; in practice every stacked run is bit-identical to its fedkit.run
@@ -244,15 +244,17 @@ def test_expand_grid_takes_a_mapping_or_a_list_of_them() -> None:
 
 
 def test_cli_parses_grid_and_seeds_and_calls_the_python_api() -> None:
-    assert parse_seeds("42-44,50") == [42, 43, 44, 50]
-    assert parse_grid(["lr=0.001,0.01", "strategy=fedavg,fedprox", "mu=none,0.1", "local-steps=5"]) == {
+    assert seeds_from_text("42-44,50") == [42, 43, 44, 50]
+    assert grid_from_text(["lr=0.001,0.01", "strategy=fedavg,fedprox", "mu=none,0.1", "local-steps=5"]) == {
         "lr": [0.001, 0.01],
         "strategy": ["fedavg", "fedprox"],
         "mu": [None, 0.1],
         "local_steps": [5],
     }
+    with pytest.raises(ConfigError, match="Did you mean 'lr'"):
+        grid_from_text(["lrr=0.1"])
     with pytest.raises(ConfigError, match="'x' is not a float"):
-        parse_grid(["lr=0.1,x"])
+        grid_from_text(["lr=0.1,x"])
     with mock.patch.object(fedkit, "sweep", side_effect=SystemExit(0)) as call, pytest.raises(SystemExit):
         main(["sweep", "--grid", "lr=0.001,0.01", "--seeds", "42-46", "--folds", "4", "--rounds", "3"])
     args, kwargs = call.call_args
