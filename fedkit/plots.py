@@ -186,13 +186,18 @@ class LiveCurves:
 
     def png(self) -> bytes:
         """The figure as PNG bytes (Agg canvas; no display needed)."""
-        import io
+        return figure_png(self.figure)
 
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-        buffer = io.BytesIO()
-        FigureCanvasAgg(self.figure).print_png(buffer)
-        return buffer.getvalue()
+def figure_png(figure: Figure) -> bytes:
+    """A figure as PNG bytes, drawn on an Agg canvas (no display needed: a widget's ``Image`` shows them)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()
 
 
 def label_balance_figure(federation: Federation, title: str | None = None) -> Figure:
