@@ -75,8 +75,11 @@ def _mlp(d: int, h: int) -> tuple[GradFn, Forward, Forward, bool]:
         g[:, o : o + h] = (r[:, None, :] @ hid)[:, 0, :]
         g[:, o + h] = r.sum(axis=1)
         dh = r[:, :, None] * theta[:, None, o : o + h] * (a > 0)
-        g[:, : h * d] = (dh.transpose(0, 2, 1) @ xb).reshape(k, h * d)
-        g[:, h * d : o] = dh.sum(axis=1)
+        np.matmul(dh.transpose(0, 2, 1), xb, out=g[:, : h * d].reshape(k, h, d))
+        bias = g[:, h * d : o]
+        bias[...] = dh[:, 0]
+        for i in range(1, dh.shape[1]):  # dh.sum(axis=1) in the same order, without its slow strided reduction
+            bias += dh[:, i]
         return g, z
 
     def forward(theta: np.ndarray, x: np.ndarray) -> np.ndarray:
