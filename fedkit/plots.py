@@ -354,14 +354,14 @@ def sweep_heatmap_figure(
     Parameters
     ----------
     table
-        :attr:`fedkit.SweepResult.table`: one row per configuration, its grid fields and ``<metric>_mean``.
+        :class:`fedkit.SweepResult`'s ``table``: one row per configuration, its grid fields and ``<metric>_mean``.
     x, y
         Grid fields on the columns and rows (``y=None``: one row). With more grid fields, a cell
         shows the best value over the others.
     metric
         The score shown (``avg_accuracy``, ``pooled_auc``, ``pooled_accuracy``, ``pooled_loss``).
     best
-        The table row of the best configuration (:attr:`fedkit.SweepResult.best`): its cell is outlined.
+        The table row of the best configuration (a :class:`fedkit.SweepResult`'s ``best``): its cell is outlined.
     higher_is_better
         False for a loss: a cell then shows the lowest value over the other fields.
     title
@@ -423,7 +423,7 @@ def sweep_parallel_figure(
     Parameters
     ----------
     table
-        :attr:`fedkit.SweepResult.table`.
+        :class:`fedkit.SweepResult`'s ``table``.
     fields
         The grid fields, one axis each, left to right.
     metric

@@ -47,10 +47,11 @@ TRAINING_FIELDS: frozenset[str] = frozenset(
 )
 """RunConfig fields that change how a run trains but not its data; runs differing only in them share a federation."""
 
-Grid = Mapping[str, Sequence[Any]]
 
 
-def expand_grid(grid: Grid | Sequence[Grid] | None) -> list[dict[str, Any]]:
+def expand_grid(
+    grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None,
+) -> list[dict[str, Any]]:
     """Every combination of ``grid``'s values, in order (the last field varies fastest).
 
     Parameters
@@ -157,7 +158,7 @@ class SweepRun:
 
 def plan_runs(
     base: RunConfig | Mapping[str, Any] | None,
-    grid: Grid | Sequence[Grid] | None,
+    grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None,
     seeds: Sequence[int],
     folds: int | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[SweepRun]]:
@@ -361,7 +362,7 @@ SWEEP_CONSTRAINTS = {"metric": SCORES, "history": HISTORIES}
 
 def sweep(
     base: RunConfig | Mapping[str, Any] | None = None,
-    grid: Grid | Sequence[Grid] | None = None,
+    grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None = None,
     seeds: Sequence[int] | int = (42,),
     folds: int | None = None,
     *,

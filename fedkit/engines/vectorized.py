@@ -27,8 +27,7 @@ from fedkit.training import ADAM_BETAS, ADAM_EPS, LocalTraining, TrainJob
 
 GradFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
-Trained = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""What a training call returns: new parameters (silos, P), mean batch loss and step count per silo."""
+Trained = tuple[np.ndarray, np.ndarray, np.ndarray]  # new parameters (silos, P), mean batch loss, step count
 
 
 def _residual(z: np.ndarray, sw: np.ndarray, neg_s: np.ndarray) -> np.ndarray:
