@@ -48,7 +48,6 @@ TRAINING_FIELDS: frozenset[str] = frozenset(
 """RunConfig fields that change how a run trains but not its data; runs differing only in them share a federation."""
 
 
-
 def expand_grid(
     grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None,
 ) -> list[dict[str, Any]]:
