@@ -77,11 +77,17 @@ def score_rows(server_round: int, model: str, scores: list[Scores], pooled: bool
     ]
 
 
-def evaluate_rows(server_round: int, engine: Engine, params: np.ndarray, config: RunConfig) -> list[dict[str, Any]]:
-    """The round's evaluation: the global model (not for ``local``) and each silo's own model when scored by it."""
+def evaluate_rows(
+    server_round: int, engine: Engine, params: np.ndarray, config: RunConfig, personal_models: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """The round's evaluation: the global model (not for ``local``) and each silo's own model when scored by it.
+
+    ``personal_models``: the silos' fine-tuned models, already trained (a sweep stacks the fine-tuning of many runs).
+    """
     rows = [] if config.strategy == "local" else score_rows(server_round, "global", engine.evaluate(params))
     if config.scored == "personal":
-        rows += score_rows(server_round, "personal", engine.evaluate_personal(params, server_round))
+        models = {} if personal_models is None else {"models": personal_models}
+        rows += score_rows(server_round, "personal", engine.evaluate_personal(params, server_round, **models))
     return rows
 
 

@@ -149,6 +149,15 @@ def fit_round(server_round: int, runs: Sequence[StackedRun], *, full: bool) -> l
     return out
 
 
+def evaluate_round(server_round: int, runs: Sequence[StackedRun]) -> list[list[dict[str, Any]]]:
+    """Each run's :func:`~fedkit.runner.evaluate_rows` of round ``server_round``, the fine-tuning of all stacked."""
+    jobs = {id(run): job for run in runs if (job := run.engine.finetune_job(run.params, server_round)) is not None}
+    tuned = [run for run in runs if id(run) in jobs]
+    trained = train_many([(run.engine.trainer, jobs[id(run)]) for run in tuned], with_loss=False)
+    models = {id(run): result[0] for run, result in zip(tuned, trained, strict=True)}
+    return [evaluate_rows(server_round, run.engine, run.params, run.config, models.get(id(run))) for run in runs]
+
+
 def run_stacked(
     configs: Sequence[RunConfig],
     federations: Sequence[Federation],
@@ -185,19 +194,21 @@ def run_stacked(
     full = history == "full"
     runs = start_runs(configs, federations)
     if full:
-        for run in runs:
-            run.recorder.record(0, evaluate_rows(0, run.engine, run.params, run.config), run.params)
+        for run, rows in zip(runs, evaluate_round(0, runs), strict=True):
+            run.recorder.record(0, rows, run.params)
     for server_round in range(1, max((c.rounds for c in configs), default=0) + 1):
         live = [run for run in runs if run.status == "running" and run.config.rounds >= server_round]
         if not live:
             break
         replies = fit_round(server_round, live, full=full)
         stop = should_stop is not None and should_stop()
+        scored = [run for run in live if full or stop or server_round == run.config.rounds]
+        evaluated = dict(zip(map(id, scored), evaluate_round(server_round, scored), strict=True))
         for run, reply in zip(live, replies, strict=True):
             last = server_round == run.config.rounds
-            if full or last or stop:
-                rows = evaluate_rows(server_round, run.engine, run.params, run.config)
-                run.recorder.record(server_round, (fit_rows(server_round, reply) if full else []) + rows, run.params)
+            if id(run) in evaluated:
+                rows = (fit_rows(server_round, reply) if full else []) + evaluated[id(run)]
+                run.recorder.record(server_round, rows, run.params)
             if last:
                 run.status = "finished"
             elif stop:
@@ -209,4 +220,4 @@ def run_stacked(
     return [run.recorder.finish(run.status, run.params) for run in runs]
 
 
-__all__ = ["HISTORIES", "PlanCache", "StackedRun", "run_stacked", "stack_blocker", "start_runs"]
+__all__ = ["HISTORIES", "PlanCache", "StackedRun", "evaluate_round", "run_stacked", "stack_blocker", "start_runs"]

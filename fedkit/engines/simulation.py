@@ -123,7 +123,7 @@ class SimulationEngine:
             silos=[self._stream_ids[i] for i in idx],
         )
 
-    def _starts(self, params: np.ndarray, idx: Sequence[int]) -> np.ndarray:
+    def _starts(self, params: np.ndarray, idx: Sequence[int] | range) -> np.ndarray:
         starts = np.repeat(params[None, :], len(idx), axis=0).astype(np.float32)
         if self.personal is not None:
             for j, i in enumerate(idx):
@@ -136,9 +136,7 @@ class SimulationEngine:
         """Train ``silos`` from ``params``, adding the strategy's local term; returns one reply per silo."""
         term = term or LocalTerm()
         job = self.fit_job(params, server_round, silos, term)
-        term_args = {"prox_mu": job.prox_mu, "anchor": job.anchor, "corrections": job.corrections}
-        trained = self.trainer.train(job.silos, job.starts, job.plans, job.hp, **term_args)
-        return self.fit_replies(job, params, term, trained)
+        return self.fit_replies(job, params, term, self._train(job))
 
     def fit_job(self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm) -> TrainJob:
         """The local training :meth:`fit` asks of the trainer: starts, batch plans, proximal term, corrections.
@@ -197,17 +195,32 @@ class SimulationEngine:
         z = split_rows(self.trainer.logits(params, self._eval_x), [s.n_test for s in silos])
         return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
 
-    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
-        """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global."""
+    def evaluate_personal(
+        self, params: np.ndarray, server_round: int, models: np.ndarray | None = None
+    ) -> list[Scores]:
+        """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global.
+
+        ``models`` are the silos' fine-tuned models when already trained (a sweep trains the
+        :meth:`finetune_job` of many runs in one stacked call).
+        """
         silos = self.federation.silos
-        idx = list(range(len(silos)))
-        models = self._starts(params, idx)
-        if self.finetune_steps is not None:
-            models, _, _ = self.trainer.train(
-                idx, models, self._plans(seeding.FINETUNE, server_round, idx, self.finetune_steps), self.local
-            )
+        if models is None:
+            job = self.finetune_job(params, server_round)
+            models = self._starts(params, range(len(silos))) if job is None else self._train(job)[0]
         z = self.trainer.logits_each(models, [s.x_test for s in silos])
         return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
+
+    def finetune_job(self, params: np.ndarray, server_round: int) -> TrainJob | None:
+        """The fine-tuning of every silo from ``params`` that :meth:`evaluate_personal` scores (None without)."""
+        if self.finetune_steps is None:
+            return None
+        idx = list(range(len(self.federation.silos)))
+        plans = self._plans(seeding.FINETUNE, server_round, idx, self.finetune_steps)
+        return TrainJob(idx, self._starts(params, idx), plans, self.local)
+
+    def _train(self, job: TrainJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        term = {"prox_mu": job.prox_mu, "anchor": job.anchor, "corrections": job.corrections}
+        return self.trainer.train(job.silos, job.starts, job.plans, job.hp, **term)
 
 
 def pooled_federation(federation: Federation) -> Federation:
