@@ -299,3 +299,28 @@ def test_stacking_refuses_a_run_it_cannot_take(data_dir) -> None:
     config = replace(RunConfig(rounds=1, local_steps=2), backend="torch")
     with pytest.raises(ConfigError, match="cannot be stacked: backend='torch'"):
         run_stacked([config], [load_federation(config)])
+
+
+def test_the_store_lists_sweeps_and_finds_one_by_a_prefix_of_its_id(data_dir) -> None:
+    from fedkit.errors import RunNotFoundError
+
+    result = sweep(BASE, [{"lr": [0.01]}, {"strategy": ["fedprox"], "mu": [0.1]}], seeds=[42, 43], progress=False)
+    store = LocalStore()
+    (listed,) = store.list_sweeps()
+    assert listed == {
+        "sweep_id": result.sweep_id,
+        "status": "finished",
+        "created_at": listed["created_at"],
+        "runs": 4,
+        "grid": "lr, mu, strategy",
+    }
+    found = store.get_sweep(result.sweep_id[:-2])
+    assert found["spec"]["seeds"] == [42, 43] and found["summary"]["best"] == result.best_fields
+    assert [(r["configuration"], r["seed"], r["fold"]) for r in found["runs"]] == [
+        (0, 42, None),
+        (0, 43, None),
+        (1, 42, None),
+        (1, 43, None),
+    ]
+    with pytest.raises(RunNotFoundError, match="matches no sweep"):
+        store.get_sweep("sweep-nope")
