@@ -11,12 +11,13 @@ export FEDKIT_DATA_DIR
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkit-$(EXTRAS)
 
-.PHONY: setup data run test lint clean deploy-tools flower-venv docs lab kernel
+.PHONY: setup data run test lint clean deploy-tools flower-venv docs lab kernel deploy-test deploy-test-down
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	# torch (the 'torch' extra, in 'all') first, at its pin, from TORCH_INDEX_URL: pip would pick the CUDA build.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt torch $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
@@ -60,9 +61,16 @@ flower-venv: .venv-flower/.installed
 	.venv-flower/bin/python -m pip install --quiet --disable-pip-version-check -r requirements/flower.txt
 	touch $@
 
+# The federation run from the Kubernetes overlays with `podman kube play` on this machine (root; podman, runc,
+# debootstrap, kubectl): image build, server + four sites, the report from here against them, tear-down.
+deploy-test: setup
+	deploy/podman/deploy-test.sh
+deploy-test-down:
+	deploy/podman/deploy-test.sh down
+
 lint: setup
 	$(BIN)/ruff check fedkit tests benchmarks docs/conf.py docs/_ext
 	$(BIN)/ruff format --check fedkit tests benchmarks docs/conf.py docs/_ext
 
 clean:
-	rm -rf $(VENV) .venv-deploy-tools .venv-flower .pytest_cache build/docs docs/api docs/notebooks
+	rm -rf $(VENV) .venv-deploy-tools .venv-flower .pytest_cache build/docs docs/api docs/notebooks .deploy-test

@@ -30,7 +30,21 @@ if TYPE_CHECKING:
 
 
 def check_engine(engine: str, admin_kit: str | Path | None = None) -> None:
-    """Refuse an engine this installation cannot run, or an admin kit without the remote engine, saying what to do."""
+    """Refuse an engine this installation cannot run, or an admin kit without the remote engine, saying what to do.
+
+    Parameters
+    ----------
+    engine
+        The engine a run asks for: ``"simulation"`` or ``"remote"``.
+    admin_kit
+        The NVIDIA FLARE admin startup kit folder, given only with the remote engine.
+
+    Raises
+    ------
+    ConfigError
+        When ``engine`` is unknown or needs an extra this installation lacks, or ``admin_kit`` is missing (remote)
+        or given (simulation).
+    """
     if engine not in ENGINES:
         raise ConfigError(f"The engine must be one of {', '.join(map(repr, ENGINES))}; got {engine!r}.")
     if engine == "remote":
@@ -73,22 +87,59 @@ def run(
 ) -> RunResult:
     """Run federated training as ``config`` says (default: ``RunConfig()``) and record it; returns the result.
 
-    Every run is recorded in ``trackers`` (default: the local run store; :func:`fedkit.make_trackers`
-    adds SageMaker or MLflow). ``callbacks`` receive a :class:`~fedkit.result.RoundEvent` after each
-    round (round 0 is the initial model); ``should_stop`` is checked after each round and ends the run
-    cleanly as ``stopped``. Ctrl-C also records ``stopped``; an exception records ``failed`` and is
-    re-raised.
+    Every run is recorded in ``trackers``; round 0 is the initial model. Ctrl-C records the run as ``stopped``;
+    an exception records ``failed`` and is re-raised.
 
-    Simulation (``config.engine == "simulation"``): every silo in this process. ``federation``
-    defaults to the one the config describes (:func:`fedkit.config.load_federation`); ``model`` is
-    any ``torch.nn.Module`` returning logits, trained on the per-silo path (default: ``config.model``);
-    ``engine`` replaces the simulation engine with any :class:`~fedkit.engines.base.Engine`;
-    ``hooks`` see every silo reply before aggregation.
+    Simulation (``config.engine == "simulation"``) trains every silo in this process. Remote
+    (``config.engine == "remote"``) sends the run to the NVIDIA FLARE federation of ``admin_kit`` and records it
+    here all the same (see :func:`fedkit.remote.submit.run_remote`).
 
-    Remote (``config.engine == "remote"``): the run goes to the NVIDIA FLARE federation of the admin
-    startup kit ``admin_kit`` and is recorded here all the same; ``min_silos`` (default 1) is the
-    fewest sites a round may aggregate, ``straggler_timeout`` (default 10 s) how long to wait for the
-    others once they replied (see :func:`fedkit.remote.submit.run_remote`).
+    Parameters
+    ----------
+    config
+        The run (default: ``RunConfig()``, FLamby's FedAvg benchmark).
+    federation
+        Simulation: the silos to train on (default: the one the config describes,
+        :func:`fedkit.config.load_federation`).
+    model
+        Simulation: any ``torch.nn.Module`` returning logits, trained on the per-silo path (default:
+        ``config.model``).
+    engine
+        Simulation: any :class:`~fedkit.engines.base.Engine` to use instead of the simulation engine.
+    trackers
+        Where the run is recorded (default: the local run store; :func:`fedkit.make_trackers` adds SageMaker or
+        MLflow).
+    hooks
+        Simulation: called on every silo reply before aggregation (validation, privacy).
+    callbacks
+        Called with a :class:`~fedkit.result.RoundEvent` after each round (round 0 is the initial model).
+    should_stop
+        Checked after each round; when it returns True the run ends cleanly as ``stopped``.
+    progress
+        Show a progress bar over the rounds.
+    admin_kit
+        Remote: the admin startup kit folder of the FLARE federation.
+    min_silos
+        Remote: the fewest sites a round may aggregate (default 1).
+    straggler_timeout
+        Remote: seconds to wait for the other sites once ``min_silos`` replied (default 10).
+
+    Returns
+    -------
+    RunResult
+        The run's status, config, metric history and final parameters.
+
+    Raises
+    ------
+    ConfigTypeError
+        When ``config`` is not a RunConfig.
+    ConfigError
+        When an argument does not apply to the config's engine (e.g. ``admin_kit`` with the simulation, ``model``
+        with the remote engine).
+    DataError
+        When the data files are missing, corrupted or break the federation's schema.
+    RemoteRunError
+        Remote: when too few sites take part or a site fails.
     """
     if config is None:
         config = RunConfig()
@@ -141,7 +192,33 @@ def run_seeds(
     engine: str = "simulation",
     admin_kit: str | Path | None = None,
 ) -> list[RunResult]:
-    """One run per seed of the RunConfig ``fields`` on ``engine`` (all validated first), recorded in ``tracker``."""
+    """One run per seed of the RunConfig ``fields`` on ``engine`` (all validated first), recorded in ``tracker``.
+
+    Parameters
+    ----------
+    fields
+        RunConfig fields shared by every run (``seed`` is set per run).
+    seeds
+        One run per seed, in this order (at least one).
+    tracker
+        Tracker name(s) the runs are recorded in (see :func:`fedkit.make_trackers`).
+    engine
+        ``"simulation"`` or ``"remote"``.
+    admin_kit
+        The FLARE admin startup kit folder (remote engine only).
+
+    Returns
+    -------
+    list[RunResult]
+        One result per seed.
+
+    Raises
+    ------
+    ConfigError
+        When a field is invalid or ``seeds`` is empty; nothing has run then.
+    TrackerError
+        When ``tracker`` names an unknown backend or one whose extra is missing; nothing has run then.
+    """
     from fedkit.tracking.factory import make_trackers
 
     check_engine(engine, admin_kit)
@@ -154,12 +231,31 @@ def run_seeds(
 
 
 def runs(store: LocalStore | None = None) -> pd.DataFrame:
-    """All recorded runs, newest first, one row each (id, status, split, strategy, final scores)."""
+    """All recorded runs, newest first, one row each (id, status, split, strategy, final scores).
+
+    Parameters
+    ----------
+    store
+        The run store to read (default: ``$FEDKIT_HOME/runs.sqlite``).
+    """
     import pandas as pd
 
     return pd.DataFrame((store or LocalStore()).list_runs())
 
 
 def load_run(run_id: str, store: LocalStore | None = None) -> dict[str, Any]:
-    """One recorded run (a unique id prefix is enough): status, config, data, summary, final params."""
+    """One recorded run (a unique id prefix is enough): status, config, data, summary, final params.
+
+    Parameters
+    ----------
+    run_id
+        The run's id, or a prefix of it that matches one run only.
+    store
+        The run store to read (default: ``$FEDKIT_HOME/runs.sqlite``).
+
+    Raises
+    ------
+    RunNotFoundError
+        When no run, or more than one, matches ``run_id``.
+    """
     return (store or LocalStore()).get(run_id)

@@ -23,7 +23,17 @@ LINEAR_GAIN = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))  # init.calculate_gain("l
 
 
 def layers(model: str, n_features: int, *, hidden: int) -> list[tuple[int, int]]:
-    """``(fan_in, fan_out)`` of each linear layer of ``model``, in torch's parameter order."""
+    """``(fan_in, fan_out)`` of each linear layer of ``model``, in torch's parameter order.
+
+    Parameters
+    ----------
+    model
+        Architecture name (a key of ``MODELS``).
+    n_features
+        Input features.
+    hidden
+        Hidden units (``mlp`` only).
+    """
     if model == "logreg":
         return [(n_features, 1)]
     if model == "mlp":
@@ -32,20 +42,50 @@ def layers(model: str, n_features: int, *, hidden: int) -> list[tuple[int, int]]
 
 
 def torch_words(seed: int, n: int) -> np.ndarray:
-    """The first ``n`` 32-bit outputs of torch's CPU generator after ``torch.manual_seed(seed)``."""
+    """The first ``n`` 32-bit outputs of torch's CPU generator after ``torch.manual_seed(seed)``.
+
+    Parameters
+    ----------
+    seed
+        The seed given to ``torch.manual_seed``.
+    n
+        How many 32-bit words to draw.
+    """
     # RandomState(int) seeds mt19937 with init_genrand, as torch does; a full-range uint32 draw is one raw word
     return np.random.RandomState(seed & 0xFFFFFFFF).randint(0, 2**32, size=n, dtype=np.uint32)
 
 
 def torch_uniform(words: np.ndarray, low: float, high: float) -> np.ndarray:
-    """``Tensor.uniform_(low, high)`` of a float32 tensor, given the generator words it consumes."""
+    """``Tensor.uniform_(low, high)`` of a float32 tensor, given the generator words it consumes.
+
+    Parameters
+    ----------
+    words
+        The generator's 32-bit words, one per value.
+    low
+        Lower end of the range.
+    high
+        Upper end of the range.
+    """
     lo, hi = float(np.float32(low)), float(np.float32(high))
     x = (words & np.uint32((1 << FLOAT_DIGITS) - 1)).astype(np.float64) / (1 << FLOAT_DIGITS)
     return (x * (hi - lo) + lo).astype(np.float32)
 
 
 def initial_params(model: str, n_features: int, *, hidden: int, seed: int) -> np.ndarray:
-    """The flat float32 parameters of ``fedkit.models.build_model(model, n_features, hidden=, seed=)``."""
+    """The flat float32 parameters of ``fedkit.models.build_model(model, n_features, hidden=, seed=)``.
+
+    Parameters
+    ----------
+    model
+        Architecture name (a key of ``MODELS``).
+    n_features
+        Input features.
+    hidden
+        Hidden units (``mlp`` only).
+    seed
+        The seed of the model's initialization.
+    """
     shape = layers(model, n_features, hidden=hidden)
     words = torch_words(seed, sum(i * o + o for i, o in shape))
     parts, used = [], 0
@@ -63,6 +103,20 @@ def personal_mask(model: str, n_features: int, *, hidden: int) -> np.ndarray:
     """FedPer's personal parameters (Arivazhagan et al. 2019): the output layer; for logistic regression its bias.
 
     Equal to :func:`fedkit.models.personal_mask` of the torch module.
+
+    Parameters
+    ----------
+    model
+        Architecture name (a key of ``MODELS``).
+    n_features
+        Input features.
+    hidden
+        Hidden units (``mlp`` only).
+
+    Returns
+    -------
+    np.ndarray
+        Boolean mask over the flat parameters, True where the parameter is personal.
     """
     shape = layers(model, n_features, hidden=hidden)
     sizes = [i * o + o for i, o in shape]

@@ -24,7 +24,13 @@ def _flag(name: str) -> str:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig field (only flags given on the command line override the config file)."""
+    """One flag per RunConfig field (only flags given on the command line override the config file).
+
+    Parameters
+    ----------
+    parser
+        The parser (or subcommand parser) to add the flags to.
+    """
     from fedkit.config import RunConfig
 
     group = parser.add_argument_group("run configuration (every RunConfig field)")
@@ -43,7 +49,18 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
-    """RunConfig from defaults < ``--preset NAME`` < ``--config FILE`` < explicit flags."""
+    """RunConfig from defaults < ``--preset NAME`` < ``--config FILE`` < explicit flags.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+
+    Raises
+    ------
+    ConfigError
+        When the preset, the config file or a flag's value is not allowed.
+    """
     from fedkit.config import RunConfig, read_config_file, with_changes
     from fedkit.presets import preset
 
@@ -63,7 +80,15 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """A plain aligned text table (first column left-aligned, the rest right-aligned)."""
+    """A plain aligned text table (first column left-aligned, the rest right-aligned).
+
+    Parameters
+    ----------
+    rows
+        One mapping per row.
+    columns
+        The keys to show, in this order.
+    """
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
 
@@ -76,7 +101,13 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The readable report of ``fedkit run``: header, per-silo table, Avg accuracy, notes."""
+    """The readable report of ``fedkit run``: header, per-silo table, Avg accuracy, notes.
+
+    Parameters
+    ----------
+    summary
+        A run's summary (``RunResult.summary``).
+    """
     config, final = summary["config"], summary["final"]
     steps = (
         f"{config['local_steps']} local steps" if config["local_steps"] else f"{config['local_epochs']} local epochs"
@@ -103,7 +134,13 @@ def _trackers(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``fedkit run``."""
+    """``fedkit run``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     import fedkit
 
     result = fedkit.run(
@@ -163,7 +200,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
-    """``fedkit data info``."""
+    """``fedkit data info``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     from fedkit.data import load_silos
 
     federation = load_silos(args.split, silos=args.silos, alpha=args.alpha, seed=args.seed, verify=args.verify)
@@ -188,7 +231,13 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
-    """``fedkit data download``."""
+    """``fedkit data download``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     from fedkit.data import uci
     from fedkit.paths import data_dir
 
@@ -199,7 +248,13 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
-    """``fedkit runs list``."""
+    """``fedkit runs list``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     from fedkit.tracking.local import LocalStore
 
     rows = LocalStore().list_runs()
@@ -218,7 +273,13 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_show(args: argparse.Namespace) -> int:
-    """``fedkit runs show RUN_ID``."""
+    """``fedkit runs show RUN_ID``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     from fedkit.tracking.local import LocalStore
 
     run = LocalStore().get(args.run_id)
@@ -244,7 +305,13 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_remote_provision(args: argparse.Namespace) -> int:
-    """``fedkit remote provision``."""
+    """``fedkit remote provision``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     from fedkit.remote.kits import provision
 
     kits = provision(args.project, args.workspace)
@@ -260,15 +327,26 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def cmd_remote_start(args: argparse.Namespace) -> int:
-    """``fedkit remote start``: run one participant's FLARE process from its kit (the container entry point)."""
+    """``fedkit remote start``: run one participant's FLARE process from its kit (the container entry point).
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     from fedkit.remote.kits import run_participant
 
-    run_participant(args.kit, args.workspace)
-    return 0
+    return run_participant(args.kit, args.workspace)
 
 
 def cmd_remote_poc(args: argparse.Namespace) -> int:
-    """``fedkit remote poc``: a federation on 127.0.0.1 until Ctrl-C."""
+    """``fedkit remote poc``: a federation on 127.0.0.1 until Ctrl-C.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     import signal
     import time
 
@@ -292,7 +370,13 @@ def cmd_remote_poc(args: argparse.Namespace) -> int:
 
 
 def report_parameters(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """``-p NAME VALUE`` pairs as a dict, each VALUE read as YAML (like papermill's ``-p``)."""
+    """``-p NAME VALUE`` pairs as a dict, each VALUE read as YAML (like papermill's ``-p``).
+
+    Parameters
+    ----------
+    pairs
+        The ``NAME VALUE`` pairs as given.
+    """
     import yaml
 
     values: dict[str, Any] = {}
@@ -305,7 +389,13 @@ def report_parameters(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """``fedkit report NOTEBOOK -p NAME VALUE ...``."""
+    """``fedkit report NOTEBOOK -p NAME VALUE ...``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     from fedkit import reports
 
     report = reports.render(
@@ -318,7 +408,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_sync(args: argparse.Namespace) -> int:
-    """``fedkit runs sync [RUN_ID]``: 0 when nothing is left pending, 1 otherwise."""
+    """``fedkit runs sync [RUN_ID]``: 0 when nothing is left pending, 1 otherwise.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     from fedkit.tracking import sync
 
     report = sync(args.run_id, progress=not args.quiet)
@@ -331,7 +427,13 @@ def cmd_runs_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_runs_compare(args: argparse.Namespace) -> int:
-    """``fedkit runs compare ID ID ...``: one column per run, config fields that differ, final metrics."""
+    """``fedkit runs compare ID ID ...``: one column per run, config fields that differ, final metrics.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
     from fedkit.comparison import compare
 
     table = compare(
@@ -351,7 +453,15 @@ Subparsers = Any  # argparse's private _SubParsersAction
 
 
 def add_run(sub: Subparsers, config_flags: bool) -> None:
-    """``fedkit run``: the RunConfig flags (only when ``config_flags``), presets, remote and tracking options."""
+    """``fedkit run``: the RunConfig flags (only when ``config_flags``), presets, remote and tracking options.
+
+    Parameters
+    ----------
+    sub
+        The ``fedkit`` parser's subcommands.
+    config_flags
+        Add one flag per RunConfig field.
+    """
     run = sub.add_parser(
         "run",
         help="train federatedly and record the run",
@@ -447,7 +557,13 @@ def add_sweep(sub: Subparsers, config_flags: bool) -> None:
 
 
 def add_data(sub: Subparsers) -> None:
-    """``fedkit data info`` and ``fedkit data download``."""
+    """``fedkit data info`` and ``fedkit data download``.
+
+    Parameters
+    ----------
+    sub
+        The ``fedkit`` parser's subcommands.
+    """
     data = sub.add_parser("data", help="the UCI Heart Disease files and silos")
     commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     info = commands.add_parser("info", help="rows, positives and train/test sizes per silo")
@@ -463,7 +579,13 @@ def add_data(sub: Subparsers) -> None:
 
 
 def add_remote(sub: Subparsers) -> None:
-    """``fedkit remote provision | start | poc``."""
+    """``fedkit remote provision | start | poc``.
+
+    Parameters
+    ----------
+    sub
+        The ``fedkit`` parser's subcommands.
+    """
     remote = sub.add_parser("remote", help="NVIDIA FLARE federations: startup kits, a local federation")
     commands = remote.add_subparsers(dest="remote_command", required=True, metavar="COMMAND")
     prov = commands.add_parser("provision", help="startup kits (CA, per-site certificates, mTLS) from a project file")
@@ -484,7 +606,13 @@ def add_remote(sub: Subparsers) -> None:
 
 
 def add_runs(sub: Subparsers) -> None:
-    """``fedkit runs list | show | sync | compare``."""
+    """``fedkit runs list | show | sync | compare``.
+
+    Parameters
+    ----------
+    sub
+        The ``fedkit`` parser's subcommands.
+    """
     runs = sub.add_parser("runs", help="recorded runs in the local store")
     commands = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
     listing = commands.add_parser("list", help="every recorded run, newest first")
@@ -513,7 +641,13 @@ def add_runs(sub: Subparsers) -> None:
 
 
 def add_report(sub: Subparsers) -> None:
-    """``fedkit report NOTEBOOK -p NAME VALUE ...``."""
+    """``fedkit report NOTEBOOK -p NAME VALUE ...``.
+
+    Parameters
+    ----------
+    sub
+        The ``fedkit`` parser's subcommands.
+    """
     report = sub.add_parser(
         "report",
         help="execute a notebook with papermill and export a standalone HTML report",
@@ -540,9 +674,11 @@ def add_report(sub: Subparsers) -> None:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``fedkit`` argument parser with all subcommands.
 
-    ``command``, the subcommand about to run, leaves out the RunConfig flags of ``run`` and ``sweep``
-    unless it is that one (or None): generating them imports the training stack, 0.2 s before e.g.
-    ``fedkit report`` can start its kernel.
+    Parameters
+    ----------
+    command
+        The subcommand about to run: ``run``'s RunConfig flags are left out unless it is ``run`` (or None), since
+        generating them imports the training stack, 0.2 s before e.g. ``fedkit report`` can start its kernel.
     """
     parser = argparse.ArgumentParser(
         prog="fedkit", description="Cross-silo federated learning on the UCI Heart Disease hospitals."
@@ -559,7 +695,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fedkit`` console script."""
+    """Entry point of the ``fedkit`` console script.
+
+    Parameters
+    ----------
+    argv
+        The arguments after ``fedkit`` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
     words = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(words[0] if words and not words[0].startswith("-") else None).parse_args(words)
     try:

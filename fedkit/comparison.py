@@ -153,7 +153,13 @@ def _same(values: list[Any]) -> bool:
 
 
 def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """The comparison DataFrame of run records (``run_id``, ``status``, ``config``, ``final`` per silo)."""
+    """The comparison DataFrame of run records (``run_id``, ``status``, ``config``, ``final`` per silo).
+
+    Parameters
+    ----------
+    records
+        Run records as the run store returns them.
+    """
     import pandas as pd
 
     keys = list(dict.fromkeys(k for r in records for k in r["config"]))
@@ -185,10 +191,33 @@ def compare(
     """One row per run: status, the config fields that differ between the runs, final per-silo and pooled
     accuracy / AUC / loss (``{silo}_{metric}``) and ``avg_accuracy`` (unweighted mean over silos).
 
-    ``runs`` is a list of run ids (unique prefixes work), a filter of config values
-    (``{"split": "flamby", "strategy": ["fedavg", "fedprox"]}``) or None for every run.
-    ``source="sagemaker"`` or ``"mlflow"`` reads the runs back from that tracker's ``experiment``
-    (SageMaker keeps only summary statistics: the final values are its ``Last``).
+    (SageMaker keeps only summary statistics: the final values are its ``Last``.)
+
+    Parameters
+    ----------
+    runs
+        Run ids (unique prefixes work), a filter of config values (``{"split": "flamby", "strategy": ["fedavg",
+        "fedprox"]}``) or None for every run.
+    source
+        Where to read the runs: ``"local"``, ``"sagemaker"`` or ``"mlflow"``.
+    experiment
+        The tracker's experiment the runs were logged to (``sagemaker`` / ``mlflow``).
+    tracking_uri
+        MLflow tracking URI (``mlflow`` only; default: MLflow's own).
+    region
+        AWS region (``sagemaker`` only; default: boto3's).
+    store
+        The local run store (``local`` only; default: ``$FEDKIT_HOME/runs.sqlite``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per run.
+
+    Raises
+    ------
+    TrackerError
+        When ``source`` is unknown or its extra is not installed.
     """
     if source not in SOURCES:
         raise TrackerError(f"The 'source' parameter of compare must be one of {', '.join(SOURCES)}; got {source!r}.")
@@ -206,7 +235,17 @@ def compare(
 
 
 def plot_curves(runs: Sequence[str], metric: str = "auc", *, store: LocalStore | None = None) -> Figure:
-    """Per-round test ``metric`` of several local runs overlaid: one panel per silo (and pooled), a line per run."""
+    """Per-round test ``metric`` of several local runs overlaid: one panel per silo (and pooled), a line per run.
+
+    Parameters
+    ----------
+    runs
+        Run ids (unique prefixes work) of local runs.
+    metric
+        ``"loss"``, ``"auc"`` or ``"accuracy"``.
+    store
+        The local run store (default: ``$FEDKIT_HOME/runs.sqlite``).
+    """
     import pandas as pd
 
     from fedkit.plots import overlay_figure
@@ -220,7 +259,17 @@ def plot_curves(runs: Sequence[str], metric: str = "auc", *, store: LocalStore |
 
 
 def plot_final(runs: Sequence[str], metric: str = "accuracy", *, store: LocalStore | None = None) -> Figure:
-    """Final test ``metric`` per silo (and pooled) of several local runs as grouped bars."""
+    """Final test ``metric`` per silo (and pooled) of several local runs as grouped bars.
+
+    Parameters
+    ----------
+    runs
+        Run ids (unique prefixes work) of local runs.
+    metric
+        ``"loss"``, ``"auc"`` or ``"accuracy"``.
+    store
+        The local run store (default: ``$FEDKIT_HOME/runs.sqlite``).
+    """
     import pandas as pd
 
     from fedkit.plots import final_bars_figure

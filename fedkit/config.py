@@ -40,13 +40,30 @@ def _help(text: str) -> dict[str, str]:
 
 
 def silos_per_round(n_silos: int, fraction: float) -> int:
-    """How many of ``n_silos`` a round trains: ``max(1, fraction * n_silos)`` rounded half up."""
+    """How many of ``n_silos`` a round trains: ``max(1, fraction * n_silos)`` rounded half up.
+
+    Parameters
+    ----------
+    n_silos
+        The federation's silos.
+    fraction
+        Fraction of silos sampled each round, in (0, 1].
+    """
     return max(1, math.floor(fraction * n_silos + 0.5))
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """A federated run. Defaults are FLamby's Fed-Heart-Disease FedAvg benchmark configuration."""
+    """A federated run. Defaults are FLamby's Fed-Heart-Disease FedAvg benchmark configuration.
+
+    Raises
+    ------
+    ConfigError
+        When a field's value is not allowed, or fields disagree (``RULES``); the message names the field and the
+        fix.
+    ConfigTypeError
+        When a field has the wrong type.
+    """
 
     split: str = field(default="flamby", metadata=_help(f"how rows become silos: {', '.join(SPLITS)}"))
     silos: int | None = field(default=None, metadata=_help("number of silos of a synthetic split (default 4)"))
@@ -141,7 +158,18 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        """Build from a mapping; unknown keys are rejected with the closest valid name."""
+        """Build from a mapping; unknown keys are rejected with the closest valid name.
+
+        Parameters
+        ----------
+        values
+            RunConfig fields by name.
+
+        Raises
+        ------
+        ConfigError
+            When a key is not a field (the message suggests the closest one) or a value is not allowed.
+        """
         names = [f.name for f in fields(cls)]
         for key in values:
             if key not in names:
@@ -152,7 +180,18 @@ class RunConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
-        """Build from a YAML or JSON file holding a mapping of RunConfig fields."""
+        """Build from a YAML or JSON file holding a mapping of RunConfig fields.
+
+        Parameters
+        ----------
+        path
+            The YAML (.yaml/.yml) or JSON file.
+
+        Raises
+        ------
+        ConfigError
+            When the file is missing or malformed, or its fields are not allowed.
+        """
         return cls.from_dict(read_config_file(path))
 
 
@@ -173,8 +212,13 @@ def with_changes(values: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[
 def scored_model(config: Mapping[str, Any]) -> str:
     """The model a run of ``config`` (RunConfig fields, e.g. a recorded run's) is scored with: personal or global.
 
-    Each silo's own model when it has one: with ``personalize`` (FedPer's personal head, or the
-    global model fine-tuned on the silo) and for the ``local`` baseline (nothing shared).
+    Each silo's own model when it has one: with ``personalize`` (FedPer's personal head, or the global model
+    fine-tuned on the silo) and for the ``local`` baseline (nothing shared).
+
+    Parameters
+    ----------
+    config
+        RunConfig fields (e.g. a recorded run's).
     """
     personal = config.get("personalize", "none") != "none" or config.get("strategy") == "local"
     return "personal" if personal else "global"
@@ -183,7 +227,17 @@ def scored_model(config: Mapping[str, Any]) -> str:
 def load_federation(config: RunConfig, *, data_dir: str | Path | None = None) -> Federation:
     """The federation ``config`` describes: its split, silos, missing values, scaling and seed (see :func:`load_silos`).
 
-    ``data_dir`` holds the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
+    Parameters
+    ----------
+    config
+        The run.
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
+
+    Raises
+    ------
+    DataError
+        When the files are missing or do not match their pinned checksums.
     """
     return load_silos(**{name: getattr(config, name) for name in DATA_CONSTRAINTS}, data_dir=data_dir)
 
@@ -192,9 +246,14 @@ def load_federation(config: RunConfig, *, data_dir: str | Path | None = None) ->
 class Personalization:
     """What each silo keeps or redoes for itself in a run scored with ``"personal"`` models.
 
-    ``personal`` marks the parameters a silo keeps and never sends: FedPer's head (Arivazhagan et
-    al. 2019), or all of them for the ``local`` baseline. ``finetune_steps``: local steps each silo
-    fine-tunes the global model for before it is scored (``personalize="finetune"``).
+    Parameters
+    ----------
+    personal
+        The parameters a silo keeps and never sends: FedPer's head (Arivazhagan et al. 2019), or all of them for the
+        ``local`` baseline; None when all are shared.
+    finetune_steps
+        Local steps each silo fine-tunes the global model for before it is scored (``personalize="finetune"``); None
+        otherwise.
     """
 
     personal: np.ndarray | None = None
@@ -206,8 +265,18 @@ def personalization(
 ) -> Personalization:
     """The personalization of ``config`` for silos of ``train_sizes`` rows and a model of ``n_params`` parameters.
 
-    ``head()`` gives the model's FedPer mask (called only with ``personalize="fedper"``). Fine-tuning
-    takes ``finetune_steps``, else one round of local steps of the smallest silo.
+    Fine-tuning takes ``finetune_steps``, else one round of local steps of the smallest silo.
+
+    Parameters
+    ----------
+    config
+        The run.
+    train_sizes
+        Train rows of each silo.
+    n_params
+        Number of model parameters.
+    head
+        Gives the model's FedPer mask (called only with ``personalize="fedper"``).
     """
     personal = None
     if config.strategy == "local":
@@ -225,7 +294,23 @@ def personalization(
 
 @dataclass(frozen=True)
 class OnlyWith:
-    """A field that may leave its ``unset`` value only when another field has one of ``values``."""
+    """A field that may leave its ``unset`` value only when another field has one of ``values``.
+
+    Parameters
+    ----------
+    field
+        The field the rule is about.
+    unset
+        Its value when not set.
+    other
+        The field it depends on.
+    values
+        The values of ``other`` that allow ``field`` to be set.
+    allowed
+        What allows it, in words for the message (e.g. ``"optimizer='sgd'"``).
+    fix
+        What to do, for the message.
+    """
 
     field: str
     unset: Any
@@ -235,7 +320,13 @@ class OnlyWith:
     fix: str = "Remove it or change it."
 
     def __call__(self, config: RunConfig) -> None:
-        """Raise a ConfigError naming both fields when ``config`` breaks the rule."""
+        """Raise a ConfigError naming both fields when ``config`` breaks the rule.
+
+        Parameters
+        ----------
+        config
+            The run to check.
+        """
         value, other = getattr(config, self.field), getattr(config, self.other)
         if value != self.unset and other not in self.values:
             raise ConfigError(
@@ -245,7 +336,13 @@ class OnlyWith:
 
 
 def one_local_budget(config: RunConfig) -> None:
-    """``local_steps`` and ``local_epochs`` are two ways to say the same thing: at most one is set."""
+    """``local_steps`` and ``local_epochs`` are two ways to say the same thing: at most one is set.
+
+    Parameters
+    ----------
+    config
+        The run to check.
+    """
     if config.local_steps is not None and config.local_epochs is not None:
         raise ConfigError(
             f"RunConfig got both local_steps={config.local_steps} and local_epochs={config.local_epochs}; "
@@ -254,12 +351,24 @@ def one_local_budget(config: RunConfig) -> None:
 
 
 def data_options(config: RunConfig) -> None:
-    """The data fields agree with the split (see :func:`fedkit.data.silos.check_data_options`)."""
+    """The data fields agree with the split (see :func:`fedkit.data.silos.check_data_options`).
+
+    Parameters
+    ----------
+    config
+        The run to check.
+    """
     check_data_options(config.split, config.silos, config.missing, "RunConfig")
 
 
 def no_personal_baseline(config: RunConfig) -> None:
-    """The baselines train no shared model, so there is nothing to personalize."""
+    """The baselines train no shared model, so there is nothing to personalize.
+
+    Parameters
+    ----------
+    config
+        The run to check.
+    """
     if config.personalize != "none" and config.strategy in BASELINES:
         raise ConfigError(
             f"The 'personalize' parameter of RunConfig must be 'none' with strategy={config.strategy!r} "
@@ -268,7 +377,13 @@ def no_personal_baseline(config: RunConfig) -> None:
 
 
 def krum_has_enough_silos(config: RunConfig) -> None:
-    """Krum scores each update against its K - byzantine - 2 nearest others: at least one is needed."""
+    """Krum scores each update against its K - byzantine - 2 nearest others: at least one is needed.
+
+    Parameters
+    ----------
+    config
+        The run to check.
+    """
     if config.strategy != "krum":
         return
     per_round = silos_per_round(config.silos or 4, config.fraction)
@@ -282,7 +397,13 @@ def krum_has_enough_silos(config: RunConfig) -> None:
 
 
 def remote_runs_hospitals(config: RunConfig) -> None:
-    """The remote engine runs one FLARE site per hospital, and no rows leave a site."""
+    """The remote engine runs one FLARE site per hospital, and no rows leave a site.
+
+    Parameters
+    ----------
+    config
+        The run to check.
+    """
     if config.engine == "remote" and (config.split not in REMOTE_SPLITS or config.strategy == "pooled"):
         raise ConfigError(
             f"engine='remote' runs one site per hospital, so it needs split in {REMOTE_SPLITS} and a strategy "
@@ -313,7 +434,18 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The mapping in a YAML (.yaml/.yml) or JSON file, with errors naming the file."""
+    """The mapping in a YAML (.yaml/.yml) or JSON file, with errors naming the file.
+
+    Parameters
+    ----------
+    path
+        The YAML (.yaml/.yml) or JSON file.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing, does not parse, or holds no mapping.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")

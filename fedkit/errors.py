@@ -34,8 +34,16 @@ class SchemaError(ConfigError):
 class SiteDataError(DataError):
     """A site's data breaks the federation's schema; the message names the file, the row and the column.
 
-    ``source`` is the file (or data frame) name, ``line`` the 1-based line of the file (row of a
-    frame) and ``column`` the schema column, each None when the problem is not tied to one.
+    Parameters
+    ----------
+    message
+        The sentence shown to the user.
+    source
+        The file (or data frame) name.
+    line
+        The 1-based line of the file (row of a frame), None when the problem is not tied to one.
+    column
+        The schema column, None when the problem is not tied to one.
     """
 
     def __init__(self, message: str, *, source: str, line: int | None = None, column: str | None = None) -> None:

@@ -77,6 +77,15 @@ class Bins:
     """``count`` score bins uniform in ``asinh(z / scale)`` over ``[-limit, limit]`` logits; the end bins run to ±inf.
 
     Every site of a federation must use the same bins (they fix the stats vector's layout).
+
+    Parameters
+    ----------
+    count
+        Number of bins.
+    scale
+        Logit scale of the asinh spacing (smaller = finer near 0).
+    limit
+        Largest logit magnitude the inner bins cover.
     """
 
     count: int = 8192
@@ -95,7 +104,13 @@ class Bins:
         return edges
 
     def index(self, logits: np.ndarray) -> np.ndarray:
-        """The bin of each logit: ``k`` when ``edges[k] <= z < edges[k + 1]``; the end bins take what lies beyond."""
+        """The bin of each logit: ``k`` when ``edges[k] <= z < edges[k + 1]``; the end bins take what lies beyond.
+
+        Parameters
+        ----------
+        logits
+            The logits to place.
+        """
         return np.searchsorted(self.edges[1:-1], logits, side="right")
 
     @property
@@ -109,7 +124,13 @@ BINS = Bins()
 
 
 def layout(bins: Bins = BINS) -> dict[str, slice]:
-    """Where each field sits in a stats vector: the six header fields, ``positive`` and ``negative``."""
+    """Where each field sits in a stats vector: the six header fields, ``positive`` and ``negative``.
+
+    Parameters
+    ----------
+    bins
+        The score bins of the federation.
+    """
     fields = {name: slice(i, i + 1) for i, name in enumerate(HEADER)}
     start = len(HEADER)
     fields["positive"] = slice(start, start + bins.count)
@@ -130,7 +151,17 @@ def _labels_logits(labels: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, 
 
 
 def site_stats(labels: np.ndarray, logits: np.ndarray, bins: Bins = BINS) -> np.ndarray:
-    """One site's stats vector (layout in the module docstring) for 0/1 ``labels`` and ``logits`` of one model."""
+    """One site's stats vector (layout in the module docstring) for 0/1 ``labels`` and ``logits`` of one model.
+
+    Parameters
+    ----------
+    labels
+        The site's 0/1 test labels.
+    logits
+        The model's logits on the same rows.
+    bins
+        The score bins of the federation.
+    """
     y, z = _labels_logits(labels, logits)
     positive, predicted = y == 1, z > 0
     out = np.zeros(bins.length)
@@ -150,7 +181,13 @@ def site_stats(labels: np.ndarray, logits: np.ndarray, bins: Bins = BINS) -> np.
 
 
 def sum_stats(vectors: list[np.ndarray] | np.ndarray) -> np.ndarray:
-    """The sum of several sites' stats vectors: what the server (or secure aggregation) computes."""
+    """The sum of several sites' stats vectors: what the server (or secure aggregation) computes.
+
+    Parameters
+    ----------
+    vectors
+        The sites' stats vectors, one per site (or stacked in rows).
+    """
     stacked = np.asarray(vectors, dtype=np.float64)
     if stacked.ndim != 2 or len(stacked) == 0:
         raise DataError(f"sum_stats needs a non-empty list of equal-length stats vectors; got shape {stacked.shape}.")
@@ -162,6 +199,20 @@ def check_stats(stats: np.ndarray, bins: Bins = BINS, where: str = "stats") -> n
 
     The server's boundary check of a site's reply (after unmasking, for secure aggregation):
     length, finite, whole non-negative counts that agree with each other.
+
+    Parameters
+    ----------
+    stats
+        A site's stats vector.
+    bins
+        The score bins of the federation.
+    where
+        What the vector is, for the error message (e.g. the site's name).
+
+    Raises
+    ------
+    DataError
+        When a rule is broken; the message names it.
     """
     v = np.asarray(stats, dtype=np.float64)
     if v.shape != (bins.length,):
@@ -188,6 +239,13 @@ def auc_from_histograms(positive: np.ndarray, negative: np.ndarray) -> float:
     """ROC AUC from class-conditional histograms on the same ordered bins; pairs in one bin count 1/2.
 
     NaN when one class is empty. Exact in float64 while P·N < 2**53.
+
+    Parameters
+    ----------
+    positive
+        Counts of the positive rows per bin.
+    negative
+        Counts of the negative rows per bin, on the same bins.
     """
     positive = np.asarray(positive, dtype=np.float64)
     negative = np.asarray(negative, dtype=np.float64)
@@ -199,7 +257,15 @@ def auc_from_histograms(positive: np.ndarray, negative: np.ndarray) -> float:
 
 
 def auc_error_bound(stats: np.ndarray, bins: Bins = BINS) -> float:
-    """Bound on ``|AUC from the histograms - exact AUC|``: ``0.5 × Σ_b pos_b · neg_b / (P·N)`` (NaN with one class)."""
+    """Bound on ``|AUC from the histograms - exact AUC|``: ``0.5 × Σ_b pos_b · neg_b / (P·N)`` (NaN with one class).
+
+    Parameters
+    ----------
+    stats
+        A (summed) stats vector.
+    bins
+        The score bins of the federation.
+    """
     f = layout(bins)
     positive, negative = stats[f["positive"]], stats[f["negative"]]
     p, n = positive.sum(), negative.sum()
@@ -209,7 +275,15 @@ def auc_error_bound(stats: np.ndarray, bins: Bins = BINS) -> float:
 
 
 def metrics_from_stats(stats: np.ndarray, bins: Bins = BINS) -> dict[str, float]:
-    """``{"loss", "auc", "accuracy"}`` of a (summed) stats vector: loss and accuracy exact, AUC from the histograms."""
+    """``{"loss", "auc", "accuracy"}`` of a (summed) stats vector: loss and accuracy exact, AUC from the histograms.
+
+    Parameters
+    ----------
+    stats
+        A (summed) stats vector.
+    bins
+        The score bins of the federation.
+    """
     f = layout(bins)
     n, loss_sum, tp, _fp, tn, _fn = stats[: len(HEADER)]
     return {
@@ -220,7 +294,15 @@ def metrics_from_stats(stats: np.ndarray, bins: Bins = BINS) -> dict[str, float]
 
 
 class SiteEvaluation(NamedTuple):
-    """What a site reports for one model: its exact metrics (with ``n``) and its stats vector for pooling."""
+    """What a site reports for one model: its exact metrics (with ``n``) and its stats vector for pooling.
+
+    Parameters
+    ----------
+    metrics
+        The site's exact ``loss``, ``auc``, ``accuracy`` and ``n``.
+    stats
+        Its stats vector, to pool with the other sites'.
+    """
 
     metrics: dict[str, float]
     stats: np.ndarray
@@ -231,6 +313,15 @@ def evaluate_on_site(labels: np.ndarray, logits: np.ndarray, bins: Bins = BINS) 
 
     The exact per-silo metrics are :func:`fedkit.metrics.binary_metrics` computed here, on the
     site; only they and the fixed-length stats vector leave it.
+
+    Parameters
+    ----------
+    labels
+        The site's 0/1 test labels.
+    logits
+        The model's logits on the same rows.
+    bins
+        The score bins of the federation.
     """
     y, z = _labels_logits(labels, logits)
     exact = binary_metrics(y, z) if len(y) else dict.fromkeys(METRICS, math.nan)

@@ -19,7 +19,15 @@ if TYPE_CHECKING:
 
 
 def raw_tables(data_dir: str | Path | None = None, *, verify: bool = True) -> dict[str, pd.DataFrame]:
-    """Each hospital's file as a DataFrame of the 14 UCI columns (NaN where the file has '?')."""
+    """Each hospital's file as a DataFrame of the 14 UCI columns (NaN where the file has '?').
+
+    Parameters
+    ----------
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
+    verify
+        Check the files against their pinned sha256.
+    """
     import pandas as pd
 
     from fedkit.paths import data_dir as default_data_dir
@@ -30,7 +38,13 @@ def raw_tables(data_dir: str | Path | None = None, *, verify: bool = True) -> di
 
 
 def hospital_overview(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per hospital: patients, positives, positive rate, rows with a missing value, age, share male."""
+    """One row per hospital: patients, positives, positive rate, rows with a missing value, age, share male.
+
+    Parameters
+    ----------
+    tables
+        Each hospital's raw rows (:func:`raw_tables`).
+    """
     import pandas as pd
 
     rows = []
@@ -52,7 +66,13 @@ def hospital_overview(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def missing_values(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """Missing values ('?') per column and hospital, plus ``chol == 0`` (not measured in switzerland and va)."""
+    """Missing values ('?') per column and hospital, plus ``chol == 0`` (not measured in switzerland and va).
+
+    Parameters
+    ----------
+    tables
+        Each hospital's raw rows (:func:`raw_tables`).
+    """
     import pandas as pd
 
     counts = pd.DataFrame({name: t.isna().sum() for name, t in tables.items()}).T
@@ -62,7 +82,13 @@ def missing_values(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def partition_table(federation: Any) -> pd.DataFrame:
-    """One row per silo of a :class:`~fedkit.data.silos.Federation`: rows, positives, positive rate, train/test."""
+    """One row per silo of a :class:`~fedkit.data.silos.Federation`: rows, positives, positive rate, train/test.
+
+    Parameters
+    ----------
+    federation
+        The silos.
+    """
     import pandas as pd
 
     return pd.DataFrame(federation.summary()).set_index("silo")
@@ -72,7 +98,13 @@ def partition_table(federation: Any) -> pd.DataFrame:
 
 
 def run_label(run: Mapping[str, Any]) -> str:
-    """A short label of a recorded run: strategy, split, seed and the id's last characters."""
+    """A short label of a recorded run: strategy, split, seed and the id's last characters.
+
+    Parameters
+    ----------
+    run
+        A recorded run (:func:`fedkit.load_run`).
+    """
     config = run["config"]
     return f"{config['strategy']}·{config['split']}·s{config['seed']}·{run['run_id'][-6:]}"
 
@@ -80,6 +112,20 @@ def run_label(run: Mapping[str, Any]) -> str:
 def load_runs(run_ids: Sequence[str] | None = None, *, last: int = 3, store: Any = None) -> list[dict[str, Any]]:
     """Recorded runs from the local store, which has every run's curves (as :func:`fedkit.load_run`, plus
     ``history`` and ``label``): ``run_ids`` (unique prefixes are enough), else the ``last`` finished or stopped runs.
+
+    Parameters
+    ----------
+    run_ids
+        Runs to load (unique prefixes are enough); None for the ``last`` finished or stopped runs.
+    last
+        How many of the latest runs to load when ``run_ids`` is None.
+    store
+        The local run store (default: ``$FEDKIT_HOME/runs.sqlite``).
+
+    Raises
+    ------
+    ConfigError
+        When the store has no finished run, or a run asked for has no final metrics.
     """
     from fedkit.tracking.local import LocalStore
 
@@ -108,6 +154,13 @@ def differences_table(runs: Sequence[Mapping[str, Any]], source: str = "local") 
 
     Uses ``fedkit.compare`` (which also reads the runs back from SageMaker or MLflow with ``source``)
     when this fedkit has it, else the local runs' configs.
+
+    Parameters
+    ----------
+    runs
+        Recorded runs (:func:`load_runs`).
+    source
+        Where to read them: ``"local"``, ``"sagemaker"`` or ``"mlflow"``.
     """
     from importlib.util import find_spec
 
@@ -124,7 +177,13 @@ def differences_table(runs: Sequence[Mapping[str, Any]], source: str = "local") 
 
 
 def config_differences(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """The config fields whose values differ between runs: one row per field, one column per run."""
+    """The config fields whose values differ between runs: one row per field, one column per run.
+
+    Parameters
+    ----------
+    configs
+        Each run's RunConfig fields, by run label.
+    """
     import pandas as pd
 
     table = pd.DataFrame({label: dict(c) for label, c in configs.items()})
@@ -133,7 +192,13 @@ def config_differences(configs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame
 
 
 def final_frame(final: Mapping[str, Any]) -> pd.DataFrame:
-    """A summary's ``final`` block as a table: one row per silo plus pooled (n_test, loss, auc, accuracy)."""
+    """A summary's ``final`` block as a table: one row per silo plus pooled (n_test, loss, auc, accuracy).
+
+    Parameters
+    ----------
+    final
+        A summary's ``final`` block.
+    """
     import pandas as pd
 
     rows = [{"silo": s, **m} for s, m in final["silos"].items()] + [{"silo": POOLED, **final[POOLED]}]
@@ -141,14 +206,28 @@ def final_frame(final: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def finals_table(finals: Mapping[str, pd.DataFrame], metrics: Sequence[str] = ("accuracy", "auc")) -> pd.DataFrame:
-    """Final metrics of several runs side by side: rows silo, columns (metric, run)."""
+    """Final metrics of several runs side by side: rows silo, columns (metric, run).
+
+    Parameters
+    ----------
+    finals
+        Each run's final table (:func:`final_frame`), by run label.
+    metrics
+        The metrics to show, in this order.
+    """
     import pandas as pd
 
     return pd.concat({m: pd.DataFrame({label: t[m] for label, t in finals.items()}) for m in metrics}, axis=1)
 
 
 def best_summary(finals: Mapping[str, pd.DataFrame]) -> str:
-    """A few sentences: which run is best on each silo (by accuracy, AUC breaking ties) and on average."""
+    """A few sentences: which run is best on each silo (by accuracy, AUC breaking ties) and on average.
+
+    Parameters
+    ----------
+    finals
+        Each run's final table (:func:`final_frame`), by run label.
+    """
     if not finals:
         return "No runs to compare."
     silos: list[str] = []
@@ -180,14 +259,26 @@ def _or_minus(value: float | None) -> float:
 
 
 def mean_table(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Several final tables (``RunResult.table()``) averaged cell-wise, rows in their order (e.g. over seeds)."""
+    """Several final tables (``RunResult.table()``) averaged cell-wise, rows in their order (e.g. over seeds).
+
+    Parameters
+    ----------
+    tables
+        Final tables with the same rows and columns.
+    """
     import pandas as pd
 
     return pd.concat(list(tables)).groupby(level=0, sort=False).mean()
 
 
 def mean_history(histories: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Several runs' long metric tables averaged value-wise (e.g. over seeds)."""
+    """Several runs' long metric tables averaged value-wise (e.g. over seeds).
+
+    Parameters
+    ----------
+    histories
+        Long metric tables of runs with the same rounds.
+    """
     import pandas as pd
 
     keys = ["round", "silo", "model", "split", "metric"]
@@ -197,7 +288,10 @@ def mean_history(histories: Sequence[pd.DataFrame]) -> pd.DataFrame:
 def seeds_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
     """Mean ± std over seeds of the final accuracy and AUC per silo, one column block per label.
 
-    ``summaries`` maps a label (e.g. strategy) to the run summaries of its seeds.
+    Parameters
+    ----------
+    summaries
+        The run summaries of each label's seeds, by label (e.g. strategy).
     """
     import pandas as pd
 

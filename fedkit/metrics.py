@@ -15,7 +15,22 @@ def grouped_metrics(y: np.ndarray, z: np.ndarray, group: np.ndarray, n_groups: i
     """Per-group ``loss`` (mean BCE from logits), ``auc`` (NaN with one class) and ``accuracy`` (logit > 0).
 
     AUC is Mann-Whitney U with average ranks for ties, equal to scikit-learn's ``roc_auc_score``.
-    ``group`` holds each row's group id in ``[0, n_groups)``.
+
+    Parameters
+    ----------
+    y
+        0/1 labels.
+    z
+        Logits, one per row.
+    group
+        Each row's group id, in ``[0, n_groups)``.
+    n_groups
+        Number of groups.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        ``loss``, ``auc`` and ``accuracy``, each an array with one value per group.
     """
     y = np.asarray(y, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
@@ -43,11 +58,27 @@ def grouped_metrics(y: np.ndarray, z: np.ndarray, group: np.ndarray, n_groups: i
 
 
 def binary_metrics(y: np.ndarray, z: np.ndarray) -> dict[str, float]:
-    """``{"loss", "auc", "accuracy"}`` for labels ``y`` and logits ``z``; AUC is NaN when ``y`` has one class."""
+    """``{"loss", "auc", "accuracy"}`` for labels ``y`` and logits ``z``; AUC is NaN when ``y`` has one class.
+
+    Parameters
+    ----------
+    y
+        0/1 labels.
+    z
+        Logits, one per row.
+    """
     values = grouped_metrics(y, z, np.zeros(len(y), dtype=np.int64), 1)
     return {m: float(values[m][0]) for m in METRICS}
 
 
 def roc_auc(y: np.ndarray, z: np.ndarray) -> float:
-    """ROC AUC of logits ``z`` for labels ``y`` (NaN with one class)."""
+    """ROC AUC of logits ``z`` for labels ``y`` (NaN with one class).
+
+    Parameters
+    ----------
+    y
+        0/1 labels.
+    z
+        Logits, one per row.
+    """
     return binary_metrics(y, z)["auc"]

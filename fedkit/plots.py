@@ -61,6 +61,11 @@ def silo_colors(names: Sequence[str]) -> dict[str, str]:
 
     A name is always given the same colour, whatever else is in ``names``, so every notebook and
     report shows a silo in one colour. Other names take the palette colours in order.
+
+    Parameters
+    ----------
+    names
+        Silo names (``pooled`` included or not).
     """
     colors: dict[str, str] = {}
     others = 0
@@ -79,7 +84,19 @@ def silo_colors(names: Sequence[str]) -> dict[str, str]:
 
 
 def new_figure(ncols: int, *, nrows: int = 1, width: float = 4.2, height: float = 3.2) -> tuple[Figure, list[Axes]]:
-    """A pyplot-free figure with ``nrows`` x ``ncols`` axes (flattened), sized for a notebook."""
+    """A pyplot-free figure with ``nrows`` x ``ncols`` axes (flattened), sized for a notebook.
+
+    Parameters
+    ----------
+    ncols
+        Columns of axes.
+    nrows
+        Rows of axes.
+    width
+        Width of one panel, in inches.
+    height
+        Height of one panel, in inches.
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width * ncols, height * nrows), dpi=90, layout="constrained")
@@ -89,7 +106,13 @@ def new_figure(ncols: int, *, nrows: int = 1, width: float = 4.2, height: float 
 
 def scored_model(history: pd.DataFrame) -> str:
     """The model whose test curves a run is judged by, read back from its rows: :attr:`RunConfig.scored
-    <fedkit.config.RunConfig.scored>` is personal exactly when the round loop recorded personal rows."""
+    <fedkit.config.RunConfig.scored>` is personal exactly when the round loop recorded personal rows.
+
+    Parameters
+    ----------
+    history
+        A run's long metric table (``RunResult.history``).
+    """
     return "personal" if "personal" in set(history["model"]) else "global"
 
 
@@ -115,8 +138,17 @@ def curves_figure(
 ) -> Figure:
     """Test loss / AUC / accuracy per round: one panel per metric, one line per silo plus pooled.
 
-    ``history`` is a run's long metric table (``RunResult.history``); ``model`` defaults to the
-    one the run is scored by (global, or personal with personalization).
+    Parameters
+    ----------
+    history
+        A run's long metric table (``RunResult.history``).
+    model
+        The model whose curves to draw (default: the one the run is scored by: global, or personal with
+        personalization).
+    metrics
+        One panel per metric, in this order.
+    title
+        Figure title.
     """
     model = model or scored_model(history)
     fig, axes = new_figure(len(metrics))
@@ -136,8 +168,17 @@ def curves_figure(
 def style_axes(ax: Axes, metric: str, title: str) -> None:
     """Title, axis labels, at most 5 ticks per axis (integer rounds) and a light grid.
 
-    Five ticks read as well as eight, and tick labels are most of a figure's drawing time (a fifth
-    less with five), which a report waits for.
+    Five ticks read as well as eight, and tick labels are most of a figure's drawing time (a fifth less with five),
+    which a report waits for.
+
+    Parameters
+    ----------
+    ax
+        The axes to style.
+    metric
+        The metric on the y axis.
+    title
+        The panel's title.
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -150,7 +191,19 @@ def style_axes(ax: Axes, metric: str, title: str) -> None:
 
 
 class LiveCurves:
-    """Curves that grow round by round (the widget panel's figure): one line per silo plus pooled per metric."""
+    """Curves that grow round by round (the widget panel's figure): one line per silo plus pooled per metric.
+
+    Parameters
+    ----------
+    silos
+        Silo names, one line each (plus pooled).
+    rounds
+        The run's rounds (the x axis's extent).
+    model
+        The model whose curves are drawn: ``"global"`` or ``"personal"``.
+    title
+        Figure title.
+    """
 
     def __init__(self, silos: Sequence[str], rounds: int, *, model: str = "global", title: str = "") -> None:
         self.silos = _silo_order([*silos, POOLED])
@@ -170,7 +223,13 @@ class LiveCurves:
             self.figure.suptitle(title)
 
     def update(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Redraw every line from the metric rows received so far."""
+        """Redraw every line from the metric rows received so far.
+
+        Parameters
+        ----------
+        records
+            Every metric row of the run so far.
+        """
         points: dict[tuple[str, str], dict[int, float]] = {key: {} for key in self.lines}
         for r in records:
             key = (r["metric"], r["silo"])
@@ -201,7 +260,15 @@ def figure_png(figure: Figure) -> bytes:
 
 
 def label_balance_figure(federation: Federation, title: str | None = None) -> Figure:
-    """Rows per silo split into positives (silo colour) and negatives (grey), with the positive rate."""
+    """Rows per silo split into positives (silo colour) and negatives (grey), with the positive rate.
+
+    Parameters
+    ----------
+    federation
+        The silos.
+    title
+        Figure title.
+    """
     summary = federation.summary()
     names = [r["silo"] for r in summary]
     colors = silo_colors(names)
@@ -222,7 +289,17 @@ def label_balance_figure(federation: Federation, title: str | None = None) -> Fi
 
 
 def feature_figure(tables: Mapping[str, pd.DataFrame], features: Sequence[str], title: str | None = None) -> Figure:
-    """Distribution of raw features per silo (densities, or level shares for categorical columns)."""
+    """Distribution of raw features per silo (densities, or level shares for categorical columns).
+
+    Parameters
+    ----------
+    tables
+        Each silo's raw rows, by silo name.
+    features
+        Columns to draw, one panel each.
+    title
+        Figure title.
+    """
     import numpy as np
 
     colors = silo_colors(list(tables))
@@ -256,7 +333,17 @@ def feature_figure(tables: Mapping[str, pd.DataFrame], features: Sequence[str], 
 
 
 def overlay_figure(histories: Mapping[str, pd.DataFrame], metric: str = "auc", title: str | None = None) -> Figure:
-    """One panel per silo (and pooled), one line per run: silo colour, a line style per run."""
+    """One panel per silo (and pooled), one line per run: silo colour, a line style per run.
+
+    Parameters
+    ----------
+    histories
+        Each run's long metric table, by run label.
+    metric
+        ``"loss"``, ``"auc"`` or ``"accuracy"``.
+    title
+        Figure title.
+    """
     silos: list[str] = []
     for history in histories.values():
         silos += [s for s in history["silo"].unique() if s not in silos]
@@ -281,7 +368,14 @@ def overlay_figure(histories: Mapping[str, pd.DataFrame], metric: str = "auc", t
 def final_bars_figure(finals: Mapping[str, pd.DataFrame], metric: str = "accuracy", title: str | None = None) -> Figure:
     """Final ``metric`` per silo (and pooled) for several runs: silo colour, one hatch per run.
 
-    ``finals`` maps a run label to its final table (``RunResult.table()``: index silo).
+    Parameters
+    ----------
+    finals
+        Each run's final table (``RunResult.table()``: index silo), by run label.
+    metric
+        ``"loss"``, ``"auc"`` or ``"accuracy"``.
+    title
+        Figure title.
     """
     import numpy as np
 

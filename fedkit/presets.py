@@ -44,14 +44,31 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str) -> dict[str, Any]:
-    """The RunConfig fields of preset ``name`` (a copy)."""
+    """The RunConfig fields of preset ``name`` (a copy).
+
+    Parameters
+    ----------
+    name
+        The preset's name (a key of ``PRESETS``).
+
+    Raises
+    ------
+    ConfigError
+        When there is no preset ``name``.
+    """
     if name not in PRESETS:
         raise ConfigError(f"No preset {name!r}; the presets are: {', '.join(PRESETS)}.")
     return dict(PRESETS[name])
 
 
 def baseline_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The FedAvg baseline of a run: the same fields without the strategy and its hyperparameters."""
+    """The FedAvg baseline of a run: the same fields without the strategy and its hyperparameters.
+
+    Parameters
+    ----------
+    fields
+        The run's RunConfig fields.
+    """
     from fedkit.strategies import HYPERPARAMETERS
 
     return {**{k: v for k, v in fields.items() if k not in HYPERPARAMETERS}, "strategy": "fedavg"}

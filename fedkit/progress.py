@@ -10,6 +10,13 @@ def progress_bar(show: bool, **kwargs: Any) -> Any:
 
     In a Jupyter kernel ``tqdm.auto`` imports ipywidgets (0.2 s) for its notebook bar; a hidden bar
     (``progress=False``, e.g. in a report notebook) should not pay for it.
+
+    Parameters
+    ----------
+    show
+        Whether the bar is shown.
+    **kwargs
+        Passed to ``tqdm`` (``total``, ``desc``...).
     """
     if show:
         from tqdm.auto import tqdm

@@ -26,14 +26,32 @@ from fedkit.errors import ConfigError, ReportError
 
 @dataclass(frozen=True)
 class Report:
-    """The files one report wrote: the executed notebook and its standalone HTML export."""
+    """The files one report wrote: the executed notebook and its standalone HTML export.
+
+    Parameters
+    ----------
+    notebook
+        The executed notebook.
+    html
+        Its standalone HTML export (None when not asked for).
+    """
 
     notebook: Path
     html: Path | None
 
 
 def report_name(notebook: Path, parameters: Mapping[str, Any], when: datetime) -> str:
-    """``<YYYY-MM-DD>_<HHMMSS>_<notebook stem>[_<name>-<value>...]``: sortable by date, says which run."""
+    """``<YYYY-MM-DD>_<HHMMSS>_<notebook stem>[_<name>-<value>...]``: sortable by date, says which run.
+
+    Parameters
+    ----------
+    notebook
+        The source notebook.
+    parameters
+        The parameters it was run with (each adds ``_<name>-<value>``).
+    when
+        The time the report was made.
+    """
 
     def text(value: Any) -> str:
         if isinstance(value, Mapping):
@@ -48,7 +66,13 @@ def report_name(notebook: Path, parameters: Mapping[str, Any], when: datetime) -
 
 
 def notebook_parameters(notebook: Path) -> dict[str, Any]:
-    """The names and default values (source text) of the notebook's ``parameters`` cell."""
+    """The names and default values (source text) of the notebook's ``parameters`` cell.
+
+    Parameters
+    ----------
+    notebook
+        The notebook to read.
+    """
     import json
 
     cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])  # json: nbformat loads slowly
@@ -85,8 +109,33 @@ def render(
 ) -> Report:
     """Execute ``notebook`` with ``parameters`` (papermill) and export it to HTML; returns the paths written.
 
-    The executed notebook is written even when a cell fails; the :class:`ReportError` then names
-    the cell, its error and that file. ``timeout`` bounds each cell, in seconds.
+    The executed notebook is written even when a cell fails; the :class:`ReportError` then names the cell, its
+    error and that file.
+
+    Parameters
+    ----------
+    notebook
+        The notebook to execute.
+    parameters
+        Values for the names of its ``parameters`` cell.
+    output_dir
+        Folder the report files are written to.
+    html
+        Also export the executed notebook to standalone HTML.
+    timeout
+        Bound on each cell, in seconds.
+    kernel_name
+        The Jupyter kernel that runs it.
+
+    Returns
+    -------
+    Report
+        The paths written.
+
+    Raises
+    ------
+    ReportError
+        When a cell fails or the export does.
     """
     notebook = Path(notebook)
     parameters = dict(parameters or {})

@@ -22,7 +22,17 @@ def _json_float(value: float) -> float | None:
 
 
 def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int], model: str = "global") -> dict[str, Any]:
-    """The ``final`` block of a summary: test metrics of ``model`` ("global"/"personal") at the last round."""
+    """The ``final`` block of a summary: test metrics of ``model`` ("global"/"personal") at the last round.
+
+    Parameters
+    ----------
+    history
+        The run's metric rows.
+    n_test
+        Test rows per silo (and ``pooled``).
+    model
+        ``"global"`` or ``"personal"``.
+    """
     rows = [r for r in history if r["model"] == model and r["split"] == "test"]
     if not rows:
         return {"model": model, "silos": {}, POOLED: None, "avg_accuracy": None}
@@ -44,13 +54,27 @@ def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int], model: 
 
 
 def n_test_by_silo(labels: Mapping[str, np.ndarray]) -> dict[str, int]:
-    """Test rows per silo, and of all silos together under ``pooled``, from each silo's test labels."""
+    """Test rows per silo, and of all silos together under ``pooled``, from each silo's test labels.
+
+    Parameters
+    ----------
+    labels
+        Each silo's test labels, by silo name.
+    """
     sizes = {silo: len(y) for silo, y in labels.items()}
     return {**sizes, POOLED: sum(sizes.values())}
 
 
 def undefined_auc_notes(history: list[dict[str, Any]], labels: dict[str, np.ndarray]) -> list[str]:
-    """A sentence for every test set whose AUC is undefined (one class only), so null never goes unexplained."""
+    """A sentence for every test set whose AUC is undefined (one class only), so null never goes unexplained.
+
+    Parameters
+    ----------
+    history
+        The run's metric rows.
+    labels
+        Each silo's test labels, by silo name.
+    """
     notes = []
     for silo, y in labels.items():
         positives = int(np.sum(y == 1))
@@ -65,7 +89,21 @@ def undefined_auc_notes(history: list[dict[str, Any]], labels: dict[str, np.ndar
 
 @dataclass(frozen=True)
 class RoundEvent:
-    """What the round loop emits after each round: the round, its metric rows, and the new global parameters."""
+    """What the round loop emits after each round: the round, its metric rows, and the new global parameters.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    round
+        The round just done (0 is the initial model).
+    rounds
+        The run's number of rounds.
+    rows
+        The round's metric rows.
+    params
+        The new global parameters.
+    """
 
     run_id: str
     round: int
@@ -76,7 +114,29 @@ class RoundEvent:
 
 @dataclass
 class RunResult:
-    """The outcome of :func:`fedkit.run`: status, config, history rows, final parameters."""
+    """The outcome of :func:`fedkit.run`: status, config, history rows, final parameters.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    status
+        ``finished``, ``stopped`` or ``failed``.
+    config
+        The run's RunConfig fields.
+    records
+        Every metric row, in long format (one value per round, model, split, silo and metric).
+    params
+        The final global parameters.
+    n_test
+        Test rows per silo (and ``pooled``).
+    data
+        What the run's data was (files, checksums, split).
+    notes
+        Sentences that explain the numbers (e.g. an undefined AUC).
+    scored
+        The model the run is scored with: ``"global"`` or ``"personal"``.
+    """
 
     run_id: str
     status: str

@@ -36,7 +36,19 @@ def new_run_id() -> str:
 
 
 def select_silos(names: Sequence[str], fraction: float, seed: int, server_round: int) -> list[str]:
-    """The silos of round ``server_round``: ``max(1, round(fraction * K))`` of them, without replacement, seeded."""
+    """The silos of round ``server_round``: ``max(1, round(fraction * K))`` of them, without replacement, seeded.
+
+    Parameters
+    ----------
+    names
+        The federation's silo names.
+    fraction
+        Fraction of silos sampled each round, in (0, 1].
+    seed
+        The run's seed.
+    server_round
+        The round (1-based).
+    """
     k = silos_per_round(len(names), fraction)
     if k >= len(names):
         return list(names)
@@ -45,7 +57,21 @@ def select_silos(names: Sequence[str], fraction: float, seed: int, server_round:
 
 
 def metric_rows(server_round: int, model: str, split: str, silo: str, values: dict[str, float]) -> list[dict[str, Any]]:
-    """Long-format rows for a dict of metric values."""
+    """Long-format rows for a dict of metric values.
+
+    Parameters
+    ----------
+    server_round
+        The round (0 is the initial model).
+    model
+        ``"global"``, ``"personal"`` or ``"local"``.
+    split
+        ``"train"`` or ``"test"``.
+    silo
+        The silo's name, or ``pooled``.
+    values
+        Metric values by name.
+    """
     return [
         {"round": server_round, "silo": silo, "model": model, "split": split, "metric": m, "value": float(v)}
         for m, v in values.items()
@@ -53,7 +79,19 @@ def metric_rows(server_round: int, model: str, split: str, silo: str, values: di
 
 
 def score_rows(server_round: int, model: str, scores: list[Scores], pooled: bool = True) -> list[dict[str, Any]]:
-    """Test metrics of ``model`` per silo and, if ``pooled``, on all silos' rows together — one grouped pass."""
+    """Test metrics of ``model`` per silo and, if ``pooled``, on all silos' rows together — one grouped pass.
+
+    Parameters
+    ----------
+    server_round
+        The round (0 is the initial model).
+    model
+        ``"global"``, ``"personal"`` or ``"local"``.
+    scores
+        Each silo's labels and logits.
+    pooled
+        Also score all silos' rows together.
+    """
     labels = np.concatenate([s.labels for s in scores])
     logits = np.concatenate([s.logits for s in scores])
     group = np.repeat(np.arange(len(scores)), [len(s.labels) for s in scores])
@@ -82,7 +120,19 @@ def evaluate_rows(
 ) -> list[dict[str, Any]]:
     """The round's evaluation: the global model (not for ``local``) and each silo's own model when scored by it.
 
-    ``personal_models``: the silos' fine-tuned models, already trained (a sweep stacks the fine-tuning of many runs).
+    Parameters
+    ----------
+    server_round
+        The round (0 is the initial model).
+    engine
+        The engine holding the silos.
+    params
+        The global parameters.
+    config
+        The run.
+    personal_models
+        The silos' fine-tuned models, already trained (a sweep stacks the fine-tuning of many runs);
+        None: the engine fine-tunes them itself.
     """
     rows = [] if config.strategy == "local" else score_rows(server_round, "global", engine.evaluate(params))
     if config.scored == "personal":
@@ -92,7 +142,15 @@ def evaluate_rows(
 
 
 def fit_rows(server_round: int, replies: list[FitReply]) -> list[dict[str, Any]]:
-    """Local-model metrics: train loss of the local update, and test metrics on the silo's own test set."""
+    """Local-model metrics: train loss of the local update, and test metrics on the silo's own test set.
+
+    Parameters
+    ----------
+    server_round
+        The round.
+    replies
+        The silos' replies to this round's training.
+    """
     rows = [metric_rows(server_round, "local", "train", r.silo, {"loss": r.train_loss})[0] for r in replies]
     scores = [r.local_test for r in replies if r.local_test is not None]
     return rows + score_rows(server_round, "local", scores, pooled=False)
@@ -109,7 +167,27 @@ def run_round(
 ) -> tuple[np.ndarray, Any, list[dict[str, Any]]]:
     """One round: sample silos, train them, pass the replies through ``hooks``, aggregate, evaluate.
 
-    Returns the new global parameters, the strategy's new state and the round's metric rows.
+    Parameters
+    ----------
+    server_round
+        The round (1-based).
+    config
+        The run.
+    engine
+        The engine holding the silos.
+    strategy
+        The run's strategy.
+    state
+        The strategy's state before this round.
+    params
+        The global parameters before this round.
+    hooks
+        Called on every silo reply before aggregation.
+
+    Returns
+    -------
+    tuple[np.ndarray, Any, list[dict]]
+        The new global parameters, the strategy's new state and the round's metric rows.
     """
     chosen = select_silos(engine.silos, config.fraction, config.seed, server_round)
     replies = engine.fit(params, server_round, chosen, strategy.local_term(state, params))
@@ -131,7 +209,19 @@ def aggregate(
 
 
 class Recorder:
-    """A run's record as it goes: its metric rows, every tracker told of each step, every callback called."""
+    """A run's record as it goes: its metric rows, every tracker told of each step, every callback called.
+
+    Parameters
+    ----------
+    config
+        The run.
+    federation
+        Its silos (recorded with the run).
+    trackers
+        Where the run is recorded.
+    callbacks
+        Called with each round's event.
+    """
 
     def __init__(
         self,
@@ -154,7 +244,17 @@ class Recorder:
             t.start_run(self.run_id, self.config.to_dict(), self.data)
 
     def record(self, server_round: int, rows: list[dict[str, Any]], params: np.ndarray) -> None:
-        """Keep one round's rows, log them to every tracker, and call every callback with the round's event."""
+        """Keep one round's rows, log them to every tracker, and call every callback with the round's event.
+
+        Parameters
+        ----------
+        server_round
+            The round (0 is the initial model).
+        rows
+            The round's metric rows.
+        params
+            The global parameters after the round.
+        """
         self.records.extend(rows)
         for t in self.trackers:
             t.log_round(self.run_id, server_round, rows)
@@ -163,7 +263,15 @@ class Recorder:
             callback(event)
 
     def finish(self, status: str, params: np.ndarray) -> RunResult:
-        """End the run with ``status`` (finished or stopped) and its final ``params``; returns its result."""
+        """End the run with ``status`` (finished or stopped) and its final ``params``; returns its result.
+
+        Parameters
+        ----------
+        status
+            ``finished`` or ``stopped``.
+        params
+            The final global parameters.
+        """
         notes = undefined_auc_notes(self.records, self.test_labels)
         if not self.data["verified"]:
             notes.append("The data files were not verified against the pinned sha256 (verify=False); see data.sha256.")
@@ -211,10 +319,28 @@ def run(
 ) -> RunResult:
     """Run ``config`` over ``engine``'s silos (of ``federation``), record it in ``trackers``; returns the result.
 
-    Round 0 records the initial model. ``should_stop`` is checked after each round: when it returns
-    True the run ends cleanly with status ``stopped``. Ctrl-C also records ``stopped``; an exception
-    records ``failed`` (with the traceback) and is re-raised. Users call :func:`fedkit.run`, which
-    builds the federation, the engine and the trackers.
+    Round 0 records the initial model. Ctrl-C records ``stopped``; an exception records ``failed`` (with the
+    traceback) and is re-raised. Users call :func:`fedkit.run`, which builds the federation, the engine and the
+    trackers.
+
+    Parameters
+    ----------
+    config
+        The run.
+    federation
+        The silos the engine holds.
+    engine
+        Trains and evaluates the silos.
+    trackers
+        Where the run is recorded.
+    hooks
+        Called on every silo reply before aggregation.
+    callbacks
+        Called with a :class:`~fedkit.result.RoundEvent` after each round.
+    should_stop
+        Checked after each round: when it returns True the run ends cleanly with status ``stopped``.
+    progress
+        Show a progress bar over the rounds.
     """
     from fedkit.progress import progress_bar
 

@@ -27,7 +27,17 @@ _MASK = 2**64 - 1
 
 
 def stream(seed: int, kind: int, *keys: int) -> np.random.Generator:
-    """An independent generator for ``(seed, kind, *keys)``."""
+    """An independent generator for ``(seed, kind, *keys)``.
+
+    Parameters
+    ----------
+    seed
+        The run's seed.
+    kind
+        Which use the stream is for (a constant of this module).
+    *keys
+        Further keys (round, silo...) that make the stream distinct.
+    """
     return np.random.default_rng([seed, kind, *keys])
 
 
@@ -47,7 +57,21 @@ def _mix_int(x: int) -> int:
 
 
 def uniform(seed: int, kind: int, server_round: int, silos: Sequence[int], n: int) -> np.ndarray:
-    """Uniform [0, 1) keys, shape (len(silos), n): row i depends only on (seed, kind, server_round, silos[i])."""
+    """Uniform [0, 1) keys, shape (len(silos), n): row i depends only on (seed, kind, server_round, silos[i]).
+
+    Parameters
+    ----------
+    seed
+        The run's seed.
+    kind
+        Which use the keys are for (a constant of this module).
+    server_round
+        The round.
+    silos
+        The silos' indices, one row each.
+    n
+        Keys per silo.
+    """
     key = 0
     for part in (seed, kind, server_round):
         key = _mix_int(key + int(_GOLDEN) + int(part))

@@ -24,7 +24,25 @@ ADAM_EPS = 1e-8
 
 @dataclass(frozen=True)
 class LocalTraining:
-    """Hyperparameters of one silo's local update; exactly one of ``local_steps`` / ``local_epochs`` is set."""
+    """Hyperparameters of one silo's local update; exactly one of ``local_steps`` / ``local_epochs`` is set.
+
+    Parameters
+    ----------
+    optimizer
+        Local optimizer (a key of ``OPTIMIZERS``).
+    lr
+        Local learning rate.
+    batch_size
+        Local batch size.
+    local_steps
+        Optimizer steps per silo per round (None with ``local_epochs``).
+    local_epochs
+        Passes over the silo's train set per round (None with ``local_steps``).
+    momentum
+        SGD momentum (sgd only).
+    weight_decay
+        L2 weight decay of the local optimizer.
+    """
 
     optimizer: str = "sgd"
     lr: float = 0.001
@@ -35,7 +53,13 @@ class LocalTraining:
     weight_decay: float = 0.0
 
     def n_steps(self, n_train: int) -> int:
-        """Optimizer steps per round for a silo with ``n_train`` rows."""
+        """Optimizer steps per round for a silo with ``n_train`` rows.
+
+        Parameters
+        ----------
+        n_train
+            The silo's train rows.
+        """
         if self.local_steps is not None:
             return self.local_steps
         return (self.local_epochs or 1) * math.ceil(n_train / self.batch_size)
@@ -53,10 +77,26 @@ def batch_plans(
 ) -> list[np.ndarray]:
     """Each silo's batches for a round: row indices of shape (steps, batch_size), ``-1`` pads a short last batch.
 
-    Silo ``silos[i]`` has ``sizes[i]`` train rows and takes ``steps[i]`` steps. Each epoch is the
-    argsort of fresh keys from :func:`fedkit.seeding.uniform` (a uniform random permutation), so a
-    silo's plan is the same whether it is computed alone or with others. Silos of equal size are
-    drawn together in one vectorized call.
+    Each epoch is the argsort of fresh keys from :func:`fedkit.seeding.uniform` (a uniform random permutation),
+    so a silo's plan is the same whether it is computed alone or with others. Silos of equal size are drawn
+    together in one vectorized call.
+
+    Parameters
+    ----------
+    sizes
+        Train rows of each silo.
+    batch_size
+        Local batch size.
+    steps
+        Steps each silo takes.
+    seed
+        The run's seed.
+    kind
+        Which use the plan is for (a constant of :mod:`fedkit.seeding`).
+    server_round
+        The round.
+    silos
+        The silos' indices in the federation.
     """
     plans: list[np.ndarray] = [np.empty((0, batch_size), dtype=np.int64)] * len(sizes)
     groups: dict[tuple[int, int], list[int]] = {}
@@ -78,7 +118,25 @@ def batch_plans(
 def batch_plan(
     n_train: int, batch_size: int, steps: int, *, seed: int, kind: int, server_round: int, silo: int
 ) -> np.ndarray:
-    """One silo's batch plan for a round (see :func:`batch_plans`)."""
+    """One silo's batch plan for a round (see :func:`batch_plans`).
+
+    Parameters
+    ----------
+    n_train
+        The silo's train rows.
+    batch_size
+        Local batch size.
+    steps
+        Steps it takes.
+    seed
+        The run's seed.
+    kind
+        Which use the plan is for (a constant of :mod:`fedkit.seeding`).
+    server_round
+        The round.
+    silo
+        The silo's index in the federation.
+    """
     return batch_plans([n_train], batch_size, [steps], seed=seed, kind=kind, server_round=server_round, silos=[silo])[0]
 
 
@@ -102,7 +160,17 @@ class TrainJob:
 
 @dataclass(frozen=True)
 class LocalResult:
-    """What a silo's training returns: its new parameters, mean training loss over its steps, and step count."""
+    """What a silo's training returns: its new parameters, mean training loss over its steps, and step count.
+
+    Parameters
+    ----------
+    params
+        The silo's new parameters.
+    train_loss
+        Mean training loss over its steps.
+    steps
+        Steps taken.
+    """
 
     params: np.ndarray
     train_loss: float

@@ -60,9 +60,17 @@ def _field(widget: ipywidgets.Widget, name: str) -> ipywidgets.Widget:
 class ControlPanel:
     """An ipywidgets panel that builds a :class:`RunConfig`, runs it in a thread and plots it live.
 
-    ``defaults`` are RunConfig fields that preset the panel (fields the panel has no widget for,
-    e.g. ``mu``, are passed through unchanged). ``callbacks`` also receive every round event.
     Display it with ``panel`` as the last value of a cell, or ``display(panel.widget)``.
+
+    Parameters
+    ----------
+    trackers
+        Tracker names each run is recorded in (see :func:`fedkit.make_trackers`).
+    callbacks
+        Also receive every round event.
+    **defaults
+        RunConfig fields that preset the panel (fields the panel has no widget for, e.g. ``mu``, are passed through
+        unchanged).
     """
 
     def __init__(
@@ -319,7 +327,13 @@ class ControlPanel:
             self._say("Stopping after the current round…", "info")
 
     def wait(self, timeout: float | None = None) -> RunResult | None:
-        """Block until the run ends (at most ``timeout`` s); returns its result (None if it failed)."""
+        """Block until the run ends (at most ``timeout`` s); returns its result (None if it failed).
+
+        Parameters
+        ----------
+        timeout
+            Longest wait, in seconds (None: no limit).
+        """
         if self._thread is not None:
             self._thread.join(timeout)
         return self.result
@@ -568,7 +582,19 @@ class SweepPanel:
 def partition_explorer(
     split: str = "dirichlet", silos: int = 4, alpha: float = 0.5, seed: int = 42
 ) -> ipywidgets.Widget:
-    """Pick split, silos, alpha and seed; see the label balance of the resulting silos (and RunConfig's errors)."""
+    """Pick split, silos, alpha and seed; see the label balance of the resulting silos (and RunConfig's errors).
+
+    Parameters
+    ----------
+    split
+        The initial split.
+    silos
+        The initial number of silos.
+    alpha
+        The initial Dirichlet concentration.
+    seed
+        The initial seed.
+    """
     import ipywidgets as w
     from IPython.display import display
 

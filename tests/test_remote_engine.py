@@ -7,6 +7,11 @@ rejoins when it answers again.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -105,3 +110,28 @@ def test_a_site_with_another_fedkit_version_is_refused_by_name() -> None:
     workers = {h: (OldSite if h == "va" else SiloWorker)(h) for h in HOSPITALS}
     with pytest.raises(RemoteRunError, match=r"server runs fedkit .* but site\(s\) va run fedkit 0\.0\.1\. Install"):
         remote_run(fedkit.RunConfig(engine="remote", rounds=1), workers=workers)
+
+
+# `fedkit remote start`'s supervisor running a child, in a process of its own (it installs signal handlers).
+SUPERVISED = "import sys; from fedkit.remote.kits import supervise; sys.exit(supervise([sys.executable, '-c', {!r}]))"
+
+
+def test_remote_start_passes_sigterm_on_at_once_and_returns_the_exit_code() -> None:
+    import psutil
+
+    done = subprocess.run([sys.executable, "-c", SUPERVISED.format("raise SystemExit(3)")], timeout=60, check=False)
+    assert done.returncode == 3
+    proc = subprocess.Popen([sys.executable, "-c", SUPERVISED.format("import time; time.sleep(60)")])
+    try:
+        deadline = time.monotonic() + 30
+        while not psutil.Process(proc.pid).children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (child,) = psutil.Process(proc.pid).children()
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # what a pod's PID 1 gets when the pod stops
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+        assert time.monotonic() - start < 5
+        assert not child.is_running()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -15,12 +15,30 @@ import numpy as np
 
 
 def sizes(n: int, train_fraction: float) -> tuple[int, int]:
-    """``(n_train, n_test)`` as scikit-learn computes them for ``train_size=f, test_size=1-f`` of ``n`` rows."""
+    """``(n_train, n_test)`` as scikit-learn computes them for ``train_size=f, test_size=1-f`` of ``n`` rows.
+
+    Parameters
+    ----------
+    n
+        Rows.
+    train_fraction
+        Share of the rows that train, in (0, 1).
+    """
     return math.floor(train_fraction * n), math.ceil((1.0 - train_fraction) * n)
 
 
 def approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
-    """Rows drawn from each class: the rounded-down share, remainders by largest fraction, ties broken by ``rng``."""
+    """Rows drawn from each class: the rounded-down share, remainders by largest fraction, ties broken by ``rng``.
+
+    Parameters
+    ----------
+    class_counts
+        Rows of each class.
+    n_draws
+        Rows to draw in all.
+    rng
+        Breaks ties (scikit-learn's legacy generator, for identical draws).
+    """
     continuous = class_counts / class_counts.sum() * n_draws
     floored = np.floor(continuous)
     need = int(n_draws - floored.sum())
@@ -39,7 +57,19 @@ def approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.Rand
 def split(
     labels: np.ndarray, train_fraction: float, random_state: int, *, stratify: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Train and test row indices (each sorted) of one silo with labels ``labels``."""
+    """Train and test row indices (each sorted) of one silo with labels ``labels``.
+
+    Parameters
+    ----------
+    labels
+        The silo's 0/1 labels.
+    train_fraction
+        Share of the rows that train, in (0, 1).
+    random_state
+        scikit-learn's ``random_state``.
+    stratify
+        Keep the label's share in both parts.
+    """
     n_train, n_test = sizes(len(labels), train_fraction)
     rng = np.random.RandomState(random_state)
     if not stratify:

@@ -19,7 +19,19 @@ def _check(n_rows: int, n_silos: int, min_size: int, split: str) -> None:
 
 
 def iid(n_rows: int, n_silos: int, rng: np.random.Generator, min_size: int = 1) -> list[np.ndarray]:
-    """Shuffle the rows and cut them into ``n_silos`` parts of (almost) equal size."""
+    """Shuffle the rows and cut them into ``n_silos`` parts of (almost) equal size.
+
+    Parameters
+    ----------
+    n_rows
+        Rows to split.
+    n_silos
+        Number of silos.
+    rng
+        The seeded generator of the split.
+    min_size
+        Fewest rows a silo may get.
+    """
     _check(n_rows, n_silos, min_size, "iid")
     return [np.sort(p) for p in np.array_split(rng.permutation(n_rows), n_silos)]
 
@@ -33,6 +45,19 @@ def dirichlet(
     small alpha → each silo sees mostly one class; large alpha → close to IID. A silo left with
     fewer than ``min_size`` rows is topped up with random rows of the largest silo, so the split
     works for any silo count the rows allow.
+
+    Parameters
+    ----------
+    labels
+        Each row's label.
+    n_silos
+        Number of silos.
+    alpha
+        Dirichlet concentration; smaller = more skew.
+    rng
+        The seeded generator of the split.
+    min_size
+        Fewest rows a silo may get.
     """
     _check(len(labels), n_silos, min_size, "dirichlet")
     parts: list[list[np.ndarray]] = [[] for _ in range(n_silos)]
@@ -56,7 +81,21 @@ def dirichlet(
 
 
 def quantity(n_rows: int, n_silos: int, alpha: float, rng: np.random.Generator, min_size: int = 1) -> list[np.ndarray]:
-    """Quantity skew: silo sizes are ``min_size`` plus a Dirichlet(alpha) share of the rest; labels stay IID."""
+    """Quantity skew: silo sizes are ``min_size`` plus a Dirichlet(alpha) share of the rest; labels stay IID.
+
+    Parameters
+    ----------
+    n_rows
+        Rows to split.
+    n_silos
+        Number of silos.
+    alpha
+        Dirichlet concentration; smaller = more skew.
+    rng
+        The seeded generator of the split.
+    min_size
+        Fewest rows a silo may get.
+    """
     _check(n_rows, n_silos, min_size, "quantity")
     spare = n_rows - n_silos * min_size
     sizes = min_size + rng.multinomial(spare, rng.dirichlet(np.full(n_silos, alpha)))

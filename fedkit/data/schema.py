@@ -48,7 +48,13 @@ def _level_name(level: float | str) -> str:
 
 @dataclass(frozen=True)
 class Numeric:
-    """A numeric feature: the column's value as a float."""
+    """A numeric feature: the column's value as a float.
+
+    Parameters
+    ----------
+    name
+        The column's name.
+    """
 
     name: str
 
@@ -57,8 +63,15 @@ class Numeric:
 class Categorical:
     """A categorical feature with fixed ``levels`` (all numbers or all strings), one-hot encoded, first level dropped.
 
-    Numeric levels match a file's value numerically (``2``, ``2.0`` and ``2.00`` are level 2);
-    string levels match the file's text exactly.
+    Numeric levels match a file's value numerically (``2``, ``2.0`` and ``2.00`` are level 2); string levels
+    match the file's text exactly.
+
+    Parameters
+    ----------
+    name
+        The column's name.
+    levels
+        Its levels, in order (the first is dropped by the encoding).
     """
 
     name: str
@@ -113,8 +126,19 @@ Feature = Numeric | Categorical
 class Label:
     """How the label column becomes 0/1: ``value > positive_above``, or explicit ``positive`` / ``negative`` values.
 
-    With ``positive`` and ``negative`` every value must be one of them (numbers match by value,
-    text exactly); any other value is refused, so a typo never becomes a silent negative.
+    With ``positive`` and ``negative`` every value must be one of them (numbers match by value, text exactly);
+    any other value is refused, so a typo never becomes a silent negative.
+
+    Parameters
+    ----------
+    column
+        The label column's name.
+    positive_above
+        A value above it is positive (e.g. ``num > 0``); None with ``positive`` / ``negative``.
+    positive
+        The values that mean positive.
+    negative
+        The values that mean negative.
     """
 
     column: str
@@ -155,7 +179,13 @@ class Label:
             raise SchemaError(f"Label {self.column!r}: value(s) {shown} are both positive and negative.")
 
     def describe(self, positive: bool) -> str:
-        """The rule of one class in words, e.g. ``num > 0`` or ``outcome in ('yes',)``."""
+        """The rule of one class in words, e.g. ``num > 0`` or ``outcome in ('yes',)``.
+
+        Parameters
+        ----------
+        positive
+            The positive class (else the negative one).
+        """
         if self.positive_above is not None:
             return f"{self.column} {'>' if positive else '<='} {self.positive_above:g}"
         values = [repr(_level_name(v)) for v in (self.positive if positive else self.negative)]
@@ -166,9 +196,24 @@ class Label:
 class Schema:
     """The columns a federation's data has: features, label rule, dropped columns, missing tokens, file column order.
 
-    Validated on construction: feature, label and dropped names are distinct; ``columns``, when
-    given, lists every one of them and nothing else; ``missing`` may hold the empty string (empty
-    cells are missing) but no text level of a categorical feature.
+    Validated on construction (:class:`~fedkit.errors.SchemaError` otherwise): feature, label and dropped names
+    are distinct; ``columns``, when given, lists every one of them and nothing else; ``missing`` may hold the
+    empty string (empty cells are missing) but no text level of a categorical feature.
+
+    Parameters
+    ----------
+    features
+        The features, in order.
+    label
+        How the label column becomes 0/1.
+    columns
+        The file's column order, for a file without header (None: the header names them).
+    drop
+        Columns present in the files but not used.
+    missing
+        Tokens that mean a missing value.
+    name
+        The schema's name, for messages.
     """
 
     features: tuple[Feature, ...]
@@ -267,7 +312,13 @@ class Schema:
         return (*(f.name for f in self.features), self.label.column)
 
     def feature(self, name: str) -> Feature:
-        """The declared feature ``name`` (SchemaError naming the features when there is none)."""
+        """The declared feature ``name`` (SchemaError naming the features when there is none).
+
+        Parameters
+        ----------
+        name
+            The feature's name.
+        """
         for f in self.features:
             if f.name == name:
                 return f
@@ -277,7 +328,13 @@ class Schema:
         )
 
     def encode(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
-        """Feature matrix from per-column arrays: numeric values; level indices (0..k-1, NaN if missing)."""
+        """Feature matrix from per-column arrays: numeric values; level indices (0..k-1, NaN if missing).
+
+        Parameters
+        ----------
+        values
+            Each column's values, by column name.
+        """
         blocks = [np.asarray(values[f.name], dtype=np.float64)[:, None] for f in self.numeric]
         blocks += [preprocess.one_hot(values[c.name], range(len(c.levels))) for c in self.categorical]
         return np.concatenate(blocks, axis=1)
@@ -313,10 +370,22 @@ class Schema:
     def from_dict(cls, values: Mapping[str, Any], where: str = "schema") -> Schema:
         """Build from a mapping (a parsed YAML/JSON file); ``where`` names it in errors.
 
-        Keys: ``features`` (a mapping, in order, of column name to ``numeric`` or
-        ``{categorical: [levels]}``), ``label`` (``{column, positive_above}`` or ``{column,
-        positive: [...], negative: [...]}``), optional ``name``, ``columns`` (field order of a file
-        without header), ``drop`` (unused columns) and ``missing`` (tokens, default ``['?']``).
+        Keys: ``features`` (a mapping, in order, of column name to ``numeric`` or ``{categorical: [levels]}``),
+        ``label`` (``{column, positive_above}`` or ``{column, positive: [...], negative: [...]}``), optional
+        ``name``, ``columns`` (field order of a file without header), ``drop`` (unused columns) and ``missing``
+        (tokens, default ``['?']``).
+
+        Parameters
+        ----------
+        values
+            The mapping (a parsed YAML/JSON file).
+        where
+            What it is, named in errors (e.g. the file).
+
+        Raises
+        ------
+        SchemaError
+            When a key or value is malformed; the message names it and the fix.
         """
         if not isinstance(values, Mapping):
             raise SchemaError(f"{where}: a schema is a mapping with features and label; got {type(values).__name__}.")
@@ -391,7 +460,18 @@ def _check_keys(values: Mapping[str, Any], allowed: Sequence[str], where: str) -
 
 
 def load_schema(path: str | Path) -> Schema:
-    """Read a schema from a YAML (.yaml/.yml) or JSON file (format: :meth:`Schema.from_dict`)."""
+    """Read a schema from a YAML (.yaml/.yml) or JSON file (format: :meth:`Schema.from_dict`).
+
+    Parameters
+    ----------
+    path
+        The YAML (.yaml/.yml) or JSON file.
+
+    Raises
+    ------
+    SchemaError
+        When the file is missing, does not parse, or is not a valid schema.
+    """
     import yaml  # JSON is YAML; only the error wording differs
 
     path = Path(path)
@@ -428,8 +508,15 @@ which gives exactly :data:`fedkit.data.preprocess.FEATURES`.
 def uci_not_measured(hospital: str, missing: str) -> dict[str, tuple[float, ...]]:
     """The codes a UCI hospital's file uses for "not measured", under missing-value policy ``missing``.
 
-    ``chol == 0`` in switzerland and va under ``"impute"``; nothing under ``"drop"``, where the
-    FLamby protocol keeps ``chol == 0`` as recorded (it would otherwise drop every Swiss row).
+    ``chol == 0`` in switzerland and va under ``"impute"``; nothing under ``"drop"``, where the FLamby protocol
+    keeps ``chol == 0`` as recorded (it would otherwise drop every Swiss row).
+
+    Parameters
+    ----------
+    hospital
+        The hospital's name.
+    missing
+        Missing-value policy: ``"drop"`` or ``"impute"``.
     """
     if missing == "impute" and hospital in preprocess.CHOL_NOT_MEASURED_IN:
         return {"chol": (0.0,)}

@@ -46,7 +46,21 @@ DATA_CONSTRAINTS: dict[str, list[Any]] = {
 
 @dataclass(frozen=True)
 class Silo:
-    """One silo's data: float32 features and 0/1 labels, split into train and test."""
+    """One silo's data: float32 features and 0/1 labels, split into train and test.
+
+    Parameters
+    ----------
+    name
+        The silo's name.
+    x_train
+        Train features, shape (rows, features).
+    y_train
+        Train labels.
+    x_test
+        Test features, shape (rows, features).
+    y_test
+        Test labels.
+    """
 
     name: str
     x_train: np.ndarray
@@ -67,7 +81,17 @@ class Silo:
 
 @dataclass(frozen=True)
 class Provenance:
-    """Where the rows came from: folder, sha256 of each file, and whether they matched the pins."""
+    """Where the rows came from: folder, sha256 of each file, and whether they matched the pins.
+
+    Parameters
+    ----------
+    directory
+        The folder the files were read from.
+    sha256
+        Each file's sha256, by file name.
+    verified
+        Whether the files matched their pins.
+    """
 
     directory: str
     sha256: dict[str, str]
@@ -80,7 +104,23 @@ class Provenance:
 
 @dataclass(frozen=True)
 class Federation:
-    """The silos of one split, the feature names, and the data provenance."""
+    """The silos of one split, the feature names, and the data provenance.
+
+    Parameters
+    ----------
+    silos
+        The silos, in order.
+    features
+        The feature names (the columns of every silo's ``x``).
+    split
+        How rows became silos.
+    provenance
+        Where the rows came from.
+    options
+        The data options it was built with (missing, standardize, alpha...).
+    train_moments
+        Each silo's train moments (``standardize="federated"``), else None.
+    """
 
     silos: tuple[Silo, ...]
     features: tuple[str, ...]
@@ -111,13 +151,38 @@ class Federation:
 
 
 def train_test_indices(labels: np.ndarray, random_state: int) -> tuple[np.ndarray, np.ndarray]:
-    """FLamby's per-center split: 66/34, stratified when both classes have more than 2 rows (sorted indices)."""
+    """FLamby's per-center split: 66/34, stratified when both classes have more than 2 rows (sorted indices).
+
+    Parameters
+    ----------
+    labels
+        The center's 0/1 labels.
+    random_state
+        scikit-learn's ``random_state`` (43 in FLamby).
+    """
     levels, counts = np.unique(labels, return_counts=True)
     return holdout.split(labels, TRAIN_FRACTION, random_state, stratify=len(levels) > 1 and bool((counts > 2).all()))
 
 
 def check_data_options(split: str, silos: int | None, missing: str | None, caller: str) -> str:
-    """Cross-field rules of the data options; returns the missing-value policy in force."""
+    """Cross-field rules of the data options; returns the missing-value policy in force.
+
+    Parameters
+    ----------
+    split
+        How rows become silos.
+    silos
+        Number of silos of a synthetic split.
+    missing
+        Missing-value policy, or None for the split's default.
+    caller
+        The public function's name, for the message.
+
+    Raises
+    ------
+    ConfigError
+        When the options disagree with the split.
+    """
     if split not in SYNTHETIC and silos not in (None, len(uci.HOSPITALS)):
         raise ConfigError(
             f"The 'silos' parameter of {caller} must be None or 4 with split={split!r} (one silo per "
@@ -170,10 +235,35 @@ def load_silos(
 ) -> Federation:
     """Load the UCI Heart Disease files and build the silos of ``split``.
 
-    ``silos`` is the number of silos of a synthetic split (default 4) and must be None or 4 for
-    ``hospitals`` and ``flamby``. ``standardize`` is ``"silo"`` (each silo with its own train
-    mean/std, FLamby), ``"federated"`` (global mean/std from per-silo sums and counts: no row
-    leaves a silo) or ``"none"``. Files are verified against pinned sha256 unless ``verify=False``.
+    Parameters
+    ----------
+    split
+        How rows become silos: ``flamby``, ``hospitals`` or a synthetic split (``iid``, ``dirichlet``,
+        ``quantity``).
+    silos
+        Number of silos of a synthetic split (default 4); None or 4 for ``hospitals`` and ``flamby``.
+    alpha
+        Dirichlet concentration of the dirichlet/quantity splits; smaller = more skew.
+    missing
+        Missing-value policy: ``drop`` or ``impute`` (default: drop for flamby, impute otherwise).
+    standardize
+        ``"silo"`` (each silo with its own train mean/std, FLamby), ``"federated"`` (global mean/std from per-silo
+        sums and counts: no row leaves a silo) or ``"none"``.
+    seed
+        Seed of the split.
+    verify
+        Check data files against pinned sha256.
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else ``~/.cache/fedkit/heart-disease``).
+    download
+        Download missing files (verified).
+
+    Raises
+    ------
+    ConfigError
+        When an option is not allowed or does not fit the split.
+    DataError
+        When a file is missing, does not match its pin, or is malformed.
     """
     validate_params(
         {
@@ -231,9 +321,20 @@ def load_silos(
 def validation_split(federation: Federation, *, seed: int, fold: int = 0, folds: int = 4) -> Federation:
     """Fold ``fold`` of a ``folds``-fold split of each silo's train rows: its validation rows replace the test set.
 
-    For honest hyperparameter search: models are scored on rows that were train rows, never on the
-    real test sets. Stratified when every class has at least ``folds`` rows; the train statistics
-    used for standardization are unchanged.
+    For honest hyperparameter search: models are scored on rows that were train rows, never on the real test
+    sets. Stratified when every class has at least ``folds`` rows; the train statistics used for
+    standardization are unchanged.
+
+    Parameters
+    ----------
+    federation
+        The silos.
+    seed
+        Seed of the folds.
+    fold
+        Which fold validates, in ``[0, folds)``.
+    folds
+        Number of folds.
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 

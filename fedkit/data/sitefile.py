@@ -59,9 +59,24 @@ READ_CONSTRAINTS: dict[str, list[Any]] = {
 class SiteData:
     """One site's rows read against a schema: encoded features, 0/1 labels, and where they came from.
 
-    ``x`` is float64 (rows, len(features)) with NaN for a missing value (policy ``impute``);
-    ``rows`` counts the data rows read and ``dropped`` those the ``drop`` policy removed;
-    ``sha256`` is that of the bytes parsed (None for a data frame); ``notes`` says what was ignored.
+    Parameters
+    ----------
+    x
+        Features, float64 (rows, len(features)), NaN for a missing value (policy ``impute``).
+    y
+        0/1 labels.
+    features
+        The encoded feature names.
+    source
+        The file (or data frame) read.
+    sha256
+        That of the bytes parsed (None for a data frame).
+    rows
+        Data rows read.
+    dropped
+        Rows the ``drop`` policy removed.
+    notes
+        What was ignored.
     """
 
     x: np.ndarray
@@ -128,11 +143,31 @@ def read_site_file(
 ) -> SiteData:
     """Read one site's own file against ``schema``; refuse it with the file, line and column of every problem.
 
-    ``missing`` is the policy: ``"drop"`` removes rows with a missing feature, ``"impute"`` keeps
-    them (NaN, filled later with the train mean). ``not_measured`` maps a feature to the values
-    this site's file writes for "not measured" (UCI va: ``{"chol": [0]}``); they become missing.
-    ``header`` None takes the first line for a header when it names a schema column.
     The file is read once; ``SiteData.sha256`` is the hash of the bytes parsed.
+
+    Parameters
+    ----------
+    path
+        The site's file.
+    schema
+        The federation's schema.
+    missing
+        The policy: ``"drop"`` removes rows with a missing feature, ``"impute"`` keeps them (NaN, filled later with
+        the train mean).
+    not_measured
+        The values this site's file writes for "not measured", by feature (UCI va: ``{"chol": [0]}``); they become
+        missing.
+    delimiter
+        The field separator.
+    header
+        Whether the first line is a header; None takes it for one when it names a schema column.
+
+    Raises
+    ------
+    DataError
+        When ``path`` is not a file.
+    SiteDataError
+        For every problem of its rows, naming the file, line and column.
     """
     validate_params({"missing": missing, "delimiter": delimiter, "header": header}, READ_CONSTRAINTS, "read_site_file")
     path = Path(path)
@@ -156,7 +191,25 @@ def read_site_bytes(
     delimiter: str = ",",
     header: bool | None = None,
 ) -> SiteData:
-    """:func:`read_site_file` on bytes already in memory; ``source`` names them in messages."""
+    """:func:`read_site_file` on bytes already in memory; ``source`` names them in messages.
+
+    Parameters
+    ----------
+    data
+        The file's bytes.
+    schema
+        The federation's schema.
+    source
+        Names the bytes in messages.
+    missing
+        The policy: ``"drop"`` or ``"impute"``.
+    not_measured
+        The values that mean "not measured", by feature.
+    delimiter
+        The field separator.
+    header
+        Whether the first line is a header; None takes it for one when it names a schema column.
+    """
     validate_params({"missing": missing, "delimiter": delimiter, "header": header}, READ_CONSTRAINTS, "read_site_bytes")
     codes = _check_not_measured(schema, not_measured)
     if not data:
@@ -243,7 +296,21 @@ def read_site_frame(
     not_measured: Codes | None = None,
     source: str = "data frame",
 ) -> SiteData:
-    """:func:`read_site_file` for a pandas DataFrame (columns by name, NaN/None/NA missing); rows named by position."""
+    """:func:`read_site_file` for a pandas DataFrame (columns by name, NaN/None/NA missing); rows named by position.
+
+    Parameters
+    ----------
+    frame
+        The site's rows.
+    schema
+        The federation's schema.
+    missing
+        The policy: ``"drop"`` or ``"impute"``.
+    not_measured
+        The values that mean "not measured", by feature.
+    source
+        Names the frame in messages.
+    """
     import pandas as pd
 
     validate_params({"missing": missing}, {"missing": READ_CONSTRAINTS["missing"]}, "read_site_frame")

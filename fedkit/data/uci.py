@@ -39,7 +39,17 @@ COLUMNS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Pin:
-    """The expected sha256, size and row count of one file."""
+    """The expected sha256, size and row count of one file.
+
+    Parameters
+    ----------
+    sha256
+        The file's hex sha256.
+    size
+        Its size in bytes.
+    rows
+        Its data rows.
+    """
 
     sha256: str
     size: int
@@ -60,17 +70,44 @@ MISSING_TOKEN = "?"  # noqa: S105 (the UCI files' mark for a missing value)
 
 
 def file_name(hospital: str) -> str:
-    """The processed file name of a hospital, e.g. ``processed.va.data``."""
+    """The processed file name of a hospital, e.g. ``processed.va.data``.
+
+    Parameters
+    ----------
+    hospital
+        The hospital's name.
+    """
     return f"processed.{hospital}.data"
 
 
 def sha256_bytes(data: bytes) -> str:
-    """Hex sha256 of some bytes."""
+    """Hex sha256 of some bytes.
+
+    Parameters
+    ----------
+    data
+        The bytes.
+    """
     return hashlib.sha256(data).hexdigest()
 
 
 def check_bytes(name: str, data: bytes, where: str) -> None:
-    """Raise :class:`ChecksumError` unless ``data`` is exactly the pinned file ``name``."""
+    """Raise :class:`ChecksumError` unless ``data`` is exactly the pinned file ``name``.
+
+    Parameters
+    ----------
+    name
+        The pinned file's name.
+    data
+        Its bytes.
+    where
+        Where they come from, for the message.
+
+    Raises
+    ------
+    ChecksumError
+        When the bytes are not the pinned file (the message says whether it is truncated or longer).
+    """
     pin = PINS[name]
     found = sha256_bytes(data)
     if found == pin.sha256:
@@ -120,9 +157,28 @@ def download(
 ) -> list[Path]:
     """Download pinned files into ``target``: the UCI zip first, the per-file legacy URL as fallback.
 
-    Every file is verified against its pin before it is written (temp file + rename), so a
-    failed or interrupted download never leaves a half file. Raises :class:`MissingDataError`
-    listing what could not be fetched, where to put it and where to get it.
+    Every file is verified against its pin before it is written (temp file + rename), so a failed or
+    interrupted download never leaves a half file.
+
+    Parameters
+    ----------
+    names
+        The files to fetch.
+    target
+        The folder to write them to.
+    zip_url
+        The UCI archive holding every file.
+    legacy_url
+        The per-file fallback (``{name}`` is the file name).
+    fetch
+        Gets a URL's bytes within a timeout (replaced in tests).
+    timeout
+        Seconds per request.
+
+    Raises
+    ------
+    MissingDataError
+        Listing what could not be fetched, where to put it and where to get it.
     """
     import zipfile
 
@@ -173,8 +229,25 @@ def ensure_files(
 ) -> dict[str, str]:
     """Make sure the four processed files are in ``directory``; return ``{file name: sha256}``.
 
-    Missing files are downloaded (verified) unless ``download_missing`` is false. With
-    ``verify=True`` every file on disk must match its pin.
+    Missing files are downloaded (verified) unless ``download_missing`` is false.
+
+    Parameters
+    ----------
+    directory
+        The data folder.
+    verify
+        Every file on disk must match its pin.
+    download_missing
+        Download the files that are missing.
+    **download_kwargs
+        Passed to :func:`download`.
+
+    Raises
+    ------
+    MissingDataError
+        When files are missing and cannot be downloaded.
+    ChecksumError
+        When a file does not match its pin.
     """
     names = [file_name(h) for h in HOSPITALS]
     missing = [n for n in names if not (directory / n).is_file()]
@@ -194,8 +267,18 @@ def ensure_files(
 def parse(data: bytes, where: str) -> np.ndarray:
     """Parse one processed file into a float array of shape (rows, 14), NaN where the file has '?'.
 
-    Raises :class:`DataError` naming the file and line for a row with the wrong number of
-    fields or a token that is neither a number nor '?'.
+    Parameters
+    ----------
+    data
+        The file's bytes.
+    where
+        The file's name, for messages.
+
+    Raises
+    ------
+    DataError
+        Naming the file and line for a row with the wrong number of fields or a token that is neither a number nor
+        '?'.
     """
     try:
         text = data.decode("ascii")
@@ -231,6 +314,14 @@ def parse(data: bytes, where: str) -> np.ndarray:
 
 
 def read_hospital(directory: Path, hospital: str) -> np.ndarray:
-    """Parse one hospital's processed file from ``directory``."""
+    """Parse one hospital's processed file from ``directory``.
+
+    Parameters
+    ----------
+    directory
+        The data folder.
+    hospital
+        The hospital's name.
+    """
     path = directory / file_name(hospital)
     return parse(path.read_bytes(), str(path))

@@ -13,7 +13,17 @@ from fedkit.strategies.base import LocalTerm
 
 @dataclass(frozen=True)
 class Scores:
-    """A model's logits on one silo's test set, with the labels: enough for every metric and for pooling."""
+    """A model's logits on one silo's test set, with the labels: enough for every metric and for pooling.
+
+    Parameters
+    ----------
+    silo
+        The silo's name.
+    labels
+        Its test labels.
+    logits
+        The model's logits on its test rows.
+    """
 
     silo: str
     labels: np.ndarray
@@ -24,9 +34,23 @@ class Scores:
 class FitReply:
     """What one silo returns from a round.
 
-    Its local parameters (personal coordinates replaced by the global ones), train size, mean train
-    loss, step count, its local model's scores on its own test set (None when not asked for: a
-    sweep that records only final evaluations), and SCAFFOLD's control delta.
+    Parameters
+    ----------
+    silo
+        The silo's name.
+    params
+        Its local parameters (personal coordinates replaced by the global ones).
+    n_train
+        Its train size.
+    train_loss
+        Mean train loss over its steps.
+    steps
+        Step count.
+    local_test
+        Its local model's scores on its own test set (None when not asked for: a sweep that
+        records only final evaluations).
+    control_delta
+        SCAFFOLD's change of its control variate, else None.
     """
 
     silo: str
@@ -53,13 +77,44 @@ class Engine(Protocol):
     def fit(
         self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
-        """Local training of ``silos`` from ``params`` in round ``server_round``, adding the strategy's local term."""
+        """Local training of ``silos`` from ``params`` in round ``server_round``, adding the strategy's local term.
+
+        Parameters
+        ----------
+        params
+            The global parameters of the round.
+        server_round
+            The round (1-based).
+        silos
+            Names of the silos that train this round.
+        term
+            The strategy's local term (None for server-only strategies).
+
+        Returns
+        -------
+        list[FitReply]
+            One reply per silo, in the order of ``silos``.
+        """
         ...
 
     def evaluate(self, params: np.ndarray) -> list[Scores]:
-        """Scores of the global parameters on every silo's test set."""
+        """Scores of the global parameters on every silo's test set.
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        """
         ...
 
     def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
-        """Scores of each silo's own model on its own test set (asked when ``RunConfig.scored`` is personal)."""
+        """Scores of each silo's own model on its own test set (asked when ``RunConfig.scored`` is personal).
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        server_round
+            The round (0 is the initial model).
+        """
         ...

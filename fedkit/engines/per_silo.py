@@ -27,9 +27,30 @@ def train_local(
 ) -> LocalResult:
     """Train ``model`` from parameters ``start`` on ``(x, y)`` following ``plan``; ``start`` is left untouched.
 
-    The loss of a step is the mean BCE over the batch, plus ``prox_mu/2 * ||w - anchor||^2``;
-    ``correction`` is added to the gradient before the optimizer step. The optimizer state starts
-    fresh every call (every round), as in FedAvg.
+    The loss of a step is the mean BCE over the batch, plus ``prox_mu/2 * ||w - anchor||^2``. The optimizer
+    state starts fresh every call (every round), as in FedAvg.
+
+    Parameters
+    ----------
+    model
+        The torch module to train (its parameters are overwritten).
+    start
+        Flat parameters to start from.
+    x
+        Rows, shape (rows, features).
+    y
+        0/1 labels.
+    hp
+        The local-training hyperparameters.
+    plan
+        The batch plan, row indices of shape (steps, batch_size) with ``-1`` padding
+        (:func:`~fedkit.training.batch_plan`).
+    prox_mu
+        FedProx's proximal weight (0: none).
+    anchor
+        The proximal term's anchor, this round's global parameters.
+    correction
+        Added to the gradient before each optimizer step (SCAFFOLD's ``c - c_i``).
     """
     set_flat(model, start)
     params = list(model.parameters())
@@ -63,7 +84,15 @@ def train_local(
 
 
 class PerSiloTrainer:
-    """Trains each silo with :func:`train_local`; the reference the vectorized trainer matches."""
+    """Trains each silo with :func:`train_local`; the reference the vectorized trainer matches.
+
+    Parameters
+    ----------
+    federation
+        The silos.
+    model
+        The torch module every silo trains a copy of.
+    """
 
     def __init__(self, federation: Federation, model: nn.Module) -> None:
         self.federation = federation

@@ -46,28 +46,79 @@ class Trainer(Protocol):
         anchor: np.ndarray | None = None,
         corrections: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """New parameters (silos, P), mean train loss and step count per silo."""
+        """New parameters (silos, P), mean train loss and step count per silo.
+
+        Parameters
+        ----------
+        silos
+            The silos' indices in the federation.
+        starts
+            Each silo's starting parameters, shape (silos, parameters).
+        plans
+            Each silo's batch plan (:func:`~fedkit.training.batch_plans`).
+        hp
+            The local-training hyperparameters.
+        prox_mu
+            FedProx's proximal weight (0: none).
+        anchor
+            The proximal term's anchor, this round's global parameters.
+        corrections
+            Each silo's gradient correction (SCAFFOLD's ``c - c_i``), shape (silos, parameters), or None.
+        """
         ...
 
     def logits(self, params: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Logits of one model on rows ``x``."""
+        """Logits of one model on rows ``x``.
+
+        Parameters
+        ----------
+        params
+            One model's flat parameters.
+        x
+            Rows, shape (rows, features).
+        """
         ...
 
     def logits_each(self, params: np.ndarray, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Logits of model ``params[i]`` on rows ``xs[i]`` for every i."""
+        """Logits of model ``params[i]`` on rows ``xs[i]`` for every i.
+
+        Parameters
+        ----------
+        params
+            One model's flat parameters per row, shape (models, parameters).
+        xs
+            Each model's rows.
+        """
         ...
 
 
 class SimulationEngine:
     """In-process silos; the batches of silo ``i`` in round ``r`` come from ``stream(seed, SAMPLING, r, i)``.
 
-    ``personal`` marks parameters each silo keeps for itself (FedPer, or all of them for the
-    ``local`` baseline); ``finetune_steps`` makes every round also evaluate each silo's
-    fine-tuned copy of the global model. ``eval_federation`` (default: the training one) holds the
-    test sets the models are scored on. ``stream_ids`` (default ``0..K-1``) is each silo's index in
-    the full federation, for the batch-plan streams: a remote site runs a one-silo engine with its
-    hospital's index, so it draws the same batches as the simulation. ``plans`` draws the batch plans
-    (:func:`fedkit.training.batch_plans`; a sweep passes a memoized one, shared by runs of one seed).
+    Parameters
+    ----------
+    federation
+        The silos that train.
+    trainer
+        Trains them and runs the forward passes.
+    init
+        The initial global parameters.
+    local
+        The local-training hyperparameters.
+    seed
+        The run's seed.
+    personal
+        The parameters each silo keeps for itself (FedPer, or all of them for the ``local`` baseline).
+    finetune_steps
+        When set, every round also evaluates each silo's copy of the global model fine-tuned for that many steps.
+    eval_federation
+        The test sets the models are scored on (default: the training federation's).
+    stream_ids
+        Each silo's index in the full federation, for the batch-plan streams (default ``0..K-1``): a remote site
+        runs a one-silo engine with its hospital's index, so it draws the same batches as the simulation.
+    plans
+        Draws the batch plans (:func:`fedkit.training.batch_plans`; a sweep passes a memoized one, shared by
+        the runs of one seed).
     """
 
     def __init__(
@@ -232,6 +283,11 @@ def pooled_federation(federation: Federation) -> Federation:
     restored with each silo's statistics and standardized with the pooled ones (``train_moments``);
     under ``"federated"`` or ``"none"`` they already are. That is what reproduces FLamby's pooled
     Avg4 (0.7353); pooling the silo-standardized rows as they are scores 0.7151.
+
+    Parameters
+    ----------
+    federation
+        The silos to pool.
     """
     x_train = [s.x_train for s in federation.silos]
     moments = federation.train_moments
@@ -264,10 +320,21 @@ def make_engine(
 ) -> SimulationEngine:
     """The simulation engine ``config`` asks for: trainer, initial parameters, personalization, baselines.
 
-    A user ``model`` (any ``torch.nn.Module`` returning logits) always trains on the per-silo path.
-    ``stream_ids`` lets a remote site build the engine of its own silo only (its index in the full federation).
-    A sweep passes ``trainer`` (a vectorized trainer over the training silos, shared by the runs of
-    one federation) and ``plans`` (memoized batch plans).
+    Parameters
+    ----------
+    federation
+        The silos.
+    config
+        The run.
+    model
+        Any ``torch.nn.Module`` returning logits; it always trains on the per-silo path (default: ``config.model``).
+    stream_ids
+        Lets a remote site build the engine of its own silo only (its index in the full federation).
+    trainer
+        A vectorized trainer over the training silos, shared by the runs of one federation (a sweep);
+        default: one built here.
+    plans
+        Draws the batch plans (a sweep passes a memoized :class:`fedkit.stacking.PlanCache`).
     """
     from fedkit import architectures
     from fedkit.config import personalization
@@ -280,6 +347,9 @@ def make_engine(
         init = architectures.initial_params(**shape, seed=config.seed)
         head = partial(architectures.personal_mask, **shape)
     else:
+        from fedkit._optional import import_torch
+
+        import_torch("backend='torch' (the per-silo trainer)")
         from fedkit.engines.per_silo import PerSiloTrainer
         from fedkit.models import build_model, get_flat, personal_mask
 

@@ -108,7 +108,15 @@ def _mlp(d: int, h: int) -> tuple[GradFn, Forward, Forward, bool]:
 
 
 def split_rows(values: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
-    """``values`` cut into consecutive views of the given sizes (cheaper than ``np.split`` for many parts)."""
+    """``values`` cut into consecutive views of the given sizes (cheaper than ``np.split`` for many parts).
+
+    Parameters
+    ----------
+    values
+        The rows to cut.
+    sizes
+        Rows of each part, summing to ``len(values)``.
+    """
     ends = np.cumsum(sizes).tolist()
     return [values[end - size : end] for size, end in zip(sizes, ends, strict=True)]
 
@@ -166,7 +174,17 @@ class RowSettings:
 
 
 class VectorizedTrainer:
-    """Batched local training of FLamby's logistic regression or the MLP over any subset of silos."""
+    """Batched local training of FLamby's logistic regression or the MLP over any subset of silos.
+
+    Parameters
+    ----------
+    federation
+        The silos.
+    model
+        ``"logreg"`` or ``"mlp"``.
+    hidden
+        Hidden units (``mlp`` only).
+    """
 
     def __init__(self, federation: Federation, model: str, hidden: int) -> None:
         d = len(federation.features)

@@ -53,7 +53,23 @@ _ACCOUNTANT = Options(ACCOUNTANTS)
 
 
 class PrivacySpent(NamedTuple):
-    """What a run reports as ``final.privacy`` (and ε at δ after every round)."""
+    """What a run reports as ``final.privacy`` (and ε at δ after every round).
+
+    Parameters
+    ----------
+    mechanism
+        ``"dp-fedavg"`` (client level) or ``"dp-sgd"`` (record level).
+    epsilon
+        The ε spent.
+    delta
+        The δ of (ε, δ)-DP.
+    noise_multiplier
+        The noise multiplier z (noise std over the clip norm).
+    clip
+        The L2 clipping norm C.
+    accountant
+        The accountant that computed ε (:func:`accountant_name`).
+    """
 
     mechanism: str
     """``"central"`` or ``"distributed"`` (client-level DP-FedAvg) or ``"dpsgd"`` (record-level)."""
@@ -66,7 +82,13 @@ class PrivacySpent(NamedTuple):
 
 
 def accountant_name(accountant: Accountant = "rdp") -> str:
-    """``"dp-accounting <version> <method>"``, for the run summary."""
+    """``"dp-accounting <version> <method>"``, for the run summary.
+
+    Parameters
+    ----------
+    accountant
+        ``"rdp"`` (Rényi DP) or ``"pld"`` (privacy loss distributions), as dp-accounting computes them.
+    """
     return f"dp-accounting {metadata.version('dp-accounting')} {accountant}"
 
 
@@ -82,7 +104,14 @@ def _fresh(accountant: Accountant) -> dp_accounting.PrivacyAccountant:
 def sampled_gaussian_event(noise_multiplier: float, sampling_rate: float, steps: int) -> dp_accounting.DpEvent:
     """``steps`` compositions of the Gaussian mechanism with noise multiplier ``z``, Poisson-sampled at rate ``q``.
 
-    ``q = 1`` is the plain Gaussian mechanism (no sampling, no amplification).
+    Parameters
+    ----------
+    noise_multiplier
+        The noise multiplier z (noise std over the clip norm).
+    sampling_rate
+        The Poisson sampling rate q; ``q = 1`` is the plain Gaussian mechanism (no sampling, no amplification).
+    steps
+        The number of compositions, one for all or one per silo.
     """
     import dp_accounting
 
@@ -152,8 +181,21 @@ def epsilon(
 ) -> float:
     """ε at ``delta`` after ``steps`` compositions of the ``sampling_rate``-sampled Gaussian mechanism.
 
-    With one rate and step count per silo (disjoint data), the largest silo ε: parallel composition.
     0 for no steps; ``inf`` for ``noise_multiplier = 0``.
+
+    Parameters
+    ----------
+    noise_multiplier
+        The noise multiplier z (noise std over the clip norm).
+    delta
+        The δ of (ε, δ)-DP.
+    sampling_rate
+        The Poisson sampling rate q, one for all or one per silo (disjoint data: the largest silo ε, parallel
+        composition).
+    steps
+        The number of compositions, one for all or one per silo.
+    accountant
+        ``"rdp"`` (Rényi DP) or ``"pld"`` (privacy loss distributions), as dp-accounting computes them.
     """
     _check("epsilon", noise_multiplier=noise_multiplier, delta=delta, accountant=accountant)
     pairs = _per_silo(sampling_rate, steps, "epsilon")
@@ -176,6 +218,21 @@ def noise_multiplier_for(
     below the target) for each distinct silo ``(q_k, steps_k)``, and the largest of those ``z``:
     ε falls as ``z`` grows, so the worst silo meets the target exactly when all do. The search
     starts at :data:`MIN_NOISE`, returned when even that meets the target.
+
+    Parameters
+    ----------
+    target_epsilon
+        The ε to meet.
+    delta
+        The δ of (ε, δ)-DP.
+    sampling_rate
+        The Poisson sampling rate q, one for all or one per silo.
+    steps
+        The number of compositions, one for all or one per silo.
+    accountant
+        ``"rdp"`` (Rényi DP) or ``"pld"`` (privacy loss distributions), as dp-accounting computes them.
+    tol
+        Tolerance of the noise multiplier.
     """
     import dp_accounting
 
@@ -227,16 +284,41 @@ def client_level_epsilon(
 ) -> float:
     """ε at ``delta`` of client-level DP-FedAvg after ``rounds`` rounds over ``n_silos`` silos.
 
-    ``sampling_rate`` is the Poisson silo-selection rate; leave it at 1 when silos are drawn as a
-    fixed-size sample (fedkit's ``select_silos``) or all train every round. ``delta`` must be
-    below ``1 / n_silos``.
+    Parameters
+    ----------
+    noise_multiplier
+        The noise multiplier z (noise std over the clip norm).
+    delta
+        The δ of (ε, δ)-DP, below ``1 / n_silos``.
+    rounds
+        The rounds run.
+    n_silos
+        The silos of the federation.
+    sampling_rate
+        The Poisson silo-selection rate; leave it at 1 when silos are drawn as a fixed-size sample (fedkit's
+        ``select_silos``) or all train every round.
+    accountant
+        ``"rdp"`` (Rényi DP) or ``"pld"`` (privacy loss distributions), as dp-accounting computes them.
+
+    Raises
+    ------
+    ConfigError
+        When ``delta`` is not below ``1 / n_silos``.
     """
     _check_delta(delta, n_silos, "silos", "client_level_epsilon")
     return epsilon(noise_multiplier, delta, sampling_rate, rounds, accountant=accountant)
 
 
 def dpsgd_sampling_rates(batch_size: int, n_train: Sequence[int]) -> list[float]:
-    """Each silo's Poisson sampling rate ``batch_size / n_k`` (1 when the batch exceeds the silo)."""
+    """Each silo's Poisson sampling rate ``batch_size / n_k`` (1 when the batch exceeds the silo).
+
+    Parameters
+    ----------
+    batch_size
+        The expected batch size.
+    n_train
+        Each silo's train rows.
+    """
     validate_params({"batch_size": batch_size}, {"batch_size": [Interval(int, 1, None)]}, "dpsgd_sampling_rates")
     return [min(1.0, batch_size / n) for n in n_train]
 
@@ -252,9 +334,23 @@ def record_level_epsilons(
 ) -> list[float]:
     """ε at ``delta`` of DP-SGD in each silo: ``steps[k]`` Poisson-sampled steps at rate ``batch_size / n_train[k]``.
 
-    ``steps[k]`` = local steps per round × the rounds silo k has trained in so far. The federation's
-    ε is the largest (disjoint records: parallel composition). ``delta`` must be below
-    ``1 / min(n_train)``.
+    ``steps[k]`` = local steps per round × the rounds silo k has trained in so far. The federation's ε is the
+    largest (disjoint records: parallel composition).
+
+    Parameters
+    ----------
+    noise_multiplier
+        The noise multiplier z (noise std over the clip norm).
+    delta
+        The δ of (ε, δ)-DP, below ``1 / min(n_train)``.
+    batch_size
+        The expected batch size.
+    n_train
+        Each silo's train rows.
+    steps
+        Each silo's DP-SGD steps so far.
+    accountant
+        ``"rdp"`` (Rényi DP) or ``"pld"`` (privacy loss distributions), as dp-accounting computes them.
     """
     _check_delta(delta, min(n_train), "rows in the smallest silo", "record_level_epsilons")
     rates = dpsgd_sampling_rates(batch_size, n_train)

@@ -44,7 +44,19 @@ _SPLITS, _RESAMPLES = 1, 2  # keys of the attack's two streams (never 0: SeedSeq
 
 
 class AttackResult(NamedTuple):
-    """An attack's ROC AUC with its bootstrap interval."""
+    """An attack's ROC AUC with its bootstrap interval.
+
+    Parameters
+    ----------
+    attack
+        The attack's name.
+    auc
+        Its ROC AUC (0.5 = no better than a coin).
+    low
+        Lower end of the bootstrap interval.
+    high
+        Upper end of the bootstrap interval.
+    """
 
     attack: str
     auc: float
@@ -72,7 +84,15 @@ def _bootstrap(
 
 
 def example_losses(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Binary cross-entropy of each row from its logit: ``log(1 + exp(z)) - y * z``."""
+    """Binary cross-entropy of each row from its logit: ``log(1 + exp(z)) - y * z``.
+
+    Parameters
+    ----------
+    logits
+        The model's logits.
+    labels
+        The rows' 0/1 labels.
+    """
     z = np.asarray(logits, dtype=np.float64)
     return np.logaddexp(0.0, z) - np.asarray(labels, dtype=np.float64) * z
 
@@ -86,7 +106,28 @@ def loss_threshold_attack(
     seed: int,
     n_bootstrap: int = N_BOOTSTRAP,
 ) -> AttackResult:
-    """Yeom et al. 2018's attack: members score ``-loss``; the AUC over every threshold, with its interval."""
+    """Yeom et al. 2018's attack: members score ``-loss``; the AUC over every threshold, with its interval.
+
+    Parameters
+    ----------
+    member_logits
+        The target model's logits on its training rows.
+    member_labels
+        Their 0/1 labels.
+    nonmember_logits
+        Its logits on rows it never trained on.
+    nonmember_labels
+        Their 0/1 labels.
+    seed
+        Seed of the bootstrap.
+    n_bootstrap
+        Bootstrap resamples of the AUC's interval.
+
+    Raises
+    ------
+    ConfigError
+        When there is no member or no non-member row.
+    """
     return _bootstrap(
         "loss_threshold_attack",
         -example_losses(member_logits, member_labels),
@@ -118,11 +159,40 @@ def shadow_model_attack(
 ) -> AttackResult:
     """Shokri et al. 2017's attack with ``n_shadows`` shadow models trained on the attacker's rows ``shadow_x``.
 
-    Each shadow trains (``train``) on a random draw of ``shadow_x`` as large as the target's member
-    set (at most half the rows), as many other rows being its non-members; an attack model per class
-    (the row's label, as in the paper; logistic regression on the logit and its square) learns
-    membership from the shadow's output, then scores the target's logits. ``shadow_x`` must be
-    disjoint from the target's training rows.
+    Each shadow trains on a random draw of ``shadow_x`` as large as the target's member set (at most half the
+    rows), as many other rows being its non-members; an attack model per class (the row's label, as in the
+    paper; logistic regression on the logit and its square) learns membership from the shadow's output, then
+    scores the target's logits.
+
+    Parameters
+    ----------
+    member_logits
+        The target model's logits on its training rows.
+    member_labels
+        Their 0/1 labels.
+    nonmember_logits
+        Its logits on rows it never trained on.
+    nonmember_labels
+        Their 0/1 labels.
+    shadow_x
+        The attacker's rows, disjoint from the target's training rows.
+    shadow_y
+        Their 0/1 labels.
+    train
+        Trains a shadow model: ``train(x, y, seed) -> params``.
+    logits
+        A shadow model's logits: ``logits(params, x)``.
+    n_shadows
+        Number of shadow models.
+    seed
+        Seed of the shadows' draws and training, and of the bootstrap.
+    n_bootstrap
+        Bootstrap resamples of the AUC's interval.
+
+    Raises
+    ------
+    ConfigError
+        When the attacker has too few rows for the shadows.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -167,7 +237,17 @@ def _one_silo(x: np.ndarray, y: np.ndarray) -> Federation:
 
 @dataclass(frozen=True)
 class NumpyModel:
-    """``train`` / ``logits`` for fedkit's built-in models, trained by the vectorized trainer on one silo."""
+    """``train`` / ``logits`` for fedkit's built-in models, trained by the vectorized trainer on one silo.
+
+    Parameters
+    ----------
+    model
+        ``"logreg"`` or ``"mlp"``.
+    hidden
+        Hidden units (``mlp`` only).
+    training
+        Optimizer, learning rate, batch size and ``local_steps`` (the total number of steps).
+    """
 
     model: str = "mlp"
     hidden: int = 64
@@ -175,7 +255,17 @@ class NumpyModel:
     """Optimizer, learning rate, batch size and ``local_steps`` (the total number of steps)."""
 
     def train(self, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-        """Flat parameters initialized from ``seed`` and trained on ``x``, ``y`` (batches drawn from ``seed``)."""
+        """Flat parameters initialized from ``seed`` and trained on ``x``, ``y`` (batches drawn from ``seed``).
+
+        Parameters
+        ----------
+        x
+            Rows, shape (rows, features).
+        y
+            Their 0/1 labels.
+        seed
+            Seed of the initialization and the batches.
+        """
         trainer = VectorizedTrainer(_one_silo(x, y), self.model, self.hidden)
         steps = self.training.n_steps(len(y))
         plans = batch_plans(
@@ -186,6 +276,14 @@ class NumpyModel:
         return params[0]
 
     def logits(self, params: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Logits of the model with flat ``params`` on rows ``x``."""
+        """Logits of the model with flat ``params`` on rows ``x``.
+
+        Parameters
+        ----------
+        params
+            Flat parameters.
+        x
+            Rows, shape (rows, features).
+        """
         x = np.asarray(x, dtype=np.float32)
         return VectorizedTrainer(_one_silo(x[:1], np.zeros(1)), self.model, self.hidden).logits(params, x)

@@ -68,10 +68,16 @@ def _scale_to_norm(x: np.ndarray, clip: float) -> np.ndarray:
 def clip_to_norm(x: np.ndarray, clip: float) -> np.ndarray:
     """Each vector along the last axis of ``x`` scaled down to L2 norm at most ``clip``; a new float64 array.
 
-    Vectors already inside the ball are kept (up to the factor ``clip / (norm + 1e-6)`` when the
-    norm is within 1e-6 of ``clip``), as McMahan et al. 2018 (FlatClip) and Opacus do. Works on one
-    update (parameters,), stacked updates (silos, parameters) and per-example gradients
-    (silos, examples, parameters). ``x`` is not modified.
+    Vectors already inside the ball are kept (up to the factor ``clip / (norm + 1e-6)`` when the norm is within
+    1e-6 of ``clip``), as McMahan et al. 2018 (FlatClip) and Opacus do.
+
+    Parameters
+    ----------
+    x
+        One update (parameters,), stacked updates (silos, parameters) or per-example gradients (silos, examples,
+        parameters); not modified.
+    clip
+        The L2 clipping norm C.
     """
     validate_params({"clip": clip}, {"clip": [POSITIVE]}, "clip_to_norm")
     return _scale_to_norm(x, clip)
@@ -80,9 +86,15 @@ def clip_to_norm(x: np.ndarray, clip: float) -> np.ndarray:
 def silo_weights(n_train: Sequence[int] | np.ndarray, cap: float | None = None) -> np.ndarray:
     """McMahan et al. 2018's bounded silo weights ``w_k = min(n_k / cap, 1)``; uniform ones without a cap.
 
-    Every weight is in (0, 1], so one silo moves the weighted sum of clipped updates by at most
-    ``clip``. ``cap = max(n_train)`` gives FedAvg's proportional weights; ``cap <= min(n_train)``
-    (or ``None``) gives uniform weights, the smallest noise on the mean for a given ``z``.
+    Every weight is in (0, 1], so one silo moves the weighted sum of clipped updates by at most ``clip``.
+
+    Parameters
+    ----------
+    n_train
+        Each silo's train rows.
+    cap
+        ``max(n_train)`` gives FedAvg's proportional weights; ``cap <= min(n_train)`` (or None) gives uniform
+        weights, the smallest noise on the mean for a given ``z``.
     """
     validate_params({"cap": cap}, {"cap": [POSITIVE, NONE]}, "silo_weights")
     n = np.asarray(n_train, dtype=np.float64)
@@ -92,7 +104,15 @@ def silo_weights(n_train: Sequence[int] | np.ndarray, cap: float | None = None) 
 
 
 def expected_total_weight(weights: Sequence[float] | np.ndarray, sampling_rate: float) -> float:
-    """The fixed denominator ``q * W``: the sampling rate times the weights of *every* silo of the federation."""
+    """The fixed denominator ``q * W``: the sampling rate times the weights of *every* silo of the federation.
+
+    Parameters
+    ----------
+    weights
+        The weight of every silo of the federation.
+    sampling_rate
+        The silo sampling rate q.
+    """
     validate_params(
         {"sampling_rate": sampling_rate},
         {"sampling_rate": [Interval(float, 0, 1, closed="right")]},
@@ -102,7 +122,15 @@ def expected_total_weight(weights: Sequence[float] | np.ndarray, sampling_rate: 
 
 
 def noise_std(noise_multiplier: float, clip: float) -> float:
-    """Std of the Gaussian noise on the sum of clipped contributions: ``z * C``."""
+    """Std of the Gaussian noise on the sum of clipped contributions: ``z * C``.
+
+    Parameters
+    ----------
+    noise_multiplier
+        The noise multiplier z (noise std over the clip norm).
+    clip
+        The L2 clipping norm C.
+    """
     validate_params(
         {"noise_multiplier": noise_multiplier, "clip": clip},
         {"noise_multiplier": [NON_NEGATIVE], "clip": [POSITIVE]},
@@ -112,16 +140,32 @@ def noise_std(noise_multiplier: float, clip: float) -> float:
 
 
 def central_noise_stream(seed: int, server_round: int) -> np.random.Generator:
-    """The generator of the server's noise in ``server_round``: ``seeding.stream(seed, DP_NOISE, server_round, 1)``."""
+    """The generator of the server's noise in ``server_round``: ``seeding.stream(seed, DP_NOISE, server_round, 1)``.
+
+    Parameters
+    ----------
+    seed
+        The run's seed.
+    server_round
+        The round.
+    """
     return seeding.stream(seed, seeding.DP_NOISE, server_round, _CENTRAL)
 
 
 def silo_noise_stream(seed: int, server_round: int, silo: int) -> np.random.Generator:
     """Silo ``silo``'s noise-share generator: ``seeding.stream(seed, DP_NOISE, server_round, 2, silo)``.
 
-    ``silo`` is the silo's index in the federation. Reproducible from the run seed, so a simulation
-    and a loopback remote run add the same shares; in a deployment the server must not know the
-    key, or it can subtract the noise.
+    Reproducible from the run seed, so a simulation and a loopback remote run add the same shares; in a
+    deployment the server must not know the key, or it can subtract the noise.
+
+    Parameters
+    ----------
+    seed
+        The run's seed.
+    server_round
+        The round.
+    silo
+        The silo's index in the federation.
     """
     return seeding.stream(seed, seeding.DP_NOISE, server_round, _SHARE, silo)
 
@@ -131,9 +175,21 @@ def private_sum(
 ) -> np.ndarray:
     """Central DP: ``sum_k w_k * clip(updates[k]) + N(0, (z*C)^2 I)``, float64 of shape (parameters,).
 
-    ``updates`` (silos, parameters) and ``weights`` (silos,) with weights in [0, 1] (see
-    :func:`silo_weights`) are not modified; the noise is drawn from ``rng`` after nothing else
-    (use :func:`central_noise_stream`), one standard normal per parameter.
+    The noise is drawn from ``rng`` after nothing else (use :func:`central_noise_stream`), one standard normal
+    per parameter.
+
+    Parameters
+    ----------
+    updates
+        The silos' updates, shape (silos, parameters); not modified.
+    weights
+        One weight per silo, in [0, 1] (see :func:`silo_weights`); not modified.
+    clip
+        The L2 clipping norm C.
+    noise_multiplier
+        The noise multiplier z (noise std over the clip norm).
+    rng
+        The generator the noise is drawn from.
     """
     std = noise_std(noise_multiplier, clip)
     _check_weights(weights, len(updates), "private_sum")
@@ -146,8 +202,21 @@ def noise_share(
 ) -> np.ndarray:
     """Distributed DP: one silo's share ``N(0, (z*C)^2 / shares)`` of the noise, float64 of shape (size,).
 
-    Any ``shares`` independent shares sum to noise of std ``z*C``; more survivors give more noise,
-    fewer give less (see the module docstring for choosing ``shares``).
+    Any ``shares`` independent shares sum to noise of std ``z*C``; more survivors give more noise, fewer give
+    less (see the module docstring for choosing ``shares``).
+
+    Parameters
+    ----------
+    size
+        The number of parameters.
+    clip
+        The L2 clipping norm C.
+    noise_multiplier
+        The noise multiplier z (noise std over the clip norm).
+    shares
+        How many shares make the whole noise.
+    rng
+        The generator the noise is drawn from.
     """
     std = noise_std(noise_multiplier, clip)
     validate_params({"shares": shares}, {"shares": [Interval(int, 1, None)]}, "noise_share")
@@ -159,8 +228,23 @@ def silo_contribution(
 ) -> np.ndarray:
     """What a silo sends under distributed DP: ``weight * clip(update) + noise_share``, float64.
 
-    The sum over the silos that report equals :func:`private_sum`'s weighted clipped sum plus noise
-    of std ``z*C*sqrt(reporting / shares)``. ``update`` is not modified.
+    The sum over the silos that report equals :func:`private_sum`'s weighted clipped sum plus noise of std
+    ``z*C*sqrt(reporting / shares)``.
+
+    Parameters
+    ----------
+    update
+        The silo's update; not modified.
+    weight
+        Its weight, in [0, 1].
+    clip
+        The L2 clipping norm C.
+    noise_multiplier
+        The noise multiplier z (noise std over the clip norm).
+    shares
+        How many shares make the whole noise.
+    rng
+        The generator the noise is drawn from.
     """
     _check_weights(np.array([weight]), 1, "silo_contribution")
     clipped = weight * clip_to_norm(update, clip)
@@ -170,9 +254,16 @@ def silo_contribution(
 def private_mean(noisy_sum: np.ndarray, denominator: float) -> np.ndarray:
     """The DP-FedAvg server update: the noisy weighted sum over the fixed denominator ``q * W``.
 
-    Hand it to any sum-based strategy as the only update with weight 1: FedAvg adds it to the
-    global parameters, FedAdam/Yogi/Adagrad and FedAvgM use it as the pseudo-gradient (all
-    post-processing, so the round's ε is unchanged).
+    Hand it to any sum-based strategy as the only update with weight 1: FedAvg adds it to the global parameters,
+    FedAdam/Yogi/Adagrad and FedAvgM use it as the pseudo-gradient (all post-processing, so the round's ε is
+    unchanged).
+
+    Parameters
+    ----------
+    noisy_sum
+        The noisy weighted sum of the clipped updates.
+    denominator
+        The fixed ``q * W`` (:func:`expected_total_weight`).
     """
     validate_params({"denominator": denominator}, {"denominator": [POSITIVE]}, "private_mean")
     return np.asarray(noisy_sum, dtype=np.float64) / denominator

@@ -42,8 +42,14 @@ def _residual(z: np.ndarray, y: np.ndarray) -> np.ndarray:
 def logreg_example_grads(theta: np.ndarray, xb: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Per-example gradients of logistic regression, shape (silos, batch, d + 1).
 
-    ``theta`` (silos, d + 1) is ``[weight, bias]``; ``xb`` (silos, batch, d + 1) carries the
-    trailing column of ones the vectorized trainer appends; ``y`` (silos, batch) the 0/1 labels.
+    Parameters
+    ----------
+    theta
+        Each silo's ``[weight, bias]``, shape (silos, d + 1).
+    xb
+        The batches with the trailing column of ones the vectorized trainer appends, shape (silos, batch, d + 1).
+    y
+        The 0/1 labels, shape (silos, batch).
     """
     z = np.einsum("kbd,kd->kb", xb, theta)
     return _residual(z, y)[:, :, None] * xb
@@ -52,8 +58,17 @@ def logreg_example_grads(theta: np.ndarray, xb: np.ndarray, y: np.ndarray) -> np
 def mlp_example_grads(theta: np.ndarray, xb: np.ndarray, y: np.ndarray, hidden: int) -> np.ndarray:
     """Per-example gradients of Linear(d, h) → ReLU → Linear(h, 1), shape (silos, batch, parameters).
 
-    ``theta`` (silos, h*d + h + h + 1) in torch's order (hidden weight row-major, hidden bias,
-    output weight, output bias); ``xb`` (silos, batch, d); ``y`` (silos, batch).
+    Parameters
+    ----------
+    theta
+        Each silo's parameters, shape (silos, h*d + h + h + 1), in torch's order (hidden weight row-major, hidden
+        bias, output weight, output bias).
+    xb
+        The batches, shape (silos, batch, d).
+    y
+        The 0/1 labels, shape (silos, batch).
+    hidden
+        Hidden units h.
     """
     k, b, d = xb.shape
     h, o = hidden, hidden * d + hidden
@@ -72,7 +87,21 @@ def mlp_example_grads(theta: np.ndarray, xb: np.ndarray, y: np.ndarray, hidden: 
 
 
 def per_example_grads(model: str, theta: np.ndarray, xb: np.ndarray, y: np.ndarray, *, hidden: int) -> np.ndarray:
-    """Per-example gradients of ``model`` ("logreg" or "mlp"), shape (silos, batch, parameters); inputs untouched."""
+    """Per-example gradients of ``model`` ("logreg" or "mlp"), shape (silos, batch, parameters); inputs untouched.
+
+    Parameters
+    ----------
+    model
+        ``"logreg"`` or ``"mlp"``.
+    theta
+        Each silo's flat parameters, shape (silos, parameters).
+    xb
+        The batches as the vectorized trainer holds them, shape (silos, batch, features).
+    y
+        The 0/1 labels, shape (silos, batch).
+    hidden
+        Hidden units (``mlp`` only).
+    """
     validate_params({"model": model}, {"model": [Options(MODELS)]}, "per_example_grads")
     if model == "logreg":
         return logreg_example_grads(theta, xb, y)
@@ -90,9 +119,23 @@ def private_gradient(
 ) -> np.ndarray:
     """``(sum_i clip(g_i) + N(0, (z*C)^2 I)) / expected_batch_size`` per silo, float64 of shape (silos, parameters).
 
-    ``grads`` (silos, batch, parameters) are per-example gradients, ``valid`` (silos, batch) marks
-    the real examples (``False`` for padding: an empty Poisson batch still gets its noise). One
-    standard normal per silo and parameter is drawn from ``rng``, silo by silo.
+    One standard normal per silo and parameter is drawn from ``rng``, silo by silo.
+
+    Parameters
+    ----------
+    grads
+        Per-example gradients, shape (silos, batch, parameters).
+    valid
+        Marks the real examples, shape (silos, batch) (False for padding: an empty Poisson batch still gets its
+        noise).
+    clip
+        The L2 clipping norm C.
+    noise_multiplier
+        The noise multiplier z (noise std over the clip norm).
+    expected_batch_size
+        The expected batch size the noisy sum is divided by.
+    rng
+        The generator the noise is drawn from.
     """
     std = noise_std(noise_multiplier, clip)
     validate_params(
@@ -116,10 +159,25 @@ def poisson_plans(
 ) -> list[np.ndarray]:
     """Each silo's Poisson batches for a server_round: row indices of shape (steps, width), ``-1`` padding.
 
-    Row r of silo ``silos[i]`` joins step t's batch when its key from :func:`fedkit.seeding.uniform`
-    (kind ``SAMPLING``, counter ``t * sizes[i] + r``) is below the silo's rate, so a silo's batches
-    are the same computed alone or with others. Every plan has the same width (the largest batch
-    of the server_round, at least 1) so the trainer can stack them; a step may have no rows at all.
+    Row r of silo ``silos[i]`` joins step t's batch when its key from :func:`fedkit.seeding.uniform` (kind
+    ``SAMPLING``, counter ``t * sizes[i] + r``) is below the silo's rate, so a silo's batches are the same
+    computed alone or with others. Every plan has the same width (the largest batch of the round, at least 1) so
+    the trainer can stack them; a step may have no rows at all.
+
+    Parameters
+    ----------
+    sizes
+        Each silo's train rows.
+    sampling_rate
+        The Poisson sampling rate, one for all or one per silo.
+    steps
+        Steps each silo takes.
+    seed
+        The run's seed.
+    server_round
+        The round.
+    silos
+        The silos' indices in the federation.
     """
     rates = [sampling_rate] * len(sizes) if np.isscalar(sampling_rate) else list(sampling_rate)  # type: ignore[list-item]
     for q in rates:

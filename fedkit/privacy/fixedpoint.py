@@ -30,17 +30,48 @@ def _headroom(n_summands: int) -> int:
 
 
 def max_abs(n_summands: int, frac_bits: int = DEFAULT_FRAC_BITS) -> float:
-    """Bound on ``|value|`` below which the sum of ``n_summands`` encodings cannot wrap around 2^64."""
+    """Bound on ``|value|`` below which the sum of ``n_summands`` encodings cannot wrap around 2^64.
+
+    Parameters
+    ----------
+    n_summands
+        How many encodings will be summed.
+    frac_bits
+        Fractional bits f of the fixed-point encoding.
+    """
     return 2.0 ** (63 - frac_bits - _headroom(n_summands))
 
 
 def error_bound(n_summands: int, frac_bits: int = DEFAULT_FRAC_BITS) -> float:
-    """Per-coordinate bound on ``|decoded sum - exact sum|`` for ``n_summands`` encodings: ``n / 2^(f+1)``."""
+    """Per-coordinate bound on ``|decoded sum - exact sum|`` for ``n_summands`` encodings: ``n / 2^(f+1)``.
+
+    Parameters
+    ----------
+    n_summands
+        How many encodings will be summed.
+    frac_bits
+        Fractional bits f of the fixed-point encoding.
+    """
     return n_summands * 2.0 ** -(frac_bits + 1)
 
 
 def encode(values: np.ndarray, n_summands: int, frac_bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:
-    """``values`` (1-D floats) as uint64 words ``round(v * 2^f) mod 2^64``, checked to fit a sum of ``n_summands``."""
+    """``values`` (1-D floats) as uint64 words ``round(v * 2^f) mod 2^64``, checked to fit a sum of ``n_summands``.
+
+    Parameters
+    ----------
+    values
+        1-D floats.
+    n_summands
+        How many encodings will be summed.
+    frac_bits
+        Fractional bits f of the fixed-point encoding.
+
+    Raises
+    ------
+    SecAggRangeError
+        When a value is not finite or too large for a sum of ``n_summands``.
+    """
     values = np.asarray(values, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
@@ -62,5 +93,13 @@ def encode(values: np.ndarray, n_summands: int, frac_bits: int = DEFAULT_FRAC_BI
 
 
 def decode(words: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:
-    """The float values of uint64 ``words`` (one encoding, or a sum of encodings that did not wrap)."""
+    """The float values of uint64 ``words`` (one encoding, or a sum of encodings that did not wrap).
+
+    Parameters
+    ----------
+    words
+        uint64 words (one encoding, or a sum of encodings that did not wrap).
+    frac_bits
+        Fractional bits f of the fixed-point encoding.
+    """
     return np.ldexp(np.asarray(words, dtype=np.uint64).view(np.int64).astype(np.float64), -frac_bits)

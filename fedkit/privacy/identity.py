@@ -41,7 +41,13 @@ class Signer(Protocol):
         ...
 
     def sign(self, data: bytes) -> bytes:
-        """A signature of ``data`` under the site's identity key."""
+        """A signature of ``data`` under the site's identity key.
+
+        Parameters
+        ----------
+        data
+            The bytes signed.
+        """
         ...
 
 
@@ -49,7 +55,24 @@ class Verifier(Protocol):
     """The federation's trust: whether a credential is a named site's and a signature is valid under it."""
 
     def verify(self, sender: str, credential: bytes, data: bytes, signature: bytes) -> None:
-        """Return if ``signature`` over ``data`` is ``sender``'s; raise ``SecAggAuthenticationError`` otherwise."""
+        """Return if ``signature`` over ``data`` is ``sender``'s; raise ``SecAggAuthenticationError`` otherwise.
+
+        Parameters
+        ----------
+        sender
+            The sending site's name.
+        credential
+            The sender's credential (public key or DER certificate).
+        data
+            The bytes signed.
+        signature
+            The signature.
+
+        Raises
+        ------
+        SecAggAuthenticationError
+            When the credential is not the sender's or the signature is invalid.
+        """
         ...
 
 
@@ -84,7 +107,13 @@ def _bad_signature(sender: str) -> SecAggAuthenticationError:
 
 @dataclass(frozen=True)
 class Ed25519Signer:
-    """An Ed25519 identity key (the simulation's ephemeral site identities); the credential is its public key."""
+    """An Ed25519 identity key (the simulation's ephemeral site identities); the credential is its public key.
+
+    Parameters
+    ----------
+    key
+        The site's private identity key.
+    """
 
     key: ed25519.Ed25519PrivateKey
 
@@ -105,7 +134,13 @@ class Ed25519Signer:
 
 @dataclass(frozen=True)
 class PinnedKeys:
-    """Trusts exactly one Ed25519 public key (raw 32 bytes) per site name."""
+    """Trusts exactly one Ed25519 public key (raw 32 bytes) per site name.
+
+    Parameters
+    ----------
+    keys
+        Each site's Ed25519 public key (raw 32 bytes), by site name.
+    """
 
     keys: Mapping[str, bytes]
 
@@ -128,7 +163,13 @@ class PinnedKeys:
 
 
 def ephemeral_identities(names: Iterable[str]) -> tuple[dict[str, Ed25519Signer], PinnedKeys]:
-    """One fresh Ed25519 identity per site and the verifier that pins them (for in-process federations)."""
+    """One fresh Ed25519 identity per site and the verifier that pins them (for in-process federations).
+
+    Parameters
+    ----------
+    names
+        The sites' names.
+    """
     signers = {name: Ed25519Signer.generate() for name in names}
     return signers, PinnedKeys({name: s.credential for name, s in signers.items()})
 
@@ -149,14 +190,37 @@ def _public_der(key: PublicKey) -> bytes:
 
 @dataclass(frozen=True)
 class CertificateSigner:
-    """A site identity from an X.509 certificate and its private key (the site's provisioned startup kit)."""
+    """A site identity from an X.509 certificate and its private key (the site's provisioned startup kit).
+
+    Parameters
+    ----------
+    certificate
+        The site's certificate (its common name is the site's name).
+    key
+        The certificate's private key.
+    """
 
     certificate: x509.Certificate
     key: SigningKey
 
     @classmethod
     def from_pem(cls, certificate_pem: bytes, key_pem: bytes, password: bytes | None = None) -> CertificateSigner:
-        """Load a PEM certificate and PEM private key; refuse a key that is not the certificate's."""
+        """Load a PEM certificate and PEM private key; refuse a key that is not the certificate's.
+
+        Parameters
+        ----------
+        certificate_pem
+            The PEM certificate.
+        key_pem
+            The PEM private key.
+        password
+            The key's password, if it has one.
+
+        Raises
+        ------
+        ConfigError
+            When the key is not the certificate's.
+        """
         certificate = x509.load_pem_x509_certificate(certificate_pem)
         key = _load_private_key(key_pem, password)
         if _public_der(key.public_key()) != _public_der(certificate.public_key()):  # type: ignore[arg-type]
@@ -178,13 +242,25 @@ class CertificateSigner:
 
 @dataclass(frozen=True)
 class CertificateAuthority:
-    """Trusts certificates issued directly by ``root`` whose common name is the sender's site name."""
+    """Trusts certificates issued directly by ``root`` whose common name is the sender's site name.
+
+    Parameters
+    ----------
+    root
+        The federation's root CA certificate.
+    """
 
     root: x509.Certificate
 
     @classmethod
     def from_pem(cls, ca_pem: bytes) -> CertificateAuthority:
-        """The federation's root CA certificate from PEM (NVIDIA FLARE's ``rootCA.pem``)."""
+        """The federation's root CA certificate from PEM (NVIDIA FLARE's ``rootCA.pem``).
+
+        Parameters
+        ----------
+        ca_pem
+            The PEM root certificate.
+        """
         return cls(x509.load_pem_x509_certificate(ca_pem))
 
     def verify(self, sender: str, credential: bytes, data: bytes, signature: bytes) -> None:

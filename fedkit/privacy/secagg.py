@@ -78,8 +78,13 @@ SERVER = "server"
 def suggested_neighbours(n_sites: int) -> int | None:
     """A SecAgg+ neighbourhood for ``n_sites``: the complete graph (None) up to 10 sites, else 2·ceil(log2 n).
 
-    A heuristic after Bell et al. 2020 (k = O(log n)): large enough that the survivors' masking
-    graph stays connected under moderate dropout; size it to your dropout rate.
+    A heuristic after Bell et al. 2020 (k = O(log n)): large enough that the survivors' masking graph stays
+    connected under moderate dropout; size it to your dropout rate.
+
+    Parameters
+    ----------
+    n_sites
+        The number of sites.
     """
     return None if n_sites <= 10 else 2 * math.ceil(math.log2(n_sites))
 
@@ -88,12 +93,25 @@ def suggested_neighbours(n_sites: int) -> int | None:
 class SecAggConfig:
     """What every party of a run agrees on: run id, site roster, threshold, masking graph, fixed-point bits.
 
-    ``threshold`` (t) is the number of share holders needed to rebuild a site's secrets; each site's
-    holders are itself and its neighbours (``holders``). It must be above half of them, so that no
-    server can collect both secrets of one site from honest holders, who answer once per round
-    (default: the smallest majority). ``neighbours`` (k, even) selects SecAgg+ masking with k
-    neighbours on a random ring; None masks every pair (Bonawitz et al.). ``frac_bits``: see
-    :mod:`fedkit.privacy.fixedpoint`.
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    roster
+        Every site's name; a site's Shamir point is its 1-based position.
+    threshold
+        The number t of share holders needed to rebuild a site's secrets; each site's holders are itself and its
+        neighbours (``holders``). It must be above half of them, so that no server can collect both secrets of one
+        site from honest holders, who answer once per round (default: the smallest majority).
+    neighbours
+        k (even): SecAgg+ masking with k neighbours on a random ring; None masks every pair (Bonawitz et al.).
+    frac_bits
+        Fractional bits of the fixed-point encoding (:mod:`fedkit.privacy.fixedpoint`).
+
+    Raises
+    ------
+    ConfigError
+        When the roster, threshold or neighbours are not allowed.
     """
 
     run_id: str
@@ -148,7 +166,13 @@ class SecAggConfig:
         return self.threshold if self.threshold is not None else self.holders // 2 + 1
 
     def point(self, site: str) -> int:
-        """The site's Shamir point: its 1-based position in the roster."""
+        """The site's Shamir point: its 1-based position in the roster.
+
+        Parameters
+        ----------
+        site
+            The site's name.
+        """
         return self.roster.index(site) + 1
 
 
@@ -169,8 +193,17 @@ def _frame(*parts: str | bytes | int) -> bytes:
 def masking_graph(config: SecAggConfig, server_round: int, sites: Collection[str]) -> dict[str, frozenset[str]]:
     """Each site's neighbours among ``sites``: all others, or ``config.neighbours`` on a random ring (Harary graph).
 
-    The ring order is the sites sorted by SHA-256 of (run id, server_round, name): every party derives the same
-    graph, and no one can choose it without choosing names.
+    The ring order is the sites sorted by SHA-256 of (run id, round, name): every party derives the same graph,
+    and no one can choose it without choosing names.
+
+    Parameters
+    ----------
+    config
+        What every party of the run agrees on.
+    server_round
+        The round.
+    sites
+        The sites taking part.
     """
     names = sorted(sites)
     k = config.neighbours
@@ -215,7 +248,18 @@ class Message:
 
     @classmethod
     def from_wire(cls: type[M], payload: Mapping[str, Any]) -> M:
-        """The message from its payload dict; a malformed payload raises :class:`~fedkit.errors.SecAggError`."""
+        """The message from its payload dict; a malformed payload raises :class:`~fedkit.errors.SecAggError`.
+
+        Parameters
+        ----------
+        payload
+            The payload dict.
+
+        Raises
+        ------
+        SecAggError
+            When the payload is malformed.
+        """
         if not isinstance(payload, Mapping) or payload.get("kind") != cls.KIND:
             got = payload.get("kind") if isinstance(payload, Mapping) else type(payload).__name__
             raise SecAggError(f"Expected a {cls.KIND!r} secure-aggregation message; got {got!r}.")
@@ -256,7 +300,25 @@ def _from_wire(hint: Any, value: Any, where: str) -> Any:
 
 @dataclass(frozen=True)
 class KeyAdvert(Message):
-    """Step 1, site → server: the site's two public keys for this round, signed with its identity."""
+    """Step 1, site → server: the site's two public keys for this round, signed with its identity.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    round
+        The round.
+    sender
+        The sending site's name.
+    channel_key
+        The public key of the channels that carry the shares (X25519).
+    mask_key
+        The public key the pairwise masks are agreed with (X25519).
+    credential
+        The sender's credential (public key or DER certificate).
+    signature
+        The sender's signature of the advert under its identity.
+    """
 
     KIND: ClassVar[str] = "secagg_key_advert"
     run_id: str
@@ -274,7 +336,17 @@ class KeyAdvert(Message):
 
 @dataclass(frozen=True)
 class KeyRoster(Message):
-    """Step 1, server → every advertised site: all adverts received."""
+    """Step 1, server → every advertised site: all adverts received.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    round
+        The round.
+    adverts
+        Every advert received.
+    """
 
     KIND: ClassVar[str] = "secagg_key_roster"
     run_id: str
@@ -284,7 +356,19 @@ class KeyRoster(Message):
 
 @dataclass(frozen=True)
 class EncryptedShare(Message):
-    """One site's Shamir shares (self-mask seed, mask key) for one holder, AES-256-GCM-encrypted for it."""
+    """One site's Shamir shares (self-mask seed, mask key) for one holder, AES-256-GCM-encrypted for it.
+
+    Parameters
+    ----------
+    sender
+        The site whose secrets are shared.
+    recipient
+        The holder the share is for.
+    nonce
+        AES-GCM nonce.
+    ciphertext
+        The encrypted shares.
+    """
 
     KIND: ClassVar[str] = "secagg_encrypted_share"
     sender: str
@@ -295,7 +379,19 @@ class EncryptedShare(Message):
 
 @dataclass(frozen=True)
 class ShareBundle(Message):
-    """Step 2, site → server: the site's encrypted shares, one per neighbour."""
+    """Step 2, site → server: the site's encrypted shares, one per neighbour.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    round
+        The round.
+    sender
+        The sending site's name.
+    shares
+        One encrypted share per neighbour.
+    """
 
     KIND: ClassVar[str] = "secagg_share_bundle"
     run_id: str
@@ -306,7 +402,19 @@ class ShareBundle(Message):
 
 @dataclass(frozen=True)
 class ShareDelivery(Message):
-    """Step 2, server → one site: the encrypted shares addressed to it."""
+    """Step 2, server → one site: the encrypted shares addressed to it.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    round
+        The round.
+    recipient
+        The site the shares are addressed to.
+    shares
+        The encrypted shares addressed to it.
+    """
 
     KIND: ClassVar[str] = "secagg_share_delivery"
     run_id: str
@@ -317,7 +425,19 @@ class ShareDelivery(Message):
 
 @dataclass(frozen=True)
 class MaskedInput(Message):
-    """Step 3, site → server: the masked encoding of ``(w·x, w)`` as little-endian uint64 words."""
+    """Step 3, site → server: the masked encoding of ``(w·x, w)`` as little-endian uint64 words.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    round
+        The round.
+    sender
+        The sending site's name.
+    words
+        The masked encoding, little-endian uint64 words.
+    """
 
     KIND: ClassVar[str] = "secagg_masked_input"
     run_id: str
@@ -328,7 +448,19 @@ class MaskedInput(Message):
 
 @dataclass(frozen=True)
 class UnmaskRequest(Message):
-    """Step 4, server → every survivor: who sent a masked input (survivors) and who shared keys but did not."""
+    """Step 4, server → every survivor: who sent a masked input (survivors) and who shared keys but did not.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    round
+        The round.
+    survivors
+        The sites that sent a masked input.
+    dropped
+        The sites that shared keys but sent no masked input.
+    """
 
     KIND: ClassVar[str] = "secagg_unmask_request"
     run_id: str
@@ -339,7 +471,21 @@ class UnmaskRequest(Message):
 
 @dataclass(frozen=True)
 class UnmaskShares(Message):
-    """Step 4, survivor → server: its shares of survivors' self-mask seeds and of dropped sites' mask keys."""
+    """Step 4, survivor → server: its shares of survivors' self-mask seeds and of dropped sites' mask keys.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    round
+        The round.
+    sender
+        The sending site's name.
+    self_mask_shares
+        Its shares of the survivors' self-mask seeds, by site.
+    mask_key_shares
+        Its shares of the dropped sites' mask keys, by site.
+    """
 
     KIND: ClassVar[str] = "secagg_unmask_shares"
     run_id: str
@@ -356,7 +502,18 @@ MESSAGES: dict[str, type[Message]] = {
 
 
 def decode_message(payload: Mapping[str, Any]) -> Message:
-    """The message a payload dict encodes, whatever its kind."""
+    """The message a payload dict encodes, whatever its kind.
+
+    Parameters
+    ----------
+    payload
+        The payload dict.
+
+    Raises
+    ------
+    SecAggError
+        When the kind is unknown or the payload malformed.
+    """
     kind = payload.get("kind") if isinstance(payload, Mapping) else None
     if kind not in MESSAGES:
         raise SecAggError(f"Unknown secure-aggregation message kind {kind!r}; known kinds: {', '.join(MESSAGES)}.")
@@ -435,6 +592,24 @@ class SecAggClient:
     :meth:`unmask` in that order, each at most once (the state machine refuses repeats and old rounds).
 
     Keeps the round's private keys, self-mask seed and the shares it holds; make a new one per round.
+
+    Parameters
+    ----------
+    config
+        What every party of the run agrees on.
+    site
+        This site's name (in the roster).
+    server_round
+        The round.
+    signer
+        This site's identity.
+    verifier
+        The federation's trust, to check the other sites' adverts.
+
+    Raises
+    ------
+    ConfigError
+        When ``site`` is not in the roster.
     """
 
     def __init__(self, config: SecAggConfig, site: str, server_round: int, signer: Signer, verifier: Verifier) -> None:
@@ -471,7 +646,22 @@ class SecAggClient:
         return self._channels[peer]
 
     def share_keys(self, roster: KeyRoster) -> ShareBundle:
-        """Step 2: check the neighbours' signed keys, share ``b`` and the mask key among neighbours and self."""
+        """Step 2: check the neighbours' signed keys, share ``b`` and the mask key among neighbours and self.
+
+        Parameters
+        ----------
+        roster
+            The server's roster of this round's adverts.
+
+        Raises
+        ------
+        SecAggAuthenticationError
+            When an advert's signature or credential fails its check.
+        SecAggReplayError
+            When the roster is of another run or round, or comes out of step.
+        SecAggDropoutError
+            When fewer than t sites advertised keys.
+        """
         self._steps.enter(SHARE_KEYS)
         self._steps.check(SHARE_KEYS, roster, SERVER)
         adverts: dict[str, KeyAdvert] = {}
@@ -519,7 +709,21 @@ class SecAggClient:
     def mask_input(self, delivery: ShareDelivery, vector: np.ndarray, weight: float = 1.0) -> MaskedInput:
         """Step 3: open the shares addressed here, then send ``(weight·vector, weight)`` masked.
 
-        ``vector`` is 1-D; ``weight`` a finite number >= 0 (the site's train size for FedAvg; 1 for a plain sum).
+        Parameters
+        ----------
+        delivery
+            The encrypted shares addressed here.
+        vector
+            The 1-D input.
+        weight
+            A finite number >= 0 (the site's train size for FedAvg; 1 for a plain sum).
+
+        Raises
+        ------
+        SecAggAuthenticationError
+            When a share addressed here fails its check.
+        SecAggRangeError
+            When the input is not finite or too large for the fixed-point ring.
         """
         self._steps.enter(MASK_INPUT)
         self._steps.check(MASK_INPUT, delivery, SERVER)
@@ -573,7 +777,18 @@ class SecAggClient:
         return MaskedInput(self.config.run_id, self.round, self.site, words.astype("<u8").tobytes())
 
     def unmask(self, request: UnmaskRequest) -> UnmaskShares:
-        """Step 4: reveal shares of survivors' self-mask seeds and of dropped sites' mask keys, never both for one."""
+        """Step 4: reveal shares of survivors' self-mask seeds and of dropped sites' mask keys, never both for one.
+
+        Parameters
+        ----------
+        request
+            The server's request: who survived, who dropped.
+
+        Raises
+        ------
+        SecAggUnmaskRequestError
+            When it asks for both secrets of one site.
+        """
         self._steps.enter(UNMASK)
         self._steps.check(UNMASK, request, SERVER)
         survivors, dropped = set(request.survivors), set(request.dropped)
@@ -614,7 +829,19 @@ class SecAggClient:
 
 @dataclass(frozen=True)
 class SecAggResult:
-    """What the server learns from one round: ``sum(w·x)``, ``sum(w)`` and which sites are in the sum."""
+    """What the server learns from one round: ``sum(w·x)``, ``sum(w)`` and which sites are in the sum.
+
+    Parameters
+    ----------
+    weighted_sum
+        ``sum(w·x)`` over the survivors.
+    total_weight
+        ``sum(w)`` over the survivors.
+    survivors
+        The sites in the sum.
+    dropped
+        The sites that shared keys but are not in the sum.
+    """
 
     weighted_sum: np.ndarray
     total_weight: float
@@ -630,7 +857,17 @@ class SecAggServer:
     """The server's side of one round: :meth:`key_roster`, :meth:`share_deliveries`, :meth:`unmask_request`,
     :meth:`result`, each given every reply of its step that arrived (a missing site has dropped).
 
-    ``verifier`` (optional) checks the adverts' signatures here too, to name a bad one early.
+    Each step raises :class:`~fedkit.errors.SecAggDropoutError` when fewer than t sites answered, and
+    :class:`~fedkit.errors.SecAggReplayError` for a repeated, late or other-round message.
+
+    Parameters
+    ----------
+    config
+        What every party of the run agrees on.
+    server_round
+        The round.
+    verifier
+        Checks the adverts' signatures here too, to name a bad one early (optional).
     """
 
     def __init__(self, config: SecAggConfig, server_round: int, verifier: Verifier | None = None) -> None:
@@ -666,7 +903,13 @@ class SecAggServer:
         return got
 
     def key_roster(self, adverts: Iterable[KeyAdvert]) -> KeyRoster:
-        """Step 1: the roster of every advert that arrived, for every advertised site."""
+        """Step 1: the roster of every advert that arrived, for every advertised site.
+
+        Parameters
+        ----------
+        adverts
+            The adverts that arrived.
+        """
         got = self._collect(ADVERTISE_KEYS, adverts, KeyAdvert, self.config.roster)
         if self._verifier is not None:
             for site, advert in got.items():
@@ -676,7 +919,13 @@ class SecAggServer:
         return KeyRoster(self.config.run_id, self.round, tuple(self._adverts.values()))
 
     def share_deliveries(self, bundles: Iterable[ShareBundle]) -> dict[str, ShareDelivery]:
-        """Step 2: each site that shared keys gets the encrypted shares addressed to it."""
+        """Step 2: each site that shared keys gets the encrypted shares addressed to it.
+
+        Parameters
+        ----------
+        bundles
+            The share bundles that arrived.
+        """
         got = self._collect(SHARE_KEYS, bundles, ShareBundle, self._adverts)
         inbox: dict[str, list[EncryptedShare]] = {site: [] for site in sorted(got)}
         for site, bundle in got.items():
@@ -692,7 +941,13 @@ class SecAggServer:
         return {site: ShareDelivery(self.config.run_id, self.round, site, tuple(s)) for site, s in inbox.items()}
 
     def unmask_request(self, inputs: Iterable[MaskedInput]) -> UnmaskRequest:
-        """Step 3: add up the masked inputs that arrived; ask the survivors to unmask."""
+        """Step 3: add up the masked inputs that arrived; ask the survivors to unmask.
+
+        Parameters
+        ----------
+        inputs
+            The masked inputs that arrived.
+        """
         got = self._collect(MASK_INPUT, inputs, MaskedInput, self._shared)
         sizes = {site: len(m.words) for site, m in got.items()}
         first = next(iter(sizes.values()))
@@ -730,7 +985,13 @@ class SecAggServer:
             raise SecAggAuthenticationError(f"The {what} of site {site!r} in round {self.round}: {exc}") from None
 
     def result(self, replies: Iterable[UnmaskShares]) -> SecAggResult:
-        """Step 4: rebuild the survivors' seeds and the dropped sites' mask keys, unmask, decode the sum."""
+        """Step 4: rebuild the survivors' seeds and the dropped sites' mask keys, unmask, decode the sum.
+
+        Parameters
+        ----------
+        replies
+            The unmask shares that arrived.
+        """
         got = self._collect(UNMASK, replies, UnmaskShares, self._masked)
         total = self._sum.copy()
         for site in sorted(self._masked):
@@ -765,10 +1026,22 @@ def aggregate_in_process(
 ) -> SecAggResult:
     """One whole server_round with the sites as in-process objects (the simulation engine's call).
 
-    ``inputs[site] = (vector, weight)`` for each site taking part (a roster site missing from it
-    never advertises). ``drop[site] = step`` makes that site fall silent from ``step`` on, to
-    exercise dropout recovery: ``"mask_input"`` = shared keys, sent no masked input (not in the sum);
-    ``"unmask"`` = sent its masked input, then vanished (in the sum).
+    Parameters
+    ----------
+    config
+        What every party of the run agrees on.
+    server_round
+        The round.
+    inputs
+        ``(vector, weight)`` of each site taking part, by site (a roster site missing from it never advertises).
+    signers
+        Each site's identity.
+    verifier
+        The federation's trust.
+    drop
+        ``drop[site] = step`` makes that site fall silent from ``step`` on, to exercise dropout recovery:
+        ``"mask_input"`` = shared keys, sent no masked input (not in the sum); ``"unmask"`` = sent its masked input,
+        then vanished (in the sum).
     """
     drop = dict(drop or {})
     bad = {s: step for s, step in drop.items() if step not in STEPS}

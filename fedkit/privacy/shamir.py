@@ -33,7 +33,22 @@ def _check_points(xs: Sequence[int], threshold: int) -> None:
 
 
 def split(secret: bytes, xs: Sequence[int], threshold: int) -> dict[int, bytes]:
-    """Shares of ``secret`` (32 bytes) at the points ``xs``: any ``threshold`` rebuild it, fewer reveal nothing."""
+    """Shares of ``secret`` (32 bytes) at the points ``xs``: any ``threshold`` rebuild it, fewer reveal nothing.
+
+    Parameters
+    ----------
+    secret
+        32 bytes.
+    xs
+        The share points, distinct integers in 1..2^521 - 2.
+    threshold
+        How many shares rebuild the secret.
+
+    Raises
+    ------
+    ConfigError
+        When the points, threshold or secret are not allowed.
+    """
     if len(secret) != SECRET_BYTES:
         raise ConfigError(f"A Shamir secret must be {SECRET_BYTES} bytes; got {len(secret)}.")
     _check_points(xs, threshold)
@@ -50,8 +65,19 @@ def split(secret: bytes, xs: Sequence[int], threshold: int) -> dict[int, bytes]:
 def combine(shares: Mapping[int, bytes], threshold: int) -> bytes:
     """The secret rebuilt from the ``threshold`` shares ``{x: share}`` of smallest ``x`` (others are ignored).
 
-    Raises :class:`~fedkit.errors.SecAggAuthenticationError` when the shares cannot come from one
-    32-byte secret (a share was altered); a wrong share is not always detectable this way.
+    A wrong share is not always detectable this way.
+
+    Parameters
+    ----------
+    shares
+        Shares ``{x: share}``.
+    threshold
+        How many shares rebuild the secret.
+
+    Raises
+    ------
+    SecAggAuthenticationError
+        When the shares cannot come from one 32-byte secret (a share was altered).
     """
     xs = sorted(shares)[:threshold]
     _check_points(xs, threshold)

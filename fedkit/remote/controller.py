@@ -26,10 +26,23 @@ from fedkit.remote.server import RelayTracker, serve
 class FedkitController(Controller):
     """Runs fedkit's round loop (:func:`fedkit.remote.server.serve`) for ``config`` on the sites of this job.
 
-    ``min_silos``: fewest sites a round may aggregate; ``straggler_timeout``: seconds to wait for the
-    other sites once ``min_silos`` replied (a site slower than that is dropped from the round);
-    ``task_timeout``: seconds before a task is given up entirely; ``join_timeout``: seconds to wait
-    for every expected site at the start.
+    Parameters
+    ----------
+    config
+        The run's RunConfig fields.
+    expected_sites
+        The sites to wait for at the start (default: whoever is connected).
+    min_silos
+        Fewest sites a round may aggregate.
+    straggler_timeout
+        Seconds to wait for the other sites once ``min_silos`` replied (a site slower than that is dropped from the
+        round).
+    task_timeout
+        Seconds before a task is given up entirely.
+    join_timeout
+        Seconds to wait for every expected site at the start.
+    task_check_period
+        Seconds between FLARE's checks of the tasks.
     """
 
     def __init__(
@@ -56,6 +69,11 @@ class FedkitController(Controller):
 
         FLARE 2.9's ``Controller.set_communicator`` sets ``communicator.task_check_period`` while the
         server communicator sleeps on ``_task_check_period`` (default 0.2 s), so both are set here.
+
+        Parameters
+        ----------
+        communicator
+            FLARE's server communicator.
         """
         super().set_communicator(communicator)
         if hasattr(communicator, "_task_check_period"):

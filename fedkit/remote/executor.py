@@ -16,7 +16,15 @@ PAYLOAD = "fedkit"
 
 
 class FedkitExecutor(Executor):
-    """Runs fedkit's local training of this site's hospital; ``hospital`` defaults to the FLARE site name."""
+    """Runs fedkit's local training of this site's hospital; ``hospital`` defaults to the FLARE site name.
+
+    Parameters
+    ----------
+    hospital
+        This site's hospital (default: the FLARE site name).
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else ``~/.cache/fedkit/heart-disease``).
+    """
 
     def __init__(self, hospital: str = "", data_dir: str = "") -> None:
         super().__init__()

@@ -49,7 +49,22 @@ def _nvflare() -> list[str]:
 
 
 def provision(project: str | Path, workspace: str | Path) -> Path:
-    """Create the startup kits of ``project`` under ``workspace``; returns the folder holding one kit each."""
+    """Create the startup kits of ``project`` under ``workspace``; returns the folder holding one kit each.
+
+    Parameters
+    ----------
+    project
+        The FLARE project file.
+    workspace
+        The folder the kits are written under.
+
+    Raises
+    ------
+    ConfigError
+        When the project file does not exist.
+    PocError
+        When ``nvflare provision`` fails.
+    """
     import yaml
 
     project = Path(project)
@@ -73,8 +88,13 @@ def provision(project: str | Path, workspace: str | Path) -> Path:
 def allow_fedkit(kits: Path) -> None:
     """Add fedkit's controller (server) and executor (sites) to each kit's ``class_allow_list``.
 
-    FLARE builds only the component classes a site allows (``local/resources.json.default``); a site
-    admin can read exactly what fedkit adds there.
+    FLARE builds only the component classes a site allows (``local/resources.json.default``); a site admin can
+    read exactly what fedkit adds there.
+
+    Parameters
+    ----------
+    kits
+        The folder holding one kit each (:func:`provision`).
     """
     for resources in kits.glob("*/local/resources.json.default"):
         conf = json.loads(resources.read_text())
@@ -90,7 +110,17 @@ def allow_fedkit(kits: Path) -> None:
 
 
 def loopback_project(hospitals: Sequence[str], port: int, name: str = "fedkit-poc") -> dict[str, Any]:
-    """A project file for a federation on 127.0.0.1: the server, one site per hospital (named after it), the admin."""
+    """A project file for a federation on 127.0.0.1: the server, one site per hospital (named after it), the admin.
+
+    Parameters
+    ----------
+    hospitals
+        One site per hospital, named after it.
+    port
+        The port of the server (and admin) on 127.0.0.1.
+    name
+        The project's name.
+    """
     return {
         "api_version": 3,
         "name": name,
@@ -113,7 +143,13 @@ def loopback_project(hospitals: Sequence[str], port: int, name: str = "fedkit-po
 
 
 def participant_command(kit: Path) -> list[str]:
-    """The command that runs the FLARE server or site of a startup kit (name and org from its certificate)."""
+    """The command that runs the FLARE server or site of a startup kit (name and org from its certificate).
+
+    Parameters
+    ----------
+    kit
+        A startup kit folder.
+    """
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
@@ -138,11 +174,24 @@ def participant_command(kit: Path) -> list[str]:
     return [*command, "--set", "secure_train=true", "config_folder=config", *extra]
 
 
-def run_participant(kit: str | Path, workspace: str | Path) -> None:
-    """Copy a (read-only, e.g. mounted from a Secret) startup kit into a writable workspace and run it in this process.
+def run_participant(kit: str | Path, workspace: str | Path) -> int:
+    """Copy a (read-only, e.g. mounted from a Secret) startup kit into a writable workspace, run it until it
+    exits, and return its exit code.
 
-    For containers: ``fedkit remote start --kit /kit --workspace /workspace`` replaces itself with the
-    FLARE process, so it receives the pod's signals directly.
+    For containers: ``fedkit remote start --kit /kit --workspace /workspace`` stays PID 1 and runs FLARE
+    under :func:`supervise`, so that stopping the pod stops FLARE at once.
+
+    Parameters
+    ----------
+    kit
+        The startup kit (read-only, e.g. mounted from a Secret).
+    workspace
+        A writable folder the kit is copied into.
+
+    Returns
+    -------
+    int
+        FLARE's exit code.
     """
     import shutil
 
@@ -153,12 +202,57 @@ def run_participant(kit: str | Path, workspace: str | Path) -> None:
     keep_server_state_in(workspace, workspace)
     command = participant_command(workspace)
     os.chdir(workspace)
-    os.execv(command[0], command)  # noqa: S606 - our own interpreter and arguments
+    return supervise(command)
+
+
+def supervise(command: Sequence[str]) -> int:
+    """Run ``command`` in its own process group, pass SIGTERM and SIGINT on to that group, reap every child,
+    and return the command's exit code (128 + N when signal N ended it).
+
+    A container's PID 1 gets no default signal action: FLARE, which sets no SIGTERM handler, would ignore the
+    pod's SIGTERM and be killed after the grace period. Orphaned job processes are re-parented to PID 1 and
+    reaped here too.
+
+    Parameters
+    ----------
+    command
+        The program and its arguments (FLARE's participant command).
+    """
+    pending: list[int] = []  # a signal that arrives before the child exists is passed on once it does
+    started: list[subprocess.Popen] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        if not started:
+            pending.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(started[0].pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)  # before the child starts: no window in which SIGTERM would be lost
+    child = subprocess.Popen(list(command), start_new_session=True)  # noqa: S603 - our own interpreter and arguments
+    started.append(child)
+    for signum in pending:
+        forward(signum, None)
+    while True:
+        pid, status = os.waitpid(-1, 0)  # any child: FLARE, or an orphan handed to PID 1
+        if pid == child.pid:
+            code = os.waitstatus_to_exitcode(status)
+            child.returncode = code  # reaped here, not by Popen
+            return code if code >= 0 else 128 - code
 
 
 def keep_server_state_in(kit: Path, workspace: Path) -> None:
     """Point the server's job store and snapshots into ``workspace`` (FLARE's kits default to /tmp/nvflare, shared
-    by every server on the machine and lost with a pod's /tmp)."""
+    by every server on the machine and lost with a pod's /tmp).
+
+    Parameters
+    ----------
+    kit
+        The server's startup kit.
+    workspace
+        The folder the job store and snapshots go to.
+    """
     default = Path(kit) / "local" / "resources.json.default"
     if not default.is_file() or not (Path(kit) / "startup" / "fed_server.json").is_file():
         return
@@ -181,7 +275,19 @@ def free_port() -> int:
 
 @dataclass
 class Poc:
-    """A running local federation: its kits and the PIDs (= process groups) of the server and each site."""
+    """A running local federation: its kits and the PIDs (= process groups) of the server and each site.
+
+    Parameters
+    ----------
+    kits
+        The folder holding one kit each.
+    hospitals
+        The hospitals, one site each.
+    data_dir
+        The folder of the UCI files the sites read.
+    processes
+        The running processes by participant name.
+    """
 
     kits: Path
     hospitals: tuple[str, ...]
@@ -199,11 +305,23 @@ class Poc:
         return {name: p.pid for name, p in self.processes.items()}
 
     def log(self, name: str) -> Path:
-        """Log file of participant ``name``."""
+        """Log file of participant ``name``.
+
+        Parameters
+        ----------
+        name
+            The participant's name (``server`` or a site).
+        """
         return self.kits / name / "fedkit-process.log"
 
     def start(self, name: str) -> None:
-        """Start the server or one site (again, after :meth:`kill`) from its kit."""
+        """Start the server or one site (again, after :meth:`kill`) from its kit.
+
+        Parameters
+        ----------
+        name
+            The participant's name (``server`` or a site).
+        """
         kit = self.kits / name
         env = {**os.environ, "FEDKIT_DATA_DIR": self.data_dir, "PYTHONUNBUFFERED": "1"}
         log = self.log(name).open("ab")
@@ -213,7 +331,13 @@ class Poc:
         log.close()
 
     def tree(self, name: str) -> list[Any]:
-        """The process of ``name`` and every descendant (FLARE forks job processes, in their own sessions)."""
+        """The process of ``name`` and every descendant (FLARE forks job processes, in their own sessions).
+
+        Parameters
+        ----------
+        name
+            The participant's name (``server`` or a site).
+        """
         import psutil
 
         proc = self.processes.get(name)
@@ -226,7 +350,15 @@ class Poc:
             return []
 
     def send_signal(self, name: str, sig: int) -> None:
-        """Send ``sig`` to ``name``'s process and all its descendants (SIGSTOP/SIGCONT mimic a network partition)."""
+        """Send ``sig`` to ``name``'s process and all its descendants (SIGSTOP/SIGCONT mimic a network partition).
+
+        Parameters
+        ----------
+        name
+            The participant's name (``server`` or a site).
+        sig
+            The signal number.
+        """
         import psutil
 
         for proc in self.tree(name):
@@ -234,7 +366,17 @@ class Poc:
                 proc.send_signal(sig)
 
     def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 15.0) -> None:
-        """Stop ``name``'s process and every descendant by PID; SIGKILL whatever is left after ``timeout`` seconds."""
+        """Stop ``name``'s process and every descendant by PID; SIGKILL whatever is left after ``timeout`` seconds.
+
+        Parameters
+        ----------
+        name
+            The participant's name (``server`` or a site).
+        sig
+            The signal sent first.
+        timeout
+            Seconds to wait before SIGKILL.
+        """
         import psutil
 
         tree = self.tree(name)
@@ -252,12 +394,31 @@ class Poc:
             proc.wait(timeout=timeout)
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop every process started, sites first, each by PID within ``timeout`` seconds."""
+        """Stop every process started, sites first, each by PID within ``timeout`` seconds.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait for each process.
+        """
         for name in [*(h for h in self.hospitals if h in self.processes), SERVER]:
             self.kill(name, signal.SIGTERM, timeout)
 
     def wait_ready(self, timeout: float = 90.0, sites: Sequence[str] | None = None) -> None:
-        """Block until the admin can log in and ``sites`` (default: every hospital) are connected."""
+        """Block until the admin can log in and ``sites`` (default: every hospital) are connected.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait at most.
+        sites
+            The sites to wait for (default: every hospital).
+
+        Raises
+        ------
+        PocError
+            When a process exits, or the federation is not ready within ``timeout``.
+        """
         from fedkit.remote.submit import open_session
 
         want = set(self.hospitals if sites is None else sites)
@@ -303,7 +464,27 @@ def start_poc(
 ) -> Poc:
     """Provision a loopback federation of the first ``silos`` hospitals under ``workspace`` and start it.
 
-    FLARE's processes log at ``log_level`` (their kits' default, INFO, writes a dozen lines per task and site).
+    Parameters
+    ----------
+    workspace
+        The folder the kits, logs and state go to.
+    silos
+        Number of hospitals, one site each, in [1, 4].
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else ``~/.cache/fedkit/heart-disease``).
+    port
+        The server's port (default: a free one).
+    wait
+        Block until the admin can log in and every site is connected.
+    log_level
+        FLARE's log level (their kits' default, INFO, writes a dozen lines per task and site).
+
+    Raises
+    ------
+    ConfigError
+        When ``silos`` is out of range.
+    PocError
+        When a process fails to start.
     """
     import yaml
 

@@ -36,7 +36,21 @@ Transport = Callable[[str, dict[str, Any], Sequence[str], int], dict[str, dict[s
 
 @dataclass(frozen=True)
 class Site:
-    """What the server knows of a hospital's site after hello: never its rows."""
+    """What the server knows of a hospital's site after hello: never its rows.
+
+    Parameters
+    ----------
+    site
+        The FLARE site's name.
+    silo
+        Its hospital's silo name.
+    index
+        The silo's index in the federation.
+    n_train
+        Its train rows.
+    y_test
+        Its test labels (for pooled metrics and AUC notes).
+    """
 
     site: str
     silo: str
@@ -46,7 +60,18 @@ class Site:
 
 
 def check_versions(versions: dict[str, str]) -> None:
-    """Refuse sites whose fedkit is not the server's: they would train and encode differently."""
+    """Refuse sites whose fedkit is not the server's: they would train and encode differently.
+
+    Parameters
+    ----------
+    versions
+        Each site's fedkit version, by site name.
+
+    Raises
+    ------
+    RemoteRunError
+        When a site's version differs from the server's.
+    """
     other = {site: v for site, v in sorted(versions.items()) if v != __version__}
     if other:
         raise RemoteRunError(
@@ -62,8 +87,24 @@ def hello(
 ) -> tuple[list[Site], Federation]:
     """Ask every site to load its silo; returns the sites in federation order and a row-free outline of the federation.
 
-    The outline has the right train/test sizes and test labels (the round loop pools test metrics and
-    explains undefined AUCs from them) and zero feature columns: the server holds no rows.
+    The outline has the right train/test sizes and test labels (the round loop pools test metrics and explains
+    undefined AUCs from them) and zero feature columns: the server holds no rows.
+
+    Parameters
+    ----------
+    transport
+        Sends tasks to the sites and gathers their replies (FLARE, or in-process in tests).
+    config
+        The run's RunConfig fields.
+    sites
+        The sites to ask.
+    min_silos
+        Fewest sites a round may aggregate.
+
+    Raises
+    ------
+    RemoteRunError
+        When fewer than ``min_silos`` sites answer, or a site's fedkit differs.
     """
     replies = transport(wire.HELLO, {"config": config}, sites, min_silos)
     if len(replies) < min_silos:
@@ -100,7 +141,21 @@ def hello(
 
 
 class RemoteEngine:
-    """Fit and evaluate by FLARE tasks to the sites; drops a site that does not answer a round in time."""
+    """Fit and evaluate by FLARE tasks to the sites; drops a site that does not answer a round in time.
+
+    Parameters
+    ----------
+    transport
+        Sends tasks to the sites and gathers their replies (FLARE, or in-process in tests).
+    sites
+        The sites that answered hello, in federation order.
+    init
+        The initial global parameters.
+    finetune_steps
+        Fine-tuning steps of each site's personal model (``personalize="finetune"``), else None.
+    min_silos
+        Fewest sites a round may aggregate.
+    """
 
     def __init__(
         self,
@@ -214,7 +269,13 @@ class RemoteEngine:
 
 
 class RelayTracker:
-    """A tracker that keeps each call as a JSON-ready event for the notebook to fetch (and replay into its trackers)."""
+    """A tracker that keeps each call as a JSON-ready event for the notebook to fetch (and replay into its trackers).
+
+    Parameters
+    ----------
+    notes
+        Gives extra notes for the summary (the engine's dropouts), read when the run ends.
+    """
 
     def __init__(self, notes: Callable[[], list[str]] = list) -> None:
         self._events: list[dict[str, Any]] = []
@@ -223,12 +284,24 @@ class RelayTracker:
         """Extra notes for the summary (the engine's dropouts), read when the run ends."""
 
     def add(self, event: dict[str, Any]) -> None:
-        """Append one event."""
+        """Append one event.
+
+        Parameters
+        ----------
+        event
+            A JSON-ready event.
+        """
         with self._lock:
             self._events.append(wire.to_json(event))
 
     def since(self, start: int) -> list[dict[str, Any]]:
-        """Events from index ``start`` on."""
+        """Events from index ``start`` on.
+
+        Parameters
+        ----------
+        start
+            Index of the first event to return.
+        """
         with self._lock:
             return self._events[start:]
 
@@ -240,7 +313,13 @@ class RelayTracker:
         """Nothing: rounds are relayed by :meth:`on_round`, which also carries the round's parameters."""
 
     def on_round(self, event: RoundEvent) -> None:
-        """Round-loop callback: relay one round's metric rows and global parameters."""
+        """Round-loop callback: relay one round's metric rows and global parameters.
+
+        Parameters
+        ----------
+        event
+            The round's event.
+        """
         self.add(
             {
                 "kind": "round",
@@ -281,9 +360,26 @@ def serve(
 ) -> tuple[RunResult, RemoteEngine]:
     """The server's whole run: hello, a :class:`RemoteEngine` over the sites that answered, fedkit's round loop.
 
-    Every tracker call goes to ``relay`` (for the notebook to fetch), after an ``outline`` event that
-    says how many test rows each silo has, which AUCs are undefined and which model is scored; each
-    dropout or rejoin is relayed as a ``note`` event as it happens.
+    Every tracker call goes to ``relay``, after an ``outline`` event that says how many test rows each silo has,
+    which AUCs are undefined and which model is scored; each dropout or rejoin is relayed as a ``note`` event as
+    it happens.
+
+    Parameters
+    ----------
+    transport
+        Sends tasks to the sites and gathers their replies (FLARE, or in-process in tests).
+    config
+        The run.
+    sites
+        The sites of the job.
+    relay
+        Keeps the events for the notebook to fetch.
+    min_silos
+        Fewest sites a round may aggregate.
+    callbacks
+        Called with each round's event.
+    should_stop
+        Checked after each round: True ends the run as ``stopped``.
     """
     from fedkit import architectures, runner
     from fedkit.config import personalization

@@ -22,7 +22,15 @@ from fedkit.strategies.base import LocalTerm
 
 
 class SiloWorker:
-    """Answers the server's tasks for one hospital; holds that silo's state for the whole job."""
+    """Answers the server's tasks for one hospital; holds that silo's state for the whole job.
+
+    Parameters
+    ----------
+    hospital
+        The hospital this site holds.
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else ``~/.cache/fedkit/heart-disease``).
+    """
 
     def __init__(self, hospital: str, data_dir: str | Path | None = None) -> None:
         self.hospital = hospital
@@ -30,7 +38,13 @@ class SiloWorker:
         self.engine: Any = None
 
     def hello(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Load this hospital's silo for ``payload["config"]``; reply with what the server may know of it."""
+        """Load this hospital's silo for ``payload["config"]``; reply with what the server may know of it.
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         from fedkit.config import RunConfig, load_federation
         from fedkit.engines.simulation import make_engine
 
@@ -63,7 +77,13 @@ class SiloWorker:
         return self.engine
 
     def fit(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """One local update from the global parameters, with the strategy's local term."""
+        """One local update from the global parameters, with the strategy's local term.
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         term = LocalTerm(
             prox_mu=payload["prox_mu"], anchor=wire.unpack(payload["anchor"]), control=wire.unpack(payload["control"])
         )
@@ -78,11 +98,23 @@ class SiloWorker:
         }
 
     def evaluate(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Logits of the global parameters on this silo's test set."""
+        """Logits of the global parameters on this silo's test set.
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         return {"logits": wire.pack(self._engine().evaluate(wire.unpack(payload["params"]))[0].logits)}
 
     def evaluate_personal(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Logits of this silo's own model (personal parameters, or fine-tuned from the global ones)."""
+        """Logits of this silo's own model (personal parameters, or fine-tuned from the global ones).
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         engine = self._engine()
         if payload.get("finetune_steps") is not None:
             engine.finetune_steps = payload["finetune_steps"]  # derived on the server from every silo's size
@@ -91,7 +123,15 @@ class SiloWorker:
         }
 
     def handle(self, task: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Dispatch one task by name."""
+        """Dispatch one task by name.
+
+        Parameters
+        ----------
+        task
+            The task's name.
+        payload
+            The task's payload from the server.
+        """
         handlers = {
             wire.HELLO: self.hello,
             wire.FIT: self.fit,

@@ -33,7 +33,18 @@ FINISHED = ("FINISHED", "ABORTED", "FAILED")
 
 
 def admin_user(admin_kit: str | Path) -> str:
-    """The admin user name of a startup kit (from ``startup/fed_admin.json``), with a clear error if it is not one."""
+    """The admin user name of a startup kit (from ``startup/fed_admin.json``), with a clear error if it is not one.
+
+    Parameters
+    ----------
+    admin_kit
+        The admin startup kit folder.
+
+    Raises
+    ------
+    ConfigError
+        When the folder is not an admin startup kit.
+    """
     path = Path(admin_kit) / "startup" / "fed_admin.json"
     if not path.is_file():
         raise ConfigError(
@@ -44,7 +55,15 @@ def admin_user(admin_kit: str | Path) -> str:
 
 
 def open_session(admin_kit: str | Path, timeout: float = 30.0) -> Any:
-    """A FLARE API session (mTLS, as the admin of ``admin_kit``)."""
+    """A FLARE API session (mTLS, as the admin of ``admin_kit``).
+
+    Parameters
+    ----------
+    admin_kit
+        The admin startup kit folder.
+    timeout
+        Seconds to wait for the login.
+    """
     try:
         from nvflare.fuel.flare_api.flare_api import new_secure_session
     except ImportError as exc:
@@ -72,7 +91,21 @@ def build_job(
 ) -> Path:
     """Export the FLARE job of ``config`` (server: fedkit's round loop; every site: its hospital's training).
 
-    ``sites``: the sites the server waits for before the first round (default: every hospital).
+    Parameters
+    ----------
+    config
+        The run.
+    job_root
+        The folder the job is exported to.
+    sites
+        The sites the server waits for before the first round (default: every hospital).
+    min_silos
+        Fewest sites a round may aggregate.
+    straggler_timeout
+        Seconds to wait for the other sites once ``min_silos`` replied (a site slower than that is dropped from the
+        round).
+    task_timeout
+        Seconds before a task is given up entirely.
     """
     from nvflare.job_config.api import FedJob
 
@@ -116,12 +149,46 @@ def run_remote(
 ) -> RunResult:
     """Run ``config`` on the FLARE federation of ``admin_kit``; record it in this machine's ``trackers``.
 
-    ``min_silos``: fewest sites a round may aggregate; a site that has not replied ``straggler_timeout``
-    seconds after ``min_silos`` did is dropped from that round (recorded in the notes) and asked again
-    next round. ``on_event`` sees every raw event the server relays (round events carry the server's
-    clock in ``time``). The final result is read from the downloaded job result when the job ends within
-    ``result_timeout`` seconds of the run, else from the run's last relayed event. Returns the same
-    :class:`~fedkit.result.RunResult` as a simulation run.
+    The final result is read from the downloaded job result when the job ends within ``result_timeout`` seconds
+    of the run, else from the run's last relayed event.
+
+    Parameters
+    ----------
+    config
+        The run.
+    admin_kit
+        The admin startup kit of the FLARE federation.
+    trackers
+        Where this machine records the run.
+    callbacks
+        Called with a :class:`~fedkit.result.RoundEvent` after each round.
+    should_stop
+        Checked while the run goes on: True aborts the job and records ``stopped``.
+    progress
+        Show a progress bar over the rounds.
+    min_silos
+        Fewest sites a round may aggregate.
+    straggler_timeout
+        Seconds to wait for the other sites once ``min_silos`` replied; a site that has not replied is dropped from
+        that round (recorded in the notes) and asked again next round.
+    poll
+        Seconds between polls of the server's events.
+    session
+        An open FLARE API session (default: one opened with ``admin_kit``).
+    on_event
+        Sees every raw event the server relays (round events carry the server's clock in ``time``).
+    result_timeout
+        Seconds to wait for the job's result after the run.
+
+    Returns
+    -------
+    RunResult
+        The same result as a simulation run's.
+
+    Raises
+    ------
+    RemoteRunError
+        When fewer than ``min_silos`` sites are connected, or the job fails.
     """
     from fedkit.progress import progress_bar
 

@@ -19,7 +19,13 @@ RESULT_FILE = "fedkit_result.json"
 
 
 def pack(array: np.ndarray | None) -> dict[str, Any] | None:
-    """An array as a msgpack/JSON-free dict of dtype, shape and raw bytes (exact, any size)."""
+    """An array as a msgpack/JSON-free dict of dtype, shape and raw bytes (exact, any size).
+
+    Parameters
+    ----------
+    array
+        The array (None passes through).
+    """
     if array is None:
         return None
     array = np.ascontiguousarray(array)
@@ -27,14 +33,26 @@ def pack(array: np.ndarray | None) -> dict[str, Any] | None:
 
 
 def unpack(packed: dict[str, Any] | None) -> np.ndarray | None:
-    """The array :func:`pack` encoded (a fresh, writable copy)."""
+    """The array :func:`pack` encoded (a fresh, writable copy).
+
+    Parameters
+    ----------
+    packed
+        A dict :func:`pack` made (None passes through).
+    """
     if packed is None:
         return None
     return np.frombuffer(packed["data"], dtype=np.dtype(packed["dtype"])).reshape(packed["shape"]).copy()
 
 
 def to_json(value: Any) -> Any:
-    """``value`` with NaN floats as None and arrays as float lists, so it survives JSON."""
+    """``value`` with NaN floats as None and arrays as float lists, so it survives JSON.
+
+    Parameters
+    ----------
+    value
+        Any JSON-like value.
+    """
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -49,5 +67,11 @@ def to_json(value: Any) -> Any:
 
 
 def rows_from_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Metric rows back from JSON: a null value is NaN again, as the round loop produced it."""
+    """Metric rows back from JSON: a null value is NaN again, as the round loop produced it.
+
+    Parameters
+    ----------
+    rows
+        Metric rows read from JSON.
+    """
     return [{**r, "value": float("nan") if r["value"] is None else float(r["value"])} for r in rows]

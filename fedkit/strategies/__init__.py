@@ -48,13 +48,27 @@ HYPERPARAMETERS: tuple[str, ...] = (
 
 
 def options_of(name: str) -> tuple[str, ...]:
-    """The hyperparameter names strategy ``name`` takes (none for the baselines)."""
+    """The hyperparameter names strategy ``name`` takes (none for the baselines).
+
+    Parameters
+    ----------
+    name
+        The strategy's name (a key of ``REGISTRY``).
+    """
     cls = REGISTRY.get(name)
     return () if cls is None else tuple(f.name for f in fields(cls) if f.name != "name")
 
 
 def make_strategy(name: str, **options: Any) -> Strategy:
-    """The strategy ``name`` with the given hyperparameters (None means the strategy's default)."""
+    """The strategy ``name`` with the given hyperparameters (None means the strategy's default).
+
+    Parameters
+    ----------
+    name
+        The strategy's name (a key of ``REGISTRY``).
+    **options
+        Its hyperparameters, named as the RunConfig fields that set them.
+    """
     return REGISTRY[name](**{k: v for k, v in options.items() if v is not None})
 
 

@@ -15,8 +15,15 @@ from fedkit.errors import ConfigError
 def weighted_mean(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Average of the rows of ``updates`` weighted by ``weights`` (e.g. train sizes), in float64.
 
-    McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from Decentralized
-    Data": the server average of FedAvg weighs silo k by n_k / sum(n).
+    McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from Decentralized Data": the
+    server average of FedAvg weighs silo k by n_k / sum(n).
+
+    Parameters
+    ----------
+    updates
+        One row per silo, one column per parameter.
+    weights
+        One non-negative weight per silo (not all zero).
     """
     w = np.asarray(weights, dtype=np.float64)
     return (w / w.sum()) @ np.asarray(updates, dtype=np.float64)
@@ -25,8 +32,13 @@ def weighted_mean(updates: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def coordinate_median(updates: np.ndarray) -> np.ndarray:
     """Coordinate-wise median of the rows of ``updates``, in float64 (weights play no part).
 
-    Yin et al. 2018, "Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates":
-    with an even number of rows, the mean of the two middle values.
+    Yin et al. 2018, "Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates": with an even
+    number of rows, the mean of the two middle values.
+
+    Parameters
+    ----------
+    updates
+        One row per silo, one column per parameter.
     """
     return np.median(np.asarray(updates, dtype=np.float64), axis=0)
 
@@ -34,8 +46,15 @@ def coordinate_median(updates: np.ndarray) -> np.ndarray:
 def trimmed_mean(updates: np.ndarray, trim_beta: float) -> np.ndarray:
     """Coordinate-wise mean after dropping the ``floor(trim_beta * K)`` largest and smallest of K rows.
 
-    Yin et al. 2018, "Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates";
-    unweighted, as in the paper (and scipy's ``trim_mean``, which Flower follows).
+    Yin et al. 2018, "Byzantine-Robust Distributed Learning: Towards Optimal Statistical Rates"; unweighted, as
+    in the paper (and scipy's ``trim_mean``, which Flower follows).
+
+    Parameters
+    ----------
+    updates
+        One row per silo, one column per parameter.
+    trim_beta
+        Fraction trimmed at each end, in [0, 0.5).
     """
     rows = np.asarray(updates, dtype=np.float64)
     count = len(rows)
@@ -51,10 +70,18 @@ def trimmed_mean(updates: np.ndarray, trim_beta: float) -> np.ndarray:
 def krum_select(updates: np.ndarray, byzantine: int, krum_m: int) -> np.ndarray:
     """Indices of the ``krum_m`` rows of ``updates`` with the lowest Krum scores, best first.
 
-    Blanchard et al. 2017, "Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent":
-    a row's score is the sum of its squared distances to its K - f - 2 nearest other rows
-    (f = ``byzantine``); Krum keeps the best row, Multi-Krum the ``krum_m`` best. Ties go to the
-    lower index.
+    Blanchard et al. 2017, "Machine Learning with Adversaries: Byzantine Tolerant Gradient Descent": a row's
+    score is the sum of its squared distances to its K - f - 2 nearest other rows (f = ``byzantine``); Krum
+    keeps the best row, Multi-Krum the ``krum_m`` best. Ties go to the lower index.
+
+    Parameters
+    ----------
+    updates
+        One row per silo, one column per parameter.
+    byzantine
+        Number of Byzantine silos tolerated (f).
+    krum_m
+        How many rows to keep.
     """
     rows = np.asarray(updates, dtype=np.float64)
     count = len(rows)

@@ -12,9 +12,15 @@ import numpy as np
 class LocalTerm:
     """What a strategy adds to every silo's local objective, as data (so any engine can apply it).
 
-    - ``prox_mu`` / ``anchor``: FedProx's proximal term ``mu/2 * ||w - anchor||^2`` (Li et al. 2020).
-    - ``control``: SCAFFOLD's server control variate ``c``; a silo adds ``c - c_i`` to every
-      gradient, with ``c_i`` its own control variate (Karimireddy et al. 2020).
+    Parameters
+    ----------
+    prox_mu
+        FedProx's proximal weight: the term is ``mu/2 * ||w - anchor||^2`` (Li et al. 2020); 0 for none.
+    anchor
+        The proximal term's anchor, this round's global parameters.
+    control
+        SCAFFOLD's server control variate ``c``; a silo adds ``c - c_i`` to every gradient, with ``c_i`` its own
+        control variate (Karimireddy et al. 2020).
     """
 
     prox_mu: float = 0.0
@@ -25,8 +31,12 @@ class LocalTerm:
 class Controls(NamedTuple):
     """SCAFFOLD's control variates coming back from a round (Karimireddy et al. 2020).
 
-    ``deltas``: each sampled silo's change of its control variate, ``c_i+ - c_i``, shape (silos,
-    parameters); ``n_silos``: how many silos the round sampled them from (N, the federation's size).
+    Parameters
+    ----------
+    deltas
+        Each sampled silo's change of its control variate, ``c_i+ - c_i``, shape (silos, parameters).
+    n_silos
+        How many silos the round sampled them from (N, the federation's size).
     """
 
     deltas: np.ndarray
@@ -40,18 +50,21 @@ class EmptyState(NamedTuple):
 class Strategy(Protocol):
     """How the server turns silo updates into new global parameters.
 
-    ``init(params) -> state`` and ``aggregate(updates, weights, state, params, controls) -> (params,
-    state)`` are pure: no I/O, inputs untouched, state returned (a NamedTuple), never kept on
-    ``self``. ``updates`` are the silos' parameter deltas (local minus global), shape (silos,
-    parameters); ``weights`` their train sizes; ``controls`` the silos' control-variate changes
-    when the strategy's local term sent them a control variate (SCAFFOLD), else None. The
-    strategy's hyperparameters are its dataclass fields, named as the RunConfig fields that set them.
+    ``init(params) -> state`` and ``aggregate(updates, weights, state, params, controls) -> (params, state)`` are
+    pure: no I/O, inputs untouched, state returned (a NamedTuple), never kept on ``self``. The strategy's
+    hyperparameters are its dataclass fields, named as the RunConfig fields that set them.
     """
 
     name: str
 
     def init(self, params: np.ndarray) -> Any:
-        """The strategy's state before the first round."""
+        """The strategy's state before the first round.
+
+        Parameters
+        ----------
+        params
+            The initial global parameters.
+        """
         ...
 
     def aggregate(
@@ -62,11 +75,34 @@ class Strategy(Protocol):
         params: np.ndarray,
         controls: Controls | None = None,
     ) -> tuple[np.ndarray, Any]:
-        """New global parameters and state from this round's updates."""
+        """New global parameters and state from this round's updates.
+
+        Parameters
+        ----------
+        updates
+            The silos' parameter deltas (local minus global), shape (silos, parameters).
+        weights
+            Their train sizes.
+        state
+            The strategy's state before this round.
+        params
+            The global parameters before this round.
+        controls
+            The silos' control-variate changes when the strategy's local term sent them a control variate
+            (SCAFFOLD), else None.
+        """
         ...
 
     def local_term(self, state: Any, params: np.ndarray) -> LocalTerm | None:
-        """What the silos add to their local objective this round (None for server-only strategies)."""
+        """What the silos add to their local objective this round (None for server-only strategies).
+
+        Parameters
+        ----------
+        state
+            The strategy's state before this round.
+        params
+            The global parameters of this round.
+        """
         ...
 
 

@@ -12,7 +12,13 @@ from fedkit.strategies.base import Controls, EmptyState, ServerSide
 
 @dataclass(frozen=True)
 class FedAvg(ServerSide):
-    """Global parameters move by the train-size-weighted mean of the silos' deltas."""
+    """Global parameters move by the train-size-weighted mean of the silos' deltas.
+
+    Parameters
+    ----------
+    name
+        The strategy's registry name.
+    """
 
     name: str = "fedavg"
 

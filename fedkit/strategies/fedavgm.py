@@ -13,7 +13,13 @@ from fedkit.strategies.base import Controls, ServerSide
 
 
 class MomentumState(NamedTuple):
-    """FedAvgM's server momentum buffer (float64, one entry per parameter)."""
+    """FedAvgM's server momentum buffer (float64, one entry per parameter).
+
+    Parameters
+    ----------
+    momentum
+        The momentum buffer ``m``.
+    """
 
     momentum: np.ndarray
 
@@ -22,9 +28,18 @@ class MomentumState(NamedTuple):
 class FedAvgM(ServerSide):
     """FedAvg with server momentum: the weighted mean of the deltas drives heavy-ball SGD on the server.
 
-    ``m = server_momentum * m + delta``; ``params + server_lr * m`` (Hsu et al.'s ``v <- beta v + dw;
-    w <- w - v`` with updates as negative pseudo-gradients, plus Flower's server learning rate).
-    With ``server_momentum=0`` and ``server_lr=1`` it is FedAvg.
+    ``m = server_momentum * m + delta``; ``params + server_lr * m`` (Hsu et al.'s ``v <- beta v + dw; w <- w - v``
+    with updates as negative pseudo-gradients, plus Flower's server learning rate). With ``server_momentum=0``
+    and ``server_lr=1`` it is FedAvg.
+
+    Parameters
+    ----------
+    name
+        The strategy's registry name.
+    server_lr
+        Server learning rate.
+    server_momentum
+        Server momentum, in [0, 1).
     """
 
     name: str = "fedavgm"

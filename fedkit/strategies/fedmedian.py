@@ -12,7 +12,13 @@ from fedkit.strategies.base import Controls, EmptyState, ServerSide
 
 @dataclass(frozen=True)
 class FedMedian(ServerSide):
-    """Global parameters move by the coordinate-wise median of the silos' deltas (train sizes ignored)."""
+    """Global parameters move by the coordinate-wise median of the silos' deltas (train sizes ignored).
+
+    Parameters
+    ----------
+    name
+        The strategy's registry name.
+    """
 
     name: str = "fedmedian"
 

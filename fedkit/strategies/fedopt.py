@@ -23,14 +23,30 @@ from fedkit.strategies.base import Controls, ServerSide
 
 
 class AdaptiveState(NamedTuple):
-    """First and second moments of the server's pseudo-gradient (float64, one entry per parameter)."""
+    """First and second moments of the server's pseudo-gradient (float64, one entry per parameter).
+
+    Parameters
+    ----------
+    m
+        First moment.
+    v
+        Second moment.
+    """
 
     m: np.ndarray
     v: np.ndarray
 
 
 def initial_moments(params: np.ndarray, tau: float) -> AdaptiveState:
-    """``m = 0`` and ``v = tau**2``, the smallest start Algorithm 2 allows."""
+    """``m = 0`` and ``v = tau**2``, the smallest start Algorithm 2 allows.
+
+    Parameters
+    ----------
+    params
+        The initial global parameters.
+    tau
+        Adaptivity / epsilon.
+    """
     return AdaptiveState(m=np.zeros(params.shape, dtype=np.float64), v=np.full(params.shape, tau**2, dtype=np.float64))
 
 
@@ -40,6 +56,23 @@ def adaptive_step(
     """The shared tail of Algorithm 2, given the round's delta and the already-updated ``v``.
 
     ``m = beta1 m + (1 - beta1) delta``; ``params + server_lr * m / (sqrt(v) + tau)`` in ``params.dtype``.
+
+    Parameters
+    ----------
+    params
+        The global parameters before this round.
+    delta
+        The round's weighted mean delta.
+    m
+        The first moment before this round.
+    v
+        The second moment, already updated.
+    server_lr
+        Server learning rate.
+    beta1
+        First-moment decay.
+    tau
+        Adaptivity / epsilon.
     """
     m = beta1 * m + (1 - beta1) * delta
     return (params + server_lr * m / (np.sqrt(v) + tau)).astype(params.dtype), AdaptiveState(m=m, v=v)
@@ -76,7 +109,19 @@ class _Adaptive(ServerSide):
 
 @dataclass(frozen=True)
 class FedAdagrad(_Adaptive):
-    """Adagrad on the server: ``v = v + delta**2`` (Reddi et al. 2021, Algorithm 2)."""
+    """Adagrad on the server: ``v = v + delta**2`` (Reddi et al. 2021, Algorithm 2).
+
+    Parameters
+    ----------
+    name
+        The strategy's registry name.
+    server_lr
+        Server learning rate.
+    beta1
+        First-moment decay.
+    tau
+        Adaptivity / epsilon.
+    """
 
     name: str = "fedadagrad"
     server_lr: float = 0.316228
@@ -84,13 +129,35 @@ class FedAdagrad(_Adaptive):
     tau: float = 1e-8
 
     def second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
-        """``v + delta**2``."""
+        """``v + delta**2``.
+
+        Parameters
+        ----------
+        v
+            The second moment before this round.
+        squared
+            The round's ``delta**2``.
+        """
         return v + squared
 
 
 @dataclass(frozen=True)
 class FedAdam(_Adaptive):
-    """Adam on the server: ``v = beta2 v + (1 - beta2) delta**2`` (Reddi et al. 2021, Algorithm 2)."""
+    """Adam on the server: ``v = beta2 v + (1 - beta2) delta**2`` (Reddi et al. 2021, Algorithm 2).
+
+    Parameters
+    ----------
+    name
+        The strategy's registry name.
+    server_lr
+        Server learning rate.
+    beta1
+        First-moment decay.
+    beta2
+        Second-moment decay.
+    tau
+        Adaptivity / epsilon.
+    """
 
     name: str = "fedadam"
     server_lr: float = 0.01
@@ -99,13 +166,35 @@ class FedAdam(_Adaptive):
     tau: float = 1e-8
 
     def second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
-        """``beta2 v + (1 - beta2) delta**2``."""
+        """``beta2 v + (1 - beta2) delta**2``.
+
+        Parameters
+        ----------
+        v
+            The second moment before this round.
+        squared
+            The round's ``delta**2``.
+        """
         return self.beta2 * v + (1 - self.beta2) * squared
 
 
 @dataclass(frozen=True)
 class FedYogi(_Adaptive):
-    """Yogi on the server: ``v = v - (1 - beta2) delta**2 sign(v - delta**2)`` (Reddi et al. 2021, Algorithm 2)."""
+    """Yogi on the server: ``v = v - (1 - beta2) delta**2 sign(v - delta**2)`` (Reddi et al. 2021, Algorithm 2).
+
+    Parameters
+    ----------
+    name
+        The strategy's registry name.
+    server_lr
+        Server learning rate.
+    beta1
+        First-moment decay.
+    beta2
+        Second-moment decay.
+    tau
+        Adaptivity / epsilon.
+    """
 
     name: str = "fedyogi"
     server_lr: float = 0.01
@@ -114,5 +203,13 @@ class FedYogi(_Adaptive):
     tau: float = 1e-8
 
     def second_moment(self, v: np.ndarray, squared: np.ndarray) -> np.ndarray:
-        """``v - (1 - beta2) delta**2 sign(v - delta**2)``."""
+        """``v - (1 - beta2) delta**2 sign(v - delta**2)``.
+
+        Parameters
+        ----------
+        v
+            The second moment before this round.
+        squared
+            The round's ``delta**2``.
+        """
         return v - (1 - self.beta2) * squared * np.sign(v - squared)

@@ -14,7 +14,12 @@ from fedkit.strategies.fedavg import FedAvg
 class FedProx(FedAvg):
     """FedAvg whose silos minimize ``loss + mu/2 * ||w - w_global||^2``, pulling local models toward the global one.
 
-    ``mu`` defaults to 0.01, FLamby's Fed-Heart-Disease setting.
+    Parameters
+    ----------
+    name
+        The strategy's registry name.
+    mu
+        Proximal term weight (FLamby's Fed-Heart-Disease setting by default).
     """
 
     name: str = "fedprox"

@@ -15,9 +15,18 @@ from fedkit.strategies.base import Controls, EmptyState, ServerSide
 class Krum(ServerSide):
     """Global parameters move by the delta(s) closest to their neighbours, tolerating ``byzantine`` bad silos.
 
-    Each delta is scored by the summed squared distances to its K - byzantine - 2 nearest others;
-    the ``krum_m`` best are averaged with train-size weights (as Flower does; ``krum_m=1`` is Krum,
-    ``krum_m=K`` with ``byzantine=0`` is FedAvg).
+    Each delta is scored by the summed squared distances to its K - byzantine - 2 nearest others; the ``krum_m``
+    best are averaged with train-size weights (as Flower does; ``krum_m=1`` is Krum, ``krum_m=K`` with
+    ``byzantine=0`` is FedAvg).
+
+    Parameters
+    ----------
+    name
+        The strategy's registry name.
+    byzantine
+        Number of Byzantine silos tolerated.
+    krum_m
+        Silos averaged by multi-Krum (1 = Krum).
     """
 
     name: str = "krum"

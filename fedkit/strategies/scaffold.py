@@ -12,7 +12,13 @@ from fedkit.strategies.base import Controls, LocalTerm
 
 
 class ScaffoldState(NamedTuple):
-    """The server control variate ``c``."""
+    """The server control variate ``c``.
+
+    Parameters
+    ----------
+    control
+        The server control variate ``c``.
+    """
 
     control: np.ndarray
 
@@ -25,6 +31,13 @@ class Scaffold:
     ``c_i+ = c_i - c + (x - y_i) / (K * lr)``; the server moves
     ``x += server_lr * mean(dy)`` (weighted by train size, as FLamby) and
     ``c += |S| / N * mean(dc_i)``.
+
+    Parameters
+    ----------
+    name
+        The strategy's registry name.
+    server_lr
+        Server learning rate.
     """
 
     name: str = "scaffold"

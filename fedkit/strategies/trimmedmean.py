@@ -16,6 +16,13 @@ class TrimmedMean(ServerSide):
 
     Per coordinate, the ``floor(trim_beta * K)`` largest and smallest of K deltas are dropped, so
     the default 0.1 trims nothing with fewer than 10 silos (it is then the unweighted mean).
+
+    Parameters
+    ----------
+    name
+        The strategy's registry name.
+    trim_beta
+        Fraction trimmed at each end, in [0, 0.5).
     """
 
     name: str = "trimmedmean"

@@ -16,11 +16,31 @@ class Tracker(Protocol):
     """Receives a run's life: start, one batch of metric rows per round, end with a status."""
 
     def start_run(self, run_id: str, config: dict[str, Any], data: dict[str, Any]) -> None:
-        """A run begins with this config and data provenance."""
+        """A run begins with this config and data provenance.
+
+        Parameters
+        ----------
+        run_id
+            The run's id.
+        config
+            The run's RunConfig fields.
+        data
+            Its data provenance.
+        """
         ...
 
     def log_round(self, run_id: str, server_round: int, rows: list[dict[str, Any]]) -> None:
-        """Metric rows ``{round, silo, model, split, metric, value}`` of one round (step = round)."""
+        """Metric rows ``{round, silo, model, split, metric, value}`` of one round (step = round).
+
+        Parameters
+        ----------
+        run_id
+            The run's id.
+        server_round
+            The round (step = round; 0 is the initial model).
+        rows
+            Metric rows ``{round, silo, model, split, metric, value}``.
+        """
         ...
 
     def end_run(
@@ -32,13 +52,47 @@ class Tracker(Protocol):
         params: np.ndarray | None = None,
         error: str | None = None,
     ) -> None:
-        """The run ended with ``status``; ``summary`` and final ``params`` when it got that far."""
+        """The run ended with ``status``; ``summary`` and final ``params`` when it got that far.
+
+        Parameters
+        ----------
+        run_id
+            The run's id.
+        status
+            ``finished``, ``stopped`` or ``failed``.
+        summary
+            The run's summary, when it got that far.
+        params
+            The final parameters, when it got that far.
+        error
+            The traceback of a failed run.
+        """
         ...
 
 
 @dataclass(frozen=True)
 class Event:
-    """One outbox event with its payload read back from the local store (the source of truth)."""
+    """One outbox event with its payload read back from the local store (the source of truth).
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    seq
+        The event's number within the run (start is 0).
+    kind
+        ``"start"``, ``"round"`` or ``"end"``.
+    round
+        The round of a ``round`` event, else None.
+    created_at
+        When the event was queued: the remote timestamp of every delivery.
+    in_doubt
+        An earlier delivery was attempted and may have arrived.
+    run
+        The run as the store holds it.
+    rows
+        The round's metric rows (``round`` events).
+    """
 
     run_id: str
     seq: int
@@ -65,7 +119,19 @@ class Backend(Protocol):
     def from_settings(
         cls, experiment: str, *, tracking_uri: str | None = None, region: str | None = None, **options: Any
     ) -> Backend:
-        """The backend of ``make_trackers``'s settings (each backend takes the ones that concern it)."""
+        """The backend of ``make_trackers``'s settings (each backend takes the ones that concern it).
+
+        Parameters
+        ----------
+        experiment
+            The experiment runs are logged to.
+        tracking_uri
+            MLflow's tracking URI.
+        region
+            The AWS region.
+        **options
+            Backend-specific settings (SageMaker: ``max_attempts``, ``timeout``).
+        """
         ...
 
     def target(self) -> dict[str, Any]:
@@ -73,10 +139,22 @@ class Backend(Protocol):
         ...
 
     def deliver(self, event: Event) -> None:
-        """Send one event; idempotent, raising on any failure so the event stays pending."""
+        """Send one event; idempotent, raising on any failure so the event stays pending.
+
+        Parameters
+        ----------
+        event
+            The event to send.
+        """
         ...
 
 
 def metric_name(row: dict[str, Any]) -> str:
-    """A metric row's name in a remote tracker: ``{model}_{split}_{metric}``, e.g. ``global_test_auc``."""
+    """A metric row's name in a remote tracker: ``{model}_{split}_{metric}``, e.g. ``global_test_auc``.
+
+    Parameters
+    ----------
+    row
+        A metric row.
+    """
     return f"{row['model']}_{row['split']}_{row['metric']}"

@@ -31,7 +31,15 @@ END_SEQ = 1_000_000_000
 
 
 def load_event(store: LocalStore, pending: dict[str, Any]) -> Event:
-    """The :class:`Event` of an outbox row, with the run (and the round's metric rows) from the store."""
+    """The :class:`Event` of an outbox row, with the run (and the round's metric rows) from the store.
+
+    Parameters
+    ----------
+    store
+        The local run store.
+    pending
+        The outbox row.
+    """
     run = store.get(pending["run_id"])
     rows = []
     if pending["kind"] == "round":
@@ -57,6 +65,22 @@ def deliver_pending(
     """Send ``run_id``'s undelivered events to ``backend`` in order; stop at the first failure.
 
     Returns the number delivered and the error that stopped delivery (None when all arrived).
+
+    Parameters
+    ----------
+    store
+        The local run store.
+    backend
+        The backend to send to.
+    run_id
+        The run's id.
+    on_delivered
+        Called with each event once it arrived.
+
+    Returns
+    -------
+    tuple[int, str | None]
+        The number delivered and the error that stopped delivery (None when all arrived).
     """
     delivered = 0
     for pending in store.pending(run_id, backend.name):
@@ -78,8 +102,15 @@ def deliver_pending(
 class RemoteTracker:
     """A :class:`~fedkit.tracking.base.Tracker` that queues every event for ``backend`` in ``store`` and sends it.
 
-    Put it after the :class:`LocalStore` tracker writing to the same ``store`` (``make_trackers``
-    does): events are read back from the store when they are sent.
+    Put it after the :class:`LocalStore` tracker writing to the same ``store`` (``make_trackers`` does): events
+    are read back from the store when they are sent.
+
+    Parameters
+    ----------
+    backend
+        The backend to send to.
+    store
+        The local run store that queues the events.
     """
 
     def __init__(self, backend: Backend, store: LocalStore) -> None:
@@ -124,7 +155,15 @@ class RemoteTracker:
 
 
 def backend_from_target(name: str, target: dict[str, Any]) -> Backend:
-    """Rebuild a backend from the name and target recorded with its events."""
+    """Rebuild a backend from the name and target recorded with its events.
+
+    Parameters
+    ----------
+    name
+        The backend's registry name.
+    target
+        The JSON settings recorded with its events.
+    """
     return backend_info(name).load()(**target)
 
 
@@ -137,8 +176,21 @@ def sync(
 ) -> list[dict[str, Any]]:
     """Deliver every undelivered event (of ``run_id``, or of all runs) to its backend; safe to repeat.
 
-    Returns one row per (run, backend): events delivered now, still pending, and the error that
-    stopped delivery. ``backends`` overrides the backend rebuilt from the recorded target (tests).
+    Parameters
+    ----------
+    run_id
+        Only this run's events (a unique id prefix is enough); None for all runs.
+    store
+        The local run store (default: ``$FEDKIT_HOME/runs.sqlite``).
+    progress
+        Show a progress bar.
+    backends
+        Backends by name, instead of those rebuilt from the recorded targets (tests).
+
+    Returns
+    -------
+    list[dict]
+        One row per (run, backend): events delivered now, still pending, and the error that stopped delivery.
     """
     from fedkit.progress import progress_bar
 

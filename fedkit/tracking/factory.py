@@ -14,7 +14,18 @@ DEFAULT_EXPERIMENT = "fedkit"
 
 
 def parse_trackers(spec: str | list[str] | tuple[str, ...]) -> list[str]:
-    """Backend names from ``"local,sagemaker"`` (or a list), checked, deduplicated, ``local`` always first."""
+    """Backend names from ``"local,sagemaker"`` (or a list), checked, deduplicated, ``local`` always first.
+
+    Parameters
+    ----------
+    spec
+        Backend names, comma-separated or a list.
+
+    Raises
+    ------
+    TrackerError
+        When a name is not a known backend.
+    """
     names = [n.strip().lower() for n in (spec.split(",") if isinstance(spec, str) else spec) if n.strip()]
     unknown = [n for n in names if n not in BACKENDS]
     if unknown:
@@ -36,11 +47,28 @@ def make_trackers(
 ) -> list[Tracker]:
     """The trackers for ``fedkit.run(config, trackers=...)``: the local store, then each remote backend.
 
-    ``experiment`` names the SageMaker experiment and the MLflow experiment (default ``fedkit``);
-    ``tracking_uri`` is MLflow's (default ``$MLFLOW_TRACKING_URI``); ``region`` is AWS's (default from
-    the environment). Remote backends deliver through the local store's outbox, so a backend that
-    fails never stops the run; ``fedkit runs sync`` delivers what it missed. ``options`` go to the
-    SageMaker backend (``max_attempts``, ``timeout``).
+    Remote backends deliver through the local store's outbox, so a backend that fails never stops the run;
+    ``fedkit runs sync`` delivers what it missed.
+
+    Parameters
+    ----------
+    spec
+        Backend names, comma-separated or a list (``local`` is always first).
+    experiment
+        The SageMaker experiment and the MLflow experiment (default ``fedkit``).
+    tracking_uri
+        MLflow's tracking URI (default ``$MLFLOW_TRACKING_URI``).
+    region
+        AWS's region (default from the environment).
+    store
+        The local run store (default: ``$FEDKIT_HOME/runs.sqlite``).
+    **options
+        Settings of the SageMaker backend (``max_attempts``, ``timeout``).
+
+    Raises
+    ------
+    TrackerError
+        When a backend is unknown, a setting is missing, or its extra is not installed.
     """
     store = store or LocalStore()
     settings = {"tracking_uri": tracking_uri, "region": region, **options}

@@ -126,7 +126,13 @@ def _alive(pid: int | None, host: str | None) -> bool:
 
 
 class LocalStore:
-    """The SQLite run store at ``path`` (default ``$FEDKIT_HOME/runs.sqlite``)."""
+    """The SQLite run store at ``path`` (default ``$FEDKIT_HOME/runs.sqlite``).
+
+    Parameters
+    ----------
+    path
+        The SQLite file (default ``$FEDKIT_HOME/runs.sqlite``).
+    """
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else home_dir() / "runs.sqlite"
@@ -288,9 +294,23 @@ class LocalStore:
     ) -> None:
         """Record that event ``seq`` (start, round or end) of ``run_id`` is owed to ``backend`` at ``target``.
 
-        The event's payload is not copied: delivery reads it from the run and metric tables, the
-        source of truth. ``created_at`` is fixed here and becomes the remote timestamp, so every
-        re-delivery sends identical points.
+        The event's payload is not copied: delivery reads it from the run and metric tables, the source of truth.
+        ``created_at`` is fixed here and becomes the remote timestamp, so every re-delivery sends identical points.
+
+        Parameters
+        ----------
+        run_id
+            The run's id.
+        backend
+            The backend's registry name.
+        seq
+            The event's number within the run (start is 0).
+        kind
+            ``"start"``, ``"round"`` or ``"end"``.
+        server_round
+            The round of a ``round`` event, else None.
+        target
+            The JSON settings that rebuild the backend.
         """
         with self._connect() as con:
             con.execute(
@@ -300,7 +320,15 @@ class LocalStore:
             )
 
     def pending(self, run_id: str | None = None, backend: str | None = None) -> list[dict[str, Any]]:
-        """Undelivered events, oldest run first and in order within a run (a unique id prefix is enough)."""
+        """Undelivered events, oldest run first and in order within a run (a unique id prefix is enough).
+
+        Parameters
+        ----------
+        run_id
+            Only this run's events (a unique id prefix is enough); None for all runs.
+        backend
+            Only this backend's events; None for all.
+        """
         with self._connect() as con:
             full_id = None if run_id is None else self._row(con, run_id)["run_id"]
             rows = con.execute(
@@ -314,7 +342,17 @@ class LocalStore:
         return out
 
     def attempt(self, run_id: str, backend: str, seq: int) -> None:
-        """Count a delivery attempt, before sending: an undelivered event with attempts may have arrived."""
+        """Count a delivery attempt, before sending: an undelivered event with attempts may have arrived.
+
+        Parameters
+        ----------
+        run_id
+            The run's id.
+        backend
+            The backend's registry name.
+        seq
+            The event's number within the run (start is 0).
+        """
         with self._connect() as con:
             con.execute(
                 "UPDATE outbox SET attempts = attempts + 1 WHERE run_id = ? AND backend = ? AND seq = ?",
@@ -322,7 +360,19 @@ class LocalStore:
             )
 
     def failed(self, run_id: str, backend: str, seq: int, error: str) -> None:
-        """Record why delivering an event failed; it stays pending."""
+        """Record why delivering an event failed; it stays pending.
+
+        Parameters
+        ----------
+        run_id
+            The run's id.
+        backend
+            The backend's registry name.
+        seq
+            The event's number within the run (start is 0).
+        error
+            Why it failed.
+        """
         with self._connect() as con:
             con.execute(
                 "UPDATE outbox SET last_error = ? WHERE run_id = ? AND backend = ? AND seq = ?",
@@ -330,7 +380,17 @@ class LocalStore:
             )
 
     def delivered(self, run_id: str, backend: str, seq: int) -> None:
-        """Mark an event delivered (after the backend acknowledged it)."""
+        """Mark an event delivered (after the backend acknowledged it).
+
+        Parameters
+        ----------
+        run_id
+            The run's id.
+        backend
+            The backend's registry name.
+        seq
+            The event's number within the run (start is 0).
+        """
         with self._connect() as con:
             con.execute(
                 "UPDATE outbox SET delivered_at = ?, last_error = NULL WHERE run_id = ? AND backend = ? AND seq = ?",
@@ -338,7 +398,13 @@ class LocalStore:
             )
 
     def delivery(self, run_id: str) -> dict[str, dict[str, Any]]:
-        """Per backend: events delivered, events pending, the last error and the target."""
+        """Per backend: events delivered, events pending, the last error and the target.
+
+        Parameters
+        ----------
+        run_id
+            The run's id.
+        """
         with self._connect() as con:
             full_id = self._row(con, run_id)["run_id"]
             rows = con.execute(
@@ -370,7 +436,18 @@ class LocalStore:
         return str(row["status"])
 
     def get(self, run_id: str) -> dict[str, Any]:
-        """One run: status, times, version, config, data provenance, summary, error and final params."""
+        """One run: status, times, version, config, data provenance, summary, error and final params.
+
+        Parameters
+        ----------
+        run_id
+            The run's id, or a prefix of it that matches one run only.
+
+        Raises
+        ------
+        RunNotFoundError
+            When no run, or more than one, matches ``run_id``.
+        """
         with self._connect() as con:
             row = self._row(con, run_id)
         return {
@@ -387,7 +464,13 @@ class LocalStore:
         }
 
     def history(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's metric rows ordered by round (NULL back to NaN)."""
+        """The run's metric rows ordered by round (NULL back to NaN).
+
+        Parameters
+        ----------
+        run_id
+            The run's id.
+        """
         with self._connect() as con:
             full_id = self._row(con, run_id)["run_id"]
             rows = con.execute(

@@ -53,8 +53,15 @@ def _ms(value: str | datetime) -> int:
 class MlflowBackend:
     """Delivers fedkit events to the MLflow experiment ``experiment`` at ``tracking_uri``.
 
-    ``tracking_uri`` defaults to ``$MLFLOW_TRACKING_URI``; a SageMaker managed MLflow tracking
-    server is addressed by its ARN (``arn:aws:sagemaker:REGION:ACCOUNT:mlflow-tracking-server/NAME``).
+    A SageMaker managed MLflow tracking server is addressed by its ARN
+    (``arn:aws:sagemaker:REGION:ACCOUNT:mlflow-tracking-server/NAME``).
+
+    Parameters
+    ----------
+    experiment
+        The MLflow experiment.
+    tracking_uri
+        The tracking server (default ``$MLFLOW_TRACKING_URI``).
     """
 
     name = "mlflow"

@@ -18,7 +18,17 @@ from fedkit.errors import TrackerError
 
 @dataclass(frozen=True)
 class BackendInfo:
-    """One backend: how it is shown, where its class is (``module:Class``), which client library it needs."""
+    """One backend: how it is shown, where its class is (``module:Class``), which client library it needs.
+
+    Parameters
+    ----------
+    label
+        How the backend is shown.
+    path
+        Where its class is (``module:Class``).
+    requires
+        The client library it needs.
+    """
 
     label: str
     path: str
@@ -44,7 +54,18 @@ BACKENDS: dict[str, BackendInfo] = {
 
 
 def backend_info(name: str) -> BackendInfo:
-    """The registry entry of backend ``name``, with an error listing the known ones."""
+    """The registry entry of backend ``name``, with an error listing the known ones.
+
+    Parameters
+    ----------
+    name
+        The backend's registry name.
+
+    Raises
+    ------
+    TrackerError
+        When there is no backend ``name``.
+    """
     if name not in BACKENDS:
         raise TrackerError(f"Unknown tracker backend {name!r}; this fedkit knows {', '.join(BACKENDS)}.")
     return BACKENDS[name]

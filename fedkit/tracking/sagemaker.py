@@ -38,7 +38,13 @@ _INVALID = re.compile(r"[^a-zA-Z0-9]+")
 
 
 def sagemaker_name(text: str) -> str:
-    """``text`` as a valid SageMaker Experiments name (letters, digits, single inner hyphens, ≤ 120 chars)."""
+    """``text`` as a valid SageMaker Experiments name (letters, digits, single inner hyphens, ≤ 120 chars).
+
+    Parameters
+    ----------
+    text
+        Any text.
+    """
     name = _INVALID.sub("-", text).strip("-") or "fedkit"
     if len(name) > MAX_NAME:
         digest = hashlib.sha256(text.encode()).hexdigest()[:8]
@@ -47,17 +53,37 @@ def sagemaker_name(text: str) -> str:
 
 
 def trial_name(run_id: str) -> str:
-    """The trial of a fedkit run."""
+    """The trial of a fedkit run.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    """
     return sagemaker_name(f"fedkit-{run_id}")
 
 
 def component_name(run_id: str, silo: str) -> str:
-    """The trial component of one silo's model (``silo = "aggregated"`` for the aggregated model)."""
+    """The trial component of one silo's model (``silo = "aggregated"`` for the aggregated model).
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    silo
+        The silo's name (``"aggregated"`` for the aggregated model).
+    """
     return sagemaker_name(f"fedkit-{run_id}-{silo}")
 
 
 def parameter_value(value: Any) -> dict[str, Any] | None:
-    """A trial component parameter (numbers as NumberValue, 0 included; text ≤ 2500 chars); None is left out."""
+    """A trial component parameter (numbers as NumberValue, 0 included; text ≤ 2500 chars); None is left out.
+
+    Parameters
+    ----------
+    value
+        The parameter's value.
+    """
     if value is None:
         return None
     if isinstance(value, bool):
@@ -68,7 +94,13 @@ def parameter_value(value: Any) -> dict[str, Any] | None:
 
 
 def parameters(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Trial component parameters from a mapping, names cut to the API's 256 characters."""
+    """Trial component parameters from a mapping, names cut to the API's 256 characters.
+
+    Parameters
+    ----------
+    values
+        Parameter values by name.
+    """
     out = {}
     for key, value in values.items():
         converted = parameter_value(value)
@@ -100,7 +132,19 @@ class SageMakerBackend:
     """Delivers fedkit events to SageMaker Experiments in ``region`` (credentials from the usual AWS chain).
 
     ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_SAGEMAKER``) points it elsewhere, e.g. at moto.
-    ``clients`` injects ready (sagemaker, sagemaker-metrics) clients, e.g. with a botocore Stubber.
+
+    Parameters
+    ----------
+    experiment
+        The SageMaker experiment.
+    region
+        The AWS region (default: the environment's).
+    max_attempts
+        Attempts per API call (botocore's standard retry mode).
+    timeout
+        Read timeout of each call, in seconds (connect: at most 5 s).
+    clients
+        Ready (sagemaker, sagemaker-metrics) clients to use, e.g. with a botocore Stubber.
     """
 
     name = "sagemaker"
