@@ -157,7 +157,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def format_sweep(result: Any) -> str:
-    """The readable report of ``fedkit sweep``: the table (best row starred), the best configuration, notes."""
+    """The readable report of ``fedkit sweep``: the table (best row starred), the best configuration, notes.
+
+    Parameters
+    ----------
+    result
+        The sweep's :class:`fedkit.SweepResult`.
+
+    Returns
+    -------
+    str
+        The report.
+    """
     table = result.table
     grid = list(dict.fromkeys(k for c in result.configurations for k in c))
     rows = []
@@ -180,7 +191,18 @@ def format_sweep(result: Any) -> str:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """``fedkit sweep``."""
+    """``fedkit sweep``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
     import fedkit
     from fedkit.sweeps import grid_from_text, seeds_from_text
 
@@ -508,7 +530,15 @@ def add_run(sub: Subparsers, config_flags: bool) -> None:
 
 
 def add_sweep(sub: Subparsers, config_flags: bool) -> None:
-    """``fedkit sweep``: a grid of RunConfig values × seeds (× folds) as one job; the RunConfig flags set the base."""
+    """``fedkit sweep``: a grid of RunConfig values × seeds (× folds) as one job; the RunConfig flags set the base.
+
+    Parameters
+    ----------
+    sub
+        The subcommands to add it to.
+    config_flags
+        Add the RunConfig flags (and the choices of ``--metric``/``--history``, which import the training stack).
+    """
     sweep = sub.add_parser(
         "sweep",
         help="every combination of a grid × seeds as one stacked job, with a table of mean ± std per configuration",

@@ -200,6 +200,18 @@ def with_changes(values: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[
 
     The two say one budget two ways, so a preset's ``local_steps`` gives way to a flag's ``--local-epochs``
     (and a sweep's grid value to its base) instead of clashing with it.
+
+    Parameters
+    ----------
+    values
+        RunConfig fields (a preset, a file, a sweep's base).
+    changes
+        The fields that override them.
+
+    Returns
+    -------
+    dict
+        The merged fields (neither input is modified).
     """
     out = dict(values)
     for name, other in (("local_epochs", "local_steps"), ("local_steps", "local_epochs")):

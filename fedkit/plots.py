@@ -249,7 +249,18 @@ class LiveCurves:
 
 
 def figure_png(figure: Figure) -> bytes:
-    """A figure as PNG bytes, drawn on an Agg canvas (no display needed: a widget's ``Image`` shows them)."""
+    """A figure as PNG bytes, drawn on an Agg canvas (no display needed: a widget's ``Image`` shows them).
+
+    Parameters
+    ----------
+    figure
+        The matplotlib figure.
+
+    Returns
+    -------
+    bytes
+        The PNG file's content.
+    """
     import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -200,7 +200,26 @@ def run_round(
 def aggregate(
     strategy: Strategy, state: Any, params: np.ndarray, replies: list[FitReply], n_silos: int
 ) -> tuple[np.ndarray, Any]:
-    """The strategy's step from the silos' ``replies`` (of ``n_silos`` in all): new global parameters and state."""
+    """The strategy's step from the silos' ``replies``: new global parameters and state.
+
+    Parameters
+    ----------
+    strategy
+        The run's strategy.
+    state
+        Its state before the round.
+    params
+        The global parameters before the round.
+    replies
+        The silos' replies (after any hooks).
+    n_silos
+        How many silos the federation has (SCAFFOLD's N).
+
+    Returns
+    -------
+    tuple
+        The new global parameters and the strategy's new state.
+    """
     updates = np.stack([r.params - params for r in replies])
     weights = np.array([r.n_train for r in replies], dtype=np.float64)
     deltas = [r.control_delta for r in replies if r.control_delta is not None]
@@ -301,6 +320,16 @@ def strategy_of(config: RunConfig) -> Strategy:
     """The strategy a run of ``config`` aggregates with: its own, or FedAvg for a baseline.
 
     ``pooled`` trains one silo and ``local`` shares nothing, so FedAvg's average is a no-op for both.
+
+    Parameters
+    ----------
+    config
+        The run.
+
+    Returns
+    -------
+    Strategy
+        The strategy with the run's hyperparameters.
     """
     baseline = config.strategy in BASELINES
     return make_strategy("fedavg" if baseline else config.strategy, **config.strategy_options)

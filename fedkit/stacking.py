@@ -43,7 +43,18 @@ loop) is not among them: a config that sets it away from its default runs alone,
 
 
 def stack_blocker(config: RunConfig) -> str | None:
-    """Why a run of ``config`` cannot train stacked with others, as a sentence; None when it can."""
+    """Why a run of ``config`` cannot train stacked with others, as a sentence; None when it can.
+
+    Parameters
+    ----------
+    config
+        The run.
+
+    Returns
+    -------
+    str or None
+        The reason, or None.
+    """
     if config.engine != "simulation":
         return f"engine={config.engine!r} trains on the sites, not in this process"
     if config.backend != "vectorized":
@@ -78,7 +89,30 @@ class PlanCache:
         server_round: int,
         silos: Sequence[int],
     ) -> list[np.ndarray]:
-        """The plans :func:`~fedkit.training.batch_plans` draws for these arguments (shared, not to be modified)."""
+        """The plans :func:`~fedkit.training.batch_plans` draws for these arguments (shared, read-only).
+
+        Parameters
+        ----------
+        sizes
+            Train rows of each silo.
+        batch_size
+            The batch size.
+        steps
+            Steps of each silo.
+        seed
+            The run's seed.
+        kind
+            The stream (local training or fine-tuning, :mod:`fedkit.seeding`).
+        server_round
+            The round; a new round drops the plans of the last one.
+        silos
+            Each silo's stream id.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One read-only plan per silo.
+        """
         if server_round != self._round:
             self._round, self._plans = server_round, {}
         key = (tuple(sizes), batch_size, tuple(steps), seed, kind, tuple(silos))
@@ -91,7 +125,7 @@ class PlanCache:
 
 
 @dataclass
-class StackedRun:
+class _StackedRun:
     """One run of a stacked job: its config, engine, strategy and state, global parameters and record."""
 
     config: RunConfig
@@ -103,7 +137,7 @@ class StackedRun:
     status: str = "running"
 
 
-def start_runs(configs: Sequence[RunConfig], federations: Sequence[Federation]) -> list[StackedRun]:
+def _start_runs(configs: Sequence[RunConfig], federations: Sequence[Federation]) -> list[_StackedRun]:
     """The runs of ``configs`` on ``federations`` (one each), their engines sharing trainers and batch plans.
 
     Runs on one federation (the same object) with one model shape share a vectorized trainer: its
@@ -125,11 +159,11 @@ def start_runs(configs: Sequence[RunConfig], federations: Sequence[Federation]) 
         strategy = strategy_of(config)
         params = engine.initial_params()
         recorder = Recorder(config, federation, trackers=[])
-        runs.append(StackedRun(config, engine, strategy, strategy.init(params), params, recorder))
+        runs.append(_StackedRun(config, engine, strategy, strategy.init(params), params, recorder))
     return runs
 
 
-def fit_round(server_round: int, runs: Sequence[StackedRun], *, full: bool) -> list[list[Any]]:
+def _fit_round(server_round: int, runs: Sequence[_StackedRun], *, full: bool) -> list[list[Any]]:
     """Round ``server_round`` of every run in ``runs``: select, train all stacked, aggregate; each run's replies.
 
     With ``full`` the replies carry what :func:`~fedkit.runner.fit_rows` records (train loss, local scores).
@@ -149,7 +183,7 @@ def fit_round(server_round: int, runs: Sequence[StackedRun], *, full: bool) -> l
     return out
 
 
-def evaluate_round(server_round: int, runs: Sequence[StackedRun]) -> list[list[dict[str, Any]]]:
+def _evaluate_round(server_round: int, runs: Sequence[_StackedRun]) -> list[list[dict[str, Any]]]:
     """Each run's :func:`~fedkit.runner.evaluate_rows` of round ``server_round``, the fine-tuning of all stacked."""
     jobs = {id(run): job for run in runs if (job := run.engine.finetune_job(run.params, server_round)) is not None}
     tuned = [run for run in runs if id(run) in jobs]
@@ -192,18 +226,18 @@ def run_stacked(
     if history not in HISTORIES:
         raise ConfigError(f"The 'history' parameter of run_stacked must be one of {HISTORIES}; got {history!r}.")
     full = history == "full"
-    runs = start_runs(configs, federations)
+    runs = _start_runs(configs, federations)
     if full:
-        for run, rows in zip(runs, evaluate_round(0, runs), strict=True):
+        for run, rows in zip(runs, _evaluate_round(0, runs), strict=True):
             run.recorder.record(0, rows, run.params)
     for server_round in range(1, max((c.rounds for c in configs), default=0) + 1):
         live = [run for run in runs if run.status == "running" and run.config.rounds >= server_round]
         if not live:
             break
-        replies = fit_round(server_round, live, full=full)
+        replies = _fit_round(server_round, live, full=full)
         stop = should_stop is not None and should_stop()
         scored = [run for run in live if full or stop or server_round == run.config.rounds]
-        evaluated = dict(zip(map(id, scored), evaluate_round(server_round, scored), strict=True))
+        evaluated = dict(zip(map(id, scored), _evaluate_round(server_round, scored), strict=True))
         for run, reply in zip(live, replies, strict=True):
             last = server_round == run.config.rounds
             if id(run) in evaluated:
@@ -220,4 +254,4 @@ def run_stacked(
     return [run.recorder.finish(run.status, run.params) for run in runs]
 
 
-__all__ = ["HISTORIES", "PlanCache", "StackedRun", "evaluate_round", "run_stacked", "stack_blocker", "start_runs"]
+__all__ = ["HISTORIES", "STACKED_FIELDS", "PlanCache", "run_stacked", "stack_blocker"]

@@ -98,7 +98,23 @@ def expand_grid(
 
 
 def seeds_from_text(text: str) -> list[int]:
-    """``"42-46"`` -> [42, ..., 46]; ``"42,43,50"`` and ``"42-44,50"`` likewise (``--seeds``, the sweep panel)."""
+    """``"42-46"`` -> [42, ..., 46]; ``"42,43,50"`` and ``"42-44,50"`` likewise (``--seeds``, the sweep panel).
+
+    Parameters
+    ----------
+    text
+        Ints and ranges, comma-separated.
+
+    Returns
+    -------
+    list of int
+        The seeds, in order.
+
+    Raises
+    ------
+    ConfigError
+        A part that is not an int or a range of ints.
+    """
     seeds: list[int] = []
     try:
         for part in text.split(","):
@@ -113,7 +129,22 @@ def grid_from_text(lines: Sequence[str]) -> dict[str, list[Any]]:
     """``["lr=0.001,0.01", "strategy=fedavg,fedprox"]`` -> ``{"lr": [0.001, 0.01], "strategy": [...]}``.
 
     Each value is read as its RunConfig field's type; ``none`` is None for a field that may be unset.
-    Blank lines are skipped (``fedkit sweep --grid``, the sweep panel's text box).
+
+    Parameters
+    ----------
+    lines
+        ``FIELD=VALUE,VALUE,...`` each (``fedkit sweep --grid``, the sweep panel's text box); blank lines are skipped.
+
+    Returns
+    -------
+    dict
+        RunConfig field -> the list of its values.
+
+    Raises
+    ------
+    ConfigError
+        A line that is not ``FIELD=VALUES``, a field RunConfig does not have (with the closest name), or
+        a value of the wrong type.
     """
     kinds = {f.name: str(f.type) for f in fields(RunConfig)}
     readers: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "str": str}
@@ -147,7 +178,19 @@ def grid_from_text(lines: Sequence[str]) -> dict[str, list[Any]]:
 
 @dataclass(frozen=True)
 class SweepRun:
-    """One run of a sweep: its config, and its place (configuration row, seed, validation fold or None)."""
+    """One run of a sweep: its config and its place in the sweep.
+
+    Parameters
+    ----------
+    config
+        The run's configuration.
+    configuration
+        Its row in the sweep's table (the grid combination).
+    seed
+        Its seed.
+    fold
+        Its validation fold, or None when it is scored on the test sets.
+    """
 
     config: RunConfig
     configuration: int
@@ -162,6 +205,22 @@ def plan_runs(
     folds: int | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[SweepRun]]:
     """The base fields, the grid's combinations and every run of the sweep, each config built (validated) here.
+
+    Parameters
+    ----------
+    base
+        The fields every run shares (a RunConfig, a mapping of its fields, or None).
+    grid
+        The grid (see :func:`expand_grid`).
+    seeds
+        The seeds every combination runs with.
+    folds
+        Validation folds per seed, or None.
+
+    Returns
+    -------
+    tuple
+        The base fields (without ``seed``), the list of combinations, and every :class:`SweepRun`.
 
     Raises
     ------
@@ -203,7 +262,7 @@ def _data_key(config: RunConfig) -> tuple[Any, ...]:
     return tuple((f.name, getattr(config, f.name)) for f in fields(RunConfig) if f.name not in TRAINING_FIELDS)
 
 
-class Federations:
+class _Federations:
     """Each run's federation, loaded once per data key and fold and shared by every run that has it."""
 
     def __init__(self, folds: int | None) -> None:
@@ -226,7 +285,7 @@ class Federations:
         return self._loaded[fold_key]
 
 
-def chunks(runs: Sequence[SweepRun], federations: Federations, max_rows: int = MAX_ROWS) -> list[list[int]]:
+def _chunks(runs: Sequence[SweepRun], federations: _Federations, max_rows: int = MAX_ROWS) -> list[list[int]]:
     """Indices of ``runs`` in chunks of at most ``max_rows`` silo rows, runs alike (model, batch, steps) together."""
 
     def rows(run: SweepRun) -> int:
@@ -255,7 +314,7 @@ def _kept_rows(result: RunResult, history: str) -> list[dict[str, Any]]:
     return [r for r in result.records if r["round"] == last and r["model"] != "local"]
 
 
-def run_scores(result: RunResult) -> dict[str, Any]:
+def _run_scores(result: RunResult) -> dict[str, Any]:
     """The :data:`SCORES` of a run and each silo's accuracy, from its final evaluation."""
     final = result.final
     pooled = final["pooled"] or {}
@@ -271,10 +330,31 @@ def run_scores(result: RunResult) -> dict[str, Any]:
 class SweepResult:
     """What :func:`sweep` returns: one row per run, one per configuration, the best one, and notes.
 
-    ``table`` has a row per configuration (the grid's values, in grid order) with the mean and the
-    standard deviation over seeds of each score (``<score>_mean``, ``<score>_std``; with folds,
-    each seed's mean over its folds first). ``runs`` has a row per run (configuration, seed, fold,
-    run id, status, scores). ``scored_on`` is ``"validation"`` with folds, else ``"test"``.
+    Parameters
+    ----------
+    sweep_id
+        The sweep's id in the run store.
+    configurations
+        The grid's combinations (field -> value), one per table row.
+    runs
+        One row per run: configuration, grid values, seed, fold, run id, status, the :data:`SCORES`
+        and each silo's accuracy.
+    table
+        One row per configuration: its grid values, ``runs``, ``complete`` (every run finished), and
+        the mean and standard deviation over seeds of each score (``<score>_mean``, ``<score>_std``;
+        with folds, each seed's mean over its folds first).
+    metric
+        The score the best configuration is chosen by.
+    scored_on
+        ``"validation"`` with folds, else ``"test"``.
+    base
+        The fields every run shares.
+    seeds
+        The seeds.
+    notes
+        Sentences on how the sweep ran (runs not stacked and why, test-set scoring, a stop).
+    results
+        Each run's :class:`~fedkit.result.RunResult` (None with ``keep_results=False``).
     """
 
     sweep_id: str
@@ -313,7 +393,18 @@ class SweepResult:
         return dict(self.configurations[self.best])
 
     def best_config(self, seed: int | None = None) -> RunConfig:
-        """The best configuration as a RunConfig (with ``seed``, default the sweep's first), to test once."""
+        """The best configuration as a RunConfig, to test once on the test sets.
+
+        Parameters
+        ----------
+        seed
+            Its seed (default: the sweep's first).
+
+        Returns
+        -------
+        RunConfig
+            The base fields with the best grid values.
+        """
         return RunConfig.from_dict(
             with_changes(self.base, {**self.best_fields, "seed": self.seeds[0] if seed is None else seed})
         )
@@ -338,7 +429,20 @@ class SweepResult:
 
 
 def summary_table(runs: pd.DataFrame, configurations: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per configuration: grid values, run count, whether all finished, each score's mean ± std over seeds."""
+    """One row per configuration: grid values, run count, whether all finished, each score's mean ± std over seeds.
+
+    Parameters
+    ----------
+    runs
+        One row per run (``SweepResult.runs``).
+    configurations
+        The grid's combinations, one per row of the table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by configuration.
+    """
     import pandas as pd
 
     scores = [c for c in runs.columns if c in SCORES]
@@ -431,7 +535,7 @@ def sweep(
     if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
         raise ConfigError(f"The 'folds' parameter of sweep must be None or an int >= 2; got {folds!r}.")
     base_fields, combos, runs = plan_runs(base, grid, seeds, folds)
-    federations = Federations(folds)
+    federations = _Federations(folds)
     trackers = [LocalStore()] if trackers is None else list(trackers)
     sweep_id = "sweep-" + new_run_id()
     spec = {"base": base_fields, "grid": combos, "seeds": seeds, "folds": folds, "metric": metric}
@@ -439,7 +543,7 @@ def sweep(
         store.start_sweep(sweep_id, spec)
     blockers = [stack_blocker(r.config) for r in runs]
     stacked = [i for i, b in enumerate(blockers) if b is None]
-    groups = [[stacked[i] for i in c] for c in chunks([runs[i] for i in stacked], federations)]
+    groups = [[stacked[i] for i in c] for c in _chunks([runs[i] for i in stacked], federations)]
     groups += [[i] for i, b in enumerate(blockers) if b is not None]
     notes = _notes(runs, blockers, folds)
     results: list[RunResult | None] = [None] * len(runs)
@@ -499,7 +603,7 @@ def _notes(runs: Sequence[SweepRun], blockers: Sequence[str | None], folds: int 
 
 def _run_group(
     runs: Sequence[SweepRun],
-    federations: Federations,
+    federations: _Federations,
     alone: bool,
     history: str,
     update: Callable[[int], Any],
@@ -568,7 +672,7 @@ def _outcome(
             "fold": run.fold,
             "run_id": result.run_id,
             "status": result.status,
-            **run_scores(result),
+            **_run_scores(result),
         }
         for run, result in ran
     ]

@@ -142,11 +142,24 @@ def batch_plan(
 
 @dataclass(frozen=True)
 class TrainJob:
-    """One trainer call as data: silos ``silos`` train from ``starts`` (silos, P) along their batch ``plans``.
+    """One trainer call as data: an engine builds it, a trainer runs it, alone or stacked with other runs' (a sweep).
 
-    ``hp`` are the local-training hyperparameters; ``prox_mu`` and ``anchor`` FedProx's proximal
-    term, ``corrections`` (silos, P) SCAFFOLD's per-silo gradient corrections. An engine builds it,
-    a trainer runs it: alone, or stacked with the jobs of other runs (a sweep).
+    Parameters
+    ----------
+    silos
+        The engine's indices of the silos that train.
+    starts
+        Their parameters before training, (silos, P).
+    plans
+        Each silo's batch plan (:func:`batch_plans`).
+    hp
+        The local-training hyperparameters.
+    prox_mu
+        FedProx's proximal weight (0: none).
+    anchor
+        FedProx's anchor (the global parameters).
+    corrections
+        SCAFFOLD's per-silo gradient corrections (silos, P), else None.
     """
 
     silos: list[int]

@@ -417,9 +417,22 @@ class SweepPanel:
     The grid is typed one field per line (``lr=0.001,0.01``, as ``fedkit sweep --grid``), with
     seeds (``42-46``) and validation folds (0: score on the test sets); every change is checked by
     building every configuration, so Run is disabled, with RunConfig's message, while a value is
-    invalid. ``base`` are the RunConfig fields every run shares. After a run the panel shows the
-    heatmap of the first two grid fields (best cell outlined), the parallel coordinates of the grid
-    and the table; :attr:`result` is the :class:`~fedkit.sweeps.SweepResult`.
+    invalid. After a run the panel shows the heatmap of the first two grid fields (best cell
+    outlined), the parallel coordinates of the grid and the table; ``result`` is the
+    :class:`~fedkit.sweeps.SweepResult`.
+
+    Parameters
+    ----------
+    grid
+        The grid the panel starts with (RunConfig field -> values).
+    seeds
+        The seeds it starts with.
+    folds
+        The validation folds it starts with (None or 0: score on the test sets).
+    metric
+        The score the best configuration is chosen by.
+    **base
+        The RunConfig fields every run shares.
     """
 
     def __init__(
@@ -520,7 +533,18 @@ class SweepPanel:
         self.stop_button.disabled = True
 
     def wait(self, timeout: float | None = None) -> SweepResult | None:
-        """Block until the sweep ends (at most ``timeout`` s); returns its result (None if it failed)."""
+        """Block until the sweep ends; returns its result (None if it failed).
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait at most (None: as long as it takes).
+
+        Returns
+        -------
+        SweepResult or None
+            The sweep's result.
+        """
         if self._thread is not None:
             self._thread.join(timeout)
         return self.result
@@ -546,7 +570,18 @@ class SweepPanel:
             self._check()
 
     def figures_of(self, result: SweepResult) -> list[Figure]:
-        """The heatmap of the first two grid fields and the parallel coordinates of all of them."""
+        """The heatmap of the first two grid fields and the parallel coordinates of all of them.
+
+        Parameters
+        ----------
+        result
+            A sweep's result.
+
+        Returns
+        -------
+        list of matplotlib.figure.Figure
+            Empty when the grid has no field.
+        """
         from fedkit.plots import sweep_heatmap_figure, sweep_parallel_figure
         from fedkit.sweeps import LOWER_IS_BETTER
 

@@ -194,6 +194,22 @@ class SimulationEngine:
 
         A sweep collects the jobs of many runs, trains them in one stacked call
         (:func:`fedkit.engines.vectorized.train_many`) and hands each result to :meth:`fit_replies`.
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        server_round
+            The round.
+        silos
+            Names of the silos that train.
+        term
+            The strategy's local term.
+
+        Returns
+        -------
+        TrainJob
+            What the trainer is to run.
         """
         idx = [self._index[name] for name in silos]
         corrections = None
@@ -214,7 +230,23 @@ class SimulationEngine:
     ) -> list[FitReply]:
         """The replies of ``job``'s silos once trained: silo-side state kept (control variates, personal parameters).
 
-        Without ``score_local`` the replies carry no scores of the local models (nothing records them).
+        Parameters
+        ----------
+        job
+            The job :meth:`fit_job` built.
+        params
+            The global parameters it started from.
+        term
+            The strategy's local term of the round.
+        trained
+            The trainer's result for the job: new parameters, mean losses, step counts.
+        score_local
+            Score each local model on its silo's test set (False: the replies carry no scores; nothing records them).
+
+        Returns
+        -------
+        list of FitReply
+            One reply per silo of the job.
         """
         idx = job.silos
         new, losses, steps = trained
@@ -251,8 +283,20 @@ class SimulationEngine:
     ) -> list[Scores]:
         """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global.
 
-        ``models`` are the silos' fine-tuned models when already trained (a sweep trains the
-        :meth:`finetune_job` of many runs in one stacked call).
+        Parameters
+        ----------
+        params
+            The global parameters.
+        server_round
+            The round (it seeds the fine-tuning batches).
+        models
+            The silos' fine-tuned models when already trained (a sweep trains the :meth:`finetune_job`
+            of many runs in one stacked call); None: fine-tuned here.
+
+        Returns
+        -------
+        list of Scores
+            Each silo's own model's logits on its test set.
         """
         silos = self.federation.silos
         if models is None:
@@ -262,7 +306,20 @@ class SimulationEngine:
         return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
 
     def finetune_job(self, params: np.ndarray, server_round: int) -> TrainJob | None:
-        """The fine-tuning of every silo from ``params`` that :meth:`evaluate_personal` scores (None without)."""
+        """The fine-tuning of every silo from ``params`` that :meth:`evaluate_personal` scores.
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        server_round
+            The round.
+
+        Returns
+        -------
+        TrainJob or None
+            None when the run does not fine-tune.
+        """
         if self.finetune_steps is None:
             return None
         idx = list(range(len(self.federation.silos)))

@@ -125,9 +125,24 @@ def split_rows(values: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
 class RowSettings:
     """The local-training settings of each stacked row, as float32 columns of shape (rows, 1).
 
-    Rows ``[0, n_sgd)`` take SGD steps (``momentum``, ``weight_decay`` as L2), the others Adam
-    (``weight_decay`` as L2) or AdamW (``decoupled`` decay). ``prox_mu`` and ``anchor`` (rows, P)
-    are FedProx's term, ``corrections`` (rows, P) SCAFFOLD's; None when no row has one.
+    Parameters
+    ----------
+    lr
+        Each row's learning rate.
+    momentum
+        SGD momentum (0 for Adam rows).
+    weight_decay
+        L2 weight decay added to the gradient (SGD and Adam rows).
+    decoupled
+        AdamW's decoupled weight decay (0 for the other rows).
+    prox_mu
+        FedProx's proximal weight (0 without).
+    n_sgd
+        Rows ``[0, n_sgd)`` take SGD steps, the others Adam or AdamW steps.
+    anchor
+        FedProx's anchor of each row (rows, P); None when no row has a proximal term.
+    corrections
+        SCAFFOLD's gradient correction of each row (rows, P); None when no row has one.
     """
 
     lr: np.ndarray
@@ -141,7 +156,18 @@ class RowSettings:
 
     @classmethod
     def of(cls, jobs: Sequence[TrainJob]) -> RowSettings:
-        """The settings of ``jobs`` stacked in order (the SGD jobs first), one row per silo of each job."""
+        """The settings of ``jobs`` stacked in order, one row per silo of each job.
+
+        Parameters
+        ----------
+        jobs
+            The jobs, every SGD job before the Adam/AdamW ones.
+
+        Returns
+        -------
+        RowSettings
+            One row per silo of each job, in order.
+        """
         counts = [len(job.silos) for job in jobs]
 
         def column(values: Sequence[float]) -> np.ndarray:
@@ -201,7 +227,16 @@ class VectorizedTrainer:
     def stacked(cls, trainers: Sequence[VectorizedTrainer]) -> tuple[VectorizedTrainer, list[int]]:
         """One trainer over the rows of every trainer in ``trainers`` (one model shape), and each one's first silo.
 
-        Silo ``i`` of ``trainers[t]`` is silo ``firsts[t] + i`` of the stacked trainer.
+        Parameters
+        ----------
+        trainers
+            Trainers of one model shape, over any federations.
+
+        Returns
+        -------
+        tuple of VectorizedTrainer and list of int
+            The stacked trainer, and where each trainer's silos start in it: silo ``i`` of
+            ``trainers[t]`` is silo ``firsts[t] + i``.
         """
         shapes = {t.shape for t in trainers}
         if len(shapes) != 1:
@@ -256,16 +291,33 @@ class VectorizedTrainer:
     ) -> Trained:
         """Train row ``j`` (silo ``silos[j]`` from ``starts[j]`` along ``plans[j]``) with its own ``settings``.
 
-        Returns the new parameters, each row's mean batch loss (NaN without ``with_loss``) and step count.
-        Steps go in blocks of about :data:`BLOCK_ENTRIES` batch entries, so memory does not grow with
-        the number of steps.
+        Steps go in blocks of about :data:`BLOCK_ENTRIES` batch entries, so memory does not grow
+        with the number of steps.
+
+        Parameters
+        ----------
+        silos
+            The silo of each row (a silo may appear in several rows).
+        starts
+            Each row's parameters before training, (rows, P).
+        plans
+            Each row's batch plan (steps, batch size), ``-1`` for padding.
+        settings
+            Each row's optimizer, hyperparameters, proximal term and correction.
+        with_loss
+            Also compute each row's mean batch loss (NaN without).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            The new parameters (rows, P), each row's mean batch loss and its step count.
         """
         k = len(silos)
         steps = np.array([len(p) for p in plans])
         total_steps, batch = int(steps.max()), max(p.shape[1] for p in plans)
         offsets = self._offset[np.asarray(silos)][None, :, None]
         theta = np.array(starts, dtype=np.float32)
-        descent = Descent(theta, settings, total_steps)
+        descent = _Descent(theta, settings, total_steps)
         xb = np.empty((k, batch, self._x.shape[1]), dtype=np.float32)  # one step's batches, gathered per step
         loss_sum = np.zeros(k)
         block = max(1, BLOCK_ENTRIES // (k * batch))
@@ -306,7 +358,7 @@ def _plan_block(plans: Sequence[np.ndarray], first: int, stop: int, batch: int) 
     return local
 
 
-class Descent:
+class _Descent:
     """The optimizer state of a stacked training call, and its steps, in place on ``theta`` (rows, P).
 
     SGD rows keep a momentum buffer, Adam/AdamW rows their moments; both persist across
@@ -407,6 +459,18 @@ def train_many(entries: Sequence[tuple[VectorizedTrainer, TrainJob]], *, with_lo
 
     Jobs of one model shape, batch size and step count share a call (a sweep: every run of a round);
     within it the rows of SGD jobs come first. Each job's result equals ``trainer.train`` of it alone.
+
+    Parameters
+    ----------
+    entries
+        ``(trainer, job)`` pairs: the job trains silos of that trainer.
+    with_loss
+        Also compute the mean batch losses (NaN without).
+
+    Returns
+    -------
+    list of tuple
+        Per entry: new parameters (silos, P), mean batch loss and step count per silo.
     """
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, (trainer, job) in enumerate(entries):

@@ -88,8 +88,28 @@ HISTORY_COLUMNS = ["round", "silo", "model", "split", "metric", "value"]
 class SweepRunRecord:
     """One run of a sweep as the store keeps it: what ``fedkit.run`` records, and its place in the sweep.
 
-    ``rows`` are the metric rows kept (a sweep keeps each run's final evaluation, or every round);
-    ``configuration`` is the row of the sweep's table, ``fold`` the validation fold (None: test sets).
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    status
+        ``finished`` or ``stopped``.
+    config
+        Its RunConfig fields.
+    data
+        Its data provenance.
+    summary
+        Its summary (``RunResult.summary()``).
+    params
+        Its final parameters.
+    rows
+        The metric rows kept (a sweep keeps each run's final evaluation, or every round).
+    configuration
+        Its row of the sweep's table.
+    seed
+        Its seed.
+    fold
+        Its validation fold (None: scored on the test sets).
     """
 
     run_id: str
@@ -184,7 +204,15 @@ class LocalStore:
 
     # -- sweeps: many runs written in one transaction -----------------------------------------
     def start_sweep(self, sweep_id: str, spec: dict[str, Any]) -> None:
-        """Insert a sweep as ``running`` with its ``spec`` (base config, grid, seeds, folds, metric)."""
+        """Insert a sweep as ``running``.
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep's id.
+        spec
+            What it runs: base config, grid, seeds, folds, metric.
+        """
         with self._connect() as con:
             con.execute(
                 "INSERT INTO sweeps (sweep_id, status, created_at, fedkit_version, spec)"
@@ -197,6 +225,13 @@ class LocalStore:
 
         One transaction for many runs (instead of one per round of each run) is what keeps recording
         a sweep cheap beside its training.
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep they belong to (started with :meth:`start_sweep`).
+        runs
+            The finished (or stopped) runs.
         """
         now, pid, host = _now(), os.getpid(), socket.gethostname()
         with self._connect() as con:
@@ -234,7 +269,17 @@ class LocalStore:
             )
 
     def end_sweep(self, sweep_id: str, status: str, summary: dict[str, Any] | None = None) -> None:
-        """Set a sweep's final status and its summary (the table, the best configuration)."""
+        """Set a sweep's final status and its summary.
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep's id.
+        status
+            ``finished``, ``stopped`` or ``failed``.
+        summary
+            The table, the best configuration and the notes (``SweepResult.summary()``).
+        """
         with self._connect() as con:
             con.execute(
                 "UPDATE sweeps SET status = ?, finished_at = ?, summary = ? WHERE sweep_id = ?",
@@ -242,7 +287,23 @@ class LocalStore:
             )
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
-        """One sweep (a unique id prefix is enough): status, times, spec, summary and its runs' places."""
+        """One sweep: status, times, spec, summary and its runs' places (configuration, seed, fold).
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep's id, or a unique prefix of it.
+
+        Returns
+        -------
+        dict
+            The sweep, its runs in the order they were recorded.
+
+        Raises
+        ------
+        RunNotFoundError
+            No sweep, or several, match ``sweep_id``.
+        """
         with self._connect() as con:
             con.row_factory = sqlite3.Row
             rows = con.execute(
