@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,44 +57,67 @@ EIGHT = {
 }
 
 
-def loader_batches(x: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """``DataLoader(shuffle=True)`` batches of 4, epoch after epoch: how FLamby feeds its trainer."""
-    loader = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=True)
-    while True:
-        yield from loader
+def average_into(global_model: torch.nn.Module, states: list[dict], weights: np.ndarray) -> None:
+    """Load the train-size-weighted average of the silos' state dicts into ``global_model`` (FedAvg)."""
+    global_model.load_state_dict({k: sum(w * s[k] for w, s in zip(weights, states, strict=True)) for k in states[0]})
 
 
-def tensor_batches(x: torch.Tensor, y: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches of 4 indexed from a fresh ``torch.randperm`` each epoch: the minimal loop, no DataLoader."""
-    while True:
-        order = torch.randperm(len(y))
-        for at in range(0, len(y), 4):
-            rows = order[at : at + 4]
-            yield x[rows], y[rows]
-
-
-def torch_fedavg(fed, seed: int, batches: Callable[..., Iterator[tuple[torch.Tensor, torch.Tensor]]]) -> float:
-    """FedAvg written the straightforward way: a torch module and optimizer per silo, one step per batch."""
+def plain_torch_fedavg(fed, seed: int) -> float:
+    """The DataLoader baseline: FedAvg the straightforward way, with torch modules, optimizers and DataLoaders."""
     start = time.perf_counter()
     torch.manual_seed(seed)
     global_model = torch.nn.Linear(13, 1)
-    streams = [batches(torch.as_tensor(s.x_train), torch.as_tensor(s.y_train)) for s in fed.silos]
-    weights = np.array([s.n_train for s in fed.silos], dtype=np.float64)
-    weights /= weights.sum()
+    loaders = [
+        DataLoader(TensorDataset(torch.as_tensor(s.x_train), torch.as_tensor(s.y_train)), batch_size=4, shuffle=True)
+        for s in fed.silos
+    ]
+    sizes = np.array([s.n_train for s in fed.silos], dtype=np.float64)
     for _ in range(15):
         states = []
-        for stream in streams:
+        for loader in loaders:
             model = torch.nn.Linear(13, 1)
             model.load_state_dict(global_model.state_dict())
             optimizer = torch.optim.SGD(model.parameters(), lr=0.001)
-            for _, (x, y) in zip(range(100), stream, strict=False):
+            steps, batches = 0, iter(loader)
+            while steps < 100:
+                try:
+                    x, y = next(batches)
+                except StopIteration:
+                    batches = iter(loader)
+                    continue
                 optimizer.zero_grad()
                 loss = torch.nn.functional.binary_cross_entropy(torch.sigmoid(model(x)).squeeze(-1), y)
                 loss.backward()
                 optimizer.step()
+                steps += 1
             states.append(model.state_dict())
-        average = {k: sum(w * s[k] for w, s in zip(weights, states, strict=True)) for k in states[0]}
-        global_model.load_state_dict(average)
+        average_into(global_model, states, sizes / sizes.sum())
+    return time.perf_counter() - start
+
+
+def minimal_torch_fedavg(fed, seed: int) -> float:
+    """The minimal torch loop: one module and optimizer per silo, made once; batches indexed from a shuffled tensor."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    global_model = torch.nn.Linear(13, 1)
+    models = [torch.nn.Linear(13, 1) for _ in fed.silos]
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.001) for m in models]
+    data = [(torch.as_tensor(s.x_train), torch.as_tensor(s.y_train)) for s in fed.silos]
+    sizes = np.array([s.n_train for s in fed.silos], dtype=np.float64)
+    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
+    for _ in range(15):
+        for model, optimizer, (x, y) in zip(models, optimizers, data, strict=True):
+            model.load_state_dict(global_model.state_dict())
+            order, at = torch.randperm(len(y)), 0
+            for _ in range(100):
+                if at >= len(y):
+                    order, at = torch.randperm(len(y)), 0
+                rows = order[at : at + 4]
+                at += 4
+                optimizer.zero_grad()
+                loss_fn(model(x[rows])[:, 0], y[rows]).backward()
+                optimizer.step()
+        average_into(global_model, [m.state_dict() for m in models], sizes / sizes.sum())
     return time.perf_counter() - start
 
 
@@ -154,10 +176,10 @@ def main() -> None:
     fedkit_run(FLAMBY_FEDAVG, fed, 42)  # warm-up (imports, caches)
     ours = statistics.median(fedkit_run(FLAMBY_FEDAVG, fed, 42) for _ in range(args.repeats))
     default_threads = torch.get_num_threads()
-    minimal_default = statistics.median(torch_fedavg(fed, 42, tensor_batches) for _ in range(3))
+    minimal_default = statistics.median(minimal_torch_fedavg(fed, 42) for _ in range(3))
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead to a torch loop
-    loader = statistics.median(torch_fedavg(fed, 42, loader_batches) for _ in range(3))
-    minimal = statistics.median(torch_fedavg(fed, 42, tensor_batches) for _ in range(3))
+    loader = statistics.median(plain_torch_fedavg(fed, 42) for _ in range(3))
+    minimal = statistics.median(minimal_torch_fedavg(fed, 42) for _ in range(3))
 
     timed_sweep(None)  # warm-up
     with tempfile.TemporaryDirectory() as tmp:
