@@ -1,6 +1,6 @@
 """Honest search for the best global and the best personalized configuration, as ``fedkit.sweep`` jobs.
 
-    python benchmarks/search.py [--wide] [--write-docs]
+    python benchmarks/search.py [--wide] [--jobs 2] [--write-docs]
 
 Every candidate runs on 4 validation folds of each silo's train set (``validation_split``) × seeds
 42-46 = 20 runs, scored on the held-out fold — never on a test set. The winner of each space is the
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pandas as pd
@@ -130,10 +131,20 @@ def size(grid: Grid) -> int:
     return len(expand_grid(grid))
 
 
-def search(grid: Grid, label: str) -> fedkit.SweepResult:
+def search(grid: Grid, label: str, progress: bool = True) -> fedkit.SweepResult:
     """Every candidate of ``grid`` on the FLamby protocol, scored on 4 validation folds × seeds 42-46."""
-    print(f"{label}: {size(grid)} candidates × {len(SEEDS)} seeds × {FOLDS} folds")
-    return fedkit.sweep(FLAMBY_PROTOCOL, grid, seeds=SEEDS, folds=FOLDS, trackers=[], keep_results=False)
+    print(f"{label}: {size(grid)} candidates × {len(SEEDS)} seeds × {FOLDS} folds", flush=True)
+    return fedkit.sweep(
+        FLAMBY_PROTOCOL, grid, seeds=SEEDS, folds=FOLDS, trackers=[], keep_results=False, progress=progress
+    )
+
+
+def search_all(grids: list[tuple[Grid, str]], jobs: int) -> list[fedkit.SweepResult]:
+    """:func:`search` of each grid: one after the other, or in ``jobs`` processes (one sweep each, no progress bar)."""
+    if jobs <= 1:
+        return [search(grid, label) for grid, label in grids]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(search, *zip(*grids, strict=True), [False] * len(grids)))
 
 
 def silo_means(result: fedkit.SweepResult) -> pd.DataFrame:
@@ -191,12 +202,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wide", action="store_true", help="search the wider space (minutes)")
     parser.add_argument("--write-docs", action="store_true", help="write the result table into its docs page")
+    parser.add_argument("--jobs", type=int, default=1, help="processes: 2 searches both spaces at once (2 cores)")
     args = parser.parse_args()
     start = time.perf_counter()
     spaces = (wide_global_space(), wide_personal_space()) if args.wide else (global_space(), personal_space())
     local = search(single([LOCAL]), "local baseline")
     floor = silo_means(local).iloc[0]
-    found = [search(spaces[0], "best-global"), search(spaces[1], "best-personalized")]
+    found = search_all([(spaces[0], "best-global"), (spaces[1], "best-personalized")], args.jobs)
     seconds = time.perf_counter() - start
     local_test = test_once(protocol(LOCAL))
     local_means = {s: local_test[f"{s}_accuracy"].mean() for s in SILOS}
@@ -216,11 +228,13 @@ def main() -> None:
         "\n".join(lines)
         + f"\n\nLocal baseline (each hospital's own model) on the test sets: {local_line}, Avg4 "
         + f"{local_test['avg_accuracy'].mean():.4f}. {candidates} candidates × 5 seeds × {FOLDS} folds "
-        + f"({candidates * len(SEEDS) * FOLDS:,} runs) searched in {seconds:.0f} s."
+        + f"({candidates * len(SEEDS) * FOLDS:,} runs) searched in {seconds:.0f} s"
+        + (f" ({args.jobs} processes)." if args.jobs > 1 else ".")
     )
     print(table)
     if args.write_docs:
-        command = f"`python benchmarks/search.py{' --wide' if args.wide else ''} --write-docs`"
+        flags = (" --wide" if args.wide else "") + (f" --jobs {args.jobs}" if args.jobs > 1 else "")
+        command = f"`python benchmarks/search.py{flags} --write-docs`"
         write_section("search-wide" if args.wide else "search", f"{command}:\n\n{table}")
 
 
