@@ -546,7 +546,8 @@ def sweep(
     groups = [[stacked[i] for i in c] for c in _chunks([runs[i] for i in stacked], federations)]
     groups += [[i] for i, b in enumerate(blockers) if b is not None]
     notes = _notes(runs, blockers, folds)
-    results: list[RunResult | None] = [None] * len(runs)
+    rows: list[dict[str, Any] | None] = [None] * len(runs)  # the runs table: scores only, however many runs
+    kept: list[RunResult | None] = [None] * len(runs)
     total = sum(r.config.rounds for r in runs)
     bar = progress_bar(progress, total=total, desc="sweep", unit="round", file=sys.stderr)
 
@@ -560,12 +561,14 @@ def sweep(
         for group in groups:
             alone = blockers[group[0]] is not None
             done = _run_group([runs[i] for i in group], federations, alone, history, advance, should_stop)
+            done = [replace(result, records=_kept_rows(result, history)) for result in done]
             for i, result in zip(group, done, strict=True):
-                results[i] = replace(result, records=_kept_rows(result, history))
-            _record(trackers, sweep_id, [(runs[i], results[i]) for i in group])  # type: ignore[misc]
+                rows[i] = _run_row(runs[i], combos, result)
+                kept[i] = result if keep_results else None
+            _record(trackers, sweep_id, list(zip([runs[i] for i in group], done, strict=True)))
             if should_stop is not None and should_stop():
                 break
-        status = "finished" if all(r is not None and r.status == "finished" for r in results) else "stopped"
+        status = "finished" if all(r is not None and r["status"] == "finished" for r in rows) else "stopped"
     except KeyboardInterrupt:
         status = "stopped"
         raise
@@ -574,10 +577,11 @@ def sweep(
         if status != "finished":
             for store in _stores(trackers):
                 store.end_sweep(sweep_id, status)
-    ran = [(run, r) for run, r in zip(runs, results, strict=True) if r is not None]
+    ran = [row for row in rows if row is not None]
     if len(ran) < len(runs):
         notes.append(f"Stopped: {len(ran)} of {len(runs)} runs ran; the table covers those.")
-    outcome = _outcome(sweep_id, base_fields, combos, ran, seeds, folds, metric, notes, keep_results)
+    results = [r for r in kept if r is not None] if keep_results else None
+    outcome = _outcome(sweep_id, base_fields, combos, ran, seeds, folds, metric, notes, results)
     for store in _stores(trackers):
         store.end_sweep(sweep_id, status, outcome.summary())
     return outcome
@@ -651,41 +655,33 @@ def _record(trackers: Sequence[Tracker], sweep_id: str, done: Sequence[tuple[Swe
             tracker.end_run(record.run_id, record.status, summary=record.summary, params=record.params)
 
 
+def _run_row(run: SweepRun, combos: Sequence[Mapping[str, Any]], result: RunResult) -> dict[str, Any]:
+    """A run's row of ``SweepResult.runs``: its place, id, status and scores."""
+    return {
+        "configuration": run.configuration,
+        **combos[run.configuration],
+        "seed": run.seed,
+        "fold": run.fold,
+        "run_id": result.run_id,
+        "status": result.status,
+        **_run_scores(result),
+    }
+
+
 def _outcome(
     sweep_id: str,
     base_fields: dict[str, Any],
     combos: list[dict[str, Any]],
-    ran: Sequence[tuple[SweepRun, RunResult]],
+    rows: list[dict[str, Any]],
     seeds: list[int],
     folds: int | None,
     metric: str,
     notes: list[str],
-    keep_results: bool,
+    results: list[RunResult] | None,
 ) -> SweepResult:
     import pandas as pd
 
-    rows = [
-        {
-            "configuration": run.configuration,
-            **combos[run.configuration],
-            "seed": run.seed,
-            "fold": run.fold,
-            "run_id": result.run_id,
-            "status": result.status,
-            **_run_scores(result),
-        }
-        for run, result in ran
-    ]
     runs = pd.DataFrame(rows)
-    return SweepResult(
-        sweep_id,
-        combos,
-        runs,
-        summary_table(runs, combos),
-        metric,
-        "validation" if folds else "test",
-        base_fields,
-        seeds,
-        notes,
-        [result for _, result in ran] if keep_results else None,
-    )
+    scored_on = "validation" if folds else "test"
+    table = summary_table(runs, combos)
+    return SweepResult(sweep_id, combos, runs, table, metric, scored_on, base_fields, seeds, notes, results)
