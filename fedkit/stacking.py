@@ -37,9 +37,15 @@ from fedkit.training import batch_plans
 HISTORIES: tuple[str, ...] = ("final", "full")
 """What a stacked run records: its last round's evaluation only, or every round as :func:`fedkit.run` does."""
 
-STACKED_FIELDS: frozenset[str] = frozenset(f.name for f in fields(RunConfig)) - {"engine", "backend"}
-"""The RunConfig fields the stacked loop knows. A field added to RunConfig later (a new hook in the round
-loop) is not among them: a config that sets it away from its default runs alone, through :func:`fedkit.run`."""
+STACKED_FIELDS: frozenset[str] = frozenset(
+    {"split", "silos", "alpha", "missing", "standardize", "verify", "seed", "model", "hidden", "strategy"}
+    | {"server_lr", "server_momentum", "mu", "beta1", "beta2", "tau", "trim_beta", "byzantine", "krum_m"}
+    | {"personalize", "finetune_steps", "rounds", "fraction", "local_steps", "local_epochs", "batch_size", "lr"}
+    | {"optimizer", "momentum", "weight_decay"}
+)
+"""The RunConfig fields the stacked loop knows (besides ``engine`` and ``backend``, which decide whether a run
+stacks at all). A field added to RunConfig later (a new hook in the round loop) is not among them until the
+loop handles it: a config that sets it away from its default runs alone, through :func:`fedkit.run`."""
 
 
 def stack_blocker(config: RunConfig) -> str | None:
