@@ -33,12 +33,15 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """
     from fedkit.config import RunConfig
 
-    group = parser.add_argument_group("run configuration (every RunConfig field)")
+    group = parser.add_argument_group("run configuration (every RunConfig field; nested mappings: --config FILE)")
     for f in fields(RunConfig):
         base = str(f.type).split("|")[0].strip()
         default = None if f.default is MISSING else f.default
         text = f"{f.metadata.get('help', '')} (default: {default})"
-        if base == "bool":
+        if base.startswith("dict"):  # data: NAME=FILE; not_measured: SILO:COLUMN=VALUE (repeatable)
+            metavar = "NAME=FILE" if base == "dict[str, str]" else "SILO:COLUMN=VALUE"
+            group.add_argument(_flag(f.name), action="append", default=argparse.SUPPRESS, metavar=metavar, help=text)
+        elif base == "bool":
             group.add_argument(
                 _flag(f.name), action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
             )
@@ -46,6 +49,28 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 _flag(f.name), type=_TYPES[base], default=argparse.SUPPRESS, metavar=f.name.upper(), help=text
             )
+
+
+def _mappings(explicit: dict[str, Any]) -> dict[str, Any]:
+    """``--data NAME=FILE`` and ``--not-measured SILO:COLUMN=VALUE`` (repeated) as the RunConfig mappings."""
+    from fedkit.data.sitefile import parse_not_measured
+    from fedkit.errors import ConfigError
+
+    out = dict(explicit)
+    if "data" in out:
+        pairs = [item.partition("=") for item in out["data"]]
+        if any(not name or not sep or not value for name, sep, value in pairs):
+            raise ConfigError(f"--data takes NAME=FILE (e.g. site-a=a.csv); got {out['data']!r}.")
+        out["data"] = {name: value for name, _, value in pairs}
+    if "not_measured" in out:
+        codes: dict[str, list[str]] = {}
+        for item in out["not_measured"]:
+            silo, sep, code = item.partition(":")
+            if not sep or not silo:
+                raise ConfigError(f"--not-measured takes SILO:COLUMN=VALUE (e.g. va:chol=0); got {item!r}.")
+            codes.setdefault(silo, []).append(code)
+        out["not_measured"] = {silo: parse_not_measured(items) for silo, items in codes.items()}
+    return out
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -67,7 +92,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     values: dict[str, Any] = preset(args.preset) if args.preset else {}
     values.update(read_config_file(args.config) if args.config else {})
     names = {f.name for f in fields(RunConfig)}
-    explicit = {k: v for k, v in vars(args).items() if k in names}
+    explicit = _mappings({k: v for k, v in vars(args).items() if k in names})
     return RunConfig.from_dict(with_changes(values, explicit))  # --local-epochs replaces steps from the file
 
 
@@ -351,14 +376,16 @@ def _interrupt(signum: int, frame: Any) -> None:
 def cmd_remote_start(args: argparse.Namespace) -> int:
     """``fedkit remote start``: run one participant's FLARE process from its kit (the container entry point).
 
-    Parameters
-    ----------
-    args
-        The parsed command line.
+    A site checks its own data file against the schema first and refuses to start when it breaks it.
     """
+    from fedkit.data.sitefile import parse_not_measured
     from fedkit.remote.kits import run_participant
+    from fedkit.remote.silo import SiteOptions
 
-    return run_participant(args.kit, args.workspace)
+    codes = parse_not_measured(args.not_measured) if args.not_measured else None
+    given = args.data or args.schema or codes or args.delimiter != ","
+    site = SiteOptions(args.data, args.schema, codes, args.delimiter) if given else None
+    return run_participant(args.kit, args.workspace, site)
 
 
 def cmd_remote_poc(args: argparse.Namespace) -> int:
@@ -625,6 +652,21 @@ def add_remote(sub: Subparsers) -> None:
     start = commands.add_parser("start", help="run the server or a site from its startup kit (containers)")
     start.add_argument("--kit", required=True, metavar="DIR", help="the startup kit (startup/ and local/)")
     start.add_argument("--workspace", required=True, metavar="DIR", help="writable folder the kit is copied to")
+    own = start.add_argument_group("a site's own data (checked against the schema before the site joins)")
+    own.add_argument(
+        "--data",
+        metavar="FILE",
+        help="this site's data file: UCI processed.<center>.data format or a CSV with a header "
+        "(default: $FEDKIT_SITE_DATA, else processed.<site>.data in $FEDKIT_DATA_DIR for a UCI hospital)",
+    )
+    own.add_argument("--schema", metavar="FILE", help="YAML/JSON schema of the federation (default: UCI Heart Disease)")
+    own.add_argument(
+        "--not-measured",
+        action="append",
+        metavar="COL=VALUE",
+        help='a value this file writes for "not measured" (repeatable; UCI hospitals get their own by default)',
+    )
+    own.add_argument("--delimiter", default=",", help="field separator of the file (default: ',')")
     start.set_defaults(func=cmd_remote_start)
     poc = commands.add_parser("poc", help="server + one process per hospital on 127.0.0.1 until Ctrl-C")
     poc.add_argument("--silos", type=int, default=4, help="hospitals to start, 1-4 (default: 4)")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from fedkit._validation import NONE, Interval, Options, validate_params
+from fedkit._validation import NONE, Interval, OfType, Options, validate_params
 from fedkit.architectures import MODELS
 from fedkit.data.silos import (
     DATA_CONSTRAINTS,
@@ -129,9 +129,31 @@ class RunConfig:
         default=True,
         metadata=_help("check data files against pinned sha256 (--no-verify to use other files; recorded)"),
     )
+    data: dict[str, str] | None = field(
+        default=None,
+        metadata=_help(
+            "own data, silo name to file, e.g. --data a=a.csv --data b=b.csv (simulation; a remote site passes "
+            "its own file to fedkit remote start --data)"
+        ),
+    )
+    schema: str | None = field(
+        default=None, metadata=_help("YAML/JSON schema file of own data (default: the built-in UCI Heart Disease one)")
+    )
+    not_measured: dict[str, dict[str, list[float | str]]] | None = field(
+        default=None, metadata=_help("per silo of data, the values its file writes for not measured, e.g. va:chol=0")
+    )
+    secure_aggregation: bool | None = field(
+        default=None,
+        metadata=_help(
+            "sum the silos' updates and evaluation statistics under secure aggregation (Bonawitz et al. 2017), "
+            "so the server learns only sums (default: on for engine remote, off in simulation)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         validate_params({f.name: getattr(self, f.name) for f in fields(self)}, CONSTRAINTS, "RunConfig")
+        if self.secure_aggregation is None:  # private by default across organizations
+            object.__setattr__(self, "secure_aggregation", self.engine == "remote")
         for rule in RULES:
             rule(self)
         if self.local_steps is None and self.local_epochs is None:
@@ -251,7 +273,8 @@ def load_federation(config: RunConfig, *, data_dir: str | Path | None = None) ->
     DataError
         When the files are missing or do not match their pinned checksums.
     """
-    return load_silos(**{name: getattr(config, name) for name in DATA_CONSTRAINTS}, data_dir=data_dir)
+    own = {name: getattr(config, name) for name in ("data", "schema", "not_measured")}
+    return load_silos(**{name: getattr(config, name) for name in DATA_CONSTRAINTS}, **own, data_dir=data_dir)
 
 
 @dataclass(frozen=True)
@@ -424,6 +447,55 @@ def remote_runs_hospitals(config: RunConfig) -> None:
         )
 
 
+NEEDS_EACH_UPDATE: tuple[str, ...] = ("fedmedian", "trimmedmean", "krum")
+"""Robust strategies that read every silo's update (median, trimmed mean, Krum): impossible under secure aggregation."""
+
+
+def secure_sum_only(config: RunConfig) -> None:
+    """Secure aggregation shows the server only sums: refuse strategies that need each update, and ``pooled``."""
+    if not config.secure_aggregation:
+        return
+    if config.strategy in NEEDS_EACH_UPDATE or config.strategy == "pooled":
+        why = (
+            "moves every silo's rows into one place: there is nothing to sum"
+            if config.strategy == "pooled"
+            else "needs each silo's update, while secure aggregation shows the server only their sum"
+        )
+        default = " (on by default with engine='remote')" if config.engine == "remote" else ""
+        raise ConfigError(
+            f"strategy={config.strategy!r} cannot run with secure_aggregation=True{default}: it {why}. Use a "
+            "strategy whose server step needs only the weighted sum (fedavg, fedprox, fedavgm, scaffold, fedadam, "
+            "fedyogi, fedadagrad), or set secure_aggregation=False (--no-secure-aggregation) to let the server see "
+            "each update."
+        )
+
+
+def own_data(config: RunConfig) -> None:
+    """Own data (``data``/``schema``/``not_measured``): one silo per file, in simulation; remote sites pass theirs."""
+    if config.data is not None and config.engine == "remote":
+        raise ConfigError(
+            "The 'data' parameter of RunConfig applies to engine='simulation'; with engine='remote' each site "
+            "reads only its own file: start it with `fedkit remote start --kit DIR --data FILE` (and --schema FILE)."
+        )
+    if config.data is not None:
+        bad = {k: v for k, v in config.data.items() if not (isinstance(k, str) and k and isinstance(v, str) and v)}
+        if bad or not config.data:
+            raise ConfigError(
+                f"The 'data' parameter of RunConfig maps silo names to file paths, e.g. {{'a': 'a.csv'}}; got "
+                f"{bad or config.data!r}."
+            )
+        if config.split not in REMOTE_SPLITS:
+            raise ConfigError(
+                f"The 'data' parameter of RunConfig needs split in {REMOTE_SPLITS} (one silo per file); got "
+                f"split={config.split!r}, which pools the public UCI rows."
+            )
+    elif config.not_measured is not None:
+        raise ConfigError(
+            "The 'not_measured' parameter of RunConfig applies to own data (data=...); the UCI splits use each "
+            "hospital's own codes. A remote site passes its own with `fedkit remote start --not-measured chol=0`."
+        )
+
+
 def _strategy_rule(name: str) -> OnlyWith:
     users = tuple(s for s in STRATEGIES if name in options_of(s))
     allowed = f"strategy {' / '.join(users) or '(none yet)'}"
@@ -440,6 +512,8 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     no_personal_baseline,
     krum_has_enough_silos,
     remote_runs_hospitals,
+    own_data,
+    secure_sum_only,
     *(_strategy_rule(name) for name in HYPERPARAMETERS),
 )
 """Every cross-field rule of RunConfig, in the order they are checked (each raises a ConfigError)."""
@@ -507,4 +581,8 @@ CONSTRAINTS: dict[str, list[Any]] = {
     "optimizer": [Options(OPTIMIZERS)],
     "momentum": [Interval(float, 0, 1, closed="left")],
     "weight_decay": [Interval(float, 0, None)],
+    "data": [OfType(dict), NONE],
+    "schema": [OfType(str), NONE],
+    "not_measured": [OfType(dict), NONE],
+    "secure_aggregation": [Options((True, False)), NONE],
 }

@@ -53,35 +53,29 @@ def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int], model: 
     }
 
 
-def n_test_by_silo(labels: Mapping[str, np.ndarray]) -> dict[str, int]:
-    """Test rows per silo, and of all silos together under ``pooled``, from each silo's test labels.
+ClassCounts = Mapping[str, tuple[int, int]]
+"""Per silo, its test rows and the positives among them: all the server needs besides the metrics."""
 
-    Parameters
-    ----------
-    labels
-        Each silo's test labels, by silo name.
-    """
-    sizes = {silo: len(y) for silo, y in labels.items()}
+
+def class_counts(labels: Mapping[str, np.ndarray]) -> dict[str, tuple[int, int]]:
+    """:data:`ClassCounts` from each silo's 0/1 test labels."""
+    return {silo: (len(y), int(np.sum(np.asarray(y) == 1))) for silo, y in labels.items()}
+
+
+def n_test_by_silo(counts: ClassCounts) -> dict[str, int]:
+    """Test rows per silo, and of all silos together under ``pooled``, from each silo's class counts."""
+    sizes = {silo: int(n) for silo, (n, _) in counts.items()}
     return {**sizes, POOLED: sum(sizes.values())}
 
 
-def undefined_auc_notes(history: list[dict[str, Any]], labels: dict[str, np.ndarray]) -> list[str]:
-    """A sentence for every test set whose AUC is undefined (one class only), so null never goes unexplained.
-
-    Parameters
-    ----------
-    history
-        The run's metric rows.
-    labels
-        Each silo's test labels, by silo name.
-    """
+def undefined_auc_notes(history: list[dict[str, Any]], counts: ClassCounts) -> list[str]:
+    """A sentence for every test set whose AUC is undefined (one class only), so null never goes unexplained."""
     notes = []
-    for silo, y in labels.items():
-        positives = int(np.sum(y == 1))
-        if positives in (0, len(y)):
+    for silo, (n, positives) in counts.items():
+        if positives in (0, n):
             kind = "positive" if positives else "negative"
             notes.append(
-                f"AUC of {silo!r} is null: its test set has a single class ({len(y)} rows, all {kind}), "
+                f"AUC of {silo!r} is null: its test set has a single class ({n} rows, all {kind}), "
                 "so ROC AUC is undefined; accuracy and loss are reported."
             )
     return notes

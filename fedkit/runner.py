@@ -19,9 +19,10 @@ import numpy as np
 from fedkit import seeding
 from fedkit.config import RunConfig, silos_per_round
 from fedkit.data.silos import Federation
-from fedkit.engines.base import Engine, FitReply, Scores
-from fedkit.metrics import METRICS, grouped_metrics
-from fedkit.result import POOLED, RoundEvent, RunResult, n_test_by_silo, undefined_auc_notes
+from fedkit.engines.base import Engine, Evaluation, FitReply
+from fedkit.evalstats import metrics_from_stats
+from fedkit.metrics import METRICS
+from fedkit.result import POOLED, ClassCounts, RoundEvent, RunResult, class_counts, n_test_by_silo, undefined_auc_notes
 from fedkit.strategies import BASELINES, Strategy, make_strategy
 from fedkit.strategies.base import Controls
 from fedkit.tracking.base import Tracker
@@ -78,39 +79,18 @@ def metric_rows(server_round: int, model: str, split: str, silo: str, values: di
     ]
 
 
-def score_rows(server_round: int, model: str, scores: list[Scores], pooled: bool = True) -> list[dict[str, Any]]:
-    """Test metrics of ``model`` per silo and, if ``pooled``, on all silos' rows together — one grouped pass.
+def score_rows(server_round: int, model: str, evaluation: Evaluation) -> list[dict[str, Any]]:
+    """Test metrics of ``model``: each silo's own (computed on the silo) and, if summed, the pooled ones.
 
-    Parameters
-    ----------
-    server_round
-        The round (0 is the initial model).
-    model
-        ``"global"``, ``"personal"`` or ``"local"``.
-    scores
-        Each silo's labels and logits.
-    pooled
-        Also score all silos' rows together.
+    Pooled loss and accuracy are exact from the summed statistics; pooled AUC comes from their
+    histograms (within :func:`fedkit.evalstats.auc_error_bound`, under 1e-3 for standardized features).
     """
-    labels = np.concatenate([s.labels for s in scores])
-    logits = np.concatenate([s.logits for s in scores])
-    group = np.repeat(np.arange(len(scores)), [len(s.labels) for s in scores])
-    names = [s.silo for s in scores]
-    if pooled:  # every row once more, as group K
-        labels, logits = np.concatenate([labels, labels]), np.concatenate([logits, logits])
-        group = np.concatenate([group, np.full(len(group), len(scores))])
-        names.append(POOLED)
-    values = grouped_metrics(labels, logits, group, len(names))
+    values = [(e.silo, e.metrics) for e in evaluation.silos]
+    if evaluation.pooled is not None:
+        values.append((POOLED, metrics_from_stats(evaluation.pooled)))
     return [
-        {
-            "round": server_round,
-            "silo": name,
-            "model": model,
-            "split": "test",
-            "metric": m,
-            "value": float(values[m][i]),
-        }
-        for i, name in enumerate(names)
+        {"round": server_round, "silo": silo, "model": model, "split": "test", "metric": m, "value": float(v[m])}
+        for silo, v in values
         for m in METRICS
     ]
 
@@ -152,8 +132,8 @@ def fit_rows(server_round: int, replies: list[FitReply]) -> list[dict[str, Any]]
         The silos' replies to this round's training.
     """
     rows = [metric_rows(server_round, "local", "train", r.silo, {"loss": r.train_loss})[0] for r in replies]
-    scores = [r.local_test for r in replies if r.local_test is not None]
-    return rows + score_rows(server_round, "local", scores, pooled=False)
+    evaluation = Evaluation([r.local_test for r in replies if r.local_test is not None])
+    return rows + score_rows(server_round, "local", evaluation)
 
 
 def run_round(
@@ -193,14 +173,16 @@ def run_round(
     replies = engine.fit(params, server_round, chosen, strategy.local_term(state, params))
     for hook in hooks:
         replies = [hook(server_round, r) for r in replies]
-    params, state = aggregate(strategy, state, params, replies, len(engine.silos))
+    params, state = aggregate(strategy, state, params, replies, engine, config)
     return params, state, fit_rows(server_round, replies) + evaluate_rows(server_round, engine, params, config)
 
 
 def aggregate(
-    strategy: Strategy, state: Any, params: np.ndarray, replies: list[FitReply], n_silos: int
+    strategy: Strategy, state: Any, params: np.ndarray, replies: list[FitReply], engine: Engine, config: RunConfig
 ) -> tuple[np.ndarray, Any]:
     """The strategy's step from the silos' ``replies``: new global parameters and state.
+
+    Under secure aggregation the strategy gets only the sums the engine computes (:meth:`Engine.sum_updates`).
 
     Parameters
     ----------
@@ -212,18 +194,23 @@ def aggregate(
         The global parameters before the round.
     replies
         The silos' replies (after any hooks).
-    n_silos
-        How many silos the federation has (SCAFFOLD's N).
+    engine
+        The engine holding the silos (how many there are; the secure sum).
+    config
+        The run (``secure_aggregation``).
 
     Returns
     -------
     tuple
         The new global parameters and the strategy's new state.
     """
-    updates = np.stack([r.params - params for r in replies])
-    weights = np.array([r.n_train for r in replies], dtype=np.float64)
-    deltas = [r.control_delta for r in replies if r.control_delta is not None]
-    controls = Controls(np.stack(deltas), n_silos) if deltas else None
+    if config.secure_aggregation:  # the server sees only the sums
+        updates, weights, controls = engine.sum_updates(replies, params).strategy_inputs(len(engine.silos))
+    else:
+        updates = np.stack([r.params - params for r in replies])  # type: ignore[operator]
+        weights = np.array([r.n_train for r in replies], dtype=np.float64)
+        deltas = [r.control_delta for r in replies if r.control_delta is not None]
+        controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
     return strategy.aggregate(updates, weights, state, params, controls)
 
 
@@ -248,13 +235,14 @@ class Recorder:
         federation: Federation,
         trackers: Sequence[Tracker],
         callbacks: Sequence[Callable[[RoundEvent], None]] = (),
+        test_counts: ClassCounts | None = None,
     ) -> None:
         self.run_id = new_run_id()
         self.config = config
         self.trackers = list(trackers)
         self.callbacks = list(callbacks)
         self.data = federation.provenance.as_dict()
-        self.test_labels = {s.name: s.y_test for s in federation.silos}
+        self.test_counts = test_counts or class_counts({s.name: s.y_test for s in federation.silos})
         self.records: list[dict[str, Any]] = []
 
     def start(self) -> None:
@@ -282,25 +270,20 @@ class Recorder:
             callback(event)
 
     def finish(self, status: str, params: np.ndarray) -> RunResult:
-        """End the run with ``status`` (finished or stopped) and its final ``params``; returns its result.
-
-        Parameters
-        ----------
-        status
-            ``finished`` or ``stopped``.
-        params
-            The final global parameters.
-        """
-        notes = undefined_auc_notes(self.records, self.test_labels)
+        """End the run with ``status`` (finished or stopped) and its final ``params``; returns its result."""
+        notes = undefined_auc_notes(self.records, self.test_counts)
         if not self.data["verified"]:
-            notes.append("The data files were not verified against the pinned sha256 (verify=False); see data.sha256.")
+            notes.append(
+                "The data files were not verified against the pinned UCI sha256 (own data, or verify=False); "
+                "see data.sha256."
+            )
         result = RunResult(
             self.run_id,
             status,
             self.config.to_dict(),
             self.records,
             params,
-            n_test_by_silo(self.test_labels),
+            n_test_by_silo(self.test_counts),
             self.data,
             notes,
             self.config.scored,
@@ -345,36 +328,20 @@ def run(
     callbacks: Sequence[Callable[[RoundEvent], None]] = (),
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
+    test_counts: ClassCounts | None = None,
 ) -> RunResult:
     """Run ``config`` over ``engine``'s silos (of ``federation``), record it in ``trackers``; returns the result.
 
-    Round 0 records the initial model. Ctrl-C records ``stopped``; an exception records ``failed`` (with the
-    traceback) and is re-raised. Users call :func:`fedkit.run`, which builds the federation, the engine and the
-    trackers.
-
-    Parameters
-    ----------
-    config
-        The run.
-    federation
-        The silos the engine holds.
-    engine
-        Trains and evaluates the silos.
-    trackers
-        Where the run is recorded.
-    hooks
-        Called on every silo reply before aggregation.
-    callbacks
-        Called with a :class:`~fedkit.result.RoundEvent` after each round.
-    should_stop
-        Checked after each round: when it returns True the run ends cleanly with status ``stopped``.
-    progress
-        Show a progress bar over the rounds.
+    Round 0 records the initial model. ``should_stop`` is checked after each round: when it returns
+    True the run ends cleanly with status ``stopped``. Ctrl-C also records ``stopped``; an exception
+    records ``failed`` (with the traceback) and is re-raised. Users call :func:`fedkit.run`, which
+    builds the federation, the engine and the trackers. ``test_counts`` (default: from the
+    federation's test labels) gives each silo's test rows and positives (the remote server knows only those).
     """
     from fedkit.progress import progress_bar
 
     strategy = strategy_of(config)
-    recorder = Recorder(config, federation, trackers, callbacks)
+    recorder = Recorder(config, federation, trackers, callbacks, test_counts)
     recorder.start()
     params = engine.initial_params()
     state = strategy.init(params)

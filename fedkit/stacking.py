@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -41,11 +42,17 @@ STACKED_FIELDS: frozenset[str] = frozenset(
     {"split", "silos", "alpha", "missing", "standardize", "verify", "seed", "model", "hidden", "strategy"}
     | {"server_lr", "server_momentum", "mu", "beta1", "beta2", "tau", "trim_beta", "byzantine", "krum_m"}
     | {"personalize", "finetune_steps", "rounds", "fraction", "local_steps", "local_epochs", "batch_size", "lr"}
-    | {"optimizer", "momentum", "weight_decay"}
+    | {"optimizer", "momentum", "weight_decay", "data", "schema", "not_measured", "secure_aggregation"}
 )
 """The RunConfig fields the stacked loop knows (besides ``engine`` and ``backend``, which decide whether a run
 stacks at all). A field added to RunConfig later (a new hook in the round loop) is not among them until the
 loop handles it: a config that sets it away from its default runs alone, through :func:`fedkit.run`."""
+
+
+@cache
+def _defaults() -> RunConfig:
+    """``RunConfig()``, built once: the defaults as ``__post_init__`` settles them (not the fields' raw ``None``)."""
+    return RunConfig()
 
 
 def stack_blocker(config: RunConfig) -> str | None:
@@ -66,7 +73,7 @@ def stack_blocker(config: RunConfig) -> str | None:
     if config.backend != "vectorized":
         return f"backend={config.backend!r} trains silo by silo with torch (stacking needs the vectorized trainer)"
     unknown = [f for f in fields(RunConfig) if f.name not in STACKED_FIELDS | {"engine", "backend"}]
-    changed = [f.name for f in unknown if getattr(config, f.name) != f.default]
+    changed = [f.name for f in unknown if getattr(config, f.name) != getattr(_defaults(), f.name)]
     if changed:
         return f"the stacked round loop does not handle {', '.join(changed)} yet"
     return None
@@ -184,7 +191,7 @@ def _fit_round(server_round: int, runs: Sequence[_StackedRun], *, full: bool) ->
     out = []
     for run, job, term, result in zip(runs, jobs, terms, trained, strict=True):
         replies = run.engine.fit_replies(job, run.params, term, result, score_local=full)
-        run.params, run.state = aggregate(run.strategy, run.state, run.params, replies, len(run.engine.silos))
+        run.params, run.state = aggregate(run.strategy, run.state, run.params, replies, run.engine, run.config)
         out.append(replies)
     return out
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import json
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +45,7 @@ TRAINING_FIELDS: frozenset[str] = frozenset(
     {"model", "hidden", "strategy", "personalize", "finetune_steps", "backend", "engine", "rounds", "fraction"}
     | {"local_steps", "local_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay"}
     | {"server_lr", "server_momentum", "mu", "beta1", "beta2", "tau", "trim_beta", "byzantine", "krum_m"}
+    | {"secure_aggregation"}
 )
 """RunConfig fields that change how a run trains but not its data; runs differing only in them share a federation."""
 
@@ -257,9 +259,10 @@ def plan_runs(
     return base_fields, combos, runs
 
 
-def _data_key(config: RunConfig) -> tuple[Any, ...]:
-    """What identifies a config's federation: every field that is not a training field."""
-    return tuple((f.name, getattr(config, f.name)) for f in fields(RunConfig) if f.name not in TRAINING_FIELDS)
+def _data_key(config: RunConfig) -> str:
+    """What identifies a config's federation: every field that is not a training field (as JSON: some are dicts)."""
+    data = {f.name: getattr(config, f.name) for f in fields(RunConfig) if f.name not in TRAINING_FIELDS}
+    return json.dumps(data, sort_keys=True, default=str)
 
 
 class _Federations:
@@ -267,7 +270,7 @@ class _Federations:
 
     def __init__(self, folds: int | None) -> None:
         self.folds = folds
-        self._loaded: dict[tuple[Any, ...], Federation] = {}
+        self._loaded: dict[str, Federation] = {}
 
     def of(self, run: SweepRun) -> Federation:
         """The federation ``run`` trains on: its config's, or a validation fold of it."""
@@ -278,7 +281,7 @@ class _Federations:
             self._loaded[key] = load_federation(run.config)
         if run.fold is None:
             return self._loaded[key]
-        fold_key = (*key, ("fold", run.fold))
+        fold_key = f"{key} fold {run.fold}"
         if fold_key not in self._loaded:
             folds = self.folds or 0
             self._loaded[fold_key] = validation_split(self._loaded[key], seed=run.seed, fold=run.fold, folds=folds)

@@ -44,6 +44,10 @@ BAD = {
     "finetune_steps": 0,
     "backend": "jax",
     "engine": "flower",
+    "data": "a.csv",
+    "schema": 3,
+    "not_measured": ["chol"],
+    "secure_aggregation": "yes",
 }
 
 

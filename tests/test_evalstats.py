@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import fedkit
-from fedkit.engines.base import Scores
 from fedkit.errors import ConfigError, DataError
 from fedkit.evalstats import (
     BINS,
@@ -105,35 +104,6 @@ def test_auc_from_histograms_is_mann_whitney_on_bin_indices() -> None:
     assert np.isnan(auc_from_histograms(np.zeros(3), np.ones(3)))
 
 
-class _Recorder:
-    """Passes every call to the simulation engine and keeps each evaluation's per-silo labels and logits."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.evaluations: list[tuple[str, list[Scores]]] = []
-
-    silos = property(lambda self: self.inner.silos)
-    personalized = property(lambda self: self.inner.personalized)
-
-    def initial_params(self) -> np.ndarray:
-        return self.inner.initial_params()
-
-    def fit(self, *args: Any, **kwargs: Any) -> Any:
-        replies = self.inner.fit(*args, **kwargs)
-        self.evaluations.append(("local", [r.local_test for r in replies]))
-        return replies
-
-    def evaluate(self, params: np.ndarray) -> list[Scores]:
-        scores = self.inner.evaluate(params)
-        self.evaluations.append(("global", scores))
-        return scores
-
-    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
-        scores = self.inner.evaluate_personal(params, server_round)
-        self.evaluations.append(("personal", scores))
-        return scores
-
-
 RUNS = {
     "flamby fedavg": {"split": "flamby", "rounds": 15},
     "hospitals mlp fedper": {"split": "hospitals", "model": "mlp", "personalize": "fedper", "lr": 0.01, "rounds": 15},
@@ -142,18 +112,22 @@ RUNS = {
 
 
 @pytest.mark.parametrize("name", list(RUNS))
-def test_real_runs_pooled_metrics_from_summed_site_stats(name: str, data_dir: object) -> None:
-    from fedkit.data.silos import load_silos
-    from fedkit.engines.simulation import make_engine
+def test_real_runs_pooled_metrics_from_summed_site_stats(name: str, data_dir: object, monkeypatch) -> None:
+    from fedkit.engines import simulation
 
+    evaluations: list[list[tuple[np.ndarray, np.ndarray]]] = []
+    original = simulation.evaluate_silos
+
+    def recording(names: Any, labels: Any, logits: Any, **kwargs: Any) -> Any:  # every evaluation the engine makes
+        evaluations.append(list(zip(labels, logits, strict=True)))
+        return original(names, labels, logits, **kwargs)
+
+    monkeypatch.setattr(simulation, "evaluate_silos", recording)
     config = fedkit.RunConfig(**RUNS[name])
-    federation = load_silos(config.split, missing=config.missing, standardize=config.standardize, seed=config.seed)
-    engine = _Recorder(make_engine(federation, config))
-    fedkit.run(config, federation=federation, engine=engine, trackers=[], progress=False)
-    assert len(engine.evaluations) >= config.rounds
+    fedkit.run(config, trackers=[], progress=False)
+    assert len(evaluations) >= config.rounds
     worst = 0.0
-    for _, scores in engine.evaluations:
-        silos = [(s.labels, s.logits) for s in scores]
+    for silos in evaluations:
         reports = [evaluate_on_site(y, z) for y, z in silos]
         for (y, z), report in zip(silos, reports, strict=True):  # per silo: exact, computed on the site
             expected = {**binary_metrics(y, z), "n": float(len(y))}
@@ -167,7 +141,7 @@ def test_real_runs_pooled_metrics_from_summed_site_stats(name: str, data_dir: ob
         if len(silos) > 1:
             worst = max(worst, abs(pooled["auc"] - exact["auc"]))
     assert worst <= AUC_TOLERANCE
-    print(f"{name}: worst pooled AUC error {worst:.2e} over {len(engine.evaluations)} evaluations")
+    print(f"{name}: worst pooled AUC error {worst:.2e} over {len(evaluations)} evaluations")
 
 
 def test_the_stats_vector_has_no_entry_per_patient() -> None:

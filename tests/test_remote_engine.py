@@ -17,6 +17,7 @@ import pytest
 
 import fedkit
 from fedkit.errors import RemoteRunError
+from fedkit.privacy.identity import ephemeral_identities
 from fedkit.remote.server import RelayTracker, serve
 from fedkit.remote.silo import SiloWorker
 
@@ -31,9 +32,15 @@ def transport_for(workers: dict[str, SiloWorker], down: set[str]):
     return transport
 
 
+def site_workers(kind=SiloWorker, **overrides) -> dict[str, SiloWorker]:
+    """One worker per hospital with its own identity for secure aggregation (``overrides``: worker class by site)."""
+    signers, verifier = ephemeral_identities(HOSPITALS)
+    return {h: overrides.get(h, kind)(h, identity=(signers[h], verifier)) for h in HOSPITALS}
+
+
 def remote_run(config: fedkit.RunConfig, down_by_round=None, min_silos=1, workers=None):
     """The server's run (:func:`serve`, as the FLARE controller calls it) over in-process sites."""
-    workers = workers or {h: SiloWorker(h) for h in HOSPITALS}
+    workers = workers or site_workers()
     down: set[str] = set()
     relay = RelayTracker()
 
@@ -60,10 +67,13 @@ def remote_run(config: fedkit.RunConfig, down_by_round=None, min_silos=1, worker
     ],
     ids=lambda f: "-".join(f"{k}={v}" for k, v in f.items()),
 )
-def test_remote_engine_equals_the_simulation(fields) -> None:
+@pytest.mark.parametrize("secure", [True, False], ids=["secure-aggregation", "in-the-clear"])
+def test_remote_engine_equals_the_simulation(fields, secure) -> None:
     config = fedkit.RunConfig(**{"rounds": 3, **fields})
     simulation = fedkit.run(config, trackers=[], progress=False)
-    remote, _, _ = remote_run(fedkit.RunConfig(**{**config.to_dict(), "engine": "remote"}))
+    remote, _, _ = remote_run(
+        fedkit.RunConfig(**{**config.to_dict(), "engine": "remote", "secure_aggregation": secure})
+    )
     assert remote.scored == simulation.scored
     np.testing.assert_allclose(remote.params, simulation.params, atol=TOLERANCE, rtol=0)
     assert len(remote.records) == len(simulation.records)
@@ -91,9 +101,11 @@ def test_too_few_sites_fail_the_run_with_the_names_of_those_that_answered() -> N
         remote_run(config, {2: {"hungarian", "switzerland", "va"}}, min_silos=2)
 
 
-def test_a_site_not_named_after_a_hospital_says_how_to_fix_it() -> None:
-    with pytest.raises(fedkit.ConfigError, match="name the FLARE site after its hospital"):
-        SiloWorker("site-1").hello({"config": fedkit.RunConfig(engine="remote").to_dict()})
+def test_a_site_without_a_data_file_says_how_to_give_it_one() -> None:
+    with pytest.raises(fedkit.ConfigError, match=r"'site-1' has no data file: start it with `fedkit remote start"):
+        SiloWorker("site-1").hello(
+            {"config": fedkit.RunConfig(engine="remote").to_dict(), "silos": ["site-1"], "run": "r"}
+        )
 
 
 def test_remote_config_refuses_synthetic_splits_and_pooled() -> None:
@@ -107,7 +119,7 @@ def test_a_site_with_another_fedkit_version_is_refused_by_name() -> None:
         def hello(self, payload):
             return {**super().hello(payload), "fedkit_version": "0.0.1"}
 
-    workers = {h: (OldSite if h == "va" else SiloWorker)(h) for h in HOSPITALS}
+    workers = site_workers(va=OldSite)
     with pytest.raises(RemoteRunError, match=r"server runs fedkit .* but site\(s\) va run fedkit 0\.0\.1\. Install"):
         remote_run(fedkit.RunConfig(engine="remote", rounds=1), workers=workers)
 

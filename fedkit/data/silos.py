@@ -13,21 +13,27 @@ Splits:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 import numpy as np
 
 from fedkit import seeding
 from fedkit._validation import NONE, Interval, Options, validate_params
 from fedkit.data import holdout, partition, preprocess, uci
+from fedkit.data.schema import UCI_HEART_DISEASE, Schema, load_schema, uci_not_measured
+from fedkit.data.sitefile import Codes, SiteData, read_site_bytes, read_site_file, read_site_frame
 from fedkit.errors import ConfigError
 from fedkit.paths import data_dir as default_data_dir
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 SPLITS: tuple[str, ...] = ("hospitals", "flamby", "iid", "dirichlet", "quantity")
 SYNTHETIC: tuple[str, ...] = ("iid", "dirichlet", "quantity")
-MISSING: tuple[str, ...] = ("drop", "impute")
+MISSING: tuple[str, ...] = preprocess.MISSING_POLICIES
 STANDARDIZE: tuple[str, ...] = ("silo", "federated", "none")
 TRAIN_FRACTION = 0.66
 FLAMBY_SPLIT_SEED = 43
@@ -199,26 +205,106 @@ def check_data_options(split: str, silos: int | None, missing: str | None, calle
     return missing or "impute"
 
 
-def _finish(
-    parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], standardize: str
-) -> tuple[list[Silo], list[preprocess.Moments]]:
-    """Standardize each silo's (x_train, y_train, x_test, y_test) and cast to float32; also the train moments."""
-    local = [preprocess.moments(xtr) for _, xtr, _, _, _ in parts]
-    shared = preprocess.mean_std(preprocess.combine(local)) if standardize == "federated" else None
-    silos = []
-    for (name, xtr, ytr, xte, yte), m in zip(parts, local, strict=True):
-        mean, std = shared or preprocess.mean_std(m)
-        scale = None if standardize == "none" else std
-        silos.append(
-            Silo(
-                name,
-                preprocess.standardize(xtr, mean, scale).astype(np.float32),
-                ytr.astype(np.float32),
-                preprocess.standardize(xte, mean, scale).astype(np.float32),
-                yte.astype(np.float32),
-            )
+class Part(NamedTuple):
+    """One silo's rows split into train and test, before standardization (float64, NaN where missing)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def holdout_state(split: str, seed: int, index: int) -> int:
+    """The ``random_state`` of the train/test split of silo ``index`` (its place in the federation).
+
+    FLamby's fixed 43 for ``flamby``; else the ``index``-th draw of the seed's data stream, so a
+    remote site computes its own split from its own rows and its index alone.
+    """
+    if split == "flamby":
+        return FLAMBY_SPLIT_SEED
+    rng = seeding.stream(seed, seeding.DATA)
+    for _ in range(index):
+        rng.integers(2**31 - 1)
+    return int(rng.integers(2**31 - 1))
+
+
+def split_part(name: str, x: np.ndarray, y: np.ndarray, state: int) -> Part:
+    """Silo ``name``'s rows split 66/34 by :func:`train_test_indices` with ``state``."""
+    train, test = train_test_indices(y, state)
+    return Part(name, x[train], y[train], x[test], y[test])
+
+
+def finish_silo(part: Part, scaling: preprocess.Moments, standardize: str) -> Silo:
+    """The float32 silo of ``part``, standardized with the mean/std of ``scaling`` (its own or the federation's)."""
+    mean, std = preprocess.mean_std(scaling)
+    scale = None if standardize == "none" else std
+    return Silo(
+        part.name,
+        preprocess.standardize(part.x_train, mean, scale).astype(np.float32),
+        part.y_train.astype(np.float32),
+        preprocess.standardize(part.x_test, mean, scale).astype(np.float32),
+        part.y_test.astype(np.float32),
+    )
+
+
+def _finish(parts: list[Part], standardize: str) -> tuple[list[Silo], list[preprocess.Moments]]:
+    """Standardize each silo (its own moments, or the federation's summed ones) and cast to float32."""
+    local = [preprocess.moments(p.x_train) for p in parts]
+    shared = preprocess.combine(local) if standardize == "federated" else None
+    return [finish_silo(p, shared or m, standardize) for p, m in zip(parts, local, strict=True)], local
+
+
+Source = Union[str, Path, "pd.DataFrame"]
+"""A silo's own data: a file path (UCI ``.data`` format or a CSV with a header) or a pandas DataFrame."""
+
+
+def read_source(
+    name: str, source: Source, schema: Schema, *, missing: str, not_measured: Codes | None = None
+) -> SiteData:
+    """Silo ``name``'s rows read from ``source`` and checked against ``schema`` (errors name file, row, column)."""
+    if isinstance(source, str | Path):
+        return read_site_file(source, schema, missing=missing, not_measured=not_measured)
+    return read_site_frame(source, schema, missing=missing, not_measured=not_measured, source=f"silo {name!r}")
+
+
+def _own_data(
+    data: Mapping[str, Source],
+    schema: Schema | str | Path | None,
+    not_measured: Mapping[str, Codes] | None,
+    missing: str,
+) -> tuple[list[tuple[str, SiteData]], Schema, Provenance]:
+    if not isinstance(data, Mapping) or not data or not all(isinstance(k, str) and k for k in data):
+        raise ConfigError(
+            "The 'data' parameter of load_silos must map silo names (non-empty strings) to a file path or a "
+            f"DataFrame, e.g. {{'site-a': 'a.csv', 'site-b': 'b.csv'}}; got {data!r}."
         )
-    return silos, local
+    schema = resolve_schema(schema)
+    unknown = sorted(set(not_measured or {}) - set(data))
+    if unknown:
+        raise ConfigError(
+            f"The 'not_measured' parameter of load_silos names silo(s) {unknown} that are not in data "
+            f"({', '.join(data)}); key it by silo name."
+        )
+    read = [
+        (name, read_source(name, src, schema, missing=missing, not_measured=(not_measured or {}).get(name)))
+        for name, src in data.items()
+    ]
+    sha = {name: site.sha256 or "data frame" for name, site in read}
+    verified = schema == UCI_HEART_DISEASE and all(uci.pinned(Path(site.source).name, site.sha256) for _, site in read)
+    where = ", ".join(f"{name}={site.source}" for name, site in read)
+    return read, schema, Provenance(f"own data: {where}", sha, verified)
+
+
+def resolve_schema(schema: Schema | str | Path | None) -> Schema:
+    """``schema`` itself, the schema in a YAML/JSON file, or the built-in UCI Heart Disease schema for None."""
+    if schema is None:
+        return UCI_HEART_DISEASE
+    if isinstance(schema, Schema):
+        return schema
+    if isinstance(schema, str | Path):
+        return load_schema(schema)
+    raise ConfigError(f"The 'schema' parameter must be a Schema, a YAML/JSON file path or None; got {schema!r}.")
 
 
 def load_silos(
@@ -232,38 +318,46 @@ def load_silos(
     verify: bool = True,
     data_dir: str | Path | None = None,
     download: bool = True,
+    data: Mapping[str, Source] | None = None,
+    schema: Schema | str | Path | None = None,
+    not_measured: Mapping[str, Codes] | None = None,
 ) -> Federation:
-    """Load the UCI Heart Disease files and build the silos of ``split``.
+    """Load the UCI Heart Disease files, or each silo's own data, and build the silos of ``split``.
 
     Parameters
     ----------
-    split
-        How rows become silos: ``flamby``, ``hospitals`` or a synthetic split (``iid``, ``dirichlet``,
-        ``quantity``).
-    silos
+    split : str
+        ``flamby``, ``hospitals`` (one silo per hospital or per ``data`` entry) or a synthetic
+        split (``iid``, ``dirichlet``, ``quantity``: the UCI rows pooled, never own data).
+    silos : int or None
         Number of silos of a synthetic split (default 4); None or 4 for ``hospitals`` and ``flamby``.
-    alpha
-        Dirichlet concentration of the dirichlet/quantity splits; smaller = more skew.
-    missing
-        Missing-value policy: ``drop`` or ``impute`` (default: drop for flamby, impute otherwise).
-    standardize
-        ``"silo"`` (each silo with its own train mean/std, FLamby), ``"federated"`` (global mean/std from per-silo
-        sums and counts: no row leaves a silo) or ``"none"``.
-    seed
-        Seed of the split.
-    verify
-        Check data files against pinned sha256.
-    data_dir
-        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else ``~/.cache/fedkit/heart-disease``).
-    download
-        Download missing files (verified).
+    alpha : float
+        Dirichlet concentration of the ``dirichlet`` and ``quantity`` splits.
+    missing : str or None
+        ``drop`` or ``impute`` (default: drop for flamby, impute otherwise).
+    standardize : str
+        ``silo`` (each silo with its own train mean/std, FLamby), ``federated`` (mean/std from the
+        silos' summed counts, sums and sums of squares: no row leaves a silo) or ``none``.
+    seed : int
+        Seed of the synthetic partition and of the ``hospitals`` train/test splits.
+    verify : bool
+        Check the UCI files against their pinned sha256.
+    data_dir : str, Path or None
+        Folder of the UCI files (default ``$FEDKIT_DATA_DIR``, else the verified download).
+    download : bool
+        Download missing UCI files.
+    data : mapping or None
+        Own data: silo name -> file path (UCI ``.data`` format or CSV with a header) or DataFrame,
+        each read once and checked against ``schema`` (errors name the file, row and column).
+    schema : Schema, str, Path or None
+        The federation's schema, or a YAML/JSON file of it (default: the UCI Heart Disease schema).
+    not_measured : mapping or None
+        Per silo of ``data``, the codes its file writes for "not measured" (``{"va": {"chol": [0]}}``).
 
-    Raises
-    ------
-    ConfigError
-        When an option is not allowed or does not fit the split.
-    DataError
-        When a file is missing, does not match its pin, or is malformed.
+    Returns
+    -------
+    Federation
+        The silos, feature names and data provenance (the sha256 of every byte parsed).
     """
     validate_params(
         {
@@ -279,42 +373,62 @@ def load_silos(
         "load_silos",
     )
     missing = check_data_options(split, silos, missing, "load_silos")
-    directory = Path(data_dir) if data_dir is not None else default_data_dir()
-    digests = uci.ensure_files(directory, verify=verify, download_missing=download)
-    tables = {h: preprocess.select(uci.read_hospital(directory, h), h, missing) for h in uci.HOSPITALS}
+    if data is not None:
+        if split in SYNTHETIC:
+            raise ConfigError(
+                f"The 'data' parameter of load_silos takes split 'flamby' or 'hospitals' (one silo per entry); got "
+                f"split={split!r}, which pools the public UCI rows. Drop data= or change the split."
+            )
+        read, used, provenance = _own_data(data, schema, not_measured, missing)
+    else:
+        if schema is not None or not_measured is not None:
+            raise ConfigError(
+                "The 'schema' and 'not_measured' parameters of load_silos apply to own data (data=...); the "
+                "built-in UCI splits use the UCI schema and each hospital's own not-measured codes."
+            )
+        directory = Path(data_dir) if data_dir is not None else default_data_dir()
+        files = uci.read_files(directory, verify=verify, download_missing=download)
+        used = UCI_HEART_DISEASE
+        read = [(h, read_uci_bytes(h, raw, str(directory / uci.file_name(h)), missing)) for h, raw in files.items()]
+        digests = {uci.file_name(h): site.sha256 or "" for h, site in read}
+        provenance = Provenance(str(directory.resolve()), digests, verify)
     rng = seeding.stream(seed, seeding.DATA)
 
-    groups: list[tuple[str, np.ndarray]]
+    parts: list[Part]
     if split in SYNTHETIC:
-        pooled = np.concatenate(list(tables.values()))
-        labels = (pooled[:, -1] > 0).astype(int)
+        x_all = np.concatenate([site.x for _, site in read])
+        y_all = np.concatenate([site.y for _, site in read])
+        labels = y_all.astype(int)
         k = silos or len(uci.HOSPITALS)
         if split == "iid":
-            index = partition.iid(len(pooled), k, rng, MIN_SILO_ROWS)
+            index = partition.iid(len(y_all), k, rng, MIN_SILO_ROWS)
         elif split == "dirichlet":
             index = partition.dirichlet(labels, k, alpha, rng, MIN_SILO_ROWS)
         else:
-            index = partition.quantity(len(pooled), k, alpha, rng, MIN_SILO_ROWS)
+            index = partition.quantity(len(y_all), k, alpha, rng, MIN_SILO_ROWS)
         width = len(str(k - 1))
-        groups = [(f"silo_{i:0{width}d}", pooled[rows]) for i, rows in enumerate(index)]
+        parts = [
+            split_part(f"silo_{i:0{width}d}", x_all[rows], y_all[rows], int(rng.integers(2**31 - 1)))
+            for i, rows in enumerate(index)
+        ]
     else:
-        groups = list(tables.items())
-
-    parts = []
-    for name, table in groups:
-        x, y = preprocess.encode(table)
-        state = FLAMBY_SPLIT_SEED if split == "flamby" else int(rng.integers(2**31 - 1))
-        train, test = train_test_indices(y, state)
-        parts.append((name, x[train], y[train], x[test], y[test]))
+        parts = [split_part(name, site.x, site.y, holdout_state(split, seed, i)) for i, (name, site) in enumerate(read)]
 
     finished, moments = _finish(parts, standardize)
     return Federation(
         silos=tuple(finished),
-        features=preprocess.FEATURES,
+        features=used.feature_names,
         split=split,
-        provenance=Provenance(str(directory.resolve()), digests, verify),
+        provenance=provenance,
         options={"silos": len(parts), "alpha": alpha, "missing": missing, "standardize": standardize, "seed": seed},
         train_moments=tuple(moments),
+    )
+
+
+def read_uci_bytes(hospital: str, raw: bytes, source: str, missing: str) -> SiteData:
+    """One UCI hospital's file (its bytes, read once) against the UCI schema, with its own not-measured codes."""
+    return read_site_bytes(
+        raw, UCI_HEART_DISEASE, source=source, missing=missing, not_measured=uci_not_measured(hospital, missing)
     )
 
 

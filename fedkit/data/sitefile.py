@@ -117,6 +117,21 @@ Codes = Mapping[str, Sequence[float | str]]
 """Per feature, the values a site's file writes for "not measured"."""
 
 
+def parse_not_measured(items: list[str]) -> dict[str, list[float | str]]:
+    """``["chol=0", "chol=-9"]`` as ``{"chol": [0.0, -9.0]}`` (values that are not numbers stay text)."""
+    codes: dict[str, list[float | str]] = {}
+    for item in items:
+        column, sep, value = item.partition("=")
+        if not sep or not column.strip() or not value.strip():
+            raise ConfigError(f"--not-measured takes COLUMN=VALUE (e.g. chol=0); got {item!r}.")
+        try:
+            parsed: float | str = float(value)
+        except ValueError:
+            parsed = value.strip()
+        codes.setdefault(column.strip(), []).append(parsed)
+    return codes
+
+
 def _check_not_measured(schema: Schema, not_measured: Codes | None) -> dict[str, set[float | str]]:
     codes: dict[str, set[float | str]] = {}
     for column, values in (not_measured or {}).items():

@@ -224,6 +224,27 @@ def _missing_message(missing: Sequence[str], target: Path, errors: Sequence[str]
     )
 
 
+def read_files(
+    directory: Path, *, verify: bool = True, download_missing: bool = True, **download_kwargs: object
+) -> dict[str, bytes]:
+    """The bytes of the four processed files in ``directory``, by hospital, each read from disk once.
+
+    Missing files are downloaded (verified) unless ``download_missing`` is false. With
+    ``verify=True`` every file must match its pin; the caller hashes and parses these same bytes.
+    """
+    names = [file_name(h) for h in HOSPITALS]
+    missing = [n for n in names if not (directory / n).is_file()]
+    if missing:
+        if not download_missing:
+            raise MissingDataError(_missing_message(missing, directory, []))
+        download(missing, directory, **download_kwargs)  # type: ignore[arg-type]
+    files = {h: (directory / file_name(h)).read_bytes() for h in HOSPITALS}
+    if verify:
+        for h, data in files.items():
+            check_bytes(file_name(h), data, str(directory / file_name(h)))
+    return files
+
+
 def ensure_files(
     directory: Path, *, verify: bool = True, download_missing: bool = True, **download_kwargs: object
 ) -> dict[str, str]:
@@ -249,19 +270,14 @@ def ensure_files(
     ChecksumError
         When a file does not match its pin.
     """
-    names = [file_name(h) for h in HOSPITALS]
-    missing = [n for n in names if not (directory / n).is_file()]
-    if missing:
-        if not download_missing:
-            raise MissingDataError(_missing_message(missing, directory, []))
-        download(missing, directory, **download_kwargs)  # type: ignore[arg-type]
-    digests: dict[str, str] = {}
-    for name in names:
-        data = (directory / name).read_bytes()
-        if verify:
-            check_bytes(name, data, str(directory / name))
-        digests[name] = sha256_bytes(data)
-    return digests
+    files = read_files(directory, verify=verify, download_missing=download_missing, **download_kwargs)
+    return {file_name(h): sha256_bytes(data) for h, data in files.items()}
+
+
+def pinned(name: str, sha256: str | None) -> bool:
+    """Whether ``sha256`` is the pin of the UCI file called ``name`` (a site's own file may be a UCI file)."""
+    pin = PINS.get(name)
+    return pin is not None and pin.sha256 == sha256
 
 
 def parse(data: bytes, where: str) -> np.ndarray:

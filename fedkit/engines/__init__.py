@@ -1,5 +1,5 @@
 """Engines move parameters between the round loop and the silos."""
 
-from fedkit.engines.base import Engine, FitReply, Scores
+from fedkit.engines.base import Engine, Evaluation, FitReply, SiloEvaluation
 
-__all__ = ["Engine", "FitReply", "Scores"]
+__all__ = ["Engine", "Evaluation", "FitReply", "SiloEvaluation"]

@@ -8,26 +8,78 @@ from typing import Protocol
 
 import numpy as np
 
+from fedkit.evalstats import site_stats
+from fedkit.metrics import METRICS, grouped_metrics
+from fedkit.privacy.summation import Summation, UpdateSum
 from fedkit.strategies.base import LocalTerm
 
 
 @dataclass(frozen=True)
-class Scores:
-    """A model's logits on one silo's test set, with the labels: enough for every metric and for pooling.
+class SiloEvaluation:
+    """One silo's evaluation of one model, computed on the silo: exact metrics and its test class counts.
 
-    Parameters
-    ----------
-    silo
-        The silo's name.
-    labels
-        Its test labels.
-    logits
-        The model's logits on its test rows.
+    Aggregates only: ``metrics`` (loss, auc, accuracy) of all its test rows, ``n`` test rows,
+    ``positives`` among them (so the server can explain an undefined AUC without any label).
     """
 
     silo: str
-    labels: np.ndarray
-    logits: np.ndarray
+    metrics: dict[str, float]
+    n: int
+    positives: int
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's evaluation over silos: each silo's own metrics, and the sum of their evaluation statistics.
+
+    ``pooled`` is the sum of the silos' :func:`fedkit.evalstats.site_stats` vectors (in the clear or
+    under secure aggregation); pooled loss and accuracy are exact from it, pooled AUC from its histograms.
+    """
+
+    silos: list[SiloEvaluation]
+    pooled: np.ndarray | None = None
+
+
+def evaluate_silos(
+    names: Sequence[str],
+    labels: Sequence[np.ndarray],
+    logits: Sequence[np.ndarray],
+    *,
+    pooled: bool = True,
+    summation: Summation | None = None,
+) -> Evaluation:
+    """Each silo's metrics in one grouped pass, and the pooled statistics: summed by ``summation`` or directly.
+
+    Parameters
+    ----------
+    names, labels, logits
+        Per silo: its name, test labels and a model's logits on its test rows.
+    pooled
+        Also sum the silos' statistics (not needed for the ``local`` models, scored per silo only).
+    summation
+        How the per-silo statistics are summed (secure aggregation); None sums the concatenated rows'
+        statistics directly, which equals the sum of the silos' vectors (counts exactly).
+
+    Returns
+    -------
+    Evaluation
+        Per-silo :class:`SiloEvaluation` and the pooled statistics vector.
+    """
+    y, z = np.concatenate(labels), np.concatenate(logits)
+    sizes = [len(v) for v in labels]
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    values = grouped_metrics(y, z, group, len(sizes))
+    positives = np.bincount(group, y, minlength=len(sizes))
+    silos = [
+        SiloEvaluation(name, {m: float(values[m][i]) for m in METRICS}, sizes[i], int(positives[i]))
+        for i, name in enumerate(names)
+    ]
+    if not pooled:
+        return Evaluation(silos)
+    if summation is None:
+        return Evaluation(silos, site_stats(y, z))
+    stats = {name: site_stats(yi, zi) for name, yi, zi in zip(names, labels, logits, strict=True)}
+    return Evaluation(silos, summation(stats))
 
 
 @dataclass(frozen=True)
@@ -39,7 +91,8 @@ class FitReply:
     silo
         The silo's name.
     params
-        Its local parameters (personal coordinates replaced by the global ones).
+        Its local parameters (personal coordinates replaced by the global ones; None when the engine
+        sums them under secure aggregation, see :meth:`Engine.sum_updates`).
     n_train
         Its train size.
     train_loss
@@ -47,18 +100,18 @@ class FitReply:
     steps
         Step count.
     local_test
-        Its local model's scores on its own test set (None when not asked for: a sweep that
+        Its local model's evaluation on its own test set (None when not asked for: a sweep that
         records only final evaluations).
     control_delta
         SCAFFOLD's change of its control variate, else None.
     """
 
     silo: str
-    params: np.ndarray
+    params: np.ndarray | None
     n_train: int
     train_loss: float
     steps: int
-    local_test: Scores | None
+    local_test: SiloEvaluation | None
     control_delta: np.ndarray | None = None
 
 
@@ -97,24 +150,14 @@ class Engine(Protocol):
         """
         ...
 
-    def evaluate(self, params: np.ndarray) -> list[Scores]:
-        """Scores of the global parameters on every silo's test set.
-
-        Parameters
-        ----------
-        params
-            The global parameters.
-        """
+    def evaluate(self, params: np.ndarray) -> Evaluation:
+        """Evaluation of the global parameters on every silo's test set."""
         ...
 
-    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
-        """Scores of each silo's own model on its own test set (asked when ``RunConfig.scored`` is personal).
+    def evaluate_personal(self, params: np.ndarray, server_round: int) -> Evaluation:
+        """Evaluation of each silo's own model on its own test set (asked when ``RunConfig.scored`` is personal)."""
+        ...
 
-        Parameters
-        ----------
-        params
-            The global parameters.
-        server_round
-            The round (0 is the initial model).
-        """
+    def sum_updates(self, replies: Sequence[FitReply], params: np.ndarray) -> UpdateSum:
+        """The sum of the replies' updates under secure aggregation (called only when the run asks for it)."""
         ...

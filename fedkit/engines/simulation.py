@@ -17,8 +17,9 @@ import numpy as np
 from fedkit import seeding
 from fedkit.data import preprocess
 from fedkit.data.silos import Federation, Silo
-from fedkit.engines.base import FitReply, Scores
+from fedkit.engines.base import Evaluation, FitReply, evaluate_silos
 from fedkit.engines.vectorized import split_rows
+from fedkit.privacy.summation import Summation, UpdateSum, read_update_sum, update_vector
 from fedkit.strategies.base import LocalTerm
 from fedkit.training import LocalTraining, TrainJob, batch_plans
 
@@ -119,6 +120,9 @@ class SimulationEngine:
     plans
         Draws the batch plans (:func:`fedkit.training.batch_plans`; a sweep passes a memoized one, shared by
         the runs of one seed).
+    summation
+        Sums the silos' statistics and updates under secure aggregation, as the remote server does
+        (default: none).
     """
 
     def __init__(
@@ -134,9 +138,11 @@ class SimulationEngine:
         eval_federation: Federation | None = None,
         stream_ids: Sequence[int] | None = None,
         plans: PlanFn = batch_plans,
+        summation: Summation | None = None,
     ) -> None:
         self.federation = federation
         self.plans = plans
+        self.summation = summation
         self.eval_federation = eval_federation or federation
         self.trainer = trainer
         self.local = local
@@ -251,7 +257,10 @@ class SimulationEngine:
         idx = job.silos
         new, losses, steps = trained
         silos = [self.federation.silos[i] for i in idx]
-        local_logits = self.trainer.logits_each(new, [s.x_test for s in silos]) if score_local else None
+        local = None
+        if score_local:
+            logits = self.trainer.logits_each(new, [s.x_test for s in silos])
+            local = evaluate_silos([s.name for s in silos], [s.y_test for s in silos], logits, pooled=False)
         replies = []
         for j, (i, silo) in enumerate(zip(idx, silos, strict=True)):
             local_model = new[j]
@@ -266,21 +275,37 @@ class SimulationEngine:
             if self.personal is not None:
                 self._own[i] = local_model[self.personal].copy()
                 sent[self.personal] = params[self.personal]  # personal parameters stay on the silo
-            scores = None if local_logits is None else Scores(silo.name, silo.y_test, local_logits[j])
             replies.append(
-                FitReply(silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), scores, control_delta)
+                FitReply(
+                    silo.name,
+                    sent,
+                    silo.n_train,
+                    float(losses[j]),
+                    int(steps[j]),
+                    None if local is None else local.silos[j],
+                    control_delta,
+                )
             )
         return replies
 
-    def evaluate(self, params: np.ndarray) -> list[Scores]:
-        """Global-model logits on every evaluation silo's test set (one forward pass over all of them)."""
+    def sum_updates(self, replies: Sequence[FitReply], params: np.ndarray) -> UpdateSum:
+        """The replies' :func:`~fedkit.privacy.summation.update_vector` s summed by this engine's secure sum."""
+        if self.summation is None:
+            raise TypeError("sum_updates needs an engine built with a summation (secure_aggregation=True).")
+        inputs = {r.silo: update_vector(r.params - params, r.n_train, r.control_delta) for r in replies}  # type: ignore[operator]
+        return read_update_sum(self.summation(inputs), len(params), len(replies))
+
+    def _evaluation(self, silos: Sequence[Silo], logits: Sequence[np.ndarray]) -> Evaluation:
+        names, labels = [s.name for s in silos], [s.y_test for s in silos]
+        return evaluate_silos(names, labels, logits, summation=self.summation)
+
+    def evaluate(self, params: np.ndarray) -> Evaluation:
+        """The global model on every evaluation silo's test set (one forward pass over all of them)."""
         silos = self.eval_federation.silos
         z = split_rows(self.trainer.logits(params, self._eval_x), [s.n_test for s in silos])
-        return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
+        return self._evaluation(silos, z)
 
-    def evaluate_personal(
-        self, params: np.ndarray, server_round: int, models: np.ndarray | None = None
-    ) -> list[Scores]:
+    def evaluate_personal(self, params: np.ndarray, server_round: int, models: np.ndarray | None = None) -> Evaluation:
         """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global.
 
         Parameters
@@ -295,15 +320,14 @@ class SimulationEngine:
 
         Returns
         -------
-        list of Scores
-            Each silo's own model's logits on its test set.
+        Evaluation
+            Each silo's own model's evaluation on its test set (and the summed statistics).
         """
         silos = self.federation.silos
         if models is None:
             job = self.finetune_job(params, server_round)
             models = self._starts(params, range(len(silos))) if job is None else self._train(job)[0]
-        z = self.trainer.logits_each(models, [s.x_test for s in silos])
-        return [Scores(s.name, s.y_test, zi) for s, zi in zip(silos, z, strict=True)]
+        return self._evaluation(silos, self.trainer.logits_each(models, [s.x_test for s in silos]))
 
     def finetune_job(self, params: np.ndarray, server_round: int) -> TrainJob | None:
         """The fine-tuning of every silo from ``params`` that :meth:`evaluate_personal` scores.
@@ -374,6 +398,7 @@ def make_engine(
     stream_ids: Sequence[int] | None = None,
     trainer: Trainer | None = None,
     plans: PlanFn = batch_plans,
+    summation: Summation | None = None,
 ) -> SimulationEngine:
     """The simulation engine ``config`` asks for: trainer, initial parameters, personalization, baselines.
 
@@ -392,6 +417,10 @@ def make_engine(
         default: one built here.
     plans
         Draws the batch plans (a sweep passes a memoized :class:`fedkit.stacking.PlanCache`).
+    summation
+        Sums the silos' statistics and updates under secure aggregation; defaults to an in-process
+        :class:`~fedkit.privacy.summation.SecureSum` over the silos when ``config.secure_aggregation``
+        is on (a remote site passes none: it sends its own vectors).
     """
     from fedkit import architectures
     from fedkit.config import personalization
@@ -415,6 +444,10 @@ def make_engine(
         init = get_flat(module)
         head = partial(personal_mask, module)
     setup = personalization(config, [s.n_train for s in federation.silos], len(init), head)
+    if summation is None and config.secure_aggregation and stream_ids is None:
+        from fedkit.privacy.summation import SecureSum
+
+        summation = SecureSum(federation.names, run_id=f"simulation-seed-{config.seed}")
     return SimulationEngine(
         train_fed,
         trainer,
@@ -426,4 +459,5 @@ def make_engine(
         eval_federation=federation,
         stream_ids=stream_ids,
         plans=plans,
+        summation=summation,
     )

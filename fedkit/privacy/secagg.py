@@ -27,7 +27,7 @@ One round has four steps; each is one method of :class:`SecAggClient` (a site) a
 The masking graph is the complete graph, or (``neighbours=k``) a random k-regular Harary graph that
 every party derives from the run id, the round and the roster. Keys are fresh every round. Nothing
 here does I/O: in simulation the sites are objects (:func:`aggregate_in_process`); remotely each
-step is one task whose payload is a message's ``to_wire()`` dict (docs_secagg.md).
+step is one task whose payload is a message's ``to_wire()`` dict (docs/concepts/secure-aggregation.md).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from nvflare.apis.impl.controller import Controller
 from nvflare.apis.shareable import Shareable
 from nvflare.apis.signal import Signal
 
-from fedkit.errors import RemoteRunError
+from fedkit.errors import FedkitError, RemoteRunError
 from fedkit.remote import wire
 from fedkit.remote.executor import PAYLOAD
 from fedkit.remote.server import RelayTracker, serve
@@ -26,23 +26,10 @@ from fedkit.remote.server import RelayTracker, serve
 class FedkitController(Controller):
     """Runs fedkit's round loop (:func:`fedkit.remote.server.serve`) for ``config`` on the sites of this job.
 
-    Parameters
-    ----------
-    config
-        The run's RunConfig fields.
-    expected_sites
-        The sites to wait for at the start (default: whoever is connected).
-    min_silos
-        Fewest sites a round may aggregate.
-    straggler_timeout
-        Seconds to wait for the other sites once ``min_silos`` replied (a site slower than that is dropped from the
-        round).
-    task_timeout
-        Seconds before a task is given up entirely.
-    join_timeout
-        Seconds to wait for every expected site at the start.
-    task_check_period
-        Seconds between FLARE's checks of the tasks.
+    ``min_silos``: fewest sites a round may aggregate; ``straggler_timeout``: seconds to wait for the
+    other sites once ``min_silos`` replied (a site slower than that is dropped from the round);
+    ``task_timeout``: seconds before a task is given up entirely; ``join_timeout``: seconds to wait
+    for every expected site at the start; ``schema``: the federation's schema fingerprint (default: UCI's).
     """
 
     def __init__(
@@ -54,6 +41,7 @@ class FedkitController(Controller):
         task_timeout: int = 600,
         join_timeout: int = 60,
         task_check_period: float = 0.02,
+        schema: str = "",
     ) -> None:
         super().__init__(task_check_period=task_check_period)
         self.config = config or {}
@@ -62,6 +50,7 @@ class FedkitController(Controller):
         self.straggler_timeout = straggler_timeout
         self.task_timeout = task_timeout
         self.join_timeout = join_timeout
+        self.schema = schema
         self.relay = RelayTracker()
 
     def set_communicator(self, communicator: Any) -> None:
@@ -123,6 +112,8 @@ class FedkitController(Controller):
                 self.relay,
                 min_silos=self.min_silos,
                 should_stop=lambda: abort_signal.triggered,
+                schema=self.schema or None,
+                run=str(fl_ctx.get_job_id()),
             )
             summary = {**result.summary(), "notes": [*result.notes, *engine.notes]}
             with open(os.path.join(job_dir, wire.RESULT_FILE), "w") as f:
@@ -132,7 +123,7 @@ class FedkitController(Controller):
             self.log_error(fl_ctx, f"fedkit run failed:\n{text}")
             if not any(e["kind"] == "end" for e in self.relay.since(0)):
                 self.relay.add(
-                    {"kind": "end", "status": "failed", "error": str(exc) if isinstance(exc, RemoteRunError) else text}
+                    {"kind": "end", "status": "failed", "error": str(exc) if isinstance(exc, FedkitError) else text}
                 )
             self.system_panic(f"fedkit run failed: {exc}", fl_ctx)
 

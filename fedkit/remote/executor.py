@@ -1,8 +1,13 @@
-"""The FLARE executor of a site: a plain ``Executor`` (no Client API polling) around :class:`SiloWorker`."""
+"""The FLARE executor of a site: a plain ``Executor`` (no Client API polling) around :class:`SiloWorker`.
+
+The site's data options come from the ``FEDKIT_SITE_*`` environment (``fedkit remote start --data``
+sets them) and its secure-aggregation identity from its startup kit (site certificate, key, root CA).
+"""
 
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 
 from nvflare.apis.executor import Executor
 from nvflare.apis.fl_constant import ReturnCode
@@ -10,33 +15,26 @@ from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable, make_reply
 from nvflare.apis.signal import Signal
 
-from fedkit.remote.silo import SiloWorker
+from fedkit.remote.silo import SiloWorker, SiteOptions, site_identity
 
 PAYLOAD = "fedkit"
 
 
 class FedkitExecutor(Executor):
-    """Runs fedkit's local training of this site's hospital; ``hospital`` defaults to the FLARE site name.
+    """Runs fedkit's local training of this site's own data; ``site`` defaults to the FLARE site name."""
 
-    Parameters
-    ----------
-    hospital
-        This site's hospital (default: the FLARE site name).
-    data_dir
-        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else ``~/.cache/fedkit/heart-disease``).
-    """
-
-    def __init__(self, hospital: str = "", data_dir: str = "") -> None:
+    def __init__(self, site: str = "") -> None:
         super().__init__()
-        self.hospital = hospital
-        self.data_dir = data_dir
+        self.site = site
         self._worker: SiloWorker | None = None
 
     def execute(self, task_name: str, shareable: Shareable, fl_ctx: FLContext, abort_signal: Signal) -> Shareable:
         """Answer one task from the server."""
-        if self._worker is None:
-            self._worker = SiloWorker(self.hospital or fl_ctx.get_identity_name(), self.data_dir or None)
         try:
+            if self._worker is None:
+                startup = Path(fl_ctx.get_engine().get_workspace().get_startup_kit_dir())
+                name = self.site or fl_ctx.get_identity_name()
+                self._worker = SiloWorker(name, SiteOptions.from_env(), site_identity(startup))
             result = self._worker.handle(task_name, shareable[PAYLOAD])
         except Exception:
             self.log_error(fl_ctx, f"fedkit task {task_name} failed:\n{traceback.format_exc()}")

@@ -22,10 +22,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fedkit.data.uci import HOSPITALS
+from fedkit.data.uci import HOSPITALS, file_name, read_files
 from fedkit.errors import ConfigError, FedkitError, PocError
+
+if TYPE_CHECKING:
+    from fedkit.remote.silo import SiteOptions
 
 LOOPBACK = "127.0.0.1"
 ADMIN = "admin@fedkit.local"
@@ -142,14 +145,8 @@ def loopback_project(hospitals: Sequence[str], port: int, name: str = "fedkit-po
     }
 
 
-def participant_command(kit: Path) -> list[str]:
-    """The command that runs the FLARE server or site of a startup kit (name and org from its certificate).
-
-    Parameters
-    ----------
-    kit
-        A startup kit folder.
-    """
+def kit_identity(kit: Path) -> tuple[str, str, bool]:
+    """``(name, organization, is_server)`` of a startup kit, from its certificate."""
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
@@ -162,6 +159,22 @@ def participant_command(kit: Path) -> list[str]:
     cert = x509.load_pem_x509_certificate((startup / ("server.crt" if server else "client.crt")).read_bytes())
     name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
+    return str(name), str(org), server
+
+
+def check_site_data(kit: Path, options: SiteOptions) -> None:
+    """Read a site kit's own data file against the schema before the site joins; raise naming file, row and column.
+
+    Every row is checked (missing values kept, as under ``impute``); a server kit needs no data.
+    """
+    name, _, server = kit_identity(kit)
+    if not server:
+        options.read(name, "impute")
+
+
+def participant_command(kit: Path) -> list[str]:
+    """The command that runs the FLARE server or site of a startup kit (name and org from its certificate)."""
+    name, org, server = kit_identity(kit)
     if server:
         module, conf, extra = "nvflare.private.fed.app.server.server_train", "fed_server.json", [f"org={org}"]
     else:
@@ -174,28 +187,24 @@ def participant_command(kit: Path) -> list[str]:
     return [*command, "--set", "secure_train=true", "config_folder=config", *extra]
 
 
-def run_participant(kit: str | Path, workspace: str | Path) -> int:
+def run_participant(kit: str | Path, workspace: str | Path, site: SiteOptions | None = None) -> int:
     """Copy a (read-only, e.g. mounted from a Secret) startup kit into a writable workspace, run it until it
     exits, and return its exit code.
 
-    For containers: ``fedkit remote start --kit /kit --workspace /workspace`` stays PID 1 and runs FLARE
-    under :func:`supervise`, so that stopping the pod stops FLARE at once.
-
-    Parameters
-    ----------
-    kit
-        The startup kit (read-only, e.g. mounted from a Secret).
-    workspace
-        A writable folder the kit is copied into.
-
-    Returns
-    -------
-    int
-        FLARE's exit code.
+    For containers: ``fedkit remote start --kit /kit --workspace /workspace --data FILE`` stays PID 1 and
+    runs FLARE under :func:`supervise`, so that stopping the pod stops FLARE at once. A site first checks
+    its own data file against the schema (:func:`check_site_data`) and refuses to start when it breaks it;
+    ``site`` (default: the ``FEDKIT_SITE_*`` environment) reaches the site's job processes as
+    ``FEDKIT_SITE_*`` environment variables.
     """
     import shutil
 
+    from fedkit.remote.silo import SiteOptions
+
     kit, workspace = Path(kit), Path(workspace)
+    site = site or SiteOptions.from_env()
+    check_site_data(kit, site)
+    os.environ.update(site.to_env())
     for part in ("startup", "local"):
         if (kit / part).is_dir():
             shutil.copytree(kit / part, workspace / part, dirs_exist_ok=True)
@@ -291,7 +300,8 @@ class Poc:
 
     kits: Path
     hospitals: tuple[str, ...]
-    data_dir: str
+    data: dict[str, str]
+    """Each site's own data file (a copy in its kit folder: the other hospitals' files are not there)."""
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -315,15 +325,16 @@ class Poc:
         return self.kits / name / "fedkit-process.log"
 
     def start(self, name: str) -> None:
-        """Start the server or one site (again, after :meth:`kill`) from its kit.
+        """Start the server or one site (again, after :meth:`kill`) from its kit."""
+        from fedkit.remote.silo import SiteOptions
 
-        Parameters
-        ----------
-        name
-            The participant's name (``server`` or a site).
-        """
         kit = self.kits / name
-        env = {**os.environ, "FEDKIT_DATA_DIR": self.data_dir, "PYTHONUNBUFFERED": "1"}
+        env = {k: v for k, v in os.environ.items() if k != "FEDKIT_DATA_DIR" and not k.startswith("FEDKIT_SITE_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        if name in self.data:
+            options = SiteOptions(self.data[name])
+            check_site_data(kit, options)
+            env.update(options.to_env())
         log = self.log(name).open("ab")
         self.processes[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             participant_command(kit), cwd=kit, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -464,27 +475,9 @@ def start_poc(
 ) -> Poc:
     """Provision a loopback federation of the first ``silos`` hospitals under ``workspace`` and start it.
 
-    Parameters
-    ----------
-    workspace
-        The folder the kits, logs and state go to.
-    silos
-        Number of hospitals, one site each, in [1, 4].
-    data_dir
-        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else ``~/.cache/fedkit/heart-disease``).
-    port
-        The server's port (default: a free one).
-    wait
-        Block until the admin can log in and every site is connected.
-    log_level
-        FLARE's log level (their kits' default, INFO, writes a dozen lines per task and site).
-
-    Raises
-    ------
-    ConfigError
-        When ``silos`` is out of range.
-    PocError
-        When a process fails to start.
+    Each site gets a copy of only its own hospital's file (``kits/<site>/data/``), checked against the
+    schema before it starts. FLARE's processes log at ``log_level`` (their kits' default, INFO, writes a
+    dozen lines per task and site).
     """
     import yaml
 
@@ -506,7 +499,14 @@ def start_poc(
         conf = json.loads(default.read_text())
         conf["loggers"]["root"]["level"] = log_level
         (default.parent / "log_config.json").write_text(json.dumps(conf, indent=2))
-    poc = Poc(kits, tuple(hospitals), str(Path(data_dir or default_data_dir()).resolve()))
+    files = read_files(Path(data_dir or default_data_dir()))  # verified (downloaded when missing)
+    own = {}
+    for h in hospitals:
+        folder = kits / h / "data"
+        folder.mkdir(exist_ok=True)
+        own[h] = str((folder / file_name(h)).resolve())
+        Path(own[h]).write_bytes(files[h])
+    poc = Poc(kits, tuple(hospitals), own)
     try:
         poc.start(SERVER)
         for h in hospitals:

@@ -1,7 +1,8 @@
 """The server's side: the :class:`~fedkit.engines.base.Engine` fedkit's round loop drives over FLARE tasks.
 
-The engine only moves parameters: it sends a task to the chosen sites and turns their replies into
-:class:`~fedkit.engines.base.FitReply` / :class:`~fedkit.engines.base.Scores`. A site that does not
+The engine only moves parameters and sums: it sends a task to the chosen sites and turns their replies into
+:class:`~fedkit.engines.base.FitReply` / :class:`~fedkit.engines.base.Evaluation` (per-silo metrics and
+summed statistics, never a per-patient value; under secure aggregation only sums of updates). A site that does not
 answer in time is dropped from that round (as long as ``min_silos`` answered), the dropout goes into
 the run's notes, and the site is asked again next round — when it answers it has rejoined. The
 :class:`RelayTracker` keeps every tracker call as an event the notebook fetches, so the notebook's own
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -21,13 +23,17 @@ import numpy as np
 
 from fedkit._version import __version__
 from fedkit.data.silos import Federation, Provenance, Silo
-from fedkit.engines.base import FitReply, Scores
+from fedkit.data.uci import HOSPITALS
+from fedkit.engines.base import Evaluation, FitReply, SiloEvaluation
 from fedkit.errors import RemoteRunError
+from fedkit.evalstats import check_stats, sum_stats
+from fedkit.metrics import METRICS
 from fedkit.remote import wire
 from fedkit.strategies.base import LocalTerm
 
 if TYPE_CHECKING:
     from fedkit.config import RunConfig
+    from fedkit.privacy.summation import UpdateSum
     from fedkit.result import RoundEvent, RunResult
 
 Transport = Callable[[str, dict[str, Any], Sequence[str], int], dict[str, dict[str, Any]]]
@@ -36,27 +42,18 @@ Transport = Callable[[str, dict[str, Any], Sequence[str], int], dict[str, dict[s
 
 @dataclass(frozen=True)
 class Site:
-    """What the server knows of a hospital's site after hello: never its rows.
-
-    Parameters
-    ----------
-    site
-        The FLARE site's name.
-    silo
-        Its hospital's silo name.
-    index
-        The silo's index in the federation.
-    n_train
-        Its train rows.
-    y_test
-        Its test labels (for pooled metrics and AUC notes).
-    """
+    """What the server knows of a site after hello: its name, place in the federation, sizes; never its rows."""
 
     site: str
-    silo: str
     index: int
     n_train: int
-    y_test: np.ndarray
+    n_test: int
+    positives: int
+
+    @property
+    def silo(self) -> str:
+        """The silo name (the site's FLARE name)."""
+        return self.site
 
 
 def check_versions(versions: dict[str, str]) -> None:
@@ -82,58 +79,61 @@ def check_versions(versions: dict[str, str]) -> None:
         )
 
 
-def hello(
-    transport: Transport, config: dict[str, Any], sites: Sequence[str], min_silos: int
-) -> tuple[list[Site], Federation]:
-    """Ask every site to load its silo; returns the sites in federation order and a row-free outline of the federation.
+def check_schemas(fingerprints: dict[str, str], expected: str) -> None:
+    """Refuse sites whose schema fingerprint is not the federation's: their features would mean something else."""
+    other = sorted(site for site, f in fingerprints.items() if f != expected)
+    if other:
+        raise RemoteRunError(
+            f"Site(s) {', '.join(other)} read their data with another schema (fingerprint "
+            f"{', '.join(fingerprints[s][:12] for s in other)}…) than the federation's ({expected[:12]}…). Start "
+            "every site with the same schema file (fedkit remote start --schema FILE; none for UCI Heart Disease) "
+            "and submit the run with that schema."
+        )
 
-    The outline has the right train/test sizes and test labels (the round loop pools test metrics and explains
-    undefined AUCs from them) and zero feature columns: the server holds no rows.
 
-    Parameters
-    ----------
-    transport
-        Sends tasks to the sites and gathers their replies (FLARE, or in-process in tests).
-    config
-        The run's RunConfig fields.
-    sites
-        The sites to ask.
-    min_silos
-        Fewest sites a round may aggregate.
+def silo_order(sites: Sequence[str]) -> list[str]:
+    """The federation's silo order: the UCI hospitals in their usual order first, then the other sites by name.
 
-    Raises
-    ------
-    RemoteRunError
-        When fewer than ``min_silos`` sites answer, or a site's fedkit differs.
+    Each site's batch streams and ``hospitals`` train/test split follow its place in this order, as
+    in a simulation over the same silos (:func:`fedkit.load_silos` keeps the order of its ``data``).
     """
-    replies = transport(wire.HELLO, {"config": config}, sites, min_silos)
+    known = [h for h in HOSPITALS if h in sites]
+    return known + sorted(s for s in sites if s not in HOSPITALS)
+
+
+def hello(
+    transport: Transport,
+    config: dict[str, Any],
+    sites: Sequence[str],
+    min_silos: int,
+    *,
+    run: str,
+    schema: str,
+) -> tuple[list[Site], Federation]:
+    """Ask every site to read its own file; returns the sites in federation order and a row-free outline.
+
+    The outline has the feature names and the data provenance (each site's file name and sha256)
+    and no rows at all: the server holds none.
+    """
+    order = silo_order(sites)
+    replies = transport(wire.HELLO, {"config": config, "silos": order, "run": run}, sites, min_silos)
     if len(replies) < min_silos:
         raise RemoteRunError(
             f"Only {len(replies)} of {len(sites)} sites ({', '.join(replies) or 'none'}) answered hello; "
             f"the run needs min_silos={min_silos}. Start the missing sites or lower min_silos."
         )
     check_versions({site: r["fedkit_version"] for site, r in replies.items()})
+    check_schemas({site: r["schema"] for site, r in replies.items()}, schema)
     known = sorted(
-        (Site(site, r["silo"], r["index"], r["n_train"], wire.unpack(r["y_test"])) for site, r in replies.items()),
+        (Site(site, order.index(site), r["n_train"], r["n_test"], r["test_positives"]) for site, r in replies.items()),
         key=lambda s: s.index,
     )
-    first = next(iter(replies.values()))
-    silos = tuple(
-        Silo(
-            s.silo,
-            np.zeros((s.n_train, 0), np.float32),
-            np.zeros(s.n_train, np.float32),
-            np.zeros((len(s.y_test), 0), np.float32),
-            s.y_test,
-        )
-        for s in known
-    )
-    sha256: dict[str, str] = {}
-    for r in replies.values():
-        sha256.update(r["data"]["sha256"])
+    first = replies[known[0].site]
+    rows, labels = np.zeros((0, 0), np.float32), np.zeros(0, np.float32)
+    silos = tuple(Silo(s.silo, rows, labels, rows, labels) for s in known)
     provenance = Provenance(
-        "remote sites: " + ", ".join(f"{site}:{r['data']['directory']}" for site, r in sorted(replies.items())),
-        sha256,
+        "remote sites: " + ", ".join(f"{s.site}:{replies[s.site]['data']['file']}" for s in known),
+        {s.site: replies[s.site]["data"]["sha256"] for s in known},
         all(r["data"]["verified"] for r in replies.values()),
     )
     outline = Federation(silos, tuple(first["features"]), config["split"], provenance, {"remote": True})
@@ -143,18 +143,9 @@ def hello(
 class RemoteEngine:
     """Fit and evaluate by FLARE tasks to the sites; drops a site that does not answer a round in time.
 
-    Parameters
-    ----------
-    transport
-        Sends tasks to the sites and gathers their replies (FLARE, or in-process in tests).
-    sites
-        The sites that answered hello, in federation order.
-    init
-        The initial global parameters.
-    finetune_steps
-        Fine-tuning steps of each site's personal model (``personalize="finetune"``), else None.
-    min_silos
-        Fewest sites a round may aggregate.
+    With ``secure`` every sum (updates, evaluation statistics, standardization moments) is one run of
+    secure aggregation: its step 1 rides on the task's reply, steps 2-4 are the tasks
+    ``fedkit_secagg_share``, ``fedkit_secagg_mask`` and ``fedkit_secagg_unmask``.
     """
 
     def __init__(
@@ -165,6 +156,8 @@ class RemoteEngine:
         *,
         finetune_steps: int | None = None,
         min_silos: int = 1,
+        secure: bool = False,
+        run: str = "",
     ) -> None:
         self.transport = transport
         self.sites = list(sites)
@@ -172,10 +165,14 @@ class RemoteEngine:
         self._init = np.asarray(init, dtype=np.float32)
         self.finetune_steps = finetune_steps
         self.min_silos = min_silos
+        self.secure = secure
+        self.run = run
         self.notes: list[str] = []
         self.on_note: Callable[[str], None] | None = None
         self._missing: set[str] = set()
         self._round = 0
+        self._sums = 0  # secure-aggregation rounds so far (each sum is one)
+        self._pending: tuple[Any, dict[str, dict[str, Any]]] | None = None
 
     @property
     def silos(self) -> tuple[str, ...]:
@@ -191,11 +188,17 @@ class RemoteEngine:
         if self.on_note is not None:
             self.on_note(text)
 
-    def _ask(self, task: str, payload: dict[str, Any], silos: Sequence[str], what: str) -> dict[str, dict[str, Any]]:
-        """Replies by silo name; records dropouts and rejoins; raises when fewer than ``min_silos`` answered."""
+    def _ask(
+        self, task: str, payload: dict[str, Any], silos: Sequence[str], what: str, wait_for: int | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Replies by silo name; records dropouts and rejoins; raises when fewer than ``min_silos`` answered.
+
+        ``wait_for`` (default ``min_silos``) is how many replies the transport waits for before its
+        straggler timeout starts (a secure sum waits for its threshold t).
+        """
         targets = [self._by_silo[name].site for name in silos]
         need = min(self.min_silos, len(targets))
-        replies = self.transport(task, payload, targets, need)
+        replies = self.transport(task, payload, targets, min(wait_for or need, len(targets)))
         by_silo = {
             self._by_silo[name].silo: replies[self._by_silo[name].site]
             for name in silos
@@ -219,6 +222,52 @@ class RemoteEngine:
             )
         return by_silo
 
+    def _with_secagg(self, payload: dict[str, Any], silos: Sequence[str]) -> dict[str, Any]:
+        """``payload`` plus the configuration of a new secure sum over ``silos`` (when secure)."""
+        if not self.secure:
+            return payload
+        from fedkit.privacy.secagg import SecAggServer
+        from fedkit.privacy.summation import config_to_wire, secagg_config
+
+        self._sums += 1
+        config = secagg_config(self.run, [self._by_silo[s].site for s in silos])
+        self._pending = (SecAggServer(config, self._sums), {})
+        return {**payload, "secagg": {"config": config_to_wire(config), "round": self._sums}}
+
+    def _secure_sum(self, replies: dict[str, dict[str, Any]], what: str) -> np.ndarray:
+        """Steps 2-4 of the secure sum whose step 1 (the adverts) came with ``replies``; the decoded sum."""
+        from fedkit.privacy.secagg import KeyAdvert, MaskedInput, ShareBundle, UnmaskShares
+
+        if self._pending is None:
+            raise RemoteRunError("A secure sum was asked for without its first step; this is a bug in fedkit.")
+        server, _ = self._pending
+        self._pending = None
+        need = server.config.t
+        roster = server.key_roster([KeyAdvert.from_wire(r["advert"]) for r in replies.values()])
+        advertised = [a.sender for a in roster.adverts]
+        bundles = self._ask(wire.SECAGG_SHARE, {"roster": roster.to_wire()}, advertised, f"{what}, key sharing", need)
+        deliveries = server.share_deliveries([ShareBundle.from_wire(b["bundle"]) for b in bundles.values()])
+        payload = {"deliveries": {site: d.to_wire() for site, d in deliveries.items()}}
+        masked = self._ask(wire.SECAGG_MASK, payload, list(deliveries), f"{what}, masking", need)
+        request = server.unmask_request([MaskedInput.from_wire(m["masked"]) for m in masked.values()])
+        shares = self._ask(
+            wire.SECAGG_UNMASK, {"request": request.to_wire()}, list(request.survivors), f"{what}, unmasking", need
+        )
+        result = server.result([UnmaskShares.from_wire(r["shares"]) for r in shares.values()])
+        return result.weighted_sum
+
+    def moments(self) -> np.ndarray:
+        """Federated standardization: the sum of the sites' train counts, sums and sums of squares."""
+        payload = self._with_secagg({}, self.silos)
+        replies = self._ask(wire.MOMENTS, payload, self.silos, "standardization")
+        if self.secure:
+            return self._secure_sum(replies, "standardization")
+        return np.sum([wire.unpack(replies[name]["moments"]) for name in self.silos if name in replies], axis=0)
+
+    def scale(self, moments: np.ndarray) -> None:
+        """Send every site the federation's summed moments to standardize with."""
+        self._ask(wire.SCALING, {"moments": wire.pack(np.asarray(moments, np.float64))}, self.silos, "standardization")
+
     def fit(
         self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
@@ -232,40 +281,57 @@ class RemoteEngine:
             "anchor": wire.pack(term.anchor),
             "control": wire.pack(term.control),
         }
-        replies = self._ask(wire.FIT, payload, silos, "training")
+        replies = self._ask(wire.FIT, self._with_secagg(payload, silos), silos, "training")
+        if self._pending is not None:
+            self._pending = (self._pending[0], replies)
         return [
             FitReply(
                 name,
-                wire.unpack(r["params"]),
-                int(r["n_train"]),
+                wire.unpack(r.get("params")),
+                self._by_silo[name].n_train,
                 float(r["train_loss"]),
                 int(r["steps"]),
-                Scores(name, self._by_silo[name].y_test, wire.unpack(r["logits"])),
-                wire.unpack(r["control_delta"]),
+                self._silo_evaluation(name, r["local_metrics"]),
+                wire.unpack(r.get("control_delta")),
             )
             for name, r in ((n, replies[n]) for n in silos if n in replies)
         ]
 
-    def _scores(self, task: str, payload: dict[str, Any], what: str) -> list[Scores]:
-        replies = self._ask(task, payload, self.silos, what)
-        return [
-            Scores(name, self._by_silo[name].y_test, wire.unpack(replies[name]["logits"]))
-            for name in self.silos
-            if name in replies
-        ]
+    def sum_updates(self, replies: Sequence[FitReply], params: np.ndarray) -> UpdateSum:
+        """The secure sum of the updates of this round's training (its adverts came with the fit replies)."""
+        from fedkit.privacy.summation import read_update_sum
 
-    def evaluate(self, params: np.ndarray) -> list[Scores]:
-        """Global-model logits on every site's test set (sites that answered in time)."""
-        return self._scores(wire.EVALUATE, {"params": wire.pack(np.asarray(params, np.float32))}, "evaluation")
+        if self._pending is None:
+            raise RemoteRunError("sum_updates needs a fit under secure aggregation first; this is a bug in fedkit.")
+        fitted = self._pending[1]
+        return read_update_sum(self._secure_sum(fitted, "training"), len(params), len(fitted))
 
-    def evaluate_personal(self, params: np.ndarray, server_round: int) -> list[Scores]:
+    def _silo_evaluation(self, name: str, metrics: dict[str, Any]) -> SiloEvaluation:
+        site = self._by_silo[name]
+        values = {m: float("nan") if metrics[m] is None else float(metrics[m]) for m in METRICS}
+        return SiloEvaluation(name, values, site.n_test, site.positives)
+
+    def _evaluation(self, task: str, payload: dict[str, Any], what: str) -> Evaluation:
+        replies = self._ask(task, self._with_secagg(payload, self.silos), self.silos, what)
+        silos = [self._silo_evaluation(name, replies[name]["metrics"]) for name in self.silos if name in replies]
+        if self.secure:
+            pooled = self._secure_sum(replies, what)
+        else:
+            pooled = sum_stats([check_stats(wire.unpack(replies[e.silo]["stats"]), where=e.silo) for e in silos])
+        return Evaluation(silos, check_stats(pooled, where=f"round {self._round}, {what}: summed statistics"))
+
+    def evaluate(self, params: np.ndarray) -> Evaluation:
+        """The global model on every site's test set: each site's metrics and the summed statistics."""
+        return self._evaluation(wire.EVALUATE, {"params": wire.pack(np.asarray(params, np.float32))}, "evaluation")
+
+    def evaluate_personal(self, params: np.ndarray, server_round: int) -> Evaluation:
         """Each site's own model on its own test set."""
         payload = {
             "params": wire.pack(np.asarray(params, np.float32)),
             "round": server_round,
             "finetune_steps": self.finetune_steps,
         }
-        return self._scores(wire.EVALUATE_PERSONAL, payload, "personal evaluation")
+        return self._evaluation(wire.EVALUATE_PERSONAL, payload, "personal evaluation")
 
 
 class RelayTracker:
@@ -357,44 +423,44 @@ def serve(
     min_silos: int = 1,
     callbacks: Sequence[Callable[[RoundEvent], None]] = (),
     should_stop: Callable[[], bool] | None = None,
+    schema: str | None = None,
+    run: str | None = None,
 ) -> tuple[RunResult, RemoteEngine]:
-    """The server's whole run: hello, a :class:`RemoteEngine` over the sites that answered, fedkit's round loop.
+    """The server's whole run: hello, standardization, a :class:`RemoteEngine` over the sites, fedkit's round loop.
 
-    Every tracker call goes to ``relay``, after an ``outline`` event that says how many test rows each silo has,
-    which AUCs are undefined and which model is scored; each dropout or rejoin is relayed as a ``note`` event as
-    it happens.
-
-    Parameters
-    ----------
-    transport
-        Sends tasks to the sites and gathers their replies (FLARE, or in-process in tests).
-    config
-        The run.
-    sites
-        The sites of the job.
-    relay
-        Keeps the events for the notebook to fetch.
-    min_silos
-        Fewest sites a round may aggregate.
-    callbacks
-        Called with each round's event.
-    should_stop
-        Checked after each round: True ends the run as ``stopped``.
+    ``schema`` is the federation's schema fingerprint (default: the UCI Heart Disease schema's);
+    ``run`` names the job in every secure-aggregation message (default: a fresh random id). Every
+    tracker call goes to ``relay`` (for the notebook to fetch), after an ``outline`` event that says
+    how many test rows each silo has, which AUCs are undefined and which model is scored; each
+    dropout or rejoin is relayed as a ``note`` event as it happens.
     """
     from fedkit import architectures, runner
     from fedkit.config import personalization
+    from fedkit.data.schema import UCI_HEART_DISEASE
     from fedkit.result import n_test_by_silo, undefined_auc_notes
 
-    known, outline = hello(transport, config.to_dict(), sites, min_silos)
+    run = run or uuid.uuid4().hex
+    fingerprint = schema or UCI_HEART_DISEASE.fingerprint()
+    known, outline = hello(transport, config.to_dict(), sites, min_silos, run=run, schema=fingerprint)
     shape = {"model": config.model, "n_features": len(outline.features), "hidden": config.hidden}
     init = architectures.initial_params(**shape, seed=config.seed)
     head = partial(architectures.personal_mask, **shape)
     setup = personalization(config, [s.n_train for s in known], len(init), head)
-    engine = RemoteEngine(transport, known, init, finetune_steps=setup.finetune_steps, min_silos=min_silos)
+    engine = RemoteEngine(
+        transport,
+        known,
+        init,
+        finetune_steps=setup.finetune_steps,
+        min_silos=min_silos,
+        secure=bool(config.secure_aggregation),
+        run=run,
+    )
+    if config.standardize == "federated":
+        engine.scale(engine.moments())
     relay.notes = lambda: list(engine.notes)
-    labels = {s.silo: s.y_test for s in known}
-    notes = undefined_auc_notes([], labels)
-    relay.add({"kind": "outline", "n_test": n_test_by_silo(labels), "notes": notes, "scored": config.scored})
+    counts = {s.silo: (s.n_test, s.positives) for s in known}
+    notes = undefined_auc_notes([], counts)
+    relay.add({"kind": "outline", "n_test": n_test_by_silo(counts), "notes": notes, "scored": config.scored})
     engine.on_note = lambda text: relay.add({"kind": "note", "text": text})
     result = runner.run(
         config,
@@ -404,5 +470,6 @@ def serve(
         callbacks=[relay.on_round, *callbacks],
         should_stop=should_stop,
         progress=False,
+        test_counts=counts,
     )
     return result, engine

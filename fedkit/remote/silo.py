@@ -1,126 +1,325 @@
-"""A site's side of a run: its own hospital's silo only, trained exactly as the simulation trains it.
+"""A site's side of a run: its own data file only, trained exactly as the simulation trains its silo.
 
-The site loads the UCI files with :func:`~fedkit.config.load_federation` (same split, seed and
-preprocessing as the server's config), keeps only the :class:`~fedkit.data.silos.Silo` of its hospital
-and drops the others, and trains it with a one-silo :class:`~fedkit.engines.simulation.SimulationEngine`
-whose batch-plan stream is the hospital's index in the full federation — so it draws the same batches,
-keeps the same SCAFFOLD control variate and personal parameters, as the simulation. Raw rows never
-leave: a reply carries parameters, the train-set size, the mean train loss, and logits on the silo's
-test set (its test labels go once, in the hello reply, for pooled metrics).
+The site reads its own file (``fedkit remote start --data FILE``), checked against the federation's
+schema, splits it into train and test from its own rows and its place in the federation (the
+FLamby split is per center), standardizes it with its own moments or, for
+``standardize="federated"``, with the moments summed through the federation, and trains it with a
+one-silo :class:`~fedkit.engines.simulation.SimulationEngine` whose batch-plan stream is its index in
+the federation, so it draws the same batches as the simulation.
+
+Only aggregates leave it (:data:`fedkit.remote.wire.SENT_BY_SITE` lists every field): its train
+and test sizes, its exact per-silo metrics, and, for each model evaluated, its evaluation statistics
+(:mod:`fedkit.evalstats`); its update and statistics go masked under secure aggregation, where the
+site takes part in each protocol run through :class:`~fedkit.privacy.secagg.SecAggClient` and
+refuses a configuration, a repeated input or a replayed round that would weaken it.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from fedkit._version import __version__
-from fedkit.errors import ConfigError
+from fedkit.data.sitefile import Codes, parse_not_measured
+from fedkit.errors import ConfigError, SecAggReplayError
 from fedkit.remote import wire
 from fedkit.strategies.base import LocalTerm
 
+if TYPE_CHECKING:
+    from fedkit.data.schema import Schema
+    from fedkit.data.sitefile import SiteData
+    from fedkit.engines.base import Evaluation
+    from fedkit.privacy.identity import Signer, Verifier
+    from fedkit.privacy.secagg import SecAggClient
+
+ENV_DATA = "FEDKIT_SITE_DATA"
+ENV_SCHEMA = "FEDKIT_SITE_SCHEMA"
+ENV_NOT_MEASURED = "FEDKIT_SITE_NOT_MEASURED"
+ENV_DELIMITER = "FEDKIT_SITE_DELIMITER"
+
+
+@dataclass(frozen=True)
+class SiteOptions:
+    """How a site reads its own data: the file, the schema file (None: UCI), its not-measured codes, the delimiter."""
+
+    data: str | None = None
+    schema: str | None = None
+    not_measured: Codes | None = None
+    delimiter: str = ","
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that carry these options to the site's FLARE job process."""
+        env = {ENV_DATA: str(Path(self.data).resolve())} if self.data else {}
+        if self.schema:
+            env[ENV_SCHEMA] = str(Path(self.schema).resolve())
+        if self.not_measured:
+            env[ENV_NOT_MEASURED] = ",".join(f"{c}={v}" for c, values in self.not_measured.items() for v in values)
+        if self.delimiter != ",":
+            env[ENV_DELIMITER] = self.delimiter
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SiteOptions:
+        """The options :meth:`to_env` wrote (or a deployment set): ``FEDKIT_SITE_DATA`` and friends."""
+        environ = os.environ if environ is None else environ
+        codes = parse_not_measured(environ[ENV_NOT_MEASURED].split(",")) if environ.get(ENV_NOT_MEASURED) else None
+        return cls(
+            environ.get(ENV_DATA) or None, environ.get(ENV_SCHEMA) or None, codes, environ.get(ENV_DELIMITER, ",")
+        )
+
+    def resolve(self, site: str) -> tuple[str, Schema]:
+        """This site's data file and schema: ``data``, else (UCI sites) ``processed.<site>.data`` in the data folder."""
+        from fedkit.data import uci
+        from fedkit.data.silos import resolve_schema
+        from fedkit.paths import data_dir
+
+        schema = resolve_schema(self.schema)
+        if self.data:
+            return self.data, schema
+        if self.schema is None and site in uci.HOSPITALS:
+            return str(data_dir() / uci.file_name(site)), schema
+        raise ConfigError(
+            f"Site {site!r} has no data file: start it with `fedkit remote start --kit DIR --data FILE` "
+            f"(or set {ENV_DATA}); a UCI hospital's site may instead find processed.<site>.data in $FEDKIT_DATA_DIR."
+        )
+
+    def read(self, site: str, missing: str) -> SiteData:
+        """Read and check this site's own file against the schema (a :class:`~fedkit.errors.SiteDataError` names
+        file, row and column); UCI hospitals get their own not-measured codes unless ``not_measured`` is set."""
+        from fedkit.data.schema import UCI_HEART_DISEASE, uci_not_measured
+        from fedkit.data.sitefile import read_site_file
+
+        path, schema = self.resolve(site)
+        codes = self.not_measured
+        if codes is None and schema == UCI_HEART_DISEASE:
+            codes = uci_not_measured(site, missing)
+        return read_site_file(path, schema, missing=missing, not_measured=codes, delimiter=self.delimiter)
+
+
+def site_identity(startup: Path) -> tuple[Signer, Verifier] | None:
+    """A site's signer (its certificate and key) and its peers' verifier (the root CA) for secure aggregation.
+
+    None when the startup folder lacks ``client.crt``, ``client.key`` or ``rootCA.pem``.
+    """
+    from fedkit.privacy.identity import CertificateAuthority, CertificateSigner
+
+    files = [Path(startup) / name for name in ("client.crt", "client.key", "rootCA.pem")]
+    if not all(f.is_file() for f in files):
+        return None
+    crt, key, ca = (f.read_bytes() for f in files)
+    return CertificateSigner.from_pem(crt, key), CertificateAuthority.from_pem(ca)
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
 
 class SiloWorker:
-    """Answers the server's tasks for one hospital; holds that silo's state for the whole job.
+    """Answers the server's tasks for one site; holds that site's data and state for the whole job.
 
-    Parameters
-    ----------
-    hospital
-        The hospital this site holds.
-    data_dir
-        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else ``~/.cache/fedkit/heart-disease``).
+    ``identity`` is the site's signer and the verifier of its peers for secure aggregation (remote:
+    the FLARE site certificate and root CA of its startup kit; tests: ephemeral keys).
     """
 
-    def __init__(self, hospital: str, data_dir: str | Path | None = None) -> None:
-        self.hospital = hospital
-        self.data_dir = data_dir
+    def __init__(
+        self,
+        site: str,
+        options: SiteOptions | None = None,
+        identity: tuple[Signer, Verifier] | None = None,
+    ) -> None:
+        self.site = site
+        self.options = options or SiteOptions()
+        self.identity = identity
         self.engine: Any = None
+        self._part: Any = None
+        self._config: Any = None
+        self._index = 0
+        self._features: tuple[str, ...] = ()
+        self._federation: tuple[str, ...] = ()
+        self._run = ""
+        self._secagg: tuple[SecAggClient, np.ndarray] | None = None
+        self._last_round = -1
+        self._given: set[tuple[str, str]] = set()  # inputs already summed (never twice: open question 1)
+
+    # --- hello and standardization ----------------------------------------------------------------------
 
     def hello(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Load this hospital's silo for ``payload["config"]``; reply with what the server may know of it.
-
-        Parameters
-        ----------
-        payload
-            The task's payload from the server.
-        """
-        from fedkit.config import RunConfig, load_federation
-        from fedkit.engines.simulation import make_engine
+        """Read this site's file for ``payload["config"]``, split it; reply with its sizes and schema fingerprint."""
+        from fedkit.config import RunConfig
+        from fedkit.data import preprocess, uci
+        from fedkit.data.silos import check_data_options, holdout_state, split_part
 
         config = RunConfig.from_dict(payload["config"])
-        federation = load_federation(config, data_dir=self.data_dir)
-        if self.hospital not in federation.names:
-            raise ConfigError(
-                f"Site {self.hospital!r} is not a hospital of split {config.split!r} ({', '.join(federation.names)}); "
-                "name the FLARE site after its hospital in the project file, or pass hospital= to the executor."
-            )
-        index = federation.names.index(self.hospital)
-        silo = federation.silos[index]
-        own = replace(federation, silos=(silo,))  # the other hospitals' rows are dropped here
-        self.engine = make_engine(own, config, stream_ids=[index])
+        order = tuple(payload["silos"])
+        if self.site not in order:
+            raise ConfigError(f"Site {self.site!r} is not in the federation the server announced ({', '.join(order)}).")
+        missing = check_data_options(config.split, None, config.missing, "RunConfig")
+        data = self.options.read(self.site, missing)
+        index = order.index(self.site)
+        self._part = split_part(self.site, data.x, data.y, holdout_state(config.split, config.seed, index))
+        self._config, self._federation, self._run, self._index = config, order, str(payload["run"]), index
+        self._features = data.features
+        if config.standardize != "federated":
+            self._build(preprocess.moments(self._part.x_train))
+        path, schema = self.options.resolve(self.site)
         return {
-            "silo": silo.name,
-            "index": index,
-            "n_train": silo.n_train,
-            "y_test": wire.pack(silo.y_test),
-            "features": list(federation.features),
-            "data": federation.provenance.as_dict(),
+            "silo": self.site,
+            "n_train": len(self._part.y_train),
+            "n_test": len(self._part.y_test),
+            "test_positives": int(self._part.y_test.sum()),
+            "features": list(data.features),
+            "schema": schema.fingerprint(),
+            "data": {
+                "file": Path(path).name,
+                "sha256": data.sha256,
+                "verified": uci.pinned(Path(path).name, data.sha256),
+            },
             "fedkit_version": __version__,  # the server refuses a site whose version differs from its own
         }
+
+    def _build(self, scaling: Any) -> None:
+        from fedkit.data.silos import Federation, Provenance, finish_silo
+        from fedkit.engines.simulation import make_engine
+
+        silo = finish_silo(self._part, scaling, self._config.standardize)
+        own = Federation((silo,), self._features, self._config.split, Provenance("", {}, False))
+        self.engine = make_engine(own, self._config, stream_ids=[self._index])
+
+    def moments(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Federated standardization: this site's train counts, sums and sums of squares (masked under secagg).
+
+        Contributed once per job: a second request is refused (a sum over another set of sites would
+        show the server the difference).
+        """
+        from fedkit.data import preprocess
+
+        self._once("moments", "")
+        m = preprocess.moments(self._part.x_train)
+        vector = np.concatenate([m.n, m.total, m.squares])
+        return self._contribute(payload, vector, {}) if "secagg" in payload else {"moments": wire.pack(vector)}
+
+    def scaling(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Standardize with the federation's summed moments and build the site's engine."""
+        from fedkit.data import preprocess
+
+        if self.engine is not None:
+            raise ConfigError(f"Site {self.site!r} is already standardized; the server sent the moments twice.")
+        total = wire.unpack(payload["moments"])
+        self._build(preprocess.Moments(*np.split(np.asarray(total, np.float64), 3)))
+        return {}
+
+    # --- training and evaluation ------------------------------------------------------------------------
 
     def _engine(self) -> Any:
         if self.engine is None:
             raise ConfigError(
-                f"Site {self.hospital!r} got a task before the run's hello; the server must say hello first."
+                f"Site {self.site!r} got a task before the run's hello (and its standardization); the server must "
+                "say hello first."
             )
         return self.engine
 
     def fit(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """One local update from the global parameters, with the strategy's local term.
+        """One local update from the global parameters, with the strategy's local term."""
+        from fedkit.privacy.summation import update_vector
 
-        Parameters
-        ----------
-        payload
-            The task's payload from the server.
-        """
         term = LocalTerm(
             prox_mu=payload["prox_mu"], anchor=wire.unpack(payload["anchor"]), control=wire.unpack(payload["control"])
         )
-        reply = self._engine().fit(wire.unpack(payload["params"]), payload["round"], [self.hospital], term)[0]
-        return {
-            "params": wire.pack(reply.params),
-            "n_train": reply.n_train,
-            "train_loss": reply.train_loss,
-            "steps": reply.steps,
-            "logits": wire.pack(reply.local_test.logits),
-            "control_delta": wire.pack(reply.control_delta),
-        }
+        params = wire.unpack(payload["params"])
+        reply = self._engine().fit(params, payload["round"], [self.site], term)[0]
+        out = {"train_loss": reply.train_loss, "steps": reply.steps, "local_metrics": reply.local_test.metrics}
+        if "secagg" in payload:
+            self._once("fit", str(payload["round"]))
+            vector = update_vector(reply.params - params, reply.n_train, reply.control_delta)
+            return self._contribute(payload, vector, out)
+        return {**out, "params": wire.pack(reply.params), "control_delta": wire.pack(reply.control_delta)}
+
+    def _evaluation(self, payload: dict[str, Any], kind: str, evaluation: Evaluation) -> dict[str, Any]:
+        out = {"metrics": evaluation.silos[0].metrics}
+        if "secagg" in payload:
+            self._once(kind, _digest(wire.unpack(payload["params"])) + str(payload.get("round", "")))
+            return self._contribute(payload, evaluation.pooled, out)
+        return {**out, "stats": wire.pack(evaluation.pooled, compress=True)}
 
     def evaluate(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Logits of the global parameters on this silo's test set.
-
-        Parameters
-        ----------
-        payload
-            The task's payload from the server.
-        """
-        return {"logits": wire.pack(self._engine().evaluate(wire.unpack(payload["params"]))[0].logits)}
+        """The global model on this site's test rows: its exact metrics and its evaluation statistics."""
+        return self._evaluation(payload, "evaluate", self._engine().evaluate(wire.unpack(payload["params"])))
 
     def evaluate_personal(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Logits of this silo's own model (personal parameters, or fine-tuned from the global ones).
-
-        Parameters
-        ----------
-        payload
-            The task's payload from the server.
-        """
+        """This site's own model (personal parameters, or fine-tuned from the global ones): metrics and statistics."""
         engine = self._engine()
         if payload.get("finetune_steps") is not None:
             engine.finetune_steps = payload["finetune_steps"]  # derived on the server from every silo's size
-        return {
-            "logits": wire.pack(engine.evaluate_personal(wire.unpack(payload["params"]), payload["round"])[0].logits)
-        }
+        evaluation = engine.evaluate_personal(wire.unpack(payload["params"]), payload["round"])
+        return self._evaluation(payload, "evaluate_personal", evaluation)
+
+    # --- secure aggregation -----------------------------------------------------------------------------
+
+    def _once(self, kind: str, key: str) -> None:
+        if (kind, key) in self._given:
+            raise SecAggReplayError(
+                f"Site {self.site!r} already contributed its {kind} input ({key or 'once per job'}) to a secure sum; "
+                "summing it again over another set of sites would show the server the difference. Refused."
+            )
+        self._given.add((kind, key))
+
+    def _contribute(self, payload: dict[str, Any], vector: np.ndarray, out: dict[str, Any]) -> dict[str, Any]:
+        """Step 1 of a secure sum of ``vector``: check the offered configuration, keep the vector, advertise keys."""
+        from fedkit.privacy.secagg import SecAggClient
+        from fedkit.privacy.summation import check_offered, config_from_wire
+
+        if self.identity is None:
+            raise ConfigError(
+                f"Site {self.site!r} has no identity for secure aggregation (its startup kit's certificate)."
+            )
+        offered = config_from_wire(payload["secagg"]["config"])
+        check_offered(offered, self.site, self._federation, self._run)
+        server_round = int(payload["secagg"]["round"])
+        if server_round <= self._last_round:
+            raise SecAggReplayError(
+                f"Site {self.site!r} got secure-aggregation round {server_round} after round {self._last_round}: "
+                "rounds only go forward; an old or replayed request is refused."
+            )
+        self._last_round = server_round
+        client = SecAggClient(offered, self.site, server_round, *self.identity)
+        self._secagg = (client, np.asarray(vector, np.float64))
+        return {**out, "advert": client.advertise_keys().to_wire()}
+
+    def _pending(self) -> tuple[SecAggClient, np.ndarray]:
+        if self._secagg is None:
+            raise SecAggReplayError(f"Site {self.site!r} has no secure sum under way; the request is out of step.")
+        return self._secagg
+
+    def secagg_share(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Step 2: check the key roster, share this round's secrets among the masking neighbours."""
+        from fedkit.privacy.secagg import KeyRoster
+
+        client, _ = self._pending()
+        return {"bundle": client.share_keys(KeyRoster.from_wire(payload["roster"])).to_wire()}
+
+    def secagg_mask(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Step 3: open the shares addressed here, send the kept vector masked."""
+        from fedkit.privacy.secagg import ShareDelivery
+
+        client, vector = self._pending()
+        delivery = payload["deliveries"].get(self.site)
+        if delivery is None:
+            raise SecAggReplayError(f"The mask request holds no share delivery for site {self.site!r}.")
+        return {"masked": client.mask_input(ShareDelivery.from_wire(delivery), vector).to_wire()}
+
+    def secagg_unmask(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Step 4: reveal the shares the server may have (never both secrets of one site); the sum is done."""
+        from fedkit.privacy.secagg import UnmaskRequest
+
+        client, _ = self._pending()
+        self._secagg = None
+        return {"shares": client.unmask(UnmaskRequest.from_wire(payload["request"])).to_wire()}
 
     def handle(self, task: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Dispatch one task by name.
@@ -134,10 +333,15 @@ class SiloWorker:
         """
         handlers = {
             wire.HELLO: self.hello,
+            wire.MOMENTS: self.moments,
+            wire.SCALING: self.scaling,
             wire.FIT: self.fit,
             wire.EVALUATE: self.evaluate,
             wire.EVALUATE_PERSONAL: self.evaluate_personal,
+            wire.SECAGG_SHARE: self.secagg_share,
+            wire.SECAGG_MASK: self.secagg_mask,
+            wire.SECAGG_UNMASK: self.secagg_unmask,
         }
         if task not in handlers:
-            raise ConfigError(f"Site {self.hospital!r} got unknown task {task!r}; known tasks: {', '.join(handlers)}.")
+            raise ConfigError(f"Site {self.site!r} got unknown task {task!r}; known tasks: {', '.join(handlers)}.")
         return handlers[task](payload)

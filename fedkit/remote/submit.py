@@ -109,6 +109,7 @@ def build_job(
     """
     from nvflare.job_config.api import FedJob
 
+    from fedkit.data.silos import resolve_schema
     from fedkit.data.uci import HOSPITALS
     from fedkit.remote.controller import FedkitController
     from fedkit.remote.executor import FedkitExecutor
@@ -123,6 +124,7 @@ def build_job(
             min_silos=min_silos,
             straggler_timeout=straggler_timeout,
             task_timeout=task_timeout,
+            schema=resolve_schema(config.schema).fingerprint(),
         )
     )
     job.to_server({"server": {"task_request_interval": TASK_REQUEST_INTERVAL}})

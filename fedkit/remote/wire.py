@@ -3,33 +3,48 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+import zlib
+from typing import Any, NamedTuple
 
 import numpy as np
 
 HELLO = "fedkit_hello"
+MOMENTS = "fedkit_moments"
+SCALING = "fedkit_scaling"
 FIT = "fedkit_fit"
 EVALUATE = "fedkit_evaluate"
 EVALUATE_PERSONAL = "fedkit_evaluate_personal"
-TASKS: tuple[str, ...] = (HELLO, FIT, EVALUATE, EVALUATE_PERSONAL)
+SECAGG_SHARE = "fedkit_secagg_share"
+SECAGG_MASK = "fedkit_secagg_mask"
+SECAGG_UNMASK = "fedkit_secagg_unmask"
+TASKS: tuple[str, ...] = (
+    HELLO,
+    MOMENTS,
+    SCALING,
+    FIT,
+    EVALUATE,
+    EVALUATE_PERSONAL,
+    SECAGG_SHARE,
+    SECAGG_MASK,
+    SECAGG_UNMASK,
+)
 EVENTS_TOPIC = "fedkit.events"
 """App command the controller registers; the notebook polls it for the run's tracker calls."""
 RESULT_FILE = "fedkit_result.json"
 """Written by the controller into the job's server workspace; read back from the downloaded job result."""
 
 
-def pack(array: np.ndarray | None) -> dict[str, Any] | None:
-    """An array as a msgpack/JSON-free dict of dtype, shape and raw bytes (exact, any size).
+def pack(array: np.ndarray | None, compress: bool = False) -> dict[str, Any] | None:
+    """An array as a dict of dtype, shape and raw bytes (exact, any size); ``compress`` deflates the bytes (zlib).
 
-    Parameters
-    ----------
-    array
-        The array (None passes through).
+    Compression pays for sparse arrays such as an evaluation-statistics vector in the clear
+    (131 kB raw, a few hundred bytes deflated); masked vectors are random and do not compress.
     """
     if array is None:
         return None
     array = np.ascontiguousarray(array)
-    return {"dtype": array.dtype.str, "shape": list(array.shape), "data": array.tobytes()}
+    data = zlib.compress(array.tobytes()) if compress else array.tobytes()
+    return {"dtype": array.dtype.str, "shape": list(array.shape), "data": data, **({"zlib": True} if compress else {})}
 
 
 def unpack(packed: dict[str, Any] | None) -> np.ndarray | None:
@@ -42,7 +57,8 @@ def unpack(packed: dict[str, Any] | None) -> np.ndarray | None:
     """
     if packed is None:
         return None
-    return np.frombuffer(packed["data"], dtype=np.dtype(packed["dtype"])).reshape(packed["shape"]).copy()
+    data = zlib.decompress(packed["data"]) if packed.get("zlib") else packed["data"]
+    return np.frombuffer(data, dtype=np.dtype(packed["dtype"])).reshape(packed["shape"]).copy()
 
 
 def to_json(value: Any) -> Any:
@@ -75,3 +91,74 @@ def rows_from_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         Metric rows read from JSON.
     """
     return [{**r, "value": float("nan") if r["value"] is None else float(r["value"])} for r in rows]
+
+
+class Field(NamedTuple):
+    """One field a site sends: its shape (P = model parameters, F = features, B = histogram bins) and why."""
+
+    shape: str
+    why: str
+
+
+_EVALUATION = {
+    "metrics": Field("{loss, auc, accuracy}: 3 floats", "the site's exact metrics of that model on its own test rows"),
+    "stats": Field(
+        "6 + 2B float64 (B = 8192), deflated",
+        "n, loss sum, confusion counts at 0.5 and the class-conditional score histograms on fixed bins: the "
+        "pooled loss and accuracy (exact) and AUC (within the bound); in the clear only without secure aggregation",
+    ),
+}
+_SECAGG_START = {
+    "advert": Field(
+        "2 public keys (32 bytes each), certificate, signature",
+        "step 1 of secure aggregation: this round's X25519 keys, signed with the site's certificate",
+    )
+}
+SENT_BY_SITE: dict[str, dict[str, Field]] = {
+    HELLO: {
+        "silo": Field("string", "the site's name (its FLARE identity)"),
+        "n_train": Field("int", "train rows: FedAvg's weight and fine-tuning's step count"),
+        "n_test": Field("int", "test rows: the denominators of the pooled metrics"),
+        "test_positives": Field("int", "positive test rows: says why a silo's AUC is undefined (one class)"),
+        "features": Field("F strings", "the encoded feature names, checked equal across sites"),
+        "schema": Field("sha256 hex", "the schema fingerprint; the server refuses a site with another"),
+        "data": Field("file name, sha256, verified", "provenance of the rows the site read (no path, no rows)"),
+        "fedkit_version": Field("string", "every site must run the server's fedkit"),
+    },
+    MOMENTS: {
+        "moments": Field(
+            "3F float64", "count, sum, sum of squares per feature: standardize='federated' (in the clear)"
+        ),
+        **_SECAGG_START,
+    },
+    SCALING: {},
+    FIT: {
+        "train_loss": Field("float", "mean train loss of the local update (the local model's train curve)"),
+        "steps": Field("int", "local optimizer steps taken"),
+        "local_metrics": Field("{loss, auc, accuracy}: 3 floats", "the local model's exact metrics on its test rows"),
+        "params": Field("P float32", "the local model (personal coordinates replaced); without secure aggregation"),
+        "control_delta": Field("P float32 or none", "SCAFFOLD's control-variate change; without secure aggregation"),
+        **_SECAGG_START,
+    },
+    EVALUATE: {**_EVALUATION, **_SECAGG_START},
+    EVALUATE_PERSONAL: {**_EVALUATION, **_SECAGG_START},
+    SECAGG_SHARE: {
+        "bundle": Field(
+            "one AES-GCM ciphertext per neighbour (~200 bytes each)",
+            "step 2: Shamir shares of the site's two round secrets, readable only by their holders",
+        )
+    },
+    SECAGG_MASK: {
+        "masked": Field(
+            "8 bytes per summed entry: P + 1 (+ P for SCAFFOLD) for training, 6 + 2B for evaluation, 3F for moments",
+            "step 3: the site's vector (weighted update and train size, statistics or moments) in Z_2^64, masked",
+        )
+    },
+    SECAGG_UNMASK: {
+        "shares": Field(
+            "one 65-byte share per surviving or dropped neighbour",
+            "step 4: the shares the server needs to remove the masks, never both secrets of one site",
+        )
+    },
+}
+"""Every field of every reply a site sends, by task: the documented list (docs "What leaves a hospital")."""
