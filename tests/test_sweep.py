@@ -49,6 +49,8 @@ CASES: dict[str, dict] = {
     "dirichlet-fraction": {"split": "dirichlet", "silos": 6, "fraction": 0.5},
     "federated-standardize": {"standardize": "federated", "rounds": 2},
     "batch-8-steps-9": {"batch_size": 8, "local_steps": 9},
+    # the server sees only sums: each run's engine runs the secure sum
+    "secure-aggregation": {"strategy": "scaffold", "secure_aggregation": True, "lr": 0.01},
 }
 SEEDS = (42, 43)
 
