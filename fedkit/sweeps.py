@@ -554,10 +554,14 @@ def sweep(
     total = sum(r.config.rounds for r in runs)
     bar = progress_bar(progress, total=total, desc="sweep", unit="round", file=sys.stderr)
 
+    done_rounds = 0
+
     def advance(rounds: int) -> None:
+        nonlocal done_rounds
+        done_rounds += rounds  # counted here: a hidden tqdm bar counts nothing
         bar.update(rounds)
         if on_round is not None:
-            on_round(bar.n, total)
+            on_round(done_rounds, total)
 
     status = "failed"
     try:
