@@ -377,6 +377,11 @@ def cmd_remote_start(args: argparse.Namespace) -> int:
     """``fedkit remote start``: run one participant's FLARE process from its kit (the container entry point).
 
     A site checks its own data file against the schema first and refuses to start when it breaks it.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
     """
     from fedkit.data.sitefile import parse_not_measured
     from fedkit.remote.kits import run_participant

@@ -452,7 +452,13 @@ NEEDS_EACH_UPDATE: tuple[str, ...] = ("fedmedian", "trimmedmean", "krum")
 
 
 def secure_sum_only(config: RunConfig) -> None:
-    """Secure aggregation shows the server only sums: refuse strategies that need each update, and ``pooled``."""
+    """Secure aggregation shows the server only sums: refuse strategies that need each update, and ``pooled``.
+
+    Parameters
+    ----------
+    config
+        The run.
+    """
     if not config.secure_aggregation:
         return
     if config.strategy in NEEDS_EACH_UPDATE or config.strategy == "pooled":
@@ -471,7 +477,13 @@ def secure_sum_only(config: RunConfig) -> None:
 
 
 def own_data(config: RunConfig) -> None:
-    """Own data (``data``/``schema``/``not_measured``): one silo per file, in simulation; remote sites pass theirs."""
+    """Own data (``data``/``schema``/``not_measured``): one silo per file, in simulation; remote sites pass theirs.
+
+    Parameters
+    ----------
+    config
+        The run.
+    """
     if config.data is not None and config.engine == "remote":
         raise ConfigError(
             "The 'data' parameter of RunConfig applies to engine='simulation'; with engine='remote' each site "

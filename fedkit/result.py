@@ -58,18 +58,38 @@ ClassCounts = Mapping[str, tuple[int, int]]
 
 
 def class_counts(labels: Mapping[str, np.ndarray]) -> dict[str, tuple[int, int]]:
-    """:data:`ClassCounts` from each silo's 0/1 test labels."""
+    """:data:`ClassCounts` from each silo's 0/1 test labels.
+
+    Parameters
+    ----------
+    labels
+        Each silo's test labels, by silo name.
+    """
     return {silo: (len(y), int(np.sum(np.asarray(y) == 1))) for silo, y in labels.items()}
 
 
 def n_test_by_silo(counts: ClassCounts) -> dict[str, int]:
-    """Test rows per silo, and of all silos together under ``pooled``, from each silo's class counts."""
+    """Test rows per silo, and of all silos together under ``pooled``, from each silo's class counts.
+
+    Parameters
+    ----------
+    counts
+        Each silo's test rows and positives, by silo name.
+    """
     sizes = {silo: int(n) for silo, (n, _) in counts.items()}
     return {**sizes, POOLED: sum(sizes.values())}
 
 
 def undefined_auc_notes(history: list[dict[str, Any]], counts: ClassCounts) -> list[str]:
-    """A sentence for every test set whose AUC is undefined (one class only), so null never goes unexplained."""
+    """A sentence for every test set whose AUC is undefined (one class only), so null never goes unexplained.
+
+    Parameters
+    ----------
+    history
+        The run's metric rows.
+    counts
+        Each silo's test rows and positives, by silo name.
+    """
     notes = []
     for silo, (n, positives) in counts.items():
         if positives in (0, n):

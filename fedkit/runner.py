@@ -84,6 +84,15 @@ def score_rows(server_round: int, model: str, evaluation: Evaluation) -> list[di
 
     Pooled loss and accuracy are exact from the summed statistics; pooled AUC comes from their
     histograms (within :func:`fedkit.evalstats.auc_error_bound`, under 1e-3 for standardized features).
+
+    Parameters
+    ----------
+    server_round
+        The round (0 is the initial model).
+    model
+        ``"global"``, ``"personal"`` or ``"local"``.
+    evaluation
+        Each silo's metrics and, if summed, the silos' summed statistics.
     """
     values = [(e.silo, e.metrics) for e in evaluation.silos]
     if evaluation.pooled is not None:
@@ -227,6 +236,8 @@ class Recorder:
         Where the run is recorded.
     callbacks
         Called with each round's event.
+    test_counts
+        Each silo's test rows and positives (default: from the federation's test labels).
     """
 
     def __init__(
@@ -270,7 +281,15 @@ class Recorder:
             callback(event)
 
     def finish(self, status: str, params: np.ndarray) -> RunResult:
-        """End the run with ``status`` (finished or stopped) and its final ``params``; returns its result."""
+        """End the run with ``status`` (finished or stopped) and its final ``params``; returns its result.
+
+        Parameters
+        ----------
+        status
+            ``finished`` or ``stopped``.
+        params
+            The final global parameters.
+        """
         notes = undefined_auc_notes(self.records, self.test_counts)
         if not self.data["verified"]:
             notes.append(
@@ -332,11 +351,31 @@ def run(
 ) -> RunResult:
     """Run ``config`` over ``engine``'s silos (of ``federation``), record it in ``trackers``; returns the result.
 
-    Round 0 records the initial model. ``should_stop`` is checked after each round: when it returns
-    True the run ends cleanly with status ``stopped``. Ctrl-C also records ``stopped``; an exception
-    records ``failed`` (with the traceback) and is re-raised. Users call :func:`fedkit.run`, which
-    builds the federation, the engine and the trackers. ``test_counts`` (default: from the
-    federation's test labels) gives each silo's test rows and positives (the remote server knows only those).
+    Round 0 records the initial model. Ctrl-C records ``stopped``; an exception records ``failed`` (with the
+    traceback) and is re-raised. Users call :func:`fedkit.run`, which builds the federation, the engine and the
+    trackers.
+
+    Parameters
+    ----------
+    config
+        The run.
+    federation
+        The silos the engine holds.
+    engine
+        Trains and evaluates the silos.
+    trackers
+        Where the run is recorded.
+    hooks
+        Called on every silo reply before aggregation.
+    callbacks
+        Called with a :class:`~fedkit.result.RoundEvent` after each round.
+    should_stop
+        Checked after each round: when it returns True the run ends cleanly with status ``stopped``.
+    progress
+        Show a progress bar over the rounds.
+    test_counts
+        Each silo's test rows and positives (default: from the federation's test labels; the remote server knows
+        only those).
     """
     from fedkit.progress import progress_bar
 

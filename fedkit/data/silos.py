@@ -206,7 +206,21 @@ def check_data_options(split: str, silos: int | None, missing: str | None, calle
 
 
 class Part(NamedTuple):
-    """One silo's rows split into train and test, before standardization (float64, NaN where missing)."""
+    """One silo's rows split into train and test, before standardization (float64, NaN where missing).
+
+    Parameters
+    ----------
+    name
+        The silo's name.
+    x_train
+        Its train features (float64, NaN where missing).
+    y_train
+        Its train labels.
+    x_test
+        Its test features (float64, NaN where missing).
+    y_test
+        Its test labels.
+    """
 
     name: str
     x_train: np.ndarray
@@ -220,6 +234,15 @@ def holdout_state(split: str, seed: int, index: int) -> int:
 
     FLamby's fixed 43 for ``flamby``; else the ``index``-th draw of the seed's data stream, so a
     remote site computes its own split from its own rows and its index alone.
+
+    Parameters
+    ----------
+    split
+        The federation's split (``flamby`` uses FLamby's fixed state).
+    seed
+        The run's seed.
+    index
+        The silo's index in the federation.
     """
     if split == "flamby":
         return FLAMBY_SPLIT_SEED
@@ -230,13 +253,35 @@ def holdout_state(split: str, seed: int, index: int) -> int:
 
 
 def split_part(name: str, x: np.ndarray, y: np.ndarray, state: int) -> Part:
-    """Silo ``name``'s rows split 66/34 by :func:`train_test_indices` with ``state``."""
+    """Silo ``name``'s rows split 66/34 by :func:`train_test_indices` with ``state``.
+
+    Parameters
+    ----------
+    name
+        The silo's name.
+    x
+        Its features, one row per patient.
+    y
+        Its 0/1 labels.
+    state
+        The split's ``random_state`` (:func:`holdout_state`).
+    """
     train, test = train_test_indices(y, state)
     return Part(name, x[train], y[train], x[test], y[test])
 
 
 def finish_silo(part: Part, scaling: preprocess.Moments, standardize: str) -> Silo:
-    """The float32 silo of ``part``, standardized with the mean/std of ``scaling`` (its own or the federation's)."""
+    """The float32 silo of ``part``, standardized with the mean/std of ``scaling`` (its own or the federation's).
+
+    Parameters
+    ----------
+    part
+        The silo's rows split into train and test.
+    scaling
+        The train moments to standardize with (the silo's own or the federation's summed ones).
+    standardize
+        ``silo``, ``federated`` or ``none`` (``none``: missing values get the mean, no scaling).
+    """
     mean, std = preprocess.mean_std(scaling)
     scale = None if standardize == "none" else std
     return Silo(
@@ -262,7 +307,21 @@ Source = Union[str, Path, "pd.DataFrame"]
 def read_source(
     name: str, source: Source, schema: Schema, *, missing: str, not_measured: Codes | None = None
 ) -> SiteData:
-    """Silo ``name``'s rows read from ``source`` and checked against ``schema`` (errors name file, row, column)."""
+    """Silo ``name``'s rows read from ``source`` and checked against ``schema`` (errors name file, row, column).
+
+    Parameters
+    ----------
+    name
+        The silo's name (in errors about a data frame).
+    source
+        Its file path (UCI ``.data`` format or CSV with a header) or DataFrame.
+    schema
+        The federation's schema.
+    missing
+        ``drop`` or ``impute``.
+    not_measured
+        The codes its file writes for "not measured" (``{"chol": [0]}``), else None.
+    """
     if isinstance(source, str | Path):
         return read_site_file(source, schema, missing=missing, not_measured=not_measured)
     return read_site_frame(source, schema, missing=missing, not_measured=not_measured, source=f"silo {name!r}")
@@ -297,7 +356,13 @@ def _own_data(
 
 
 def resolve_schema(schema: Schema | str | Path | None) -> Schema:
-    """``schema`` itself, the schema in a YAML/JSON file, or the built-in UCI Heart Disease schema for None."""
+    """``schema`` itself, the schema in a YAML/JSON file, or the built-in UCI Heart Disease schema for None.
+
+    Parameters
+    ----------
+    schema
+        A :class:`~fedkit.data.schema.Schema`, a YAML/JSON file of it, or None.
+    """
     if schema is None:
         return UCI_HEART_DISEASE
     if isinstance(schema, Schema):
@@ -426,7 +491,19 @@ def load_silos(
 
 
 def read_uci_bytes(hospital: str, raw: bytes, source: str, missing: str) -> SiteData:
-    """One UCI hospital's file (its bytes, read once) against the UCI schema, with its own not-measured codes."""
+    """One UCI hospital's file (its bytes, read once) against the UCI schema, with its own not-measured codes.
+
+    Parameters
+    ----------
+    hospital
+        The hospital the file belongs to.
+    raw
+        The file's bytes.
+    source
+        The file's path (named in errors and in the provenance).
+    missing
+        ``drop`` or ``impute``.
+    """
     return read_site_bytes(
         raw, UCI_HEART_DISEASE, source=source, missing=missing, not_measured=uci_not_measured(hospital, missing)
     )

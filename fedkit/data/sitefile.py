@@ -118,7 +118,13 @@ Codes = Mapping[str, Sequence[float | str]]
 
 
 def parse_not_measured(items: list[str]) -> dict[str, list[float | str]]:
-    """``["chol=0", "chol=-9"]`` as ``{"chol": [0.0, -9.0]}`` (values that are not numbers stay text)."""
+    """``["chol=0", "chol=-9"]`` as ``{"chol": [0.0, -9.0]}`` (values that are not numbers stay text).
+
+    Parameters
+    ----------
+    items
+        ``column=value`` pairs, as given on the command line.
+    """
     codes: dict[str, list[float | str]] = {}
     for item in items:
         column, sep, value = item.partition("=")

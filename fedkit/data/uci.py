@@ -231,6 +231,17 @@ def read_files(
 
     Missing files are downloaded (verified) unless ``download_missing`` is false. With
     ``verify=True`` every file must match its pin; the caller hashes and parses these same bytes.
+
+    Parameters
+    ----------
+    directory
+        The data folder.
+    verify
+        Every file must match its pin.
+    download_missing
+        Download the files that are missing.
+    **download_kwargs
+        Passed to :func:`download`.
     """
     names = [file_name(h) for h in HOSPITALS]
     missing = [n for n in names if not (directory / n).is_file()]
@@ -275,7 +286,15 @@ def ensure_files(
 
 
 def pinned(name: str, sha256: str | None) -> bool:
-    """Whether ``sha256`` is the pin of the UCI file called ``name`` (a site's own file may be a UCI file)."""
+    """Whether ``sha256`` is the pin of the UCI file called ``name`` (a site's own file may be a UCI file).
+
+    Parameters
+    ----------
+    name
+        The UCI file's name (``processed.<hospital>.data``).
+    sha256
+        The sha256 of a file's bytes (None for a data frame).
+    """
     pin = PINS.get(name)
     return pin is not None and pin.sha256 == sha256
 

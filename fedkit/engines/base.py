@@ -18,8 +18,18 @@ from fedkit.strategies.base import LocalTerm
 class SiloEvaluation:
     """One silo's evaluation of one model, computed on the silo: exact metrics and its test class counts.
 
-    Aggregates only: ``metrics`` (loss, auc, accuracy) of all its test rows, ``n`` test rows,
-    ``positives`` among them (so the server can explain an undefined AUC without any label).
+    Aggregates only: the server can explain an undefined AUC without any label.
+
+    Parameters
+    ----------
+    silo
+        The silo's name.
+    metrics
+        The model's metrics (loss, auc, accuracy) on all its test rows.
+    n
+        Its test rows.
+    positives
+        The positives among them.
     """
 
     silo: str
@@ -32,8 +42,15 @@ class SiloEvaluation:
 class Evaluation:
     """A model's evaluation over silos: each silo's own metrics, and the sum of their evaluation statistics.
 
-    ``pooled`` is the sum of the silos' :func:`fedkit.evalstats.site_stats` vectors (in the clear or
-    under secure aggregation); pooled loss and accuracy are exact from it, pooled AUC from its histograms.
+    Pooled loss and accuracy are exact from ``pooled``, pooled AUC from its histograms.
+
+    Parameters
+    ----------
+    silos
+        Each silo's :class:`SiloEvaluation`.
+    pooled
+        The sum of the silos' :func:`fedkit.evalstats.site_stats` vectors (in the clear or under secure
+        aggregation), else None (not summed).
     """
 
     silos: list[SiloEvaluation]
@@ -151,13 +168,35 @@ class Engine(Protocol):
         ...
 
     def evaluate(self, params: np.ndarray) -> Evaluation:
-        """Evaluation of the global parameters on every silo's test set."""
+        """Evaluation of the global parameters on every silo's test set.
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        """
         ...
 
     def evaluate_personal(self, params: np.ndarray, server_round: int) -> Evaluation:
-        """Evaluation of each silo's own model on its own test set (asked when ``RunConfig.scored`` is personal)."""
+        """Evaluation of each silo's own model on its own test set (asked when ``RunConfig.scored`` is personal).
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        server_round
+            The round (0 is the initial model).
+        """
         ...
 
     def sum_updates(self, replies: Sequence[FitReply], params: np.ndarray) -> UpdateSum:
-        """The sum of the replies' updates under secure aggregation (called only when the run asks for it)."""
+        """The sum of the replies' updates under secure aggregation (called only when the run asks for it).
+
+        Parameters
+        ----------
+        replies
+            The round's fit replies.
+        params
+            The global parameters the silos started the round from.
+        """
         ...

@@ -35,8 +35,16 @@ MIN_PARTICIPANTS = 2
 class UpdateSum:
     """What the server learns of a round's training under secure aggregation: sums over the silos in it.
 
-    ``weighted_update`` is Σ n_k·Δ_k (Δ_k = silo k's parameters minus the global ones), ``weight``
-    Σ n_k, ``control_delta`` Σ dc_k (SCAFFOLD) or None, ``count`` the number of silos summed.
+    Parameters
+    ----------
+    weighted_update
+        Σ n_k·Δ_k (Δ_k = silo k's parameters minus the global ones).
+    weight
+        Σ n_k.
+    control_delta
+        Σ dc_k (SCAFFOLD), else None.
+    count
+        The number of silos summed.
     """
 
     weighted_update: np.ndarray
@@ -49,6 +57,11 @@ class UpdateSum:
 
         The weighted mean is the one update (weight Σ n_k); SCAFFOLD's ``|S|/N · mean(dc)`` is
         ``Σ dc / N``, i.e. one control delta equal to the sum over a federation of ``n_silos``.
+
+        Parameters
+        ----------
+        n_silos
+            The number of silos in the federation (N).
         """
         update = (self.weighted_update / self.weight)[None, :]
         controls = None if self.control_delta is None else Controls(self.control_delta[None, :], n_silos)
@@ -56,7 +69,17 @@ class UpdateSum:
 
 
 def update_vector(update: np.ndarray, n_train: int, control_delta: np.ndarray | None = None) -> np.ndarray:
-    """What one silo contributes to a round's training sum: ``[n·Δ, n, dc]`` (float64, dc only for SCAFFOLD)."""
+    """What one silo contributes to a round's training sum: ``[n·Δ, n, dc]`` (float64, dc only for SCAFFOLD).
+
+    Parameters
+    ----------
+    update
+        Δ, the silo's parameters minus the global ones.
+    n_train
+        Its train size (n).
+    control_delta
+        SCAFFOLD's change of its control variate (dc), else None.
+    """
     parts = [float(n_train) * np.asarray(update, np.float64), [float(n_train)]]
     if control_delta is not None:
         parts.append(np.asarray(control_delta, np.float64))
@@ -64,14 +87,30 @@ def update_vector(update: np.ndarray, n_train: int, control_delta: np.ndarray | 
 
 
 def read_update_sum(total: np.ndarray, n_params: int, count: int) -> UpdateSum:
-    """The :class:`UpdateSum` in the sum of :func:`update_vector` s (of ``count`` silos, ``n_params`` parameters)."""
+    """The :class:`UpdateSum` in the sum of :func:`update_vector` s (of ``count`` silos, ``n_params`` parameters).
+
+    Parameters
+    ----------
+    total
+        The sum of the silos' :func:`update_vector` s.
+    n_params
+        The number of model parameters.
+    count
+        The number of silos summed.
+    """
     total = np.asarray(total, np.float64)
     control = total[n_params + 1 :] if len(total) > n_params + 1 else None
     return UpdateSum(total[:n_params], float(total[n_params]), control, count)
 
 
 def plain_sum(inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The sum of the silos' vectors, in silo order, as the server computes it without secure aggregation."""
+    """The sum of the silos' vectors, in silo order, as the server computes it without secure aggregation.
+
+    Parameters
+    ----------
+    inputs
+        Each silo's vector, by silo name.
+    """
     return np.sum([np.asarray(v, np.float64) for v in inputs.values()], axis=0)
 
 
@@ -81,6 +120,13 @@ def secagg_config(run_id: str, participants: Sequence[str]) -> SecAggConfig:
     The threshold is the smallest majority of each site's share holders and the masking graph is
     SecAgg+'s ``suggested_neighbours`` (every pair up to 10 sites): derived from public values only,
     so a site can rebuild it and refuse anything else (:func:`check_offered`).
+
+    Parameters
+    ----------
+    run_id
+        The job's run id (named in every secure-aggregation message).
+    participants
+        The sites of this sum.
     """
     from fedkit.privacy.secagg import SecAggConfig, suggested_neighbours
 
@@ -95,6 +141,17 @@ def check_offered(offered: SecAggConfig, site: str, federation: Sequence[str], r
     joined (``federation``, fixed at hello) or without the site itself, a sum of fewer than
     :data:`MIN_PARTICIPANTS` sites, and a lower threshold or other masking graph or precision than
     :func:`secagg_config` gives for that roster (a server could otherwise weaken the protocol).
+
+    Parameters
+    ----------
+    offered
+        The configuration the server sent.
+    site
+        This site's name.
+    federation
+        The sites of the federation this site joined (fixed at hello).
+    run_id
+        The job's run id.
     """
     expected = secagg_config(run_id, offered.roster)
     problems = []
@@ -125,7 +182,13 @@ def check_offered(offered: SecAggConfig, site: str, federation: Sequence[str], r
 
 
 def config_to_wire(config: SecAggConfig) -> dict[str, Any]:
-    """A :class:`~fedkit.privacy.secagg.SecAggConfig` as a task payload dict."""
+    """A :class:`~fedkit.privacy.secagg.SecAggConfig` as a task payload dict.
+
+    Parameters
+    ----------
+    config
+        The protocol configuration.
+    """
     return {
         "run_id": config.run_id,
         "roster": list(config.roster),
@@ -136,7 +199,13 @@ def config_to_wire(config: SecAggConfig) -> dict[str, Any]:
 
 
 def config_from_wire(payload: Mapping[str, Any]) -> SecAggConfig:
-    """The configuration :func:`config_to_wire` encoded (validated again on the site)."""
+    """The configuration :func:`config_to_wire` encoded (validated again on the site).
+
+    Parameters
+    ----------
+    payload
+        The dict :func:`config_to_wire` wrote.
+    """
     from fedkit.privacy.secagg import SecAggConfig
 
     return SecAggConfig(
@@ -155,6 +224,13 @@ class SecureSum:
     every call uses a new protocol round number, as the remote server does, and its roster is the
     silos of that call. The result equals :func:`plain_sum` within
     :func:`fedkit.privacy.fixedpoint.error_bound` per coordinate.
+
+    Parameters
+    ----------
+    names
+        The silos' names (one ephemeral identity each).
+    run_id
+        The run id named in every protocol message.
     """
 
     def __init__(self, names: Sequence[str], run_id: str = "simulation") -> None:
@@ -165,7 +241,15 @@ class SecureSum:
         self.rounds = 0
 
     def __call__(self, inputs: Mapping[str, np.ndarray], drop: Mapping[str, str] | None = None) -> np.ndarray:
-        """The sum of ``inputs`` through the protocol; ``drop[silo] = step`` makes a silo fall silent (tests)."""
+        """The sum of ``inputs`` through the protocol; ``drop[silo] = step`` makes a silo fall silent (tests).
+
+        Parameters
+        ----------
+        inputs
+            Each silo's vector, by silo name.
+        drop
+            Silo name -> the protocol step at which it falls silent (tests), else None.
+        """
         from fedkit.privacy.secagg import aggregate_in_process
 
         self.rounds += 1

@@ -26,10 +26,25 @@ from fedkit.remote.server import RelayTracker, serve
 class FedkitController(Controller):
     """Runs fedkit's round loop (:func:`fedkit.remote.server.serve`) for ``config`` on the sites of this job.
 
-    ``min_silos``: fewest sites a round may aggregate; ``straggler_timeout``: seconds to wait for the
-    other sites once ``min_silos`` replied (a site slower than that is dropped from the round);
-    ``task_timeout``: seconds before a task is given up entirely; ``join_timeout``: seconds to wait
-    for every expected site at the start; ``schema``: the federation's schema fingerprint (default: UCI's).
+    Parameters
+    ----------
+    config
+        The run's RunConfig fields.
+    expected_sites
+        The sites to wait for at the start (default: whoever is connected).
+    min_silos
+        Fewest sites a round may aggregate.
+    straggler_timeout
+        Seconds to wait for the other sites once ``min_silos`` replied (a site slower than that is dropped from the
+        round).
+    task_timeout
+        Seconds before a task is given up entirely.
+    join_timeout
+        Seconds to wait for every expected site at the start.
+    task_check_period
+        Seconds between FLARE's checks of the tasks.
+    schema
+        The federation's schema fingerprint (default: UCI's).
     """
 
     def __init__(

@@ -21,7 +21,13 @@ PAYLOAD = "fedkit"
 
 
 class FedkitExecutor(Executor):
-    """Runs fedkit's local training of this site's own data; ``site`` defaults to the FLARE site name."""
+    """Runs fedkit's local training of this site's own data; ``site`` defaults to the FLARE site name.
+
+    Parameters
+    ----------
+    site
+        This site's name (default: the FLARE site name).
+    """
 
     def __init__(self, site: str = "") -> None:
         super().__init__()

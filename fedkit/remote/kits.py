@@ -146,7 +146,13 @@ def loopback_project(hospitals: Sequence[str], port: int, name: str = "fedkit-po
 
 
 def kit_identity(kit: Path) -> tuple[str, str, bool]:
-    """``(name, organization, is_server)`` of a startup kit, from its certificate."""
+    """``(name, organization, is_server)`` of a startup kit, from its certificate.
+
+    Parameters
+    ----------
+    kit
+        A startup kit folder.
+    """
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
@@ -166,6 +172,13 @@ def check_site_data(kit: Path, options: SiteOptions) -> None:
     """Read a site kit's own data file against the schema before the site joins; raise naming file, row and column.
 
     Every row is checked (missing values kept, as under ``impute``); a server kit needs no data.
+
+    Parameters
+    ----------
+    kit
+        A startup kit folder.
+    options
+        How the site reads its own data (file, schema, not-measured codes, delimiter).
     """
     name, _, server = kit_identity(kit)
     if not server:
@@ -173,7 +186,13 @@ def check_site_data(kit: Path, options: SiteOptions) -> None:
 
 
 def participant_command(kit: Path) -> list[str]:
-    """The command that runs the FLARE server or site of a startup kit (name and org from its certificate)."""
+    """The command that runs the FLARE server or site of a startup kit (name and org from its certificate).
+
+    Parameters
+    ----------
+    kit
+        A startup kit folder.
+    """
     name, org, server = kit_identity(kit)
     if server:
         module, conf, extra = "nvflare.private.fed.app.server.server_train", "fed_server.json", [f"org={org}"]
@@ -193,9 +212,22 @@ def run_participant(kit: str | Path, workspace: str | Path, site: SiteOptions | 
 
     For containers: ``fedkit remote start --kit /kit --workspace /workspace --data FILE`` stays PID 1 and
     runs FLARE under :func:`supervise`, so that stopping the pod stops FLARE at once. A site first checks
-    its own data file against the schema (:func:`check_site_data`) and refuses to start when it breaks it;
-    ``site`` (default: the ``FEDKIT_SITE_*`` environment) reaches the site's job processes as
-    ``FEDKIT_SITE_*`` environment variables.
+    its own data file against the schema (:func:`check_site_data`) and refuses to start when it breaks it.
+
+    Parameters
+    ----------
+    kit
+        The startup kit (read-only, e.g. mounted from a Secret).
+    workspace
+        A writable folder the kit is copied into.
+    site
+        How the site reads its own data (default: the ``FEDKIT_SITE_*`` environment); reaches the site's job
+        processes as ``FEDKIT_SITE_*`` environment variables.
+
+    Returns
+    -------
+    int
+        FLARE's exit code.
     """
     import shutil
 
@@ -292,8 +324,8 @@ class Poc:
         The folder holding one kit each.
     hospitals
         The hospitals, one site each.
-    data_dir
-        The folder of the UCI files the sites read.
+    data
+        Each site's own data file (a copy of its hospital's UCI file), by site name.
     processes
         The running processes by participant name.
     """
@@ -325,7 +357,13 @@ class Poc:
         return self.kits / name / "fedkit-process.log"
 
     def start(self, name: str) -> None:
-        """Start the server or one site (again, after :meth:`kill`) from its kit."""
+        """Start the server or one site (again, after :meth:`kill`) from its kit.
+
+        Parameters
+        ----------
+        name
+            The participant's name (``server`` or a site).
+        """
         from fedkit.remote.silo import SiteOptions
 
         kit = self.kits / name
@@ -476,8 +514,29 @@ def start_poc(
     """Provision a loopback federation of the first ``silos`` hospitals under ``workspace`` and start it.
 
     Each site gets a copy of only its own hospital's file (``kits/<site>/data/``), checked against the
-    schema before it starts. FLARE's processes log at ``log_level`` (their kits' default, INFO, writes a
-    dozen lines per task and site).
+    schema before it starts.
+
+    Parameters
+    ----------
+    workspace
+        The folder the kits, logs and state go to.
+    silos
+        Number of hospitals, one site each, in [1, 4].
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else ``~/.cache/fedkit/heart-disease``).
+    port
+        The server's port (default: a free one).
+    wait
+        Block until the admin can log in and every site is connected.
+    log_level
+        FLARE's log level (their kits' default, INFO, writes a dozen lines per task and site).
+
+    Raises
+    ------
+    ConfigError
+        When ``silos`` is out of range.
+    PocError
+        When a process fails to start.
     """
     import yaml
 

@@ -42,7 +42,21 @@ Transport = Callable[[str, dict[str, Any], Sequence[str], int], dict[str, dict[s
 
 @dataclass(frozen=True)
 class Site:
-    """What the server knows of a site after hello: its name, place in the federation, sizes; never its rows."""
+    """What the server knows of a site after hello: its name, place in the federation, sizes; never its rows.
+
+    Parameters
+    ----------
+    site
+        The FLARE site's name.
+    index
+        The silo's index in the federation.
+    n_train
+        Its train rows.
+    n_test
+        Its test rows.
+    positives
+        The positives among its test rows (for pooled metrics and AUC notes).
+    """
 
     site: str
     index: int
@@ -80,7 +94,15 @@ def check_versions(versions: dict[str, str]) -> None:
 
 
 def check_schemas(fingerprints: dict[str, str], expected: str) -> None:
-    """Refuse sites whose schema fingerprint is not the federation's: their features would mean something else."""
+    """Refuse sites whose schema fingerprint is not the federation's: their features would mean something else.
+
+    Parameters
+    ----------
+    fingerprints
+        Each site's schema fingerprint, by site name.
+    expected
+        The federation's schema fingerprint.
+    """
     other = sorted(site for site, f in fingerprints.items() if f != expected)
     if other:
         raise RemoteRunError(
@@ -96,6 +118,11 @@ def silo_order(sites: Sequence[str]) -> list[str]:
 
     Each site's batch streams and ``hospitals`` train/test split follow its place in this order, as
     in a simulation over the same silos (:func:`fedkit.load_silos` keeps the order of its ``data``).
+
+    Parameters
+    ----------
+    sites
+        The sites of the job.
     """
     known = [h for h in HOSPITALS if h in sites]
     return known + sorted(s for s in sites if s not in HOSPITALS)
@@ -114,6 +141,26 @@ def hello(
 
     The outline has the feature names and the data provenance (each site's file name and sha256)
     and no rows at all: the server holds none.
+
+    Parameters
+    ----------
+    transport
+        Sends tasks to the sites and gathers their replies (FLARE, or in-process in tests).
+    config
+        The run's RunConfig fields.
+    sites
+        The sites to ask.
+    min_silos
+        Fewest sites a round may aggregate.
+    run
+        The job's run id (named in every secure-aggregation message).
+    schema
+        The federation's schema fingerprint.
+
+    Raises
+    ------
+    RemoteRunError
+        When fewer than ``min_silos`` sites answer, a site's fedkit differs or a site reads another schema.
     """
     order = silo_order(sites)
     replies = transport(wire.HELLO, {"config": config, "silos": order, "run": run}, sites, min_silos)
@@ -146,6 +193,23 @@ class RemoteEngine:
     With ``secure`` every sum (updates, evaluation statistics, standardization moments) is one run of
     secure aggregation: its step 1 rides on the task's reply, steps 2-4 are the tasks
     ``fedkit_secagg_share``, ``fedkit_secagg_mask`` and ``fedkit_secagg_unmask``.
+
+    Parameters
+    ----------
+    transport
+        Sends tasks to the sites and gathers their replies (FLARE, or in-process in tests).
+    sites
+        The sites that answered hello, in federation order.
+    init
+        The initial global parameters.
+    finetune_steps
+        Fine-tuning steps of each site's personal model (``personalize="finetune"``), else None.
+    min_silos
+        Fewest sites a round may aggregate.
+    secure
+        Sum updates, evaluation statistics and moments by secure aggregation.
+    run
+        The job's run id (named in every secure-aggregation message).
     """
 
     def __init__(
@@ -265,7 +329,13 @@ class RemoteEngine:
         return np.sum([wire.unpack(replies[name]["moments"]) for name in self.silos if name in replies], axis=0)
 
     def scale(self, moments: np.ndarray) -> None:
-        """Send every site the federation's summed moments to standardize with."""
+        """Send every site the federation's summed moments to standardize with.
+
+        Parameters
+        ----------
+        moments
+            The federation's summed train counts, sums and sums of squares.
+        """
         self._ask(wire.SCALING, {"moments": wire.pack(np.asarray(moments, np.float64))}, self.silos, "standardization")
 
     def fit(
@@ -428,11 +498,30 @@ def serve(
 ) -> tuple[RunResult, RemoteEngine]:
     """The server's whole run: hello, standardization, a :class:`RemoteEngine` over the sites, fedkit's round loop.
 
-    ``schema`` is the federation's schema fingerprint (default: the UCI Heart Disease schema's);
-    ``run`` names the job in every secure-aggregation message (default: a fresh random id). Every
-    tracker call goes to ``relay`` (for the notebook to fetch), after an ``outline`` event that says
-    how many test rows each silo has, which AUCs are undefined and which model is scored; each
-    dropout or rejoin is relayed as a ``note`` event as it happens.
+    Every tracker call goes to ``relay``, after an ``outline`` event that says how many test rows each silo
+    has, which AUCs are undefined and which model is scored; each dropout or rejoin is relayed as a ``note``
+    event as it happens.
+
+    Parameters
+    ----------
+    transport
+        Sends tasks to the sites and gathers their replies (FLARE, or in-process in tests).
+    config
+        The run.
+    sites
+        The sites of the job.
+    relay
+        Keeps the events for the notebook to fetch.
+    min_silos
+        Fewest sites a round may aggregate.
+    callbacks
+        Called with each round's event.
+    should_stop
+        Checked after each round: True ends the run as ``stopped``.
+    schema
+        The federation's schema fingerprint (default: the UCI Heart Disease schema's).
+    run
+        Names the job in every secure-aggregation message (default: a fresh random id).
     """
     from fedkit import architectures, runner
     from fedkit.config import personalization

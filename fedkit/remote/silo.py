@@ -46,7 +46,19 @@ ENV_DELIMITER = "FEDKIT_SITE_DELIMITER"
 
 @dataclass(frozen=True)
 class SiteOptions:
-    """How a site reads its own data: the file, the schema file (None: UCI), its not-measured codes, the delimiter."""
+    """How a site reads its own data: the file, the schema file (None: UCI), its not-measured codes, the delimiter.
+
+    Parameters
+    ----------
+    data
+        The site's own data file (None: a UCI site's ``processed.<site>.data`` in the data folder).
+    schema
+        The federation's schema file (None: UCI).
+    not_measured
+        The codes its file writes for "not measured" (``{"chol": [0]}``), else None.
+    delimiter
+        The CSV file's delimiter.
+    """
 
     data: str | None = None
     schema: str | None = None
@@ -66,7 +78,13 @@ class SiteOptions:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SiteOptions:
-        """The options :meth:`to_env` wrote (or a deployment set): ``FEDKIT_SITE_DATA`` and friends."""
+        """The options :meth:`to_env` wrote (or a deployment set): ``FEDKIT_SITE_DATA`` and friends.
+
+        Parameters
+        ----------
+        environ
+            The environment to read (default: ``os.environ``).
+        """
         environ = os.environ if environ is None else environ
         codes = parse_not_measured(environ[ENV_NOT_MEASURED].split(",")) if environ.get(ENV_NOT_MEASURED) else None
         return cls(
@@ -74,7 +92,13 @@ class SiteOptions:
         )
 
     def resolve(self, site: str) -> tuple[str, Schema]:
-        """This site's data file and schema: ``data``, else (UCI sites) ``processed.<site>.data`` in the data folder."""
+        """This site's data file and schema: ``data``, else (UCI sites) ``processed.<site>.data`` in the data folder.
+
+        Parameters
+        ----------
+        site
+            This site's name.
+        """
         from fedkit.data import uci
         from fedkit.data.silos import resolve_schema
         from fedkit.paths import data_dir
@@ -91,7 +115,15 @@ class SiteOptions:
 
     def read(self, site: str, missing: str) -> SiteData:
         """Read and check this site's own file against the schema (a :class:`~fedkit.errors.SiteDataError` names
-        file, row and column); UCI hospitals get their own not-measured codes unless ``not_measured`` is set."""
+        file, row and column); UCI hospitals get their own not-measured codes unless ``not_measured`` is set.
+
+        Parameters
+        ----------
+        site
+            This site's name.
+        missing
+            ``drop`` or ``impute``.
+        """
         from fedkit.data.schema import UCI_HEART_DISEASE, uci_not_measured
         from fedkit.data.sitefile import read_site_file
 
@@ -106,6 +138,11 @@ def site_identity(startup: Path) -> tuple[Signer, Verifier] | None:
     """A site's signer (its certificate and key) and its peers' verifier (the root CA) for secure aggregation.
 
     None when the startup folder lacks ``client.crt``, ``client.key`` or ``rootCA.pem``.
+
+    Parameters
+    ----------
+    startup
+        The startup folder of the site's kit.
     """
     from fedkit.privacy.identity import CertificateAuthority, CertificateSigner
 
@@ -125,6 +162,15 @@ class SiloWorker:
 
     ``identity`` is the site's signer and the verifier of its peers for secure aggregation (remote:
     the FLARE site certificate and root CA of its startup kit; tests: ephemeral keys).
+
+    Parameters
+    ----------
+    site
+        This site's name.
+    options
+        How the site reads its own data (default: the UCI file of a UCI site).
+    identity
+        The site's signer and its peers' verifier for secure aggregation, else None.
     """
 
     def __init__(
@@ -150,7 +196,13 @@ class SiloWorker:
     # --- hello and standardization ----------------------------------------------------------------------
 
     def hello(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Read this site's file for ``payload["config"]``, split it; reply with its sizes and schema fingerprint."""
+        """Read this site's file for ``payload["config"]``, split it; reply with its sizes and schema fingerprint.
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         from fedkit.config import RunConfig
         from fedkit.data import preprocess, uci
         from fedkit.data.silos import check_data_options, holdout_state, split_part
@@ -196,6 +248,11 @@ class SiloWorker:
 
         Contributed once per job: a second request is refused (a sum over another set of sites would
         show the server the difference).
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
         """
         from fedkit.data import preprocess
 
@@ -205,7 +262,13 @@ class SiloWorker:
         return self._contribute(payload, vector, {}) if "secagg" in payload else {"moments": wire.pack(vector)}
 
     def scaling(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Standardize with the federation's summed moments and build the site's engine."""
+        """Standardize with the federation's summed moments and build the site's engine.
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         from fedkit.data import preprocess
 
         if self.engine is not None:
@@ -225,7 +288,13 @@ class SiloWorker:
         return self.engine
 
     def fit(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """One local update from the global parameters, with the strategy's local term."""
+        """One local update from the global parameters, with the strategy's local term.
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         from fedkit.privacy.summation import update_vector
 
         term = LocalTerm(
@@ -248,11 +317,23 @@ class SiloWorker:
         return {**out, "stats": wire.pack(evaluation.pooled, compress=True)}
 
     def evaluate(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """The global model on this site's test rows: its exact metrics and its evaluation statistics."""
+        """The global model on this site's test rows: its exact metrics and its evaluation statistics.
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         return self._evaluation(payload, "evaluate", self._engine().evaluate(wire.unpack(payload["params"])))
 
     def evaluate_personal(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """This site's own model (personal parameters, or fine-tuned from the global ones): metrics and statistics."""
+        """This site's own model (personal parameters, or fine-tuned from the global ones): metrics and statistics.
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         engine = self._engine()
         if payload.get("finetune_steps") is not None:
             engine.finetune_steps = payload["finetune_steps"]  # derived on the server from every silo's size
@@ -297,14 +378,26 @@ class SiloWorker:
         return self._secagg
 
     def secagg_share(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Step 2: check the key roster, share this round's secrets among the masking neighbours."""
+        """Step 2: check the key roster, share this round's secrets among the masking neighbours.
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         from fedkit.privacy.secagg import KeyRoster
 
         client, _ = self._pending()
         return {"bundle": client.share_keys(KeyRoster.from_wire(payload["roster"])).to_wire()}
 
     def secagg_mask(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Step 3: open the shares addressed here, send the kept vector masked."""
+        """Step 3: open the shares addressed here, send the kept vector masked.
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         from fedkit.privacy.secagg import ShareDelivery
 
         client, vector = self._pending()
@@ -314,7 +407,13 @@ class SiloWorker:
         return {"masked": client.mask_input(ShareDelivery.from_wire(delivery), vector).to_wire()}
 
     def secagg_unmask(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Step 4: reveal the shares the server may have (never both secrets of one site); the sum is done."""
+        """Step 4: reveal the shares the server may have (never both secrets of one site); the sum is done.
+
+        Parameters
+        ----------
+        payload
+            The task's payload from the server.
+        """
         from fedkit.privacy.secagg import UnmaskRequest
 
         client, _ = self._pending()

@@ -39,6 +39,13 @@ def pack(array: np.ndarray | None, compress: bool = False) -> dict[str, Any] | N
 
     Compression pays for sparse arrays such as an evaluation-statistics vector in the clear
     (131 kB raw, a few hundred bytes deflated); masked vectors are random and do not compress.
+
+    Parameters
+    ----------
+    array
+        The array (None passes through).
+    compress
+        Deflate the bytes (zlib).
     """
     if array is None:
         return None
@@ -94,7 +101,15 @@ def rows_from_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class Field(NamedTuple):
-    """One field a site sends: its shape (P = model parameters, F = features, B = histogram bins) and why."""
+    """One field a site sends: its shape (P = model parameters, F = features, B = histogram bins) and why.
+
+    Parameters
+    ----------
+    shape
+        Its shape (P = model parameters, F = features, B = histogram bins).
+    why
+        Why the server needs it.
+    """
 
     shape: str
     why: str
