@@ -318,7 +318,7 @@ class VectorizedTrainer:
         offsets = self._offset[np.asarray(silos)][None, :, None]
         theta = np.array(starts, dtype=np.float32)
         descent = _Descent(theta, settings, total_steps)
-        xb = np.empty((k, batch, self._x.shape[1]), dtype=np.float32)  # one step's batches, gathered per step
+        xb = np.empty((k, batch, self._x.shape[1]), dtype=np.float32)  # one step's batches, when gathered per step
         loss_sum = np.zeros(k)
         block = max(1, BLOCK_ENTRIES // (k * batch))
         for first in range(0, total_steps, block):
@@ -333,7 +333,11 @@ class VectorizedTrainer:
             neg_s = 2 * ys - 1  # -(1 - 2y): the residual's sign, for every step at once
             sw = -neg_s * weights
             zs = np.empty(local.shape, dtype=np.float32) if with_loss else None
-            descent.run(first, self._grad, self._x, rows, xb, sw, neg_s, settings.lr * active, zs)
+            if rows.size * self._x.shape[1] <= GATHER_AT_ONCE:  # a block that fits a cache: one gather for all steps
+                batches: np.ndarray | _PerStep = np.take(self._x, rows, axis=0)
+            else:  # many rows: each step gathers its own batches, in cache, into one buffer
+                batches = _PerStep(self._x, rows, xb)
+            descent.run(first, self._grad, batches, sw, neg_s, settings.lr * active, zs)
             if zs is not None:
                 step_loss = (weights * (_softplus(zs) - ys * zs)).sum(axis=2)  # (steps, rows): mean BCE of each batch
                 # summed step after step in float64, as one sum over all steps would
@@ -345,6 +349,21 @@ class VectorizedTrainer:
 
 BLOCK_ENTRIES = 1 << 20
 """Batch entries (steps × rows × batch size) prepared at once by :meth:`VectorizedTrainer.train_rows`."""
+GATHER_AT_ONCE = 1 << 18
+"""Features (entries × columns) up to which a block's batches are gathered in one call rather than step by step."""
+
+
+class _PerStep:
+    """The batches of step ``i`` gathered on demand: ``x[rows[i]]`` written into the buffer ``out``."""
+
+    def __init__(self, x: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+        self.x, self.rows, self.out = x, rows, out
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.take(self.x, self.rows[i], axis=0, out=self.out)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def _count_valid(valid: np.ndarray) -> np.ndarray:
@@ -395,15 +414,13 @@ class _Descent:
         self,
         first: int,
         grad: GradFn,
-        x: np.ndarray,
-        rows: np.ndarray,
-        xb: np.ndarray,
+        batches: np.ndarray | _PerStep,
         sw: np.ndarray,
         neg_s: np.ndarray,
         step_lr: np.ndarray,
         zs: np.ndarray | None,
     ) -> None:
-        """Steps ``first, first + 1, ...``, one per leading entry of ``rows``; each gathers its batches into ``xb``."""
+        """Steps ``first, first + 1, ...``, one per entry of ``batches`` (each step's rows' features)."""
         theta, settings, tmp = self.theta, self.settings, self.tmp
         sgd, adam = self.sgd, self.adam
         theta_s, m_s, tmp_s = theta[sgd], self.m[sgd], tmp[sgd]
@@ -414,10 +431,9 @@ class _Descent:
         prox = settings.prox_mu if settings.anchor is not None else None
         n_sgd, b1, b2 = settings.n_sgd, *ADAM_BETAS
         with np.errstate(over="ignore"):  # the residual's exp for confident right answers
-            for i in range(len(rows)):
+            for i in range(len(batches)):
                 s = first + i
-                np.take(x, rows[i], axis=0, out=xb)
-                g, z = grad(theta, xb, sw[i], neg_s[i])
+                g, z = grad(theta, batches[i], sw[i], neg_s[i])
                 if zs is not None:
                     zs[i] = z
                 if prox is not None:
