@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkit-$(EXTRAS)
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/fedkit/kernel.json
 
-.PHONY: setup data run test lint clean deploy-tools flower-venv docs lab kernel deploy-test deploy-test-down
+.PHONY: setup data run test lint clean deploy-tools flower-venv docs lab kernel deploy-test deploy-test-down mutation
 setup: $(STAMP) $(KERNEL_SPEC)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
@@ -76,9 +76,22 @@ deploy-test: setup
 deploy-test-down:
 	deploy/podman/deploy-test.sh down
 
+# Mutation testing of the science core ([tool.mutmut] in pyproject.toml lists the files): about an hour on 2 cores,
+# not part of CI. Starts afresh, then fails on any surviving mutant that tests/mutation_equivalents.tsv does not
+# list as equivalent. One thread per test process: torch's thread pool and forked workers do not mix.
+MUTATION_JOBS ?= 2
+mutation: data $(VENV)/.fedkit-mutation
+	rm -rf mutants
+	start=$$(date +%s) && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) && \
+	$(BIN)/python tests/mutation_report.py --seconds $$(( $$(date +%s) - start ))
+
+$(VENV)/.fedkit-mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[$(EXTRAS),mutation]"
+	touch $@
+
 lint: setup
 	$(BIN)/ruff check fedkit tests benchmarks docs/conf.py docs/_ext
 	$(BIN)/ruff format --check fedkit tests benchmarks docs/conf.py docs/_ext
 
 clean:
-	rm -rf $(VENV) .venv-deploy-tools .venv-flower .pytest_cache build/docs docs/api docs/notebooks .deploy-test
+	rm -rf $(VENV) .venv-deploy-tools .venv-flower .pytest_cache build/docs docs/api docs/notebooks .deploy-test mutants .hypothesis

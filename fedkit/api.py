@@ -18,6 +18,9 @@ from fedkit.config import ENGINES, RunConfig, load_federation
 from fedkit.errors import ConfigError, ConfigTypeError
 from fedkit.tracking.local import LocalStore
 
+RESUMABLE: tuple[str, ...] = ("stopped", "interrupted", "failed")
+"""The statuses of a recorded run that ``fedkit.run(resume=...)`` continues."""
+
 if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
@@ -82,8 +85,7 @@ def run(
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
     admin_kit: str | Path | None = None,
-    min_silos: int | None = None,
-    straggler_timeout: int | None = None,
+    resume: str | None = None,
 ) -> RunResult:
     """Run federated training as ``config`` says (default: ``RunConfig()``) and record it; returns the result.
 
@@ -93,6 +95,9 @@ def run(
     Simulation (``config.engine == "simulation"``) trains every silo in this process. Remote
     (``config.engine == "remote"``) sends the run to the NVIDIA FLARE federation of ``admin_kit`` and records it
     here all the same (see :func:`fedkit.remote.submit.run_remote`).
+
+    Remote: ``config.min_silos`` is the fewest sites a round may aggregate, ``config.straggler_timeout``
+    (default 10 s) how long to wait for the others once they replied.
 
     Parameters
     ----------
@@ -110,7 +115,7 @@ def run(
         Where the run is recorded (default: the local run store; :func:`fedkit.make_trackers` adds SageMaker or
         MLflow).
     hooks
-        Simulation: called on every silo reply before aggregation (validation, privacy).
+        Simulation: called on every silo reply before validation and aggregation (privacy).
     callbacks
         Called with a :class:`~fedkit.result.RoundEvent` after each round (round 0 is the initial model).
     should_stop
@@ -119,10 +124,10 @@ def run(
         Show a progress bar over the rounds.
     admin_kit
         Remote: the admin startup kit folder of the FLARE federation.
-    min_silos
-        Remote: the fewest sites a round may aggregate (default 1).
-    straggler_timeout
-        Remote: seconds to wait for the other sites once ``min_silos`` replied (default 10).
+    resume
+        The id (or a unique prefix) of a recorded run that was stopped, interrupted (its process killed) or
+        failed, to continue from its last checkpoint with its own config (simulation; ``config`` may be
+        omitted, and if given must equal the recorded one). It ends exactly as an uninterrupted run would have.
 
     Returns
     -------
@@ -135,18 +140,23 @@ def run(
         When ``config`` is not a RunConfig.
     ConfigError
         When an argument does not apply to the config's engine (e.g. ``admin_kit`` with the simulation, ``model``
-        with the remote engine).
+        with the remote engine), or ``config`` differs from the recorded config of the run to ``resume``.
+    ResumeError
+        When the run to ``resume`` finished, is still running, has no checkpoint or other data.
+    RoundFailedError
+        When a round cannot be aggregated: too few valid updates (``config.min_silos``) or a diverged model.
     DataError
         When the data files are missing, corrupted or break the federation's schema.
     RemoteRunError
         Remote: when too few sites take part or a site fails.
     """
-    if config is None:
-        config = RunConfig()
-    if not isinstance(config, RunConfig):
+    if config is not None and not isinstance(config, RunConfig):
         raise ConfigTypeError(
             f"run() takes a RunConfig; got {type(config).__name__}. Build one with fedkit.RunConfig(...)."
         )
+    if resume is not None:
+        config, resume = resumed_config(config, resume, trackers)
+    config = config or RunConfig()
     check_engine(config.engine, admin_kit)
     trackers = list(trackers) if trackers is not None else [LocalStore()]
     if config.engine == "remote":
@@ -154,7 +164,8 @@ def run(
 
         given = {"federation": federation, "model": model, "engine": engine, "hooks": tuple(hooks)}
         _refuse("remote", given, "each site loads its own hospital and trains the config's model")
-        timeouts = {"min_silos": min_silos or 1, "straggler_timeout": straggler_timeout or 10}
+        _refuse("remote", {"resume": resume}, "resuming a remote run is not supported yet")
+        timeouts = {"min_silos": config.min_silos, "straggler_timeout": config.straggler_timeout or 10}
         return run_remote(
             config,
             admin_kit=admin_kit,  # type: ignore[arg-type]  # check_engine made sure it is set
@@ -166,7 +177,6 @@ def run(
         )
     from fedkit import runner
 
-    _refuse("simulation", {"min_silos": min_silos, "straggler_timeout": straggler_timeout}, "no sites to wait for")
     federation = federation or load_federation(config)
     if engine is None:
         from fedkit.engines.simulation import make_engine
@@ -181,7 +191,40 @@ def run(
         callbacks=callbacks,
         should_stop=should_stop,
         progress=progress,
+        resume=resume,
     )
+
+
+def resumed_config(config: RunConfig | None, resume: str, trackers: Sequence[Tracker] | None) -> tuple[RunConfig, str]:
+    """The recorded config and full id of run ``resume``, refusing a run that cannot be resumed or another config.
+
+    Parameters
+    ----------
+    config
+        The config the caller gave (None: take the recorded one).
+    resume
+        The run's id or a unique prefix of it.
+    trackers
+        The run's trackers: the first LocalStore among them is read (default: the local store).
+    """
+    from fedkit.errors import ResumeError
+
+    store = next((t for t in trackers or () if isinstance(t, LocalStore)), None) or LocalStore()
+    stored = store.get(resume)
+    if stored["status"] not in RESUMABLE:
+        why = "it finished" if stored["status"] == "finished" else "it is still running"
+        raise ResumeError(
+            f"Run {stored['run_id']} cannot be resumed: {why} (status {stored['status']!r}); only a stopped, "
+            "interrupted or failed run can. Start a new run with `fedkit run`."
+        )
+    recorded = RunConfig.from_dict(stored["config"])
+    if config is not None and config != recorded:
+        differ = [k for k, v in recorded.to_dict().items() if config.to_dict()[k] != v]
+        raise ConfigError(
+            f"resume={stored['run_id']!r} continues the run with its recorded config; the given config differs in "
+            f"{', '.join(differ)}. Drop the config (or those fields) to resume."
+        )
+    return recorded, stored["run_id"]
 
 
 def run_seeds(

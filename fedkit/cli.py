@@ -12,7 +12,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from fedkit._version import __version__
-from fedkit.errors import FedkitError
+from fedkit.errors import AuditError, ConfigError, FedkitError, RoundFailedError
 from fedkit.presets import PRESETS
 from fedkit.tracking.registry import BACKENDS
 
@@ -90,18 +90,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
     ConfigError
         When the preset, the config file or a flag's value is not allowed.
     """
-    from fedkit.config import RunConfig, read_config_file
+    from fedkit.config import RunConfig, read_config_file, with_changes
     from fedkit.presets import preset
 
     values: dict[str, Any] = preset(args.preset) if args.preset else {}
     values.update(read_config_file(args.config) if args.config else {})
     names = {f.name for f in fields(RunConfig)}
     explicit = _mappings({k: v for k, v in vars(args).items() if k in names})
-    if "local_epochs" in explicit and "local_steps" not in explicit:
-        values.pop("local_steps", None)  # --local-epochs replaces steps from the file
-    if "local_steps" in explicit and "local_epochs" not in explicit:
-        values.pop("local_epochs", None)
-    return RunConfig.from_dict({**values, **explicit})
+    return RunConfig.from_dict(with_changes(values, explicit))  # --local-epochs replaces steps from the file
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -189,8 +185,22 @@ def _trackers(args: argparse.Namespace) -> list[Any]:
     return make_trackers(args.tracker, experiment=args.experiment, tracking_uri=args.tracking_uri)
 
 
+def _resume_alone(args: argparse.Namespace) -> None:
+    """``--resume`` takes the recorded run's config: refuse config flags, a preset or a config file beside it."""
+    from fedkit.config import RunConfig
+
+    given = [_flag(f.name) for f in fields(RunConfig) if f.name in vars(args)]
+    given += [flag for flag, value in (("--preset", args.preset), ("--config", args.config)) if value]
+    if given:
+        raise ConfigError(
+            f"--resume continues a run with its recorded config; drop {', '.join(given)} "
+            "(`fedkit runs show RUN_ID` shows that config)."
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """``fedkit run``; with ``--json`` stdout holds the JSON summary alone (other prints go to stderr).
+    """``fedkit run``; with ``--json`` stdout holds the JSON alone (other prints go to stderr), and a run that
+    fails still prints a JSON object (run id, status, error).
 
     Parameters
     ----------
@@ -201,19 +211,90 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import fedkit
 
+    if args.resume:
+        _resume_alone(args)
     out = sys.stdout
     # a library's prints (FLARE's "Connecting to FLARE ...") would break the JSON: they go to stderr while the run goes
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        result = fedkit.run(
-            config_from_args(args),
-            trackers=_trackers(args),
-            progress=not args.quiet,
-            admin_kit=args.admin_kit,
-            min_silos=args.min_silos,
-            straggler_timeout=args.straggler_timeout,
-        )
-        summary = result.summary()
+    try:
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            result = fedkit.run(
+                None if args.resume else config_from_args(args),
+                trackers=_trackers(args),
+                progress=not args.quiet,
+                admin_kit=args.admin_kit,
+                resume=args.resume,
+            )
+            summary = result.summary()
+    except RoundFailedError as exc:
+        if args.json:
+            print(json.dumps({"run_id": exc.run_id, "status": "failed", "error": str(exc)}), file=out)
+        raise
     print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary), file=out)
+    return 0
+
+
+def format_sweep(result: Any) -> str:
+    """The readable report of ``fedkit sweep``: the table (best row starred), the best configuration, notes.
+
+    Parameters
+    ----------
+    result
+        The sweep's :class:`fedkit.SweepResult`.
+
+    Returns
+    -------
+    str
+        The report.
+    """
+    table = result.table
+    grid = list(dict.fromkeys(k for c in result.configurations for k in c))
+    rows = []
+    for i, row in table.iterrows():
+        line = {"": "*" if i == result.best else "", **{k: row.get(k) for k in grid}, "runs": row["runs"]}
+        for score in ("avg_accuracy", "pooled_auc"):
+            mean, std = row[f"{score}_mean"], row[f"{score}_std"]
+            line[score] = f"{mean:.4f}" + ("" if math.isnan(std) else f" ± {std:.4f}")
+        rows.append(line)
+    best = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in result.best_fields.items())
+    lines = [
+        f"sweep {result.sweep_id} · {len(table)} configurations · {len(result.runs)} runs · scored on "
+        f"{result.scored_on} sets (mean ± std over seeds {', '.join(map(str, result.seeds))})",
+        "",
+        format_table(rows, ["", *grid, "runs", "avg_accuracy", "pooled_auc"]),
+        "",
+        f"best by {result.scored_on} {result.metric}: {best or '(the base config)'}",
+    ]
+    return "\n".join(lines + [f"note: {n}" for n in result.notes])
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``fedkit sweep``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
+    import fedkit
+    from fedkit.sweeps import grid_from_text, seeds_from_text
+
+    result = fedkit.sweep(
+        config_from_args(args),
+        grid_from_text(args.grid),
+        seeds=seeds_from_text(args.seeds),
+        folds=args.folds,
+        metric=args.metric,
+        trackers=_trackers(args),
+        history=args.history,
+        progress=not args.quiet,
+        keep_results=False,
+    )
+    print(json.dumps(result.summary(), indent=None if args.compact else 2) if args.json else format_sweep(result))
     return 0
 
 
@@ -314,11 +395,84 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     if run["summary"]:
         print()
         print(format_summary(run["summary"]))
+        rejected = run["summary"].get("rejected", [])
+        if rejected:
+            print(f"\nrejected updates ({len(rejected)}):")
+            print(format_table(rejected, ["round", "silo", "kind", "reason"]))
     for backend, state in LocalStore().delivery(run["run_id"]).items():
         line = f"tracker {backend}: {state['delivered']} event(s) delivered, {state['pending']} pending"
         print(line + (f" ({state['last_error']}); `fedkit runs sync` delivers them" if state["pending"] else ""))
     if run["error"]:
         print("\nerror:\n" + run["error"])
+    return 0
+
+
+def format_audit_record(record: dict[str, Any]) -> str:
+    """One audit record on one line: sequence number, kind, time, what it says, its hash's first characters.
+
+    Parameters
+    ----------
+    record
+        One audit record as stored.
+    """
+    kind = record["kind"]
+    if kind == "start":
+        what = (
+            f"started by {record['user']} · fedkit {record['versions']['fedkit']} · "
+            f"nvflare {record['versions']['nvflare'] or '-'} · config {record['config_sha256'][:12]} · "
+            + ", ".join(f"{silo} {digest[:12]}" for silo, digest in record["silos"].items())
+        )
+    elif kind == "round":
+        updates = ", ".join(
+            f"{u['silo']} {_fmt(u['norm'])}" + ("" if u["accepted"] else f" REJECTED ({u['reason']})")
+            for u in record["updates"]
+        )
+        what = f"round {record['round']} · norms: {updates or '-'} · params {record['params_sha256'][:12]}"
+    elif kind == "resume":
+        what = f"resumed after round {record['after_round']} by {record['user']}"
+    else:
+        what = f"{record['status']} after round {record['rounds']}" + (
+            f" · {record['error']}" if record.get("error") else ""
+        )
+    return f"{record['seq']:>4}  {kind:<6}  {record['time']}  {what}  [{record['hash'][:12]}]"
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    """``fedkit audit show RUN_ID``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
+    from fedkit.tracking.local import LocalStore
+
+    records = LocalStore().audit_log(args.run_id)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    elif not records:
+        print("This run has no audit log (recorded before fedkit kept one).")
+    else:
+        print("\n".join(format_audit_record(r) for r in records))
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """``fedkit audit verify RUN_ID``: 0 when the chain is intact, 1 naming the first bad record otherwise.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    """
+    from fedkit.tracking.local import LocalStore
+
+    try:
+        head, count = LocalStore().verify_audit(args.run_id)
+    except AuditError as exc:
+        print(f"fedkit: audit FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"audit log verifies: {count} record(s), head hash {head}")
     return 0
 
 
@@ -501,16 +655,14 @@ def add_run(sub: Subparsers, config_flags: bool) -> None:
     run.add_argument("--json", action="store_true", help="print the run summary as JSON")
     run.add_argument("--compact", action="store_true", help="with --json: one line")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue a stopped, interrupted (killed) or failed run from its last checkpoint, with its recorded "
+        "config (no other config flags); it ends exactly as an uninterrupted run would",
+    )
     remote = run.add_argument_group("remote engine (--engine remote)")
     remote.add_argument("--admin-kit", metavar="DIR", help="admin startup kit of the FLARE federation")
-    remote.add_argument("--min-silos", type=int, metavar="N", help="fewest sites a round may aggregate (default: 1)")
-    remote.add_argument(
-        "--straggler-timeout",
-        type=int,
-        metavar="S",
-        help="seconds to wait for the other sites once --min-silos replied; later ones are dropped from the round "
-        "(default: 10)",
-    )
     tracking = run.add_argument_group("tracking (the local store is always on)")
     tracking.add_argument(
         "--tracker",
@@ -530,6 +682,63 @@ def add_run(sub: Subparsers, config_flags: bool) -> None:
     if config_flags:
         add_config_flags(run)
     run.set_defaults(func=cmd_run, parser=run)
+
+
+def add_sweep(sub: Subparsers, config_flags: bool) -> None:
+    """``fedkit sweep``: a grid of RunConfig values × seeds (× folds) as one job; the RunConfig flags set the base.
+
+    Parameters
+    ----------
+    sub
+        The subcommands to add it to.
+    config_flags
+        Add the RunConfig flags (and the choices of ``--metric``/``--history``, which import the training stack).
+    """
+    sweep = sub.add_parser(
+        "sweep",
+        help="every combination of a grid × seeds as one stacked job, with a table of mean ± std per configuration",
+        description="Run every combination of the --grid values on top of the base configuration (--preset, "
+        "--config and the RunConfig flags), for each seed and, with --folds, on validation folds of each silo's "
+        "train rows; print one row per configuration (mean ± std over seeds) and the best one. Invalid values "
+        "are refused before anything runs. E.g. fedkit sweep --grid lr=0.001,0.01 --grid "
+        "strategy=fedavg,fedprox --seeds 42-46 --folds 4",
+    )
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2",
+        help="a RunConfig field and the values to try (repeat for more fields; 'none' unsets an optional one)",
+    )
+    sweep.add_argument("--seeds", default="42", metavar="LIST", help="seeds, e.g. 42-46 or 42,43 (default: 42)")
+    sweep.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="score on K validation folds of each silo's train rows instead of the test sets (choose honestly)",
+    )
+    scores, histories = None, None
+    if config_flags:  # the choices come with the training stack: imported only for `fedkit sweep` itself
+        from fedkit.stacking import HISTORIES as histories
+        from fedkit.sweeps import SCORES as scores
+    sweep.add_argument("--metric", default="avg_accuracy", choices=scores, help="what the best configuration maximizes")
+    sweep.add_argument(
+        "--history", default="final", choices=histories, help="record each run's last round (final) or every round"
+    )
+    sweep.add_argument("--preset", metavar="NAME", help="base configuration: " + ", ".join(PRESETS))
+    sweep.add_argument("--config", metavar="FILE", help="base configuration from a YAML or JSON file")
+    sweep.add_argument("--json", action="store_true", help="print the table and the best configuration as JSON")
+    sweep.add_argument("--compact", action="store_true", help="with --json: one line")
+    sweep.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    sweep.add_argument(
+        "--tracker", default="local", metavar="LIST", help=f"comma-separated trackers: {', '.join(BACKENDS)}"
+    )
+    sweep.add_argument("--experiment", default=None, metavar="NAME", help="SageMaker/MLflow experiment name")
+    sweep.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow tracking URI")
+    if config_flags:
+        add_config_flags(sweep)
+    sweep.set_defaults(func=cmd_sweep)
 
 
 def add_data(sub: Subparsers) -> None:
@@ -631,6 +840,34 @@ def add_runs(sub: Subparsers) -> None:
     compare.set_defaults(func=cmd_runs_compare, parser=compare)
 
 
+def add_audit(sub: Subparsers) -> None:
+    """``fedkit audit show | verify``.
+
+    Parameters
+    ----------
+    sub
+        The ``fedkit`` parser's subcommands.
+    """
+    audit = sub.add_parser(
+        "audit",
+        help="a run's tamper-evident audit log",
+        description="Each run's audit log is a chain of records, each carrying the SHA-256 hash of the one "
+        "before it: who started the run, versions, config hash, data checksums, each round's update norms "
+        "and verdicts, resumes and the end.",
+    )
+    commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    show = commands.add_parser("show", help="print the run's audit records")
+    show.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    show.add_argument("--json", action="store_true", help="print the records as JSON")
+    show.set_defaults(func=cmd_audit_show)
+    verify = commands.add_parser(
+        "verify",
+        help="check the hash chain; exit 1 naming the first edited, removed or reordered record",
+    )
+    verify.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    verify.set_defaults(func=cmd_audit_verify)
+
+
 def add_report(sub: Subparsers) -> None:
     """``fedkit report NOTEBOOK -p NAME VALUE ...``.
 
@@ -677,9 +914,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fedkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run(sub, config_flags=command in (None, "run"))
+    add_sweep(sub, config_flags=command in (None, "sweep"))
     add_data(sub)
     add_remote(sub)
     add_runs(sub)
+    add_audit(sub)
     add_report(sub)
     return parser
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,28 @@ class RunConfig:
     )
     rounds: int = field(default=15, metadata=_help("federated rounds"))
     fraction: float = field(default=1.0, metadata=_help("fraction of silos sampled each round, in (0, 1]"))
+    min_silos: int = field(
+        default=1,
+        metadata=_help("fewest silos whose updates a round may aggregate: fewer replies or valid updates fail the run"),
+    )
+    dropout: float = field(
+        default=0.0,
+        metadata=_help("simulated faults: probability that a selected silo vanishes from a round (simulation)"),
+    )
+    straggler_timeout: float | None = field(
+        default=None,
+        metadata=_help(
+            "seconds to wait for the other silos once --min-silos replied; later ones are dropped from the round "
+            "(None: 10 s with the remote engine, no simulated stragglers in the simulation)"
+        ),
+    )
+    max_update_norm: float | None = field(
+        default=None, metadata=_help("reject a silo update whose L2 norm exceeds this (None: no absolute bound)")
+    )
+    max_norm_ratio: float | None = field(
+        default=None,
+        metadata=_help("reject a silo update whose L2 norm exceeds this multiple of the round's median norm"),
+    )
     local_steps: int | None = field(
         default=None,
         metadata=_help(f"optimizer steps per silo per round (default {DEFAULT_LOCAL_STEPS} unless --local-epochs)"),
@@ -150,7 +173,7 @@ class RunConfig:
     )
 
     def __post_init__(self) -> None:
-        validate_params(asdict(self), CONSTRAINTS, "RunConfig")
+        validate_params({f.name: getattr(self, f.name) for f in fields(self)}, CONSTRAINTS, "RunConfig")
         if self.secure_aggregation is None:  # private by default across organizations
             object.__setattr__(self, "secure_aggregation", self.engine == "remote")
         for rule in RULES:
@@ -175,7 +198,7 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """All fields, JSON-ready."""
-        return asdict(self)
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}  # asdict's result, 3x faster
 
     def in_use(self) -> dict[str, Any]:
         """The fields that shape this run, in field order: unset (None) ones are left out, and so are those
@@ -184,7 +207,7 @@ class RunConfig:
         """
         inert = {"alpha"} if self.split not in SKEWED else set()
         inert |= {"hidden"} if self.model != "mlp" else set()
-        return {k: v for k, v in asdict(self).items() if v is not None and k not in inert}
+        return {k: v for k, v in self.to_dict().items() if v is not None and k not in inert}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
@@ -222,6 +245,32 @@ class RunConfig:
             When the file is missing or malformed, or its fields are not allowed.
         """
         return cls.from_dict(read_config_file(path))
+
+
+def with_changes(values: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (RunConfig fields) with ``changes``; changing ``local_steps`` or ``local_epochs`` unsets the other.
+
+    The two say one budget two ways, so a preset's ``local_steps`` gives way to a flag's ``--local-epochs``
+    (and a sweep's grid value to its base) instead of clashing with it.
+
+    Parameters
+    ----------
+    values
+        RunConfig fields (a preset, a file, a sweep's base).
+    changes
+        The fields that override them.
+
+    Returns
+    -------
+    dict
+        The merged fields (neither input is modified).
+    """
+    out = dict(values)
+    for name, other in (("local_epochs", "local_steps"), ("local_steps", "local_epochs")):
+        if name in changes and other not in changes:
+            out.pop(other, None)
+    out.update(changes)
+    return out
 
 
 def scored_model(config: Mapping[str, Any]) -> str:
@@ -446,6 +495,23 @@ def scaffold_needs_plain_sgd(config: RunConfig) -> None:
         )
 
 
+def enough_silos_per_round(config: RunConfig) -> None:
+    """A round cannot need more silos (``min_silos``) than it selects.
+
+    Parameters
+    ----------
+    config
+        The config to check.
+    """
+    per_round = 1 if config.strategy == "pooled" else silos_per_round(config.silos or 4, config.fraction)
+    if config.min_silos > per_round:
+        raise ConfigError(
+            f"The 'min_silos' parameter of RunConfig is {config.min_silos} but this run trains {per_round} silo(s) "
+            f"per round (strategy={config.strategy!r}, silos={config.silos or 4}, fraction={config.fraction}). "
+            "Lower min_silos or raise fraction."
+        )
+
+
 def remote_runs_hospitals(config: RunConfig) -> None:
     """The remote engine runs one FLARE site per hospital, and no rows leave a site.
 
@@ -539,9 +605,19 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     no_personal_baseline,
     krum_has_enough_silos,
     scaffold_needs_plain_sgd,
+    enough_silos_per_round,
+    OnlyWith("dropout", 0.0, "engine", ("simulation",), "engine='simulation' (remote sites drop out for real)"),
     remote_runs_hospitals,
     own_data,
     secure_sum_only,
+    OnlyWith(
+        "max_norm_ratio",
+        None,
+        "secure_aggregation",
+        (False,),
+        "secure_aggregation=False (under secure aggregation no one sees the updates' median norm)",
+        "Bound the norm with max_update_norm instead (each site checks it), or set secure_aggregation=False.",
+    ),
     *(_strategy_rule(name) for name in HYPERPARAMETERS),
 )
 """Every cross-field rule of RunConfig, in the order they are checked (each raises a ConfigError)."""
@@ -602,6 +678,11 @@ CONSTRAINTS: dict[str, list[Any]] = {
     "engine": [Options(ENGINES)],
     "rounds": [Interval(int, 1, 100_000)],
     "fraction": [Interval(float, 0, 1, closed="right")],
+    "min_silos": [Interval(int, 1, None)],
+    "dropout": [Interval(float, 0, 1, closed="left")],
+    "straggler_timeout": [Interval(float, 0, None, closed="neither"), NONE],
+    "max_update_norm": [Interval(float, 0, None, closed="neither"), NONE],
+    "max_norm_ratio": [Interval(float, 1, None), NONE],
     "local_steps": [Interval(int, 1, None), NONE],
     "local_epochs": [Interval(int, 1, None), NONE],
     "batch_size": [Interval(int, 1, None)],

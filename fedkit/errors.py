@@ -88,6 +88,36 @@ class RemoteRunError(FedkitError, RuntimeError):
     """A remote run cannot go on (too few sites, a site failed); the message says which and what to do."""
 
 
+class RoundFailedError(FedkitError, RuntimeError):
+    """A round cannot be aggregated: too few valid updates, or the global model diverged.
+
+    ``run_id`` is the run it ended (set by the round loop on the way out).
+
+    Parameters
+    ----------
+    message
+        The sentence shown to the user: the round, the silos, the likely cause and the fix.
+    server_round
+        The round that failed.
+    silos
+        The silos whose updates were rejected or missing (empty when the aggregate itself diverged).
+    """
+
+    def __init__(self, message: str, *, server_round: int, silos: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.server_round = server_round
+        self.silos = silos
+        self.run_id: str | None = None
+
+
+class ResumeError(FedkitError, ValueError):
+    """A run cannot be resumed (finished, still running, or no checkpoint); the message says why and what to do."""
+
+
+class AuditError(FedkitError, ValueError):
+    """A run's audit log does not verify; the message names the first edited, removed or reordered record."""
+
+
 class PocError(FedkitError, RuntimeError):
     """The local federation could not start or stop; the message says which process and where its log is."""
 

@@ -8,13 +8,16 @@ length does not depend on how many rows it has (:func:`site_stats`)::
     1            loss_sum   sum over rows of the binary cross-entropy from logits,
                             log(1 + exp(z)) - y z (the formula of fedkit.metrics.grouped_metrics)
     2, 3, 4, 5   tp fp tn fn  confusion counts at probability 0.5 (predicted positive iff z > 0)
-    6 .. 6+B-1   positive   histogram of the logits of the rows with label 1 on the fixed bins
-    6+B .. 6+2B-1 negative  histogram of the logits of the rows with label 0
+    6            diverged   rows whose logit is not finite (a diverged model); they are in no other entry
+    7 .. 7+B-1   positive   histogram of the logits of the rows with label 1 on the fixed bins
+    7+B .. 7+2B-1 negative  histogram of the logits of the rows with label 0
 
 Counts are whole numbers stored as float64 (exact up to 2**53). Vectors add up: the server, or
 secure aggregation, sums them (:func:`sum_stats`) and :func:`metrics_from_stats` gives the pooled
 loss and accuracy exactly and the pooled ROC AUC from the summed histograms. Per-silo metrics are
-computed on the site from its own labels and logits, exactly (:func:`evaluate_on_site`).
+computed on the site from its own labels and logits, exactly (:func:`evaluate_on_site`). A sum with any
+``diverged`` row gives null (NaN) metrics, as a silo's own metrics are then: a number computed from
+non-finite scores would mean nothing.
 
 **Bins.** :data:`BINS`: 8192 bins, uniform in ``asinh(z / 0.1)`` between ``±asinh(1000 / 0.1)``
 (logits beyond ±1000 fall in the end bins). A bin is about 2.4e-4 logits wide near 0 and 0.24 % of
@@ -63,7 +66,7 @@ from fedkit._validation import Interval, validate_params
 from fedkit.errors import DataError
 from fedkit.metrics import METRICS, binary_metrics
 
-HEADER: tuple[str, ...] = ("n", "loss_sum", "tp", "fp", "tn", "fn")
+HEADER: tuple[str, ...] = ("n", "loss_sum", "tp", "fp", "tn", "fn", "diverged")
 
 BINS_CONSTRAINTS = {
     "count": [Interval(int, 2, 65_536)],
@@ -124,7 +127,7 @@ BINS = Bins()
 
 
 def layout(bins: Bins = BINS) -> dict[str, slice]:
-    """Where each field sits in a stats vector: the six header fields, ``positive`` and ``negative``.
+    """Where each field sits in a stats vector: the header fields (``HEADER``), ``positive`` and ``negative``.
 
     Parameters
     ----------
@@ -145,8 +148,6 @@ def _labels_logits(labels: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, 
         raise DataError(f"Evaluation needs one logit per label; got {len(y)} labels and {len(z)} logits.")
     if not np.isin(y, (0.0, 1.0)).all():
         raise DataError("Evaluation labels must be 0 or 1; got " + ", ".join(map(str, np.unique(y)[:5])) + ".")
-    if np.isnan(z).any():
-        raise DataError(f"{int(np.isnan(z).sum())} logit(s) are NaN: the model diverged; nothing to score.")
     return y, z
 
 
@@ -163,8 +164,11 @@ def site_stats(labels: np.ndarray, logits: np.ndarray, bins: Bins = BINS) -> np.
         The score bins of the federation.
     """
     y, z = _labels_logits(labels, logits)
-    positive, predicted = y == 1, z > 0
+    finite = np.isfinite(z)
     out = np.zeros(bins.length)
+    out[HEADER.index("diverged")] = np.sum(~finite)
+    y, z = y[finite], z[finite]
+    positive, predicted = y == 1, z > 0
     out[0] = len(y)
     out[1] = np.sum(np.logaddexp(0.0, z) - y * z)
     out[2:6] = [
@@ -220,10 +224,10 @@ def check_stats(stats: np.ndarray, bins: Bins = BINS, where: str = "stats") -> n
     if not np.isfinite(v).all():
         raise DataError(f"{where}: holds non-finite values.")
     f = layout(bins)
-    counts = np.concatenate([v[[0, 2, 3, 4, 5]], v[f["positive"]], v[f["negative"]]])
+    counts = np.concatenate([v[[0, 2, 3, 4, 5, 6]], v[f["positive"]], v[f["negative"]]])
     if (counts < 0).any() or (counts != np.round(counts)).any():
         raise DataError(f"{where}: counts must be whole numbers >= 0.")
-    n, loss_sum, tp, fp, tn, fn = v[: len(HEADER)]
+    n, loss_sum, tp, fp, tn, fn, _diverged = v[: len(HEADER)]
     if n != tp + fp + tn + fn or v[f["positive"]].sum() != tp + fn or v[f["negative"]].sum() != fp + tn:
         pos, neg = v[f["positive"]].sum(), v[f["negative"]].sum()
         raise DataError(
@@ -277,6 +281,8 @@ def auc_error_bound(stats: np.ndarray, bins: Bins = BINS) -> float:
 def metrics_from_stats(stats: np.ndarray, bins: Bins = BINS) -> dict[str, float]:
     """``{"loss", "auc", "accuracy"}`` of a (summed) stats vector: loss and accuracy exact, AUC from the histograms.
 
+    All three are NaN when the vector counts a ``diverged`` row.
+
     Parameters
     ----------
     stats
@@ -285,7 +291,9 @@ def metrics_from_stats(stats: np.ndarray, bins: Bins = BINS) -> dict[str, float]
         The score bins of the federation.
     """
     f = layout(bins)
-    n, loss_sum, tp, _fp, tn, _fn = stats[: len(HEADER)]
+    n, loss_sum, tp, _fp, tn, _fn, diverged = stats[: len(HEADER)]
+    if diverged:
+        return dict.fromkeys(METRICS, math.nan)
     return {
         "loss": float(loss_sum / n) if n else math.nan,
         "auc": auc_from_histograms(stats[f["positive"]], stats[f["negative"]]),

@@ -456,3 +456,30 @@ def config_text(config: Any, leave_out: Sequence[str] = ("seed",)) -> str:
         Fields said elsewhere (default: the seed, which a report lists apart).
     """
     return ", ".join(f"{k}={v}" for k, v in config.in_use().items() if k not in leave_out)
+
+
+REJECTION_COLUMNS = ["run", "run_id", "seed", "round", "silo", "kind", "reason"]
+
+
+def rejections_table(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
+    """Every update that validation left out of a round, one row each (empty when none was).
+
+    ``summaries`` maps a label (e.g. strategy) to run summaries (:meth:`fedkit.result.RunResult.summary`,
+    or a recorded run's ``summary``); each rejected update is listed with its run, seed, round,
+    silo, ``kind`` (see :data:`fedkit.privacy.validation.KINDS`) and reason.
+
+    Parameters
+    ----------
+    summaries
+        A label (e.g. strategy) to run summaries (:meth:`fedkit.result.RunResult.summary`, or a recorded run's
+        ``summary``).
+    """
+    import pandas as pd
+
+    rows = [
+        {"run": label, "run_id": s["run_id"], "seed": s["config"]["seed"], **r}
+        for label, runs in summaries.items()
+        for s in runs
+        for r in s.get("rejected", [])
+    ]
+    return pd.DataFrame(rows, columns=REJECTION_COLUMNS)

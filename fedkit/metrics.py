@@ -15,6 +15,8 @@ def grouped_metrics(y: np.ndarray, z: np.ndarray, group: np.ndarray, n_groups: i
     """Per-group ``loss`` (mean BCE from logits), ``auc`` (NaN with one class) and ``accuracy`` (logit > 0).
 
     AUC is Mann-Whitney U with average ranks for ties, equal to scikit-learn's ``roc_auc_score``.
+    A group with any non-finite logit (a diverged model) gets NaN for all three: a number computed from
+    NaN scores would mean nothing.
 
     Parameters
     ----------
@@ -37,6 +39,9 @@ def grouped_metrics(y: np.ndarray, z: np.ndarray, group: np.ndarray, n_groups: i
     group = np.asarray(group, dtype=np.int64)
     if len(z) == 0:  # no rows in any group: nothing to score
         return {m: np.full(n_groups, np.nan) for m in METRICS}
+    diverged = np.bincount(group, ~np.isfinite(z), minlength=n_groups) > 0
+    if diverged.any():
+        z = np.where(np.isfinite(z), z, 0.0)  # scored as 0, then blanked: no NaN arithmetic, no warnings
     n = np.bincount(group, minlength=n_groups).astype(np.float64)
     loss = np.bincount(group, np.logaddexp(0.0, z) - y * z, minlength=n_groups) / n
     accuracy = np.bincount(group, (z > 0) == (y == 1), minlength=n_groups) / n
@@ -56,6 +61,8 @@ def grouped_metrics(y: np.ndarray, z: np.ndarray, group: np.ndarray, n_groups: i
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
     auc[(positives == 0) | (negatives == 0)] = np.nan
+    for values in (loss, auc, accuracy):
+        values[diverged] = np.nan
     return {"loss": loss, "auc": auc, "accuracy": accuracy}
 
 

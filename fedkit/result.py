@@ -18,7 +18,8 @@ POOLED = "pooled"
 
 
 def _json_float(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else float(value)
+    """A metric value as JSON carries it: NaN and infinities (never a meaningful score) as null."""
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def final_metrics(
@@ -53,13 +54,14 @@ def final_metrics(
         return {**{m: _json_float(values[(silo, m)]) for m in sorted(METRICS)}, **bounds, "n_test": n_test[silo]}
 
     silos = {s: block(s) for s in n_test if s != POOLED and (s, "accuracy") in values}  # a dropped silo is absent
-    accuracies = [b["accuracy"] for b in silos.values() if b["accuracy"] is not None]
+    accuracies = [b["accuracy"] for b in silos.values()]
     return {
         "model": model,
         "round": last,
         "silos": silos,
         POOLED: block(POOLED) if (POOLED, "accuracy") in values else None,
-        "avg_accuracy": float(np.mean(accuracies)) if accuracies else None,  # None when every silo dropped out
+        # None when every silo dropped out of the last round, or when one diverged (its accuracy is null)
+        "avg_accuracy": None if not accuracies or None in accuracies else float(np.mean(accuracies)),
     }
 
 
@@ -176,6 +178,8 @@ class RoundEvent:
         The round's metric rows.
     params
         The new global parameters.
+    notes
+        The run's notes that this round added: rejected updates, dropouts, rejoins.
     """
 
     run_id: str
@@ -183,6 +187,7 @@ class RoundEvent:
     rounds: int
     rows: list[dict[str, Any]]
     params: np.ndarray
+    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -209,6 +214,9 @@ class RunResult:
         Sentences that explain the numbers (e.g. an undefined AUC).
     scored
         The model the run is scored with: ``"global"`` or ``"personal"``.
+    rejected
+        Every update validation rejected: ``{"round", "silo", "kind", "reason"}``
+        (:mod:`fedkit.privacy.validation`).
     intervals
         Per silo and pooled: the 95% interval bounds of the final AUC and accuracy (:mod:`fedkit.intervals`).
     """
@@ -222,6 +230,7 @@ class RunResult:
     data: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     scored: str = "global"
+    rejected: list[dict[str, Any]] = field(default_factory=list)
     intervals: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per silo and pooled: the 95% interval bounds of the final AUC and accuracy (:mod:`fedkit.intervals`)."""
 
@@ -247,7 +256,7 @@ class RunResult:
         return final_table(self.final)
 
     def summary(self) -> dict[str, Any]:
-        """Exactly what ``fedkit run --json`` prints: run id, config, final metrics, history, notes."""
+        """Exactly what ``fedkit run --json`` prints: run id, config, final metrics, history, notes, rejections."""
         return {
             "run_id": self.run_id,
             "status": self.status,
@@ -256,4 +265,5 @@ class RunResult:
             "final": self.final,
             "history": [{**r, "value": _json_float(r["value"])} for r in self.records],
             "notes": list(self.notes),
+            "rejected": [dict(r) for r in self.rejected],
         }

@@ -10,9 +10,10 @@ from __future__ import annotations
 import sys
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -20,9 +21,19 @@ from fedkit import seeding
 from fedkit.config import RunConfig, silos_per_round
 from fedkit.data.silos import Federation
 from fedkit.engines.base import Engine, Evaluation, FitReply
+from fedkit.errors import FedkitError, ResumeError
 from fedkit.evalstats import metrics_from_stats
 from fedkit.intervals import intervals_from_stats
 from fedkit.metrics import METRICS
+from fedkit.privacy import audit
+from fedkit.privacy.validation import (
+    Verdict,
+    check_enough,
+    check_global,
+    divergence_hint,
+    rejection_note,
+    validate_updates,
+)
 from fedkit.result import (
     POOLED,
     ClassCounts,
@@ -35,10 +46,11 @@ from fedkit.result import (
 )
 from fedkit.strategies import BASELINES, Strategy, make_strategy
 from fedkit.strategies.base import Controls
-from fedkit.tracking.base import Tracker
+from fedkit.tracking.base import RunStore, Tracker
+from fedkit.tracking.checkpoint import Checkpoint, decode, encode, strategy_arrays, strategy_state
 
 UpdateHook = Callable[[int, FitReply], FitReply]
-"""Called on every silo reply before aggregation (DP noise, validation, secure aggregation masks...)."""
+"""Called on every silo reply before validation and aggregation (DP noise, secure aggregation masks...)."""
 
 
 def new_run_id() -> str:
@@ -114,9 +126,24 @@ def score_rows(server_round: int, model: str, evaluation: Evaluation) -> list[di
     ]
 
 
+class Evaluated(NamedTuple):
+    """A round's evaluation: its metric rows, and the 95% intervals of the scored model's AUC and accuracy.
+
+    Parameters
+    ----------
+    rows
+        The metric rows (global model, and each silo's own when the run is scored by it).
+    intervals
+        Per silo and pooled, the interval bounds (:func:`intervals_of`).
+    """
+
+    rows: list[dict[str, Any]]
+    intervals: dict[str, dict[str, float]]
+
+
 def evaluate_rows(
-    server_round: int, engine: Engine, params: np.ndarray, config: RunConfig
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    server_round: int, engine: Engine, params: np.ndarray, config: RunConfig, personal_models: np.ndarray | None = None
+) -> Evaluated:
     """The round's evaluation: the global model (not for ``local``) and each silo's own model when scored by it.
 
     Parameters
@@ -129,18 +156,22 @@ def evaluate_rows(
         The global parameters.
     config
         The run.
+    personal_models
+        The silos' fine-tuned models, already trained (a sweep stacks the fine-tuning of many runs);
+        None: the engine fine-tunes them itself.
 
     Returns
     -------
-    tuple
-        The metric rows, and the 95% intervals of the scored model's AUC and accuracy (:func:`intervals_of`).
+    Evaluated
+        The metric rows, and the intervals of the model the run is scored with.
     """
     scored = None if config.strategy == "local" else engine.evaluate(params)
     rows = [] if scored is None else score_rows(server_round, "global", scored)
     if config.scored == "personal":
-        scored = engine.evaluate_personal(params, server_round)
+        models = {} if personal_models is None else {"models": personal_models}
+        scored = engine.evaluate_personal(params, server_round, **models)
         rows += score_rows(server_round, "personal", scored)
-    return rows, intervals_of(scored)
+    return Evaluated(rows, intervals_of(scored))
 
 
 def intervals_of(evaluation: Evaluation | None) -> dict[str, dict[str, float]]:
@@ -173,7 +204,99 @@ def fit_rows(server_round: int, replies: list[FitReply]) -> list[dict[str, Any]]
         The silos' replies to this round's training.
     """
     rows = [metric_rows(server_round, "local", "train", r.silo, {"loss": r.train_loss})[0] for r in replies]
-    return rows + score_rows(server_round, "local", Evaluation([r.local_test for r in replies]))
+    evaluation = Evaluation([r.local_test for r in replies if r.local_test is not None])
+    return rows + score_rows(server_round, "local", evaluation)
+
+
+def validate_replies(
+    server_round: int, replies: list[FitReply], params: np.ndarray, config: RunConfig, *, check_loss: bool = True
+) -> tuple[list[FitReply], list[Verdict]]:
+    """The replies whose update passes validation (:mod:`fedkit.privacy.validation`), and a verdict per reply.
+
+    Raises :class:`~fedkit.errors.RoundFailedError` when fewer than ``config.min_silos`` pass. Under
+    secure aggregation the server sees no update: the simulation's check stands for each site's own
+    (before masking) and the verdicts carry no norm; replies without parameters (remote sites) are
+    accepted as they are, each site checking its own update.
+
+    Parameters
+    ----------
+    server_round
+        The round.
+    replies
+        The silos' replies, after the hooks.
+    params
+        The global parameters the round started from.
+    config
+        The run: its bounds (``max_update_norm``, ``max_norm_ratio``), ``min_silos``, ``lr`` and ``optimizer``.
+    check_loss
+        Check each reply's train loss too (a stacked sweep that does not compute losses passes False).
+    """
+    if any(r.params is None for r in replies):  # secure aggregation on remote sites: each site checks its own
+        return list(replies), [Verdict(r.silo, None) for r in replies]
+    verdicts = validate_updates(
+        [r.silo for r in replies],
+        [r.params for r in replies],
+        [r.train_loss if check_loss else None for r in replies],
+        params,
+        max_update_norm=config.max_update_norm,
+        max_norm_ratio=config.max_norm_ratio,
+    )
+    need = min(config.min_silos, len(replies))
+    check_enough(server_round, verdicts, need, divergence_hint(config.lr, config.optimizer))
+    accepted = [r for r, v in zip(replies, verdicts, strict=True) if v.accepted]
+    if config.secure_aggregation:  # the check stands for each site's own; the server learns no norm
+        verdicts = [replace(v, norm=None) for v in verdicts]
+    return accepted, verdicts
+
+
+def validation_rows(server_round: int, verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
+    """Each reply's update ``norm`` (NaN when it has none) and ``rejected`` (1 or 0), as local/update rows.
+
+    Parameters
+    ----------
+    server_round
+        The round.
+    verdicts
+        The round's verdicts, one per reply.
+    """
+    return [
+        row
+        for v in verdicts
+        for row in metric_rows(
+            server_round,
+            "local",
+            "update",
+            v.silo,
+            {"norm": np.nan if v.norm is None else v.norm, "rejected": float(not v.accepted)},
+        )
+    ]
+
+
+class RoundOutcome(NamedTuple):
+    """What one round produced: the new global parameters and strategy state, its metric rows, who took part.
+
+    Parameters
+    ----------
+    params
+        The new global parameters.
+    state
+        The strategy's new state.
+    rows
+        The round's metric rows.
+    selected
+        The silos asked to train.
+    verdicts
+        A verdict per silo that replied.
+    intervals
+        The 95% intervals of the scored model's AUC and accuracy after the round (:func:`intervals_of`).
+    """
+
+    params: np.ndarray
+    state: Any
+    rows: list[dict[str, Any]]
+    selected: list[str]
+    verdicts: list[Verdict]
+    intervals: dict[str, dict[str, float]] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
 
 
 def run_round(
@@ -184,8 +307,11 @@ def run_round(
     state: Any,
     params: np.ndarray,
     hooks: Sequence[UpdateHook] = (),
-) -> tuple[np.ndarray, Any, list[dict[str, Any]]]:
-    """One round: sample silos, train them, pass the replies through ``hooks``, aggregate, evaluate.
+) -> RoundOutcome:
+    """One round: sample silos, train them, pass the replies through ``hooks``, validate, aggregate, evaluate.
+
+    Rejected updates are left out of the aggregate; too few valid updates, or a non-finite aggregate,
+    raise :class:`~fedkit.errors.RoundFailedError`.
 
     Parameters
     ----------
@@ -202,18 +328,52 @@ def run_round(
     params
         The global parameters before this round.
     hooks
-        Called on every silo reply before aggregation.
+        Called on every silo reply before validation and aggregation.
 
     Returns
     -------
-    tuple[np.ndarray, Any, list[dict], dict]
-        The new global parameters, the strategy's new state, the round's metric rows and the 95% intervals
-        of the scored model's AUC and accuracy (:func:`intervals_of`).
+    RoundOutcome
+        The new global parameters and strategy state, the round's metric rows, who was asked and the verdicts.
     """
     chosen = select_silos(engine.silos, config.fraction, config.seed, server_round)
     replies = engine.fit(params, server_round, chosen, strategy.local_term(state, params))
     for hook in hooks:
         replies = [hook(server_round, r) for r in replies]
+    accepted, verdicts = validate_replies(server_round, replies, params, config)
+    new, state = aggregate(strategy, state, params, accepted, engine, config)
+    check_global(server_round, new, config.strategy)
+    rows = fit_rows(server_round, replies) + validation_rows(server_round, verdicts)
+    evaluated = evaluate_rows(server_round, engine, new, config)
+    return RoundOutcome(new, state, rows + evaluated.rows, chosen, verdicts, evaluated.intervals)
+
+
+def aggregate(
+    strategy: Strategy, state: Any, params: np.ndarray, replies: list[FitReply], engine: Engine, config: RunConfig
+) -> tuple[np.ndarray, Any]:
+    """The strategy's step from the silos' ``replies``: new global parameters and state.
+
+    Under secure aggregation the strategy gets only the sums the engine computes (:meth:`Engine.sum_updates`).
+
+    Parameters
+    ----------
+    strategy
+        The run's strategy.
+    state
+        Its state before the round.
+    params
+        The global parameters before the round.
+    replies
+        The silos' replies that passed validation (after any hooks).
+    engine
+        The engine holding the silos (how many there are; the secure sum).
+    config
+        The run (``secure_aggregation``).
+
+    Returns
+    -------
+    tuple
+        The new global parameters and the strategy's new state.
+    """
     if config.secure_aggregation:  # the server sees only the sums
         updates, weights, controls = engine.sum_updates(replies, params).strategy_inputs(len(engine.silos))
     else:
@@ -221,24 +381,82 @@ def run_round(
         weights = np.array([r.n_train for r in replies], dtype=np.float64)
         deltas = [r.control_delta for r in replies if r.control_delta is not None]
         controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
-    params, state = strategy.aggregate(updates, weights, state, params, controls)
-    rows, intervals = evaluate_rows(server_round, engine, params, config)
-    return params, state, fit_rows(server_round, replies) + rows, intervals
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging server step: check_global reports it
+        return strategy.aggregate(updates, weights, state, params, controls)
+
+
+def checkpoint(server_round: int, params: np.ndarray, state: Any, engine: Engine, recorder: Recorder) -> bytes | None:
+    """The run's checkpoint after ``server_round`` as bytes (None when no tracker keeps checkpoints).
+
+    Parameters
+    ----------
+    server_round
+        The round just recorded.
+    params
+        The global parameters after it.
+    state
+        The strategy's state after it.
+    engine
+        The engine, for its silos' state.
+    recorder
+        The run's recorder: its notes and rejected updates so far, and whether any tracker keeps checkpoints.
+    """
+    if not recorder.stores:
+        return None
+    saved = Checkpoint(
+        server_round,
+        params,
+        strategy_arrays(state),
+        engine.state(),
+        tuple(recorder.notes),
+        tuple(recorder.rejected),
+    )
+    return encode(saved)
+
+
+def os_user() -> str:
+    """Who runs this process, for the audit log (the login name; the uid when it has none)."""
+    import getpass
+    import os
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
+def versions() -> dict[str, str | None]:
+    """fedkit's version and NVIDIA FLARE's (None when it is not installed), for the audit log."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from fedkit._version import __version__
+
+    try:
+        flare: str | None = version("nvflare")
+    except PackageNotFoundError:
+        flare = None
+    return {"fedkit": __version__, "nvflare": flare}
 
 
 class Recorder:
-    """A run's record as it goes: its metric rows, every tracker told of each step, every callback called.
+    """A run's record as it goes: metric rows, notes and rejected updates, every tracker told of each step.
+
+    Trackers that keep runs (:class:`~fedkit.tracking.base.RunStore`, the local store) also get each
+    round's checkpoint and the run's audit records (:mod:`fedkit.privacy.audit`), with the round's
+    metrics in one transaction.
 
     Parameters
     ----------
     config
         The run.
     federation
-        Its silos (recorded with the run).
+        Its silos (recorded with the run; their data checksums go to the audit log).
     trackers
         Where the run is recorded.
     callbacks
         Called with each round's event.
+    run_id
+        The id of a recorded run to resume (default: a new run id).
     test_counts
         Each silo's test rows and positives (default: from the federation's test labels).
     """
@@ -249,23 +467,120 @@ class Recorder:
         federation: Federation,
         trackers: Sequence[Tracker],
         callbacks: Sequence[Callable[[RoundEvent], None]] = (),
+        run_id: str | None = None,
         test_counts: ClassCounts | None = None,
     ) -> None:
-        self.run_id = new_run_id()
+        self.run_id = run_id or new_run_id()
         self.config = config
         self.trackers = list(trackers)
+        self.stores: list[RunStore] = [t for t in self.trackers if isinstance(t, RunStore)]
         self.callbacks = list(callbacks)
         self.data = federation.provenance.as_dict()
+        self.checksums = federation.options.get("silo_sha256") or audit.silo_checksums(federation.silos)
         self.test_counts = test_counts or class_counts({s.name: s.y_test for s in federation.silos})
         self.records: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self.rejected: list[dict[str, Any]] = []
+        self.intervals: dict[str, dict[str, float]] = {}
+        """The 95% intervals of the scored model's AUC and accuracy at the last evaluation, for the final table."""
+        self.chain = audit.Chain(self.run_id)
 
-    def start(self) -> None:
-        """Tell every tracker the run begins."""
+    def _audit(self, kind: str, fields: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The next audit record (none when no tracker keeps them)."""
+        fields = {**fields, "time": datetime.now(UTC).isoformat(timespec="milliseconds")}
+        return [self.chain.append(kind, fields)] if self.stores else []
+
+    def start(self, started_by: str | None = None) -> None:
+        """Tell every tracker the run begins; the audit log opens with who, versions, config and data checksums.
+
+        Parameters
+        ----------
+        started_by
+            Who started the run, for the audit log (default: the OS user).
+        """
         for t in self.trackers:
             t.start_run(self.run_id, self.config.to_dict(), self.data)
+        record = audit.start_record(
+            self.config.to_dict(), self.data, self.checksums, user=started_by or os_user(), versions=versions()
+        )
+        for store in self.stores:
+            store.append_audit(self.run_id, self._audit("start", record))
 
-    def record(self, server_round: int, rows: list[dict[str, Any]], params: np.ndarray) -> None:
-        """Keep one round's rows, log them to every tracker, and call every callback with the round's event.
+    def resume(self, started_by: str | None = None) -> Checkpoint:
+        """Continue the recorded run ``run_id`` from its last checkpoint, which is returned.
+
+        Its audit log must verify and its data checksums match this federation's; its rows, notes and
+        rejected updates so far are read back, trackers that keep no runs are told the run starts.
+
+        Parameters
+        ----------
+        started_by
+            Who resumes the run, for the audit log (default: the OS user).
+        """
+        if not self.stores:
+            raise ResumeError("Resuming a run needs the local run store among the trackers, which keeps checkpoints.")
+        store = self.stores[0]
+        log = store.audit_log(self.run_id)
+        audit.verify(log, self.run_id)
+        if log and log[0].get("silos") != self.checksums:
+            changed = sorted(k for k in self.checksums if log[0].get("silos", {}).get(k) != self.checksums[k])
+            raise ResumeError(
+                f"Run {self.run_id} cannot be resumed: the data of silo(s) {', '.join(changed) or '?'} differ from "
+                "the data it started with (checksums in its audit log). Resume it with the same data files and split."
+            )
+        store.resume_run(self.run_id)
+        blob = store.checkpoint(self.run_id)
+        saved = decode(blob) if blob is not None else None
+        if saved is None:  # resume_run raised already; kept for type checkers
+            raise ResumeError(f"Run {self.run_id} has no checkpoint.")
+        self.chain = audit.Chain.after(log, self.run_id)
+        self.records = [r for r in store.history(self.run_id) if r["round"] <= saved.server_round]
+        self.notes, self.rejected = list(saved.notes), list(saved.rejected)
+        for t in self.trackers:
+            if not isinstance(t, RunStore):
+                t.start_run(self.run_id, self.config.to_dict(), self.data)
+        fields = {"after_round": saved.server_round, "user": started_by or os_user(), "versions": versions()}
+        store.append_audit(self.run_id, self._audit("resume", fields))
+        return saved
+
+    def add_notes(self, server_round: int, verdicts: Sequence[Verdict], engine: Engine, seen: int) -> list[str]:
+        """Add the round's notes: each rejected update (with the likely fix), then the engine's new notes.
+
+        Parameters
+        ----------
+        server_round
+            The round.
+        verdicts
+            The round's verdicts.
+        engine
+            The engine, whose notes after the first ``seen`` are new.
+        seen
+            How many of the engine's notes the run already has.
+        """
+        kept = sum(v.accepted for v in verdicts)
+        hint = divergence_hint(self.config.lr, self.config.optimizer)
+        notes = [rejection_note(server_round, v, kept, len(verdicts), hint) for v in verdicts if not v.accepted]
+        notes += engine.notes[seen:]
+        self.rejected += [
+            {"round": server_round, "silo": v.silo, "kind": v.kind, "reason": v.reason}
+            for v in verdicts
+            if not v.accepted
+        ]
+        self.notes += notes
+        return notes
+
+    def record(
+        self,
+        server_round: int,
+        rows: list[dict[str, Any]],
+        params: np.ndarray,
+        *,
+        notes: Sequence[str] = (),
+        audit_fields: Mapping[str, Any] | None = None,
+        saved: bytes | None = None,
+    ) -> None:
+        """Keep one round's rows; give every tracker the rows (run stores: with the checkpoint and the round's
+        audit record, in one transaction); call every callback with the round's event.
 
         Parameters
         ----------
@@ -275,17 +590,25 @@ class Recorder:
             The round's metric rows.
         params
             The global parameters after the round.
+        notes
+            The notes the round added.
+        audit_fields
+            The round's audit record fields (:func:`fedkit.privacy.audit.round_record`).
+        saved
+            The run's checkpoint after the round (:func:`checkpoint`), or None.
         """
         self.records.extend(rows)
+        records = self._audit("round", audit_fields) if audit_fields is not None else []
         for t in self.trackers:
-            t.log_round(self.run_id, server_round, rows)
-        event = RoundEvent(self.run_id, server_round, self.config.rounds, rows, params)
+            if isinstance(t, RunStore):
+                t.save_round(self.run_id, server_round, rows, checkpoint=saved, audit=records)
+            else:
+                t.log_round(self.run_id, server_round, rows)
+        event = RoundEvent(self.run_id, server_round, self.config.rounds, rows, params, tuple(notes))
         for callback in self.callbacks:
             callback(event)
 
-    def finish(
-        self, status: str, params: np.ndarray, intervals: dict[str, dict[str, float]] | None = None
-    ) -> RunResult:
+    def finish(self, status: str, params: np.ndarray) -> RunResult:
         """End the run with ``status`` (finished or stopped) and its final ``params``; returns its result.
 
         Parameters
@@ -294,11 +617,8 @@ class Recorder:
             ``finished`` or ``stopped``.
         params
             The final global parameters.
-        intervals
-            The final AUC and accuracy intervals per silo and pooled (:func:`intervals_of`), if known.
         """
-        notes = undefined_auc_notes(self.records, self.test_counts)
-        notes += thin_class_notes(self.test_counts)
+        notes = undefined_auc_notes(self.records, self.test_counts) + thin_class_notes(self.test_counts)
         if not self.data["verified"]:
             notes.append(
                 "The data files were not verified against the pinned UCI sha256 (own data, or verify=False); "
@@ -312,19 +632,54 @@ class Recorder:
             params,
             n_test_by_silo(self.test_counts),
             self.data,
-            notes,
+            notes + self.notes,
             self.config.scored,
-            intervals or {},
+            list(self.rejected),
+            dict(self.intervals),
         )
         summary = result.summary() if self.trackers else None
+        last = max((r["round"] for r in self.records), default=0)
+        end = {"status": status, "rounds": last, "params_sha256": audit.array_digest(params), "error": None}
+        for store in self.stores:
+            store.append_audit(self.run_id, self._audit("end", end))
         for t in self.trackers:
             t.end_run(self.run_id, status, summary=summary, params=params)
         return result
 
-    def fail(self) -> None:
-        """End the run as failed, with the traceback of the exception being handled."""
+    def fail(self, exc: BaseException) -> None:
+        """End the run as failed: our own errors with their message, others with the traceback.
+
+        Parameters
+        ----------
+        exc
+            The exception that ended the run.
+        """
+        error = str(exc) if isinstance(exc, FedkitError) else traceback.format_exc()
+        last = max((r["round"] for r in self.records), default=0)
+        end = {"status": "failed", "rounds": last, "params_sha256": None, "error": str(exc)}
+        for store in self.stores:
+            store.append_audit(self.run_id, self._audit("end", end))
         for t in self.trackers:
-            t.end_run(self.run_id, "failed", error=traceback.format_exc())
+            t.end_run(self.run_id, "failed", error=error)
+
+
+def strategy_of(config: RunConfig) -> Strategy:
+    """The strategy a run of ``config`` aggregates with: its own, or FedAvg for a baseline.
+
+    ``pooled`` trains one silo and ``local`` shares nothing, so FedAvg's average is a no-op for both.
+
+    Parameters
+    ----------
+    config
+        The run.
+
+    Returns
+    -------
+    Strategy
+        The strategy with the run's hyperparameters.
+    """
+    baseline = config.strategy in BASELINES
+    return make_strategy("fedavg" if baseline else config.strategy, **config.strategy_options)
 
 
 def run(
@@ -337,13 +692,21 @@ def run(
     callbacks: Sequence[Callable[[RoundEvent], None]] = (),
     should_stop: Callable[[], bool] | None = None,
     progress: bool = True,
+    resume: str | None = None,
+    started_by: str | None = None,
     test_counts: ClassCounts | None = None,
 ) -> RunResult:
     """Run ``config`` over ``engine``'s silos (of ``federation``), record it in ``trackers``; returns the result.
 
-    Round 0 records the initial model. Ctrl-C records ``stopped``; an exception records ``failed`` (with the
-    traceback) and is re-raised. Users call :func:`fedkit.run`, which builds the federation, the engine and the
-    trackers.
+    Round 0 records the initial model. Every round's replies are validated before aggregation
+    (:func:`validate_replies`) and, with the local store among ``trackers``, the run is checkpointed
+    after every round and audited (:func:`checkpoint`, :mod:`fedkit.privacy.audit`). ``resume`` is
+    the id of a recorded run to continue from its last checkpoint instead of starting a new one
+    (same config; see :func:`fedkit.run`). ``started_by`` names who started the run in the audit
+    log (default: the OS user). ``should_stop`` is checked after each round: when it returns True the
+    run ends cleanly with status ``stopped``. Ctrl-C also records ``stopped``; an exception records
+    ``failed`` (a fedkit error with its message, others with the traceback) and is re-raised. Users
+    call :func:`fedkit.run`, which builds the federation, the engine and the trackers.
 
     Parameters
     ----------
@@ -356,46 +719,73 @@ def run(
     trackers
         Where the run is recorded.
     hooks
-        Called on every silo reply before aggregation.
+        Called on every silo reply before validation and aggregation.
     callbacks
         Called with a :class:`~fedkit.result.RoundEvent` after each round.
     should_stop
         Checked after each round: when it returns True the run ends cleanly with status ``stopped``.
     progress
         Show a progress bar over the rounds.
+    resume
+        The id of a recorded run to continue from its last checkpoint (same config).
+    started_by
+        Who started the run, for the audit log (default: the OS user).
     test_counts
         Each silo's test rows and positives (default: from the federation's test labels; the remote server knows
         only those).
     """
     from fedkit.progress import progress_bar
 
-    baseline = config.strategy in BASELINES  # pooled: one silo; local: nothing shared — FedAvg is a no-op
-    strategy = make_strategy("fedavg" if baseline else config.strategy, **config.strategy_options)
-    recorder = Recorder(config, federation, trackers, callbacks, test_counts)
-    recorder.start()
+    strategy = strategy_of(config)
+    recorder = Recorder(config, federation, trackers, callbacks, run_id=resume, test_counts=test_counts)
     params = engine.initial_params()
     state = strategy.init(params)
+    first = 1
+    if resume is not None:
+        saved = recorder.resume(started_by)
+        params, state, first = saved.params, strategy_state(state, saved.strategy), saved.server_round + 1
+        engine.restore(saved.engine)
+    else:
+        recorder.start(started_by)
     status = "finished"
-    intervals: dict[str, dict[str, float]] = {}
-    bar = progress_bar(progress, total=config.rounds, desc=config.strategy, unit="round", file=sys.stderr)
+    seen = len(engine.notes)
+    bar = progress_bar(
+        progress, total=config.rounds, initial=first - 1, desc=config.strategy, unit="round", file=sys.stderr
+    )
     try:
-        rows, intervals = evaluate_rows(0, engine, params, config)
-        recorder.record(0, rows, params)
-        for server_round in range(1, config.rounds + 1):
-            params, state, rows, intervals = run_round(server_round, config, engine, strategy, state, params, hooks)
-            recorder.record(server_round, rows, params)
-            pooled = {r["metric"]: r["value"] for r in rows if r["silo"] == POOLED and r["model"] == config.scored}
+        if resume is None:
+            rows, intervals = evaluate_rows(0, engine, params, config)
+            notes = recorder.add_notes(0, [], engine, seen)
+            seen = len(engine.notes)
+            saved_now = checkpoint(0, params, state, engine, recorder)
+            audit_fields = audit.round_record(0, [], [], params)
+            recorder.record(0, rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)
+            recorder.intervals = intervals
+        for server_round in range(first, config.rounds + 1):
+            outcome = run_round(server_round, config, engine, strategy, state, params, hooks)
+            params, state = outcome.params, outcome.state
+            notes = recorder.add_notes(server_round, outcome.verdicts, engine, seen)
+            seen = len(engine.notes)
+            audit_fields = audit.round_record(server_round, outcome.selected, outcome.verdicts, params)
+            saved_now = checkpoint(server_round, params, state, engine, recorder)
+            recorder.record(server_round, outcome.rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)
+            recorder.intervals = outcome.intervals
+            pooled = {
+                r["metric"]: r["value"] for r in outcome.rows if r["silo"] == POOLED and r["model"] == config.scored
+            }
             bar.set_postfix(auc=f"{pooled['auc']:.3f}", acc=f"{pooled['accuracy']:.3f}", refresh=False)
             bar.update()
             if should_stop is not None and should_stop() and server_round < config.rounds:
                 status = "stopped"
                 break
     except KeyboardInterrupt:
-        recorder.finish("stopped", params, intervals)
+        recorder.finish("stopped", params)
         raise
-    except BaseException:
-        recorder.fail()
+    except BaseException as exc:
+        if isinstance(exc, FedkitError) and hasattr(exc, "run_id"):
+            exc.run_id = recorder.run_id
+        recorder.fail(exc)
         raise
     finally:
         bar.close()
-    return recorder.finish(status, params, intervals)
+    return recorder.finish(status, params)

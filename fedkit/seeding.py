@@ -1,4 +1,4 @@
-"""One seed, independent named streams: data, batch sampling, silo selection, fine-tuning, DP noise.
+"""One seed, independent named streams: data, batch sampling, silo selection, fine-tuning, DP noise, faults.
 
 ``stream(seed, DATA)`` gives a numpy generator for one-off draws (the data split, silo selection).
 Batch plans, drawn for every silo in every round, use :func:`uniform` instead: a counter-based
@@ -19,7 +19,9 @@ SAMPLING = 1
 SELECTION = 2
 FINETUNE = 3
 DP_NOISE = 4  # differential privacy's Gaussian noise (fedkit.privacy.dp), apart from every other draw
-VALIDATION = 5  # the folds of validation_split (fedkit.data.silos), one stream per silo
+DROPOUT = 5  # simulated faults (fedkit.engines.faults): which silos vanish from a round
+STRAGGLER = 6  # simulated faults: how long each silo's round takes
+VALIDATION = 7  # the folds of validation_split (fedkit.data.silos), one stream per silo
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -21,10 +21,12 @@ from fedkit.errors import FedkitError
 
 if TYPE_CHECKING:
     import ipywidgets
+    from matplotlib.figure import Figure
 
     from fedkit.config import RunConfig
     from fedkit.plots import LiveCurves
     from fedkit.result import RoundEvent, RunResult
+    from fedkit.sweeps import SweepResult
 
 DESCRIPTION_WIDTH = "96px"
 FIELD_WIDTH = "250px"
@@ -43,6 +45,8 @@ TOOLTIPS: dict[str, str] = {
     "optimizer": "Local optimizer",
     "weight_decay": "L2 weight decay of the local optimizer",
     "seed": "One seed for the data split, model init, batches and silo sampling",
+    "seeds": "Seeds every configuration runs with: 42-46, or 42,43,50",
+    "metric": "The score the best configuration is chosen by",
 }
 
 
@@ -50,11 +54,6 @@ def _short(exc: BaseException) -> str:
     """An error for the panel's message line: its one-line notebook form when it has one, else its message."""
     render = getattr(exc, "_render_traceback_", None)
     return " ".join(render()) if render is not None else str(exc)
-
-
-def _number(value: float | None) -> str:
-    """A metric for a sentence: 4 decimals, 0.0 included; "null" when undefined (None)."""
-    return "null" if value is None else f"{value:.4f}"
 
 
 def _field(widget: ipywidgets.Widget, name: str) -> ipywidgets.Widget:
@@ -105,6 +104,7 @@ class ControlPanel:
         self._running = False
         self._thread: threading.Thread | None = None
         self._records: list[dict[str, Any]] = []
+        self._notes: list[str] = []
         self._drawn_at = 0.0
         self._build_fields(base)
         self._build_trackers(trackers)
@@ -114,6 +114,9 @@ class ControlPanel:
             field.observe(self._on_change, names="value")
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
+        self.resume_button.on_click(lambda _: self.resume())
+        self.resume_from.observe(lambda _: self._refresh(), names="value")
+        self._list_resumable()
         self._on_change()
 
     # -- building --------------------------------------------------------------------------------
@@ -179,12 +182,20 @@ class ControlPanel:
         )
         self.run_button.add_class("fedkit-run")
         self.stop_button.add_class("fedkit-stop")
+        resume_tip = "Continue the chosen stopped or interrupted run from its last round (its recorded config)"
+        self.resume_button = w.Button(description="Resume", icon="repeat", disabled=True, tooltip=resume_tip)
+        self.resume_button.add_class("fedkit-resume")
+        self.resume_from = w.Dropdown(options=[("-", None)], value=None, description="resume", layout={"width": "auto"})
+        self.resume_from.style = {"description_width": "52px"}
+        self.resume_from.add_class("fedkit-resume-from")
         self.progress = w.IntProgress(value=0, min=0, max=rounds, description="", bar_style="info")
         self.progress.layout.width = "220px"
         self.counter = w.Label(value=f"round 0/{rounds}")
         self.counter.add_class("fedkit-round-counter")
         self.message = w.HTML()
         self.message.add_class("fedkit-message")
+        self.notes = w.HTML()
+        self.notes.add_class("fedkit-notes")
         # hidden until the first run draws it: an Image without a value shows a broken-image icon
         self.figure = w.Image(format="png", layout=w.Layout(width="100%", max_width="1140px", display="none"))
         self.figure.add_class("fedkit-figure")
@@ -204,7 +215,8 @@ class ControlPanel:
         tracker_row = w.HBox([label, *self.trackers.values()])
         controls = w.HBox([self.run_button, self.stop_button, self.progress, self.counter])
         controls.layout.align_items = "center"
-        panel = w.VBox([grid, tracker_row, controls, self.message, self.figure, self.table])
+        resume_row = w.HBox([self.resume_button, self.resume_from])
+        panel = w.VBox([grid, tracker_row, controls, resume_row, self.message, self.notes, self.figure, self.table])
         panel.add_class("fedkit-panel")
         return panel
 
@@ -282,6 +294,8 @@ class ControlPanel:
             problem = self.problem()
             self.run_button.disabled = bool(problem) or running
             self.stop_button.disabled = not running or self._stop.is_set()
+            self.resume_from.disabled = running
+            self.resume_button.disabled = running or self.resume_from.value is None
             return problem
 
     def problem(self) -> str | None:
@@ -306,11 +320,57 @@ class ControlPanel:
         if problem:
             self._say(problem, "error")
             return None
+        return self._start(self.config())
+
+    def resume(self, run_id: str | None = None) -> threading.Thread | None:
+        """Continue a stopped or interrupted run (default: the one chosen in the panel) in a background thread.
+
+        It runs with its recorded config (shown in the fields) and ends exactly as an uninterrupted
+        run would have (what the Resume button does).
+
+        Parameters
+        ----------
+        run_id
+            The run to resume (default: the one chosen in the panel's list).
+        """
+        from fedkit.config import RunConfig
+        from fedkit.tracking.local import LocalStore
+
+        run_id = run_id or self.resume_from.value
+        if self.running or run_id is None:
+            busy = "A run is in progress; Stop it or wait for it to finish."
+            self._say(busy if self.running else "Choose a stopped or interrupted run to resume.", "error")
+            return None
+        try:
+            store = LocalStore()
+            stored = store.get(run_id)
+            config = RunConfig.from_dict(stored["config"])
+            records = store.history(stored["run_id"])
+        except FedkitError as exc:
+            self._say(str(exc), "error")
+            return None
+        self._show(config)
+        return self._start(config, resume=stored["run_id"], records=records)
+
+    def _show(self, config: RunConfig) -> None:
+        """Set the fields to ``config``'s values (a resumed run's), without starting anything."""
+        epochs = config.local_epochs is not None
+        self.split.value, self.strategy.value, self.rounds.value = config.split, config.strategy, config.rounds
+        self.silos.value, self.alpha.value = config.silos or 4, config.alpha
+        self.local_unit.value = "epochs" if epochs else "steps"
+        self.local_amount.value = config.local_epochs if epochs else config.local_steps
+        self.lr.value, self.batch_size.value, self.optimizer.value = config.lr, config.batch_size, config.optimizer
+        self.weight_decay.value, self.seed.value = config.weight_decay, config.seed
+        self._extra = {k: v for k, v in config.to_dict().items() if k not in _WIDGET_FIELDS}
+
+    def _start(
+        self, config: RunConfig, *, resume: str | None = None, records: list[dict[str, Any]] | None = None
+    ) -> threading.Thread | None:
+        """Start (or resume) a run of ``config`` in the background thread, with fresh curves, counter and notes."""
         from fedkit.config import load_federation
         from fedkit.plots import LiveCurves
         from fedkit.tracking.factory import make_trackers
 
-        config = self.config()
         try:
             trackers = make_trackers(self.selected_trackers())
             federation = load_federation(config, data_dir=self.data_dir)
@@ -319,21 +379,32 @@ class ControlPanel:
             return None
         title = f"{config.strategy} · {config.split} split · seed {config.seed}"
         self.curves = LiveCurves(federation.names, config.rounds, model=config.scored, title=title)
-        self.result, self.error, self._records = None, None, []
+        self.result, self.error, self._records, self._notes = None, None, list(records or []), []
         self._stop.clear()
-        self.progress.max, self.progress.value, self.progress.bar_style = config.rounds, 0, "info"
-        self.counter.value = f"round 0/{config.rounds}"
-        self.table.value = ""
+        done = max((r["round"] for r in self._records), default=0)
+        self.progress.max, self.progress.value, self.progress.bar_style = config.rounds, done, "info"
+        self.counter.value = f"round {done}/{config.rounds}"
+        self.table.value = self.notes.value = ""
         self._draw()
-        self._say(f"Running {title}…", "info")
+        self._say(f"{'Resuming' if resume else 'Running'} {title}…", "info")
         with self._lock:  # the panel shows "running" before the thread can end it
             self._running = True
             self._refresh()
             self._thread = threading.Thread(
-                target=self._work, args=(config, federation, trackers), name="fedkit-run", daemon=True
+                target=self._work, args=(config, federation, trackers, resume), name="fedkit-run", daemon=True
             )
             self._thread.start()
         return self._thread
+
+    def _list_resumable(self) -> None:
+        """Offer the recorded runs that can be resumed (stopped, interrupted, failed), newest first."""
+        from fedkit.api import RESUMABLE
+        from fedkit.tracking.local import LocalStore
+
+        runs = [r for r in LocalStore().list_runs() if r["status"] in RESUMABLE]
+        options = [(f"{r['run_id']} · {r['strategy']} · {r['status']}", r["run_id"]) for r in runs]
+        self.resume_from.options = options or [("no stopped or interrupted run", None)]
+        self.resume_from.value = options[0][1] if options else None
 
     def stop(self) -> None:
         """Ask the run to stop after the current round (what the Stop button does)."""
@@ -354,17 +425,18 @@ class ControlPanel:
             self._thread.join(timeout)
         return self.result
 
-    def _work(self, config: RunConfig, federation: Any, trackers: list[Any]) -> None:
+    def _work(self, config: RunConfig, federation: Any, trackers: list[Any], resume: str | None = None) -> None:
         from fedkit.api import run
 
         try:
             self.result = run(
-                config,
+                None if resume else config,
                 federation=federation,
                 trackers=trackers,
                 callbacks=[self._on_round, *self.callbacks],
                 should_stop=self._stop.is_set,
                 progress=False,
+                resume=resume,
             )
         except BaseException as exc:  # shown in the panel; the run store has it as failed
             self.error = exc
@@ -376,10 +448,13 @@ class ControlPanel:
             self._draw()
             with self._lock:
                 self._running = False
+                self._list_resumable()
                 self._refresh()
 
     def _on_round(self, event: RoundEvent) -> None:
         self._records.extend(event.rows)
+        if event.notes:
+            self._show_notes([*self._notes, *event.notes])
         now = time.monotonic()
         if event.round == event.rounds or now - self._drawn_at >= REDRAW_EVERY_S:
             self._draw()  # before the counter, so "round N/N" means the figure shows round N
@@ -393,6 +468,12 @@ class ControlPanel:
             self.figure.layout.display = None  # shown from the first drawing on
             self._drawn_at = time.monotonic()
 
+    def _show_notes(self, notes: Sequence[str]) -> None:
+        """List the run's notes (rejected updates, dropouts, undefined AUCs) under the message line."""
+        self._notes = list(notes)
+        items = "".join(f"<li>{html.escape(n)}</li>" for n in self._notes)
+        self.notes.value = f'<ul style="margin:2px 0;color:#6d4c00">{items}</ul>' if items else ""
+
     def _finished(self, result: RunResult) -> None:
         final = result.final
         self.progress.bar_style = "success" if result.status == "finished" else "warning"
@@ -400,16 +481,22 @@ class ControlPanel:
 
         table = readable_table(result.table()).to_html(float_format=lambda v: f"{v:.4f}", na_rep="null", border=0)
         self.table.value = f'<div class="jp-RenderedHTMLCommon">{table}</div>'
-        pooled_auc = (final["pooled"] or {}).get("auc")
+        self._show_notes(result.notes)
+        rejected = f" {len(result.rejected)} update(s) rejected (see the notes)." if result.rejected else ""
         self._say(
             f"Run {result.run_id} {result.status} after round {final.get('round', 0)}: mean accuracy over "
-            f"silos {_number(final['avg_accuracy'])}, pooled AUC {_number(pooled_auc)}. "
-            f"Recorded in {', '.join(self.selected_trackers())}.",
+            f"silos {_number(final['avg_accuracy'])}, pooled AUC {_number((final['pooled'] or {}).get('auc'))}."
+            f"{rejected} Recorded in {', '.join(self.selected_trackers())}.",
             "ok",
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+def _number(value: float | None) -> str:
+    """A score for the message line: four decimals, or null (undefined, or from a diverged model)."""
+    return "null" if value is None else f"{value:.4f}"
 
 
 _WIDGET_FIELDS = frozenset(
@@ -433,6 +520,209 @@ _WIDGET_FIELDS = frozenset(
 
 ALPHAS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 """The partition explorer's alpha values: exact numbers on a roughly logarithmic scale (plus the one it starts at)."""
+
+
+class SweepPanel:
+    """An ipywidgets panel that runs a :func:`fedkit.sweep` in a thread and shows its grid as a heatmap.
+
+    The grid is typed one field per line (``lr=0.001,0.01``, as ``fedkit sweep --grid``), with
+    seeds (``42-46``) and validation folds (0: score on the test sets); every change is checked by
+    building every configuration, so Run is disabled, with RunConfig's message, while a value is
+    invalid. After a run the panel shows the heatmap of the first two grid fields (best cell
+    outlined), the parallel coordinates of the grid and the table; ``result`` is the
+    :class:`~fedkit.sweeps.SweepResult`.
+
+    Parameters
+    ----------
+    grid
+        The grid the panel starts with (RunConfig field -> values).
+    seeds
+        The seeds it starts with.
+    folds
+        The validation folds it starts with (None or 0: score on the test sets).
+    metric
+        The score the best configuration is chosen by.
+    **base
+        The RunConfig fields every run shares.
+    """
+
+    def __init__(
+        self,
+        grid: dict[str, list[Any]] | None = None,
+        *,
+        seeds: Sequence[int] = (42, 43, 44, 45, 46),
+        folds: int | None = 4,
+        metric: str = "avg_accuracy",
+        **base: Any,
+    ) -> None:
+        import ipywidgets as w
+
+        from fedkit.sweeps import SCORES
+
+        self.base = base
+        self.result: SweepResult | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._size = (0, 0)  # configurations and runs of the current values
+        lines = "\n".join(f"{k}={','.join(map(str, v))}" for k, v in (grid or {"lr": [0.001, 0.01]}).items())
+        self.grid = w.Textarea(value=lines, description="grid", rows=4, layout=w.Layout(width="420px"))
+        self.grid.tooltip = "One RunConfig field per line: FIELD=VALUE,VALUE,... (as fedkit sweep --grid)"
+        self.seeds = _field(w.Text(value=",".join(map(str, seeds)), description="seeds"), "seeds")
+        self.folds = _field(w.IntText(value=folds or 0, description="folds"), "folds")
+        self.folds.tooltip = "Validation folds of each silo's train rows (0: score on the test sets)"
+        self.metric = _field(w.Dropdown(options=SCORES, value=metric, description="choose by"), "metric")
+        self.run_button = w.Button(description="Run", icon="play", button_style="primary")
+        self.stop_button = w.Button(description="Stop", icon="stop", button_style="warning", disabled=True)
+        self.progress = w.IntProgress(value=0, min=0, max=1, bar_style="info", layout=w.Layout(width="220px"))
+        self.message, self.table = w.HTML(), w.HTML()
+        self.figures = [w.Image(format="png", layout=w.Layout(max_width="900px")) for _ in range(2)]
+        settings = w.VBox([self.seeds, self.folds, self.metric])
+        controls = w.HBox([self.run_button, self.stop_button, self.progress], layout=w.Layout(align_items="center"))
+        self.widget = w.VBox([w.HBox([self.grid, settings]), controls, self.message, *self.figures, self.table])
+        self.widget.add_class("fedkit-sweep-panel")
+        for field in (self.grid, self.seeds, self.folds, self.metric):
+            field.observe(lambda _: self._check(), names="value")
+        self.run_button.on_click(lambda _: self.run())
+        self.stop_button.on_click(lambda _: self.stop())
+        self._check()
+
+    def arguments(self) -> dict[str, Any]:
+        """The :func:`fedkit.sweep` arguments of the current values (raises on a value it cannot read)."""
+        from fedkit.sweeps import grid_from_text, seeds_from_text
+
+        return {
+            "base": self.base,
+            "grid": grid_from_text(self.grid.value.splitlines()),
+            "seeds": seeds_from_text(self.seeds.value),
+            "folds": self.folds.value or None,
+            "metric": self.metric.value,
+        }
+
+    def problem(self) -> str | None:
+        """Why the current values cannot run (every configuration is built), or None when they can."""
+        from fedkit.sweeps import plan_runs
+
+        try:
+            args = self.arguments()
+            _, combos, runs = plan_runs(args["base"], args["grid"], args["seeds"], args["folds"])
+        except FedkitError as exc:
+            return str(exc)
+        self._size = (len(combos), len(runs))
+        return None
+
+    def _check(self) -> None:
+        problem = self.problem()
+        running = self._thread is not None and self._thread.is_alive()
+        self.run_button.disabled = bool(problem) or running
+        if problem:
+            self._say(problem, "#b00020")
+        elif not running:
+            self._say(f"Ready: {self._size[0]} configurations, {self._size[1]} runs.", "#444444")
+
+    def _say(self, text: str, color: str) -> None:
+        self.message.value = f'<span style="color:{color}">{html.escape(text)}</span>'
+
+    def run(self) -> threading.Thread | None:
+        """Start the sweep of the current values in a background thread (what the Run button does)."""
+        problem = self.problem()
+        if problem or (self._thread is not None and self._thread.is_alive()):
+            self._say(problem or "A sweep is running; Stop it or wait for it to finish.", "#b00020")
+            return None
+        self.result, self.error = None, None
+        self._stop.clear()
+        self.run_button.disabled, self.stop_button.disabled = True, False
+        self.progress.value, self.progress.bar_style = 0, "info"
+        self._say(f"Running {self._size[1]} runs…", "#444444")
+        self._thread = threading.Thread(target=self._work, args=(self.arguments(),), name="fedkit-sweep", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        """End the sweep after the current round (what the Stop button does); its runs are recorded as stopped."""
+        self._stop.set()
+        self.stop_button.disabled = True
+
+    def wait(self, timeout: float | None = None) -> SweepResult | None:
+        """Block until the sweep ends; returns its result (None if it failed).
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait at most (None: as long as it takes).
+
+        Returns
+        -------
+        SweepResult or None
+            The sweep's result.
+        """
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.result
+
+    def _on_round(self, done: int, total: int) -> None:
+        self.progress.max, self.progress.value = total, done
+
+    def _work(self, arguments: dict[str, Any]) -> None:
+        from fedkit.sweeps import sweep
+
+        try:
+            self.result = sweep(
+                **arguments, progress=False, should_stop=self._stop.is_set, on_round=self._on_round, keep_results=False
+            )
+        except BaseException as exc:  # shown in the panel
+            self.error = exc
+            self.progress.bar_style = "danger"
+            self._say(f"The sweep failed: {type(exc).__name__}: {exc}", "#b00020")
+        else:
+            self._show(self.result)
+        finally:
+            self.stop_button.disabled = True
+            self._check()
+
+    def figures_of(self, result: SweepResult) -> list[Figure]:
+        """The heatmap of the first two grid fields and the parallel coordinates of all of them.
+
+        Parameters
+        ----------
+        result
+            A sweep's result.
+
+        Returns
+        -------
+        list of matplotlib.figure.Figure
+            Empty when the grid has no field.
+        """
+        from fedkit.plots import sweep_heatmap_figure, sweep_parallel_figure
+        from fedkit.sweeps import LOWER_IS_BETTER
+
+        fields = list(dict.fromkeys(k for c in result.configurations for k in c))
+        if not fields:
+            return []
+        better = result.metric not in LOWER_IS_BETTER
+        y = fields[1] if len(fields) > 1 else None
+        options = {"metric": result.metric, "best": result.best}
+        heatmap = sweep_heatmap_figure(result.table, fields[0], y, higher_is_better=better, **options)
+        return [heatmap, sweep_parallel_figure(result.table, fields, metric=result.metric, best=result.best)]
+
+    def _show(self, result: SweepResult) -> None:
+        from fedkit.plots import figure_png
+
+        for image, figure in zip(self.figures, self.figures_of(result), strict=False):
+            image.value = figure_png(figure)
+        styled = result.table.style.format(precision=4, na_rep="–").apply(
+            lambda row: ["background-color: #fde0dc" if row.name == result.best else "" for _ in row], axis=1
+        )
+        self.table.value = f'<div class="jp-RenderedHTMLCommon">{styled.to_html()}</div>'
+        self.progress.bar_style = "success" if not self._stop.is_set() else "warning"
+        self._say(
+            f"Sweep {result.sweep_id}: best by {result.scored_on} {result.metric}: {result.best_fields}. "
+            + " ".join(result.notes),
+            "#1b5e20",
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
 
 
 def partition_explorer(

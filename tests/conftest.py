@@ -42,3 +42,11 @@ def data_copy(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -
         shutil.copy(data_dir / uci.file_name(h), target / uci.file_name(h))
     monkeypatch.setenv("FEDKIT_DATA_DIR", str(target))
     return target
+
+
+@pytest.fixture(scope="session")
+def local_training() -> type:
+    """The LocalTraining class, imported in this one spot (its module moves in the structure refactor)."""
+    from fedkit.training import LocalTraining
+
+    return LocalTraining

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from unittest import mock
 
 import pytest
@@ -34,8 +35,8 @@ def test_run_takes_a_run_config_only() -> None:
 def test_the_simulation_refuses_what_only_the_remote_engine_takes() -> None:
     with pytest.raises(ConfigError, match="admin_kit only applies to engine='remote'"):
         fedkit.run(fedkit.RunConfig(rounds=1), admin_kit="kit/")
-    with pytest.raises(ConfigError, match=r"engine='simulation' takes no min_silos=, straggler_timeout="):
-        fedkit.run(fedkit.RunConfig(rounds=1), min_silos=2, straggler_timeout=5)
+    with pytest.raises(ConfigError, match="'dropout' parameter of RunConfig only applies to engine='simulation'"):
+        fedkit.RunConfig(engine="remote", dropout=0.1)  # remote sites drop out for real
 
 
 def test_the_remote_engine_refuses_what_each_site_decides_itself() -> None:
@@ -49,10 +50,13 @@ def test_the_remote_engine_refuses_what_each_site_decides_itself() -> None:
 def test_a_remote_config_goes_to_the_flare_federation_with_the_local_store_by_default() -> None:
     pytest.importorskip("nvflare")
     with mock.patch("fedkit.remote.submit.run_remote", return_value="result") as run_remote:
-        assert fedkit.run(REMOTE, admin_kit="kit/", straggler_timeout=3, progress=False) == "result"
-    (config,), kwargs = run_remote.call_args
+        assert fedkit.run(REMOTE, admin_kit="kit/", progress=False) == "result"
+        slow = replace(REMOTE, min_silos=2, straggler_timeout=3.0)
+        fedkit.run(slow, admin_kit="kit/", progress=False)
+    (config,), kwargs = run_remote.call_args_list[0]
     assert config is REMOTE and kwargs["admin_kit"] == "kit/" and kwargs["progress"] is False
-    assert (kwargs["min_silos"], kwargs["straggler_timeout"]) == (1, 3)
+    assert (kwargs["min_silos"], kwargs["straggler_timeout"]) == (1, 10)  # the remote defaults
+    assert (run_remote.call_args.kwargs["min_silos"], run_remote.call_args.kwargs["straggler_timeout"]) == (2, 3.0)
     assert [type(t) for t in kwargs["trackers"]] == [LocalStore]
 
 

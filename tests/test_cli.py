@@ -46,8 +46,23 @@ def test_run_json_schema(data_dir, capsys) -> None:
     assert isinstance(final["avg_accuracy"], float)
     for row in summary["history"]:
         assert set(row) == {"round", "silo", "model", "split", "metric", "value"}
-        assert row["model"] in ("local", "global") and row["split"] in ("train", "test")
+        assert row["model"] in ("local", "global") and row["split"] in ("train", "test", "update")
+    updates = [r for r in summary["history"] if r["split"] == "update"]
+    assert {r["metric"] for r in updates} == {"norm", "rejected"} and len(updates) == 2 * 2 * 4  # rounds x silos
+    assert summary["rejected"] == []
     assert fedkit.load_run(summary["run_id"])["summary"] == summary
+
+
+def test_runs_show_lists_rejected_updates_with_their_reason(data_dir, capsys) -> None:
+    argv = ["run", "--rounds", "2", "--local-steps", "5", "--max-update-norm", "0.003", "--json", "-q"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rejected"], "the bound is below some honest norms"
+    assert main(["runs", "show", summary["run_id"]]) == 0
+    out = capsys.readouterr().out
+    assert f"rejected updates ({len(summary['rejected'])}):" in out
+    first = summary["rejected"][0]
+    assert first["silo"] in out and "exceeds max_update_norm=0.003" in out and "was rejected" in out
 
 
 def test_run_prints_a_per_silo_table_and_runs_list_and_show_read_it(data_dir, capsys) -> None:
@@ -103,9 +118,9 @@ def test_remote_flags_reach_the_run_call() -> None:
     argv = ["run", "--engine", "remote", "--admin-kit", "kit/", "--min-silos", "2", "--straggler-timeout", "5"]
     with mock.patch.object(fedkit, "run", side_effect=SystemExit(0)) as run, pytest.raises(SystemExit):
         main(argv)
-    assert run.call_args.args[0].engine == "remote"
-    kwargs = run.call_args.kwargs
-    assert (kwargs["admin_kit"], kwargs["min_silos"], kwargs["straggler_timeout"]) == ("kit/", 2, 5)
+    config = run.call_args.args[0]
+    assert (config.engine, config.min_silos, config.straggler_timeout) == ("remote", 2, 5.0)
+    assert run.call_args.kwargs["admin_kit"] == "kit/"
 
 
 def test_an_admin_kit_without_the_remote_engine_is_an_actionable_error(capsys) -> None:

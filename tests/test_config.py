@@ -44,6 +44,11 @@ BAD = {
     "finetune_steps": 0,
     "backend": "jax",
     "engine": "flower",
+    "min_silos": 0,
+    "dropout": 1.0,
+    "straggler_timeout": 0.0,
+    "max_update_norm": -1.0,
+    "max_norm_ratio": 0.5,
     "data": "a.csv",
     "schema": 3,
     "not_measured": ["chol"],
@@ -83,6 +88,10 @@ def test_wrong_type_is_a_type_error() -> None:
         ({"strategy": "scaffold", "optimizer": "adamw"}, r"got optimizer='adamw', momentum=0.0"),
         ({"strategy": "scaffold", "momentum": 0.9}, r"got optimizer='sgd', momentum=0.9"),
         ({"strategy": "scaffold", "personalize": "fedper"}, "would span the personal head"),
+        ({"min_silos": 3, "fraction": 0.5}, "'min_silos' parameter of RunConfig is 3 but this run trains 2 silo"),
+        ({"strategy": "pooled", "min_silos": 2}, "'min_silos' parameter of RunConfig is 2 but this run trains 1"),
+        ({"dropout": 0.2, "engine": "remote"}, "'dropout' parameter of RunConfig only applies to engine='simulation'"),
+        ({"max_norm_ratio": 3.0, "engine": "remote"}, "'max_norm_ratio' parameter of RunConfig only applies to secure"),
     ],
 )
 def test_invalid_combinations_are_explained(kwargs: dict, needle: str) -> None:

@@ -50,6 +50,7 @@ EXEMPT: dict[str, str] = {
 """Qualified name -> why its parameters need not be listed (its docstring is still required)."""
 
 CONTRACTS: dict[str, str] = {
+    "fedkit.tracking.base.RunStore": "the local store keeps rounds, checkpoints and audit records as the contract says",
     "fedkit.strategies.base.Strategy": "every strategy's init / aggregate / local_term take the contract's arguments",
     "fedkit.engines.base.Engine": "the simulation and remote engines' fit / evaluate take the contract's arguments",
     "fedkit.engines.simulation.Trainer": "the vectorized and per-silo trainers implement one contract",

@@ -164,6 +164,7 @@ def test_layout_fields_hold_what_the_docstring_says() -> None:
         2,  # fp: z=0.5, 1e6
         1,  # tn: z=-3
         2,  # fn: z=-1 and z=0 (0 is not > 0)
+        0,  # diverged: every logit is finite
     ]
     assert v[f["positive"]].sum() == 3 and v[f["negative"]].sum() == 3
     assert v[f["negative"]][-1] == 1  # beyond the limit: the end bin
@@ -187,7 +188,7 @@ def test_bins_are_ordered_intervals_and_validated() -> None:
 
 def test_malformed_stats_and_inputs_are_refused() -> None:
     good = site_stats(np.array([1.0, 0.0]), np.array([0.3, -0.2]))
-    with pytest.raises(DataError, match=r"a stats vector on 8192 bins has 16390 entries; got shape \(10,\)"):
+    with pytest.raises(DataError, match=r"a stats vector on 8192 bins has 16391 entries; got shape \(10,\)"):
         check_stats(good[:10], where="site va")
     broken = good.copy()
     broken[2] += 1
@@ -201,9 +202,22 @@ def test_malformed_stats_and_inputs_are_refused() -> None:
         site_stats(np.array([1.0, 0.0]), np.zeros(3))
     with pytest.raises(DataError, match=r"labels must be 0 or 1; got .*2\.0"):
         site_stats(np.array([1.0, 2.0]), np.zeros(2))
-    with pytest.raises(DataError, match=r"1 logit\(s\) are NaN"):
-        site_stats(np.array([1.0, 0.0]), np.array([np.nan, 0.0]))
     with pytest.raises(DataError, match=r"non-empty list"):
         sum_stats([])
     empty = evaluate_on_site(np.zeros(0), np.zeros(0))
     assert empty.metrics["n"] == 0 and np.isnan(empty.metrics["loss"]) and empty.stats.sum() == 0
+
+
+def test_a_diverged_model_is_counted_and_its_metrics_are_null() -> None:
+    """Rows with a non-finite logit are counted apart; any sum holding one gives null metrics, never a number."""
+    y = np.array([1.0, 0.0, 1.0, 0.0])
+    z = np.array([np.nan, 0.3, np.inf, -0.2])
+    v = check_stats(site_stats(y, z), where="site va")  # still a well-formed vector (and a fixed-point input)
+    f = layout()
+    assert v[f["diverged"]][0] == 2 and v[f["n"]][0] == 2 and v[f["positive"]].sum() + v[f["negative"]].sum() == 2
+    assert all(np.isnan(x) for x in metrics_from_stats(v).values())
+    healthy = site_stats(y, np.array([0.1, 0.3, 0.2, -0.2]))
+    assert all(np.isnan(x) for x in metrics_from_stats(sum_stats([healthy, v])).values())  # pooled: null
+    assert not any(np.isnan(x) for x in metrics_from_stats(healthy).values())
+    site = evaluate_on_site(y, z)
+    assert all(np.isnan(site.metrics[m]) for m in ("loss", "auc", "accuracy")) and site.metrics["n"] == 4

@@ -20,7 +20,7 @@ from fedkit.errors import ReportError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ["01_explore_silos", "02_fedavg_widgets", "03_compare_runs", "04_headless_report"]
+NAMES = ["01_explore_silos", "02_fedavg_widgets", "03_compare_runs", "04_headless_report", "06_sweep"]
 
 
 def _outputs(path: Path) -> str:
@@ -74,7 +74,8 @@ def test_compare_runs_compares_the_last_runs_of_one_split(data_dir, tmp_path) ->
 
 
 def test_headless_report_writes_html_with_curves_and_a_final_table(data_dir, tmp_path, capsys) -> None:
-    parameters = "-p rounds 2 -p seeds '[42, 43]' -p strategy fedprox -p hyperparameters '{mu: 0.01, local_steps: 5}'"
+    hyperparameters = "{mu: 0.01, local_steps: 5, max_update_norm: 0.003}"  # below some honest update norms
+    parameters = f"-p rounds 2 -p seeds '[42, 43]' -p strategy fedprox -p hyperparameters '{hyperparameters}'"
     code = main(
         ["report", str(NOTEBOOKS / "04_headless_report.ipynb"), *shlex.split(parameters), "--output-dir", str(tmp_path)]
     )
@@ -85,6 +86,8 @@ def test_headless_report_writes_html_with_curves_and_a_final_table(data_dir, tmp
     assert html.count('src="data:image/png;base64') == 3  # curves, overlay, bars: embedded
     assert "Summary: final test metrics per silo" in html and "switzerland" in html and "fedavg (baseline)" in html
     assert "api.run_seeds" not in html  # code hidden
+    rejected = sum(len(r["summary"]["rejected"]) for r in map(fedkit.load_run, fedkit.runs().run_id))
+    assert rejected and html.count("exceeds max_update_norm=0.003") >= rejected  # the table and the notes
     assert sys.executable in _outputs(executed)  # the kernel is this interpreter
     assert len(fedkit.runs()) == 4  # 2 seeds x (fedprox + fedavg baseline)
     outputs = [o for c in json.loads(_outputs(executed)) for o in c if "data" in o]
@@ -109,7 +112,23 @@ def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(da
     assert "accuracy std" not in html and "accuracy 95% CI" in html  # one seed: no column of zeros
     assert "n_test" in html and "<th>loss</th>" in html
     assert "0.00–1.00" in html and "rests on 1 negative among 16" in html  # switzerland's AUC, and why
+    assert "No update was rejected." in html
     assert "without encryption" not in capfd.readouterr().err  # no kernel start-up warning after the report
+
+
+def test_the_sweep_notebook_renders_headless_with_its_grid_and_the_best_tested_once(data_dir, tmp_path) -> None:
+    from fedkit.tracking.local import LocalStore
+
+    parameters = shlex.split(
+        "-p autorun true -p grid '{lr: [0.01, 0.1], strategy: [fedavg, fedprox]}' -p seeds '[42, 43]' -p folds 2 "
+        "-p rounds 2 -p local_steps 5"
+    )
+    assert main(["report", str(NOTEBOOKS / "06_sweep.ipynb"), *parameters, "--output-dir", str(tmp_path)]) == 0
+    html = next(tmp_path.glob("*_06_sweep_*.html")).read_text()
+    assert html.count('src="data:image/png;base64') == 2  # the heatmap and the parallel coordinates
+    assert "best by validation avg_accuracy" in html and "on the test sets: Avg accuracy" in html
+    sweeps = LocalStore().list_sweeps()
+    assert [s["runs"] for s in sweeps] == [2, 16]  # the test of the best (2 seeds), the sweep (4 x 2 x 2)
 
 
 def test_a_failing_cell_fails_the_report_with_the_cells_error(data_dir, tmp_path, capsys) -> None:

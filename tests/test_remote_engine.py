@@ -69,8 +69,8 @@ def remote_run(config: fedkit.RunConfig, down_by_round=None, min_silos=1, worker
 )
 @pytest.mark.parametrize("secure", [True, False], ids=["secure-aggregation", "in-the-clear"])
 def test_remote_engine_equals_the_simulation(fields, secure) -> None:
-    config = fedkit.RunConfig(**{"rounds": 3, **fields})
-    simulation = fedkit.run(config, trackers=[], progress=False)
+    config = fedkit.RunConfig(**{"rounds": 3, **fields, "secure_aggregation": secure})
+    simulation = fedkit.run(config, trackers=[], progress=False)  # the same view: no update norm under secure sums
     remote, _, _ = remote_run(
         fedkit.RunConfig(**{**config.to_dict(), "engine": "remote", "secure_aggregation": secure})
     )

@@ -162,6 +162,7 @@ def test_stubber_sees_the_exact_requests_of_a_two_round_two_silo_run(data_dir, a
     assert set(points.values()) == {1}
     silo_metrics = {"global_test_loss", "global_test_auc", "global_test_accuracy"}
     silo_metrics |= {"local_train_loss", "local_test_loss", "local_test_auc", "local_test_accuracy"}
+    silo_metrics |= {"local_update_norm", "local_update_rejected"}  # validation of each silo's update
     for silo in SILOS:
         got = {(m, s) for c, m, s in points if c == component_name(run_id, silo)}
         assert got == {(m, 0) for m in silo_metrics if m.startswith("global")} | {
@@ -193,7 +194,7 @@ def _expect_run(sm_stub: Stubber, metrics_stub: Stubber) -> None:
         new_component()
         metrics_stub.add_response("batch_put_metrics", ok, {"TrialComponentName": ANY, "MetricData": ANY})
     metrics_stub.add_response("batch_put_metrics", ok, {"TrialComponentName": ANY, "MetricData": ANY})
-    for _ in (1, 2):  # rounds 1, 2: 7 metrics per silo (one call each), 3 pooled
+    for _ in (1, 2):  # rounds 1, 2: 9 metrics per silo (one call each), 3 pooled
         for _ in range(3):
             metrics_stub.add_response("batch_put_metrics", ok, {"TrialComponentName": ANY, "MetricData": ANY})
     for _ in range(3):

@@ -82,6 +82,47 @@ def test_stop_mid_run_ends_after_the_round_and_records_stopped(data_dir) -> None
     assert "stopped" in panel.message.value
 
 
+def test_resume_continues_a_stopped_run_to_the_uninterrupted_result(data_dir) -> None:
+    panel = ControlPanel(rounds=4, local_steps=5, strategy="fedavgm")
+    assert panel.resume_button.disabled and panel.resume_from.value is None  # nothing to resume yet
+    panel.callbacks.append(lambda event: event.round == 2 and panel.stop())
+    panel.run_button.click()
+    stopped = panel.wait(RUN_TIMEOUT_S)
+    assert stopped is not None and stopped.status == "stopped"
+    assert panel.resume_from.value == stopped.run_id and not panel.resume_button.disabled  # offered at once
+    panel.callbacks.clear()
+    panel.lr.value = 0.5  # the resumed run takes its recorded config, whatever the fields say
+    panel.resume_button.click()
+    resumed = panel.wait(RUN_TIMEOUT_S)
+    uninterrupted = fedkit.run(fedkit.RunConfig(rounds=4, local_steps=5, strategy="fedavgm"), progress=False)
+    assert resumed is not None and resumed.run_id == stopped.run_id and resumed.status == "finished"
+    assert resumed.params.tobytes() == uninterrupted.params.tobytes()
+    assert panel.lr.value == 0.001 and panel.counter.value == "round 4/4"
+    assert all(len(line.get_xdata()) == 5 for line in panel.curves.axes[0].lines)  # rounds 0-4 drawn
+    assert "finished" in panel.message.value and panel.resume_from.value is None  # finished: no longer offered
+
+
+def test_an_interrupted_run_is_offered_and_rejected_updates_are_listed(data_dir) -> None:
+    import subprocess
+    import sys
+
+    kill_after_round_one = (
+        "import os, signal, fedkit\n"
+        "config = fedkit.RunConfig(rounds=3, local_steps=5, max_norm_ratio=1.1)\n"
+        "die = lambda e: e.round == 1 and os.kill(os.getpid(), signal.SIGKILL)\n"
+        "fedkit.run(config, progress=False, callbacks=[die])"
+    )
+    assert subprocess.run([sys.executable, "-c", kill_after_round_one], timeout=120).returncode == -9
+    (killed,) = fedkit.runs().run_id
+    panel = ControlPanel()
+    assert panel.resume_from.value == killed and "interrupted" in panel.resume_from.label
+    assert panel.resume() is not None
+    result = panel.wait(RUN_TIMEOUT_S)
+    assert result is not None and result.rejected
+    assert panel.notes.value.count("<li>") == len(result.notes) and "was rejected" in panel.notes.value
+    assert f"{len(result.rejected)} update(s) rejected" in panel.message.value
+
+
 def test_kernel_thread_is_free_while_the_run_trains(data_dir) -> None:
     panel = ControlPanel(rounds=30, local_steps=20)
     thread = panel.run()
@@ -291,3 +332,42 @@ def test_a_pooled_auc_of_zero_is_shown_as_zero_not_nan() -> None:
     panel = ControlPanel()
     panel._finished(result)
     assert "pooled AUC 0.0000" in panel.message.value and "nan" not in panel.message.value
+
+
+def _without_compare(monkeypatch, explore, runs):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    return explore.differences_table(runs)
+
+
+def test_the_sweep_panel_refuses_a_bad_grid_value_and_runs_a_good_grid(data_dir) -> None:
+    from fedkit.widgets import SweepPanel
+
+    panel = SweepPanel({"lr": [0.01, 0.1]}, seeds=[42, 43], folds=2, rounds=2, local_steps=5)
+    assert not panel.run_button.disabled and "2 configurations, 8 runs" in panel.message.value
+    panel.grid.value = "lr=0.01,-1\nstrategy=fedavg"
+    assert panel.run_button.disabled and "&#x27;lr&#x27; parameter of RunConfig" in panel.message.value
+    panel.grid.value = "lr=0.01,0.1\nstrategy=fedavg,fedprox"
+    assert not panel.run_button.disabled
+    panel.run_button.click()
+    result = panel.wait(RUN_TIMEOUT_S)
+    assert result is not None and len(result.table) == 4 and len(result.runs) == 16
+    assert panel.progress.value == panel.progress.max == 16 * 2  # every round of every run
+    assert all(bytes(image.value).startswith(b"\x89PNG") for image in panel.figures)  # heatmap, parallel coords
+    assert "best by validation avg_accuracy" in panel.message.value
+    assert fedkit.runs().shape[0] == 16
+
+
+def test_sweep_figures_outline_the_best_configuration(data_dir) -> None:
+    result = fedkit.sweep(
+        {"rounds": 2, "local_steps": 5}, {"lr": [0.01, 0.1], "optimizer": ["sgd", "adam"]}, trackers=[], progress=False
+    )
+    heatmap = plots.sweep_heatmap_figure(result.table, "lr", "optimizer", best=result.best)
+    (ax,) = heatmap.axes[:1]
+    (outline,) = [p for p in ax.patches if p.get_edgecolor()[:3] != (0, 0, 0)]
+    row = result.table.loc[result.best]
+    assert outline.get_xy() == ([0.01, 0.1].index(row["lr"]) - 0.5, ["sgd", "adam"].index(row["optimizer"]) - 0.5)
+    assert len(ax.texts) == 4  # every cell labelled with its value
+    parallel = plots.sweep_parallel_figure(result.table, ["lr", "optimizer"], best=result.best)
+    assert [line.get_label() for line in parallel.axes[0].lines if line.get_color() == "#d62728"] == [
+        "best configuration"
+    ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -119,8 +119,8 @@ class FitReply:
     silo
         The silo's name.
     params
-        Its local parameters (personal coordinates replaced by the global ones; None when the engine sums them
-        under secure aggregation, see :meth:`Engine.sum_updates`).
+        Its local parameters (personal coordinates replaced by the global ones; None when the engine
+        sums them under secure aggregation, see :meth:`Engine.sum_updates`).
     n_train
         Its train size.
     train_loss
@@ -128,7 +128,8 @@ class FitReply:
     steps
         Step count.
     local_test
-        Its local model's evaluation on its own test set.
+        Its local model's evaluation on its own test set (None when not asked for: a sweep that
+        records only final evaluations).
     control_delta
         SCAFFOLD's change of its control variate, else None.
     """
@@ -138,12 +139,21 @@ class FitReply:
     n_train: int
     train_loss: float
     steps: int
-    local_test: SiloEvaluation
+    local_test: SiloEvaluation | None
     control_delta: np.ndarray | None = None
 
 
 class Engine(Protocol):
-    """Moves parameters to silos and back; simulation runs them in-process, remote over a network."""
+    """Moves parameters to silos and back; simulation runs them in-process, remote over a network.
+
+    Besides training and scoring, an engine keeps ``notes`` (sentences about its silos that the run
+    reports: dropouts, rejoins) and can export and re-import the state its silos keep between rounds
+    (:meth:`state` / :meth:`restore`), which the round loop checkpoints after every round so that a
+    killed run can be resumed exactly.
+    """
+
+    notes: list[str]
+    """Sentences about the silos the run should report (dropouts, rejoins), appended as they happen."""
 
     @property
     def silos(self) -> tuple[str, ...]:
@@ -208,5 +218,25 @@ class Engine(Protocol):
             The round's fit replies.
         params
             The global parameters the silos started the round from.
+        """
+        ...
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The state the silos keep between rounds (control variates, personal parameters...), as named arrays.
+
+        The round loop stores it with each round's checkpoint; it must hold everything :meth:`restore`
+        needs so that the rounds after it run exactly as they would have. An engine whose silos keep
+        their state themselves (remote sites) returns what identifies it (e.g. the round) and keeps the
+        arrays on the sites.
+        """
+        ...
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Return the silos to a :meth:`state` this engine (or one built from the same config) exported.
+
+        Parameters
+        ----------
+        state
+            What :meth:`state` returned.
         """
         ...

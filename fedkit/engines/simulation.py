@@ -7,7 +7,7 @@ goes through a trainer: vectorized numpy for the built-in models, per-silo torch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
@@ -17,16 +17,22 @@ import numpy as np
 from fedkit import seeding
 from fedkit.data import preprocess
 from fedkit.data.silos import Federation, Silo
+from fedkit.engines import faults
 from fedkit.engines.base import Evaluation, FitReply, evaluate_silos
 from fedkit.engines.vectorized import split_rows
+from fedkit.errors import RoundFailedError
 from fedkit.privacy.summation import Summation, UpdateSum, read_update_sum, update_vector
 from fedkit.strategies.base import LocalTerm
-from fedkit.training import LocalTraining, batch_plans
+from fedkit.training import LocalTraining, TrainJob, batch_plans
 
 if TYPE_CHECKING:
     from torch import nn
 
     from fedkit.config import RunConfig
+
+
+PlanFn = Callable[..., list[np.ndarray]]
+"""A function with the signature and results of :func:`fedkit.training.batch_plans`."""
 
 
 class Trainer(Protocol):
@@ -92,6 +98,9 @@ class Trainer(Protocol):
 class SimulationEngine:
     """In-process silos; the batches of silo ``i`` in round ``r`` come from ``stream(seed, SAMPLING, r, i)``.
 
+    Simulated faults follow the remote engine's rules (:mod:`fedkit.engines.faults`); dropouts and rejoins
+    go to ``notes``.
+
     Parameters
     ----------
     federation
@@ -113,8 +122,18 @@ class SimulationEngine:
     stream_ids
         Each silo's index in the full federation, for the batch-plan streams (default ``0..K-1``): a remote site
         runs a one-silo engine with its hospital's index, so it draws the same batches as the simulation.
+    plans
+        Draws the batch plans (:func:`fedkit.training.batch_plans`; a sweep passes a memoized one, shared by
+        the runs of one seed).
     summation
         Sums the silos' statistics and updates under secure aggregation, as the remote server does (default: none).
+    dropout
+        Simulated faults: the probability that a selected silo vanishes from a round (it does not train).
+    straggler_timeout
+        Simulated faults: a silo whose simulated time exceeds the ``min_silos``-th fastest one's by more than
+        this many seconds is dropped from the round (None: no stragglers).
+    min_silos
+        The fewest replies a round needs; fewer fail it.
     """
 
     def __init__(
@@ -129,9 +148,14 @@ class SimulationEngine:
         finetune_steps: int | None = None,
         eval_federation: Federation | None = None,
         stream_ids: Sequence[int] | None = None,
+        plans: PlanFn = batch_plans,
         summation: Summation | None = None,
+        dropout: float = 0.0,
+        straggler_timeout: float | None = None,
+        min_silos: int = 1,
     ) -> None:
         self.federation = federation
+        self.plans = plans
         self.summation = summation
         self.eval_federation = eval_federation or federation
         self.trainer = trainer
@@ -147,6 +171,11 @@ class SimulationEngine:
         )
         self._control: dict[int, np.ndarray] = {}
         self._eval_x = np.concatenate([s.x_test for s in self.eval_federation.silos])
+        self.dropout = dropout
+        self.straggler_timeout = straggler_timeout
+        self.min_silos = min_silos
+        self.notes: list[str] = []
+        self._attendance = faults.Attendance()
 
     @property
     def silos(self) -> tuple[str, ...]:
@@ -160,7 +189,7 @@ class SimulationEngine:
     def _plans(self, kind: int, server_round: int, idx: Sequence[int], steps: int | None = None) -> list[np.ndarray]:
         sizes = [self.federation.silos[i].n_train for i in idx]
         counts = [steps or self.local.n_steps(n) for n in sizes]
-        return batch_plans(
+        return self.plans(
             sizes,
             self.local.batch_size,
             counts,
@@ -170,7 +199,7 @@ class SimulationEngine:
             silos=[self._stream_ids[i] for i in idx],
         )
 
-    def _starts(self, params: np.ndarray, idx: Sequence[int]) -> np.ndarray:
+    def _starts(self, params: np.ndarray, idx: Sequence[int] | range) -> np.ndarray:
         starts = np.repeat(params[None, :], len(idx), axis=0).astype(np.float32)
         if self.personal is not None:
             for j, i in enumerate(idx):
@@ -180,28 +209,113 @@ class SimulationEngine:
     def fit(
         self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
-        """Train ``silos`` from ``params``, adding the strategy's local term; returns one reply per silo."""
-        idx = [self._index[name] for name in silos]
+        """Train ``silos`` from ``params``, adding the strategy's local term; one reply per silo that answered.
+
+        Without simulated faults every silo answers. With them, vanished silos do not train, stragglers
+        train but their replies are dropped, each change is noted, and too few replies fail the round.
+        """
+        ids = np.asarray([self._stream_ids[self._index[name]] for name in silos], dtype=np.int64)
+        gone = faults.vanished(self.seed, server_round, ids, self.dropout)
+        replies = self._fit_answering(
+            params, server_round, [s for s, g in zip(silos, gone, strict=True) if not g], term
+        )
+        if self.straggler_timeout is not None:
+            trained = np.asarray([self._stream_ids[self._index[r.silo]] for r in replies], dtype=np.int64)
+            times = faults.durations(self.seed, server_round, trained, [r.steps for r in replies])
+            slow = faults.late(times, self.straggler_timeout, self.min_silos)
+            replies = [r for r, is_late in zip(replies, slow, strict=True) if not is_late]
+        answered = [r.silo for r in replies]
+        self.notes += self._attendance.update(server_round, silos, answered, "training")
+        need = min(self.min_silos, len(silos))
+        if len(replies) < max(need, 1):
+            raise RoundFailedError(
+                f"Round {server_round}: only {len(replies)} of {len(silos)} silos answered training "
+                f"({', '.join(answered) or 'none'}) under the simulated faults (dropout={self.dropout}, "
+                f"straggler_timeout={self.straggler_timeout}); the run needs min_silos={self.min_silos}. "
+                "Lower dropout or min_silos, or raise straggler_timeout.",
+                server_round=server_round,
+                silos=tuple(s for s in silos if s not in answered),
+            )
+        return replies
+
+    def _fit_answering(
+        self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None
+    ) -> list[FitReply]:
+        """Local training of ``silos`` (all of them answer)."""
+        if not silos:
+            return []
         term = term or LocalTerm()
+        job = self.fit_job(params, server_round, silos, term)
+        return self.fit_replies(job, params, term, self._train(job))
+
+    def fit_job(self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm) -> TrainJob:
+        """The local training :meth:`fit` asks of the trainer: starts, batch plans, proximal term, corrections.
+
+        A sweep collects the jobs of many runs, trains them in one stacked call
+        (:func:`fedkit.engines.vectorized.train_many`) and hands each result to :meth:`fit_replies`.
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        server_round
+            The round.
+        silos
+            Names of the silos that train.
+        term
+            The strategy's local term.
+
+        Returns
+        -------
+        TrainJob
+            What the trainer is to run.
+        """
+        idx = [self._index[name] for name in silos]
         corrections = None
         if term.control is not None:
             zero = np.zeros_like(params)
             corrections = np.stack([term.control - self._control.get(i, zero) for i in idx])
-        new, losses, steps = self.trainer.train(
-            idx,
-            self._starts(params, idx),
-            self._plans(seeding.SAMPLING, server_round, idx),
-            self.local,
-            prox_mu=term.prox_mu,
-            anchor=term.anchor,
-            corrections=corrections,
-        )
-        local_logits = self.trainer.logits_each(new, [self.federation.silos[i].x_test for i in idx])
-        chosen = [self.federation.silos[i] for i in idx]
-        local = evaluate_silos([s.name for s in chosen], [s.y_test for s in chosen], local_logits, pooled=False)
+        plans = self._plans(seeding.SAMPLING, server_round, idx)
+        return TrainJob(idx, self._starts(params, idx), plans, self.local, term.prox_mu, term.anchor, corrections)
+
+    def fit_replies(
+        self,
+        job: TrainJob,
+        params: np.ndarray,
+        term: LocalTerm,
+        trained: tuple[np.ndarray, np.ndarray, np.ndarray],
+        *,
+        score_local: bool = True,
+    ) -> list[FitReply]:
+        """The replies of ``job``'s silos once trained: silo-side state kept (control variates, personal parameters).
+
+        Parameters
+        ----------
+        job
+            The job :meth:`fit_job` built.
+        params
+            The global parameters it started from.
+        term
+            The strategy's local term of the round.
+        trained
+            The trainer's result for the job: new parameters, mean losses, step counts.
+        score_local
+            Score each local model on its silo's test set (False: the replies carry no scores; nothing records them).
+
+        Returns
+        -------
+        list of FitReply
+            One reply per silo of the job.
+        """
+        idx = job.silos
+        new, losses, steps = trained
+        silos = [self.federation.silos[i] for i in idx]
+        local = None
+        if score_local:
+            logits = self.trainer.logits_each(new, [s.x_test for s in silos])
+            local = evaluate_silos([s.name for s in silos], [s.y_test for s in silos], logits, pooled=False)
         replies = []
-        for j, i in enumerate(idx):
-            silo = self.federation.silos[i]
+        for j, (i, silo) in enumerate(zip(idx, silos, strict=True)):
             local_model = new[j]
             control_delta = None
             if term.control is not None:
@@ -215,9 +329,47 @@ class SimulationEngine:
                 self._own[i] = local_model[self.personal].copy()
                 sent[self.personal] = params[self.personal]  # personal parameters stay on the silo
             replies.append(
-                FitReply(silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), local.silos[j], control_delta)
+                FitReply(
+                    silo.name,
+                    sent,
+                    silo.n_train,
+                    float(losses[j]),
+                    int(steps[j]),
+                    None if local is None else local.silos[j],
+                    control_delta,
+                )
             )
         return replies
+
+    def state(self) -> dict[str, np.ndarray]:
+        """What the silos keep between rounds, for a checkpoint: SCAFFOLD's control variates, personal parameters.
+
+        ``control`` (silos, parameters) holds the control variate of each silo named in ``control_silos``
+        (the silos that have trained); ``personal`` (silos, personal parameters) each silo's personal
+        parameters, in federation order; ``missing`` the silos that dropped out and have not answered
+        since (for the rejoin notes). Fine-tuning keeps nothing: each round fine-tunes a fresh copy of
+        the global model. Stacked, so a thousand silos are a few arrays; copies.
+        """
+        names = self.federation.names
+        trained = sorted(self._control)
+        out = {
+            "control_silos": np.array([names[i] for i in trained], dtype=np.str_),
+            "control": np.array([self._control[i] for i in trained], dtype=np.float32).reshape(
+                len(trained), self._init.size
+            ),
+            "missing": np.array(sorted(self._attendance.missing), dtype=np.str_),
+        }
+        if self.personal is not None:
+            out["personal"] = np.stack([self._own[i] for i in range(len(names))])
+        return out
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Put the silos back in the :meth:`state` they had (the engine's own state is replaced, not merged)."""
+        silos = [self._index[str(name)] for name in state["control_silos"]]
+        self._control = {i: np.array(c) for i, c in zip(silos, state["control"], strict=True)}
+        if self.personal is not None:
+            self._own = {i: np.array(p) for i, p in enumerate(state["personal"])}
+        self._attendance = faults.Attendance({str(s) for s in state["missing"]})
 
     def sum_updates(self, replies: Sequence[FitReply], params: np.ndarray) -> UpdateSum:
         """The replies' :func:`~fedkit.privacy.summation.update_vector` s summed by this engine's secure sum."""
@@ -236,16 +388,54 @@ class SimulationEngine:
         z = split_rows(self.trainer.logits(params, self._eval_x), [s.n_test for s in silos])
         return self._evaluation(silos, z)
 
-    def evaluate_personal(self, params: np.ndarray, server_round: int) -> Evaluation:
-        """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global."""
+    def evaluate_personal(self, params: np.ndarray, server_round: int, models: np.ndarray | None = None) -> Evaluation:
+        """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global.
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        server_round
+            The round (it seeds the fine-tuning batches).
+        models
+            The silos' fine-tuned models when already trained (a sweep trains the :meth:`finetune_job`
+            of many runs in one stacked call); None: fine-tuned here.
+
+        Returns
+        -------
+        Evaluation
+            Each silo's own model's evaluation on its test set (and the summed statistics).
+        """
         silos = self.federation.silos
-        idx = list(range(len(silos)))
-        models = self._starts(params, idx)
-        if self.finetune_steps is not None:
-            models, _, _ = self.trainer.train(
-                idx, models, self._plans(seeding.FINETUNE, server_round, idx, self.finetune_steps), self.local
-            )
+        if models is None:
+            job = self.finetune_job(params, server_round)
+            models = self._starts(params, range(len(silos))) if job is None else self._train(job)[0]
         return self._evaluation(silos, self.trainer.logits_each(models, [s.x_test for s in silos]))
+
+    def finetune_job(self, params: np.ndarray, server_round: int) -> TrainJob | None:
+        """The fine-tuning of every silo from ``params`` that :meth:`evaluate_personal` scores.
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        server_round
+            The round.
+
+        Returns
+        -------
+        TrainJob or None
+            None when the run does not fine-tune.
+        """
+        if self.finetune_steps is None:
+            return None
+        idx = list(range(len(self.federation.silos)))
+        plans = self._plans(seeding.FINETUNE, server_round, idx, self.finetune_steps)
+        return TrainJob(idx, self._starts(params, idx), plans, self.local)
+
+    def _train(self, job: TrainJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        term = {"prox_mu": job.prox_mu, "anchor": job.anchor, "corrections": job.corrections}
+        return self.trainer.train(job.silos, job.starts, job.plans, job.hp, **term)
 
 
 def pooled_federation(federation: Federation) -> Federation:
@@ -289,6 +479,8 @@ def make_engine(
     model: nn.Module | None = None,
     *,
     stream_ids: Sequence[int] | None = None,
+    trainer: Trainer | None = None,
+    plans: PlanFn = batch_plans,
     summation: Summation | None = None,
 ) -> SimulationEngine:
     """The simulation engine ``config`` asks for: trainer, initial parameters, personalization, baselines.
@@ -303,10 +495,15 @@ def make_engine(
         Any ``torch.nn.Module`` returning logits; it always trains on the per-silo path (default: ``config.model``).
     stream_ids
         Lets a remote site build the engine of its own silo only (its index in the full federation).
+    trainer
+        A vectorized trainer over the training silos, shared by the runs of one federation (a sweep);
+        default: one built here.
+    plans
+        Draws the batch plans (a sweep passes a memoized :class:`fedkit.stacking.PlanCache`).
     summation
         Sums the silos' statistics and updates under secure aggregation; defaults to an in-process
-        :class:`~fedkit.privacy.summation.SecureSum` over the silos when ``config.secure_aggregation`` is on
-        (a remote site passes none: it sends its own vectors).
+        :class:`~fedkit.privacy.summation.SecureSum` over the silos when ``config.secure_aggregation``
+        is on (a remote site passes none: it sends its own vectors).
     """
     from fedkit import architectures
     from fedkit.config import personalization
@@ -315,7 +512,7 @@ def make_engine(
     train_fed = pooled_federation(federation) if config.strategy == "pooled" else federation
     shape = {"model": config.model, "n_features": len(federation.features), "hidden": config.hidden}
     if model is None and config.backend == "vectorized":  # no torch import: seconds of a notebook's start-up
-        trainer: Trainer = VectorizedTrainer(train_fed, config.model, config.hidden)
+        trainer = trainer or VectorizedTrainer(train_fed, config.model, config.hidden)
         init = architectures.initial_params(**shape, seed=config.seed)
         head = partial(architectures.personal_mask, **shape)
     else:
@@ -344,5 +541,20 @@ def make_engine(
         finetune_steps=setup.finetune_steps,
         eval_federation=federation,
         stream_ids=stream_ids,
+        plans=plans,
         summation=summation,
+        **simulated_faults(config),
     )
+
+
+def simulated_faults(config: RunConfig) -> dict[str, float | int | None]:
+    """The simulation engine's fault settings of ``config``; none for a remote run's sites (their faults are real).
+
+    Parameters
+    ----------
+    config
+        The run.
+    """
+    if config.engine != "simulation":
+        return {}
+    return {"dropout": config.dropout, "straggler_timeout": config.straggler_timeout, "min_silos": config.min_silos}

@@ -120,7 +120,7 @@ class FedkitController(Controller):
             def transport(task: str, payload: dict[str, Any], targets: Any, need: int) -> dict[str, dict[str, Any]]:
                 return self._broadcast(task, payload, list(targets), need, fl_ctx, abort_signal)
 
-            result, engine = serve(
+            result, _ = serve(
                 transport,
                 config,
                 sites,
@@ -130,7 +130,7 @@ class FedkitController(Controller):
                 schema=self.schema or None,
                 run=str(fl_ctx.get_job_id()),
             )
-            summary = {**result.summary(), "notes": [*result.notes, *engine.notes]}
+            summary = result.summary()  # its notes hold the engine's (the round loop collects them)
             with open(os.path.join(job_dir, wire.RESULT_FILE), "w") as f:
                 json.dump(wire.to_json({"summary": summary, "params": result.params}), f)
         except Exception as exc:

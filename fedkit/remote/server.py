@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from fedkit._version import __version__
 from fedkit.data.silos import Federation, Provenance, Silo
 from fedkit.data.uci import HOSPITALS
 from fedkit.engines.base import Evaluation, FitReply, SiloEvaluation
+from fedkit.engines.faults import Attendance
 from fedkit.errors import RemoteRunError
 from fedkit.evalstats import check_stats, sum_stats
 from fedkit.metrics import METRICS
@@ -233,7 +234,7 @@ class RemoteEngine:
         self.run = run
         self.notes: list[str] = []
         self.on_note: Callable[[str], None] | None = None
-        self._missing: set[str] = set()
+        self._attendance = Attendance()
         self._round = 0
         self._sums = 0  # secure-aggregation rounds so far (each sum is one)
         self._pending: tuple[Any, dict[str, dict[str, Any]]] | None = None
@@ -268,16 +269,8 @@ class RemoteEngine:
             for name in silos
             if self._by_silo[name].site in replies
         }
-        for name in silos:
-            if name not in by_silo and name not in self._missing:
-                self._missing.add(name)
-                self._note(
-                    f"Round {self._round}: silo {name!r} dropped out ({what}: no reply in time); "
-                    f"the round went on with {len(by_silo)} of {len(silos)} silos."
-                )
-            elif name in by_silo and name in self._missing:
-                self._missing.discard(name)
-                self._note(f"Round {self._round}: silo {name!r} rejoined ({what}).")
+        for text in self._attendance.update(self._round, silos, list(by_silo), what):
+            self._note(text)
         if len(by_silo) < need:
             raise RemoteRunError(
                 f"Round {self._round}: only {len(by_silo)} of {len(silos)} silos answered {what} "
@@ -367,6 +360,18 @@ class RemoteEngine:
             for name, r in ((n, replies[n]) for n in silos if n in replies)
         ]
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The server's part of the silos' state: who dropped out (the sites keep their own arrays).
+
+        Checkpointing a remote run also needs each site to keep its control variate and personal
+        parameters per round, and :meth:`restore` to ask them to reload it (see the remote follow-up).
+        """
+        return {"missing": np.array(sorted(self._attendance.missing), dtype=np.str_)}
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take back who had dropped out (the sites' own state is theirs to reload)."""
+        self._attendance = Attendance({str(s) for s in state.get("missing", ())})
+
     def sum_updates(self, replies: Sequence[FitReply], params: np.ndarray) -> UpdateSum:
         """The secure sum of the updates of this round's training (its adverts came with the fit replies)."""
         from fedkit.privacy.summation import read_update_sum
@@ -407,17 +412,12 @@ class RemoteEngine:
 class RelayTracker:
     """A tracker that keeps each call as a JSON-ready event for the notebook to fetch (and replay into its trackers).
 
-    Parameters
-    ----------
-    notes
-        Gives extra notes for the summary (the engine's dropouts), read when the run ends.
+    The summary it relays at the end holds the engine's dropout notes: the round loop collects them.
     """
 
-    def __init__(self, notes: Callable[[], list[str]] = list) -> None:
+    def __init__(self) -> None:
         self._events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self.notes = notes
-        """Extra notes for the summary (the engine's dropouts), read when the run ends."""
 
     def add(self, event: dict[str, Any]) -> None:
         """Append one event.
@@ -476,9 +476,7 @@ class RelayTracker:
         params: np.ndarray | None = None,
         error: str | None = None,
     ) -> None:
-        """Relay the end, with the dropout notes added to the summary."""
-        if summary is not None:
-            summary = {**summary, "notes": [*summary.get("notes", []), *self.notes()]}
+        """Relay the end (the summary's notes include the engine's dropouts: the round loop collects them)."""
         self.add(
             {"kind": "end", "run_id": run_id, "status": status, "summary": summary, "params": params, "error": error}
         )
@@ -546,7 +544,6 @@ def serve(
     )
     if config.standardize == "federated":
         engine.scale(engine.moments())
-    relay.notes = lambda: list(engine.notes)
     counts = {s.silo: (s.n_test, s.positives) for s in known}
     notes = undefined_auc_notes([], counts)
     relay.add({"kind": "outline", "n_test": n_test_by_silo(counts), "notes": notes, "scored": config.scored})

@@ -118,8 +118,9 @@ class Field(NamedTuple):
 _EVALUATION = {
     "metrics": Field("{loss, auc, accuracy}: 3 floats", "the site's exact metrics of that model on its own test rows"),
     "stats": Field(
-        "6 + 2B float64 (B = 8192), deflated",
-        "n, loss sum, confusion counts at 0.5 and the class-conditional score histograms on fixed bins: the "
+        "7 + 2B float64 (B = 8192), deflated",
+        "n, loss sum, confusion counts at 0.5, rows with a non-finite score and the class-conditional score "
+        "histograms on fixed bins: the "
         "pooled loss and accuracy (exact) and AUC (within the bound); in the clear only without secure aggregation",
     ),
 }
@@ -165,7 +166,7 @@ SENT_BY_SITE: dict[str, dict[str, Field]] = {
     },
     SECAGG_MASK: {
         "masked": Field(
-            "8 bytes per summed entry: P + 1 (+ P for SCAFFOLD) for training, 6 + 2B for evaluation, 3F for moments",
+            "8 bytes per summed entry: P + 1 (+ P for SCAFFOLD) for training, 7 + 2B for evaluation, 3F for moments",
             "step 3: the site's vector (weighted update and train size, statistics or moments) in Z_2^64, masked",
         )
     },

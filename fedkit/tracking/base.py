@@ -3,9 +3,10 @@ to through the outbox, the :class:`Event` it is told, and the metric names every
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -66,6 +67,93 @@ class Tracker(Protocol):
             The final parameters, when it got that far.
         error
             The traceback of a failed run.
+        """
+        ...
+
+
+@runtime_checkable
+class RunStore(Protocol):
+    """A tracker that also keeps what resuming and auditing a run need (the local store is one).
+
+    The round loop gives it each round's metric rows, checkpoint and audit records together
+    (:meth:`save_round`, one transaction), instead of calling ``log_round``.
+    """
+
+    def save_round(
+        self,
+        run_id: str,
+        server_round: int,
+        rows: list[dict[str, Any]],
+        *,
+        checkpoint: bytes | None = None,
+        audit: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Keep one round's metric rows, the run's checkpoint after it and its audit records, all or nothing.
+
+        Parameters
+        ----------
+        run_id
+            The run.
+        server_round
+            The round.
+        rows
+            The round's metric rows.
+        checkpoint
+            The run's checkpoint after the round (:func:`fedkit.tracking.checkpoint.encode`), or None.
+        audit
+            The round's audit records (:mod:`fedkit.privacy.audit`).
+        """
+        ...
+
+    def append_audit(self, run_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append audit records outside a round (start, resume, end).
+
+        Parameters
+        ----------
+        run_id
+            The run.
+        records
+            The records, in chain order.
+        """
+        ...
+
+    def resume_run(self, run_id: str) -> int:
+        """Mark the run running again in this process; returns the round of its last checkpoint.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
+        """
+        ...
+
+    def checkpoint(self, run_id: str) -> bytes | None:
+        """The run's last checkpoint, or None.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
+        """
+        ...
+
+    def audit_log(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's audit records in storage order.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
+        """
+        ...
+
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's metric rows, ordered by round.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
         """
         ...
 

@@ -14,6 +14,8 @@ carry the event's fixed timestamp and ``step = round``.
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from datetime import datetime
@@ -99,6 +101,19 @@ def deliver_pending(
     return delivered, None
 
 
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside the fedkit package (the user's call).
+
+    The depth between the user's ``fedkit.run`` and the tracker depends on the path a run takes through the
+    facade, the round loop and the recorder; counting frames keeps the warning on the user's line whatever it is.
+    """
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class RemoteTracker:
     """A :class:`~fedkit.tracking.base.Tracker` that queues every event for ``backend`` in ``store`` and sends it.
 
@@ -129,7 +144,7 @@ class RemoteTracker:
                 f"the local store {self.store.path} marked not delivered. Deliver them when it is back with "
                 f"`fedkit runs sync {run_id}`.",
                 DeliveryWarning,
-                stacklevel=4,
+                stacklevel=_caller_level(),
             )
         self.error = error if error is not None else self.error
 

@@ -1,8 +1,9 @@
 """The local run store: one SQLite file under the fedkit home, the default tracker and source of truth.
 
-Every write is one transaction, so a run is never half-written: a round's metrics are all there or
-none are, and a run that raises is marked ``failed`` with its error. A run whose process died
-without a word (killed) is shown as ``interrupted`` when read back.
+Every write is one transaction, so a run is never half-written: a round's metrics, its checkpoint
+(what resuming the run needs) and its audit records are all there or none are, and a run that raises
+is marked ``failed`` with its error. A run whose process died without a word (killed) is shown as
+``interrupted`` when read back, and ``fedkit run --resume RUN_ID`` continues it from its last round.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import os
 import socket
 import sqlite3
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fedkit._version import __version__
-from fedkit.errors import RunNotFoundError
+from fedkit.errors import ResumeError, RunNotFoundError
 from fedkit.paths import home_dir
 
 SCHEMA = """
@@ -49,6 +51,17 @@ CREATE TABLE IF NOT EXISTS metrics (
     value REAL,
     PRIMARY KEY (run_id, round, silo, model, split, metric)
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE,
+    round INTEGER NOT NULL,
+    state BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
 CREATE TABLE IF NOT EXISTS outbox (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
     backend TEXT NOT NULL,
@@ -62,12 +75,69 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at TEXT,
     PRIMARY KEY (run_id, backend, seq)
 );
+CREATE TABLE IF NOT EXISTS sweeps (
+    sweep_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    finished_at TEXT,
+    fedkit_version TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS sweep_runs (
+    sweep_id TEXT NOT NULL REFERENCES sweeps(sweep_id) ON DELETE CASCADE,
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    configuration INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    fold INTEGER,
+    PRIMARY KEY (sweep_id, run_id)
+);
 """
 SCHEMA_VERSION = zlib.crc32(SCHEMA.encode()) & 0x7FFFFFFF
 """The store's ``PRAGMA user_version`` once ``SCHEMA`` is in place: a connection runs the DDL only when it
 differs (a new file, or a file from a fedkit whose schema text was different)."""
 OUTBOX_COLUMNS = ["run_id", "backend", "seq", "kind", "round", "target", "created_at", "attempts", "last_error"]
 HISTORY_COLUMNS = ["round", "silo", "model", "split", "metric", "value"]
+
+
+@dataclass(frozen=True)
+class SweepRunRecord:
+    """One run of a sweep as the store keeps it: what ``fedkit.run`` records, and its place in the sweep.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    status
+        ``finished`` or ``stopped``.
+    config
+        Its RunConfig fields.
+    data
+        Its data provenance.
+    summary
+        Its summary (``RunResult.summary()``).
+    params
+        Its final parameters.
+    rows
+        The metric rows kept (a sweep keeps each run's final evaluation, or every round).
+    configuration
+        Its row of the sweep's table.
+    seed
+        Its seed.
+    fold
+        Its validation fold (None: scored on the test sets).
+    """
+
+    run_id: str
+    status: str
+    config: dict[str, Any]
+    data: dict[str, Any]
+    summary: dict[str, Any]
+    params: np.ndarray
+    rows: list[dict[str, Any]]
+    configuration: int
+    seed: int
+    fold: int | None
 
 
 def _now() -> str:
@@ -77,6 +147,16 @@ def _now() -> str:
 def _sql_value(value: float | None) -> float | None:
     """A metric value as SQLite keeps it: NaN (an undefined AUC) as NULL."""
     return None if value is None or np.isnan(value) else float(value)
+
+
+def _insert_audit(con: sqlite3.Connection, run_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+    """Append audit records as their canonical JSON (the text their hash is computed over)."""
+    from fedkit.privacy.audit import canonical
+
+    con.executemany(
+        "INSERT INTO audit (run_id, seq, record) VALUES (?, ?, ?)",
+        [(run_id, r["seq"], canonical(r).decode()) for r in records],
+    )
 
 
 def _alive(pid: int | None, host: str | None) -> bool:
@@ -132,6 +212,31 @@ class LocalStore:
             values = [(run_id, *(r[c] for c in HISTORY_COLUMNS[:-1]), _sql_value(r["value"])) for r in rows]
             con.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", values)
 
+    def save_round(
+        self,
+        run_id: str,
+        server_round: int,
+        rows: list[dict[str, Any]],
+        *,
+        checkpoint: bytes | None = None,
+        audit: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """One round in one transaction: its metric rows, the run's checkpoint after it, its audit records."""
+        with self._connect() as con:
+            values = [(run_id, *(r[c] for c in HISTORY_COLUMNS[:-1]), _sql_value(r["value"])) for r in rows]
+            con.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+            if checkpoint is not None:
+                con.execute(
+                    "INSERT OR REPLACE INTO checkpoints (run_id, round, state) VALUES (?, ?, ?)",
+                    (run_id, server_round, checkpoint),
+                )
+            _insert_audit(con, run_id, audit)
+
+    def append_audit(self, run_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append audit records (a run's start, resume or end) in one transaction."""
+        with self._connect() as con:
+            _insert_audit(con, run_id, records)
+
     def end_run(
         self,
         run_id: str,
@@ -148,6 +253,207 @@ class LocalStore:
                 "UPDATE runs SET status = ?, finished_at = ?, summary = ?, params = ?, error = ? WHERE run_id = ?",
                 (status, _now(), None if summary is None else json.dumps(summary), blob, error, run_id),
             )
+
+    def resume_run(self, run_id: str) -> int:
+        """Mark a stopped, interrupted or failed run ``running`` again in this process; returns its checkpoint round.
+
+        Metric rows after the checkpoint (none, as both are written together) are dropped, and so is
+        the run's end event for remote trackers, so the end of the resumed run is delivered anew.
+        """
+        with self._connect() as con:
+            full_id = self._row(con, run_id)["run_id"]
+            found = con.execute("SELECT round FROM checkpoints WHERE run_id = ?", (full_id,)).fetchone()
+            if found is None:
+                raise ResumeError(
+                    f"Run {full_id} has no checkpoint to resume from (recorded before fedkit kept checkpoints, or "
+                    "killed before its first round was stored); start it again with `fedkit run`."
+                )
+            con.execute("DELETE FROM metrics WHERE run_id = ? AND round > ?", (full_id, found[0]))
+            con.execute("DELETE FROM outbox WHERE run_id = ? AND kind = 'end'", (full_id,))
+            con.execute(
+                "UPDATE runs SET status = 'running', finished_at = NULL, summary = NULL, params = NULL, error = NULL,"
+                " pid = ?, host = ? WHERE run_id = ?",
+                (os.getpid(), socket.gethostname(), full_id),
+            )
+        return int(found[0])
+
+    def checkpoint(self, run_id: str) -> bytes | None:
+        """The run's last checkpoint (see :mod:`fedkit.tracking.checkpoint`), or None when it has none."""
+        with self._connect() as con:
+            full_id = self._row(con, run_id)["run_id"]
+            found = con.execute("SELECT state FROM checkpoints WHERE run_id = ?", (full_id,)).fetchone()
+        return None if found is None else bytes(found[0])
+
+    def audit_log(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's audit records in storage order (by sequence number), as written."""
+        with self._connect() as con:
+            full_id = self._row(con, run_id)["run_id"]
+            rows = con.execute("SELECT record FROM audit WHERE run_id = ? ORDER BY seq", (full_id,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def verify_audit(self, run_id: str) -> tuple[str, int]:
+        """Check the run's audit log (:func:`fedkit.privacy.audit.verify`); returns its head hash and length.
+
+        Raises :class:`~fedkit.errors.AuditError` naming the first edited, removed or reordered record.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
+        """
+        from fedkit.privacy.audit import verify
+
+        run = self.get(run_id)
+        records = self.audit_log(run["run_id"])
+        ended = run["status"] in ("finished", "failed", "stopped")
+        return verify(records, run["run_id"], ended=ended), len(records)
+
+    # -- sweeps: many runs written in one transaction -----------------------------------------
+    def start_sweep(self, sweep_id: str, spec: dict[str, Any]) -> None:
+        """Insert a sweep as ``running``.
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep's id.
+        spec
+            What it runs: base config, grid, seeds, folds, metric.
+        """
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO sweeps (sweep_id, status, created_at, fedkit_version, spec)"
+                " VALUES (?, 'running', ?, ?, ?)",
+                (sweep_id, _now(), __version__, json.dumps(spec)),
+            )
+
+    def add_sweep_runs(self, sweep_id: str, runs: Sequence[SweepRunRecord]) -> None:
+        """Record finished runs of a sweep in one transaction: each run as ``fedkit.run`` records one, and its place.
+
+        One transaction for many runs (instead of one per round of each run) is what keeps recording
+        a sweep cheap beside its training.
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep they belong to (started with :meth:`start_sweep`).
+        runs
+            The finished (or stopped) runs.
+        """
+        now, pid, host = _now(), os.getpid(), socket.gethostname()
+        with self._connect() as con:
+            con.executemany(
+                "INSERT INTO runs (run_id, status, created_at, finished_at, fedkit_version, config, data, summary,"
+                " params, pid, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.run_id,
+                        r.status,
+                        now,
+                        now,
+                        __version__,
+                        json.dumps(r.config),
+                        json.dumps(r.data),
+                        json.dumps(r.summary),
+                        np.asarray(r.params, dtype=np.float32).tobytes(),
+                        pid,
+                        host,
+                    )
+                    for r in runs
+                ],
+            )
+            con.executemany(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.run_id, *(row[c] for c in HISTORY_COLUMNS[:-1]), _sql_value(row["value"]))
+                    for r in runs
+                    for row in r.rows
+                ],
+            )
+            con.executemany(
+                "INSERT INTO sweep_runs VALUES (?, ?, ?, ?, ?)",
+                [(sweep_id, r.run_id, r.configuration, r.seed, r.fold) for r in runs],
+            )
+
+    def end_sweep(self, sweep_id: str, status: str, summary: dict[str, Any] | None = None) -> None:
+        """Set a sweep's final status and its summary.
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep's id.
+        status
+            ``finished``, ``stopped`` or ``failed``.
+        summary
+            The table, the best configuration and the notes (``SweepResult.summary()``).
+        """
+        with self._connect() as con:
+            con.execute(
+                "UPDATE sweeps SET status = ?, finished_at = ?, summary = ? WHERE sweep_id = ?",
+                (status, _now(), None if summary is None else json.dumps(summary), sweep_id),
+            )
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """One sweep: status, times, spec, summary and its runs' places (configuration, seed, fold).
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep's id, or a unique prefix of it.
+
+        Returns
+        -------
+        dict
+            The sweep, its runs in the order they were recorded.
+
+        Raises
+        ------
+        RunNotFoundError
+            No sweep, or several, match ``sweep_id``.
+        """
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            rows = con.execute(
+                "SELECT * FROM sweeps WHERE sweep_id = ? OR sweep_id LIKE ?", (sweep_id, sweep_id + "%")
+            ).fetchall()
+            if len(rows) != 1:
+                found = "no sweep" if not rows else f"{len(rows)} sweeps"
+                raise RunNotFoundError(
+                    f"Sweep id {sweep_id!r} matches {found} in the run store {self.path}; `fedkit.sweeps()` lists them."
+                )
+            row = rows[0]
+            members = con.execute(
+                "SELECT run_id, configuration, seed, fold FROM sweep_runs WHERE sweep_id = ? ORDER BY rowid",
+                (row["sweep_id"],),
+            ).fetchall()
+        return {
+            "sweep_id": row["sweep_id"],
+            "status": row["status"],
+            "created_at": row["created_at"],
+            "finished_at": row["finished_at"],
+            "fedkit_version": row["fedkit_version"],
+            "spec": json.loads(row["spec"]),
+            "summary": None if row["summary"] is None else json.loads(row["summary"]),
+            "runs": [dict(m) for m in members],
+        }
+
+    def list_sweeps(self) -> list[dict[str, Any]]:
+        """Every sweep, newest first: id, status, time, number of runs and the grid's fields."""
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            rows = con.execute(
+                "SELECT s.*, COUNT(r.run_id) AS n_runs FROM sweeps s LEFT JOIN sweep_runs r USING (sweep_id)"
+                " GROUP BY s.sweep_id ORDER BY s.created_at DESC"
+            ).fetchall()
+        return [
+            {
+                "sweep_id": row["sweep_id"],
+                "status": row["status"],
+                "created_at": row["created_at"],
+                "runs": row["n_runs"],
+                "grid": ", ".join(sorted({k for g in json.loads(row["spec"])["grid"] for k in g})),
+            }
+            for row in rows
+        ]
 
     # -- outbox: events for remote trackers, kept until delivered ------------------------------
     def enqueue(

@@ -1,0 +1,100 @@
+"""Simulated faults: seeded dropouts and stragglers with the remote engine's rules and notes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fedkit
+from fedkit import RunConfig
+from fedkit.config import load_federation
+from fedkit.engines import faults
+from fedkit.engines.simulation import make_engine
+from fedkit.errors import RoundFailedError
+from fedkit.remote.server import RelayTracker, serve
+from fedkit.remote.silo import SiloWorker
+
+HOSPITALS = ("cleveland", "hungarian", "switzerland", "va")
+
+
+def test_dropouts_are_seeded_per_silo_and_as_frequent_as_asked() -> None:
+    ids = np.arange(60)
+    draws = np.stack([faults.vanished(42, r, ids, 0.3) for r in range(1, 201)])
+    assert np.array_equal(draws, np.stack([faults.vanished(42, r, ids, 0.3) for r in range(1, 201)]))
+    # each silo's own stream: whoever else is selected, silo 17 vanishes in the same rounds
+    alone = np.array([faults.vanished(42, r, [17], 0.3)[0] for r in range(1, 201)])
+    assert np.array_equal(alone, draws[:, 17])
+    # 12,000 Bernoulli(0.3) draws: the frequency is within 5 standard deviations (0.021) of 0.3
+    assert abs(draws.mean() - 0.3) < 5 * np.sqrt(0.3 * 0.7 / draws.size)
+    assert not faults.vanished(42, 1, ids, 0.0).any()
+    assert not np.array_equal(draws, np.stack([faults.vanished(43, r, ids, 0.3) for r in range(1, 201)]))
+
+
+def test_simulated_times_are_a_shifted_exponential_per_step() -> None:
+    ids, steps = np.arange(5000), np.full(5000, 100)
+    times = faults.durations(7, 3, ids, steps)
+    base = 100 * faults.STEP_SECONDS
+    assert times.min() >= base
+    delays = times / base - 1  # Exp(1): mean 1, P(E > 1) = 1/e
+    assert abs(delays.mean() - 1) < 5 / np.sqrt(5000) and abs((delays > 1).mean() - np.exp(-1)) < 0.03
+    assert np.array_equal(times, faults.durations(7, 3, ids, steps))
+
+
+def test_the_straggler_rule_is_flares_wait_after_min_replies() -> None:
+    times = np.array([3.0, 1.0, 10.0, 2.0])
+    assert faults.late(times, timeout=2.0, min_silos=2).tolist() == [False, False, True, False]  # waits until 2 + 2
+    assert faults.late(times, timeout=2.0, min_silos=1).tolist() == [False, False, True, False]  # until 1 + 2 = 3
+    assert faults.late(times, timeout=0.5, min_silos=1).tolist() == [True, False, True, True]
+    assert faults.late(times, timeout=0.5, min_silos=9).tolist() == [False] * 4  # waits for every reply
+
+
+def test_a_straggler_trains_but_its_reply_is_dropped(data_dir) -> None:
+    config = RunConfig(strategy="scaffold", rounds=1, local_steps=5, straggler_timeout=1e-9, lr=0.01)
+    engine = make_engine(load_federation(config), config)
+    params = engine.initial_params()
+    from fedkit.strategies import make_strategy
+
+    strategy = make_strategy("scaffold")
+    replies = engine.fit(params, 1, engine.silos, strategy.local_term(strategy.init(params), params))
+    assert len(replies) == 1  # only the fastest: every other silo is later than it by more than 1e-9 s
+    assert engine.state()["control_silos"].tolist() == list(HOSPITALS)  # all four trained: their state moved
+    assert len(engine.notes) == 3 and all("dropped out (training: no reply in time)" in n for n in engine.notes)
+
+
+def test_too_few_replies_fail_the_run_naming_the_round_and_silos(data_dir) -> None:
+    config = RunConfig(rounds=30, local_steps=2, dropout=0.5, min_silos=3)
+    with pytest.raises(RoundFailedError, match=r"Round \d+: only [0-2] of 4 silos answered training .* min_silos=3"):
+        fedkit.run(config, progress=False)
+    assert fedkit.runs().status.tolist() == ["failed"]
+
+
+def test_dropout_notes_read_as_the_remote_engines(data_dir) -> None:
+    """The same silos missing in the same rounds give the same notes, word for word, in both engines."""
+    config = RunConfig(rounds=8, local_steps=3, dropout=0.35, seed=5)
+    simulation = fedkit.run(config, progress=False, trackers=[])
+    ids = np.arange(len(HOSPITALS))
+    down = {r: {HOSPITALS[i] for i in np.flatnonzero(faults.vanished(5, r, ids, 0.35))} for r in range(1, 9)}
+    assert any(down.values()) and all(len(d) < 4 for d in down.values())
+    workers = {h: SiloWorker(h) for h in HOSPITALS}
+    now: set[str] = set()
+
+    def transport(task, payload, sites, need):
+        return {s: workers[s].handle(task, payload) for s in sites if s not in now}
+
+    def chaos(event) -> None:  # the sites that are down during the next round
+        now.clear()
+        now.update(down.get(event.round + 1, ()))
+
+    remote_config = RunConfig.from_dict({**config.to_dict(), "dropout": 0.0, "engine": "remote"})
+    _, engine = serve(transport, remote_config, list(HOSPITALS), RelayTracker(), callbacks=[chaos])
+    dropout_notes = [n for n in simulation.notes if "dropped out" in n or "rejoined" in n]
+    assert dropout_notes and dropout_notes == engine.notes
+
+
+def test_a_notebook_studies_faults_through_the_history(data_dir) -> None:
+    config = RunConfig(split="iid", silos=10, rounds=5, local_steps=3, dropout=0.3, straggler_timeout=0.01)
+    result = fedkit.run(config, progress=False, trackers=[])
+    h = result.history
+    trained = h[(h.model == "local") & (h.split == "train") & (h.metric == "loss")].groupby("round").silo.count()
+    assert trained.min() >= 1 and trained.max() < 10  # some silos missing from some rounds
+    assert np.isfinite(result.params).all()
