@@ -51,8 +51,20 @@ def single(candidates: list[dict[str, Any]]) -> Grid:
 
 
 def product(*parts: Grid) -> Grid:
-    """Every merge of one sub-grid of each part: the grid of all their combinations."""
-    return [{k: v for grid in combo for k, v in grid.items()} for combo in itertools.product(*parts)]
+    """Every merge of one sub-grid of each part that RunConfig accepts: the grid of all their combinations."""
+    merged = [{k: v for grid in combo for k, v in grid.items()} for combo in itertools.product(*parts)]
+    return [grid for grid in merged if allowed(grid)]
+
+
+def allowed(grid: dict[str, list[Any]]) -> bool:
+    """Whether RunConfig accepts every configuration of ``grid`` under the FLamby protocol (e.g. SCAFFOLD takes
+    plain SGD only and no FedPer: RunConfig's rules, issue 17)."""
+    try:
+        for point in expand_grid(grid):
+            fedkit.RunConfig.from_dict(protocol(point))
+    except fedkit.ConfigError:
+        return False
+    return True
 
 
 def global_space() -> Grid:
@@ -87,13 +99,15 @@ OPTIMIZERS: Grid = [
     {"optimizer": ["adam"], "lr": [0.001, 0.003162, 0.01]},
 ]
 STRATEGIES: Grid = [
-    {"strategy": ["fedavg", "scaffold"]},
+    {"strategy": ["fedavg"]},
+    {"strategy": ["scaffold"]},  # a sub-grid of its own: it pairs with plain SGD only
     {"strategy": ["fedprox"], "mu": [0.01, 0.1, 1.0]},
     {"strategy": ["fedavgm"], "server_momentum": [0.5, 0.9]},
     {"strategy": ["fedadam", "fedyogi", "fedadagrad"], "server_lr": [0.01, 0.03162, 0.1]},
 ]
 FEWER_STRATEGIES: Grid = [
-    {"strategy": ["fedavg", "scaffold"]},
+    {"strategy": ["fedavg"]},
+    {"strategy": ["scaffold"]},  # a sub-grid of its own: it pairs with plain SGD only
     {"strategy": ["fedprox"], "mu": [0.1]},
     {"strategy": ["fedavgm"], "server_momentum": [0.9]},
     {"strategy": ["fedadam", "fedyogi"], "server_lr": [0.03162]},

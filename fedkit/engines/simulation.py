@@ -354,7 +354,7 @@ class SimulationEngine:
         trained = sorted(self._control)
         out = {
             "control_silos": np.array([names[i] for i in trained], dtype=np.str_),
-            "control": np.array([self._control[i] for i in trained], dtype=np.float32).reshape(
+            "control": np.array([self._control[i] for i in trained], dtype=np.float64).reshape(
                 len(trained), self._init.size
             ),
             "missing": np.array(sorted(self._attendance.missing), dtype=np.str_),
