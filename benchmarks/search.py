@@ -125,8 +125,8 @@ MLP: Grid = [{"model": ["mlp"], "hidden": [16]}]  # 241 parameters instead of 14
 def wide_global_space() -> Grid:
     """Standardization × model × local optimizer (momentum, weight decay, steps) × strategy and its hyperparameters.
 
-    Logistic regression over every combination (1,280); the MLP, 17 times costlier per run, over
-    fewer optimizers and strategies (48).
+    Logistic regression over every combination RunConfig accepts (1,232: SCAFFOLD takes plain SGD only); the
+    MLP, 17 times costlier per run, over fewer optimizers and strategies (40).
     """
     return product(STANDARDIZE, LOGREG, OPTIMIZERS, STRATEGIES) + product(
         STANDARDIZE, MLP, MLP_OPTIMIZERS, FEWER_STRATEGIES
@@ -134,7 +134,7 @@ def wide_global_space() -> Grid:
 
 
 def wide_personal_space() -> Grid:
-    """The same for each silo's own model: FedPer (output layer per silo) or fine-tuning; fewer strategies (1,584)."""
+    """The same for each silo's own model: FedPer (output layer per silo) or fine-tuning; fewer strategies (1,384)."""
     return product(STANDARDIZE, LOGREG, OPTIMIZERS, FEWER_STRATEGIES, PERSONALIZE) + product(
         STANDARDIZE, MLP, MLP_OPTIMIZERS, FEWER_STRATEGIES, PERSONALIZE
     )
