@@ -91,7 +91,7 @@ class OfType:
 NONE = Options((None,))
 
 
-def did_you_mean(value: Any, names: Iterable[Any]) -> str:
+def did_you_mean(value: Any, names: Iterable[Any], prefix: str = "") -> str:
     """`` Did you mean 'x'?`` for the name closest to ``value`` among ``names`` (text only), else ``""``.
 
     Parameters
@@ -100,13 +100,16 @@ def did_you_mean(value: Any, names: Iterable[Any]) -> str:
         What was given.
     names
         The allowed values; only the strings among them are candidates.
+    prefix
+        A prefix every name shares (``"--"`` of a flag): compared without it, so that it alone makes no match.
     """
     import difflib
 
     if not isinstance(value, str):
         return ""
-    close = difflib.get_close_matches(value, [n for n in names if isinstance(n, str)], n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    candidates = [n.removeprefix(prefix) for n in names if isinstance(n, str)]
+    close = difflib.get_close_matches(value.removeprefix(prefix), candidates, n=1)
+    return f" Did you mean {prefix + close[0]!r}?" if close else ""
 
 
 def _describe(constraints: Iterable[Constraint]) -> str:

@@ -6,17 +6,55 @@ import argparse
 import gc
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
-from typing import Any
+from typing import Any, NoReturn
 
+from fedkit._validation import did_you_mean
 from fedkit._version import __version__
 from fedkit.errors import AuditError, ConfigError, FedkitError, RoundFailedError
 from fedkit.presets import PRESETS
 from fedkit.tracking.registry import BACKENDS
 
 _TYPES = {"int": int, "float": float, "str": str}
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors suggest the closest subcommand, choice or flag: ``Did you mean 'run'?``.
+
+    Its subcommands' parsers are of this class too (``add_subparsers`` builds them with the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and ``message`` with a suggestion for a misspelt word, and exit with status 2.
+
+        Parameters
+        ----------
+        message
+            argparse's error message.
+        """
+        hint = self.suggestion(message)
+        super().error(f"{message}.{hint}" if hint else message)
+
+    def suggestion(self, message: str) -> str:
+        """`` Did you mean ...?`` for an invalid choice or unrecognized flags named in ``message``, else ``""``.
+
+        Parameters
+        ----------
+        message
+            argparse's error message (``invalid choice: 'x' (choose from ...)`` or ``unrecognized arguments: ...``).
+        """
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if choice:
+            return did_you_mean(choice[1], re.findall(r"'([^']*)'", choice[2]))
+        unknown = re.match(r"unrecognized arguments: (.*)$", message)
+        if not unknown:
+            return ""
+        flags = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        words = [w.split("=")[0] for w in unknown[1].split() if w.startswith("--")]
+        return "".join(did_you_mean(word, flags, prefix="--") for word in words)
 
 
 def _flag(name: str) -> str:
@@ -738,7 +776,7 @@ def add_sweep(sub: Subparsers, config_flags: bool) -> None:
     sweep.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow tracking URI")
     if config_flags:
         add_config_flags(sweep)
-    sweep.set_defaults(func=cmd_sweep)
+    sweep.set_defaults(func=cmd_sweep, parser=sweep)
 
 
 def add_data(sub: Subparsers) -> None:
@@ -859,13 +897,13 @@ def add_audit(sub: Subparsers) -> None:
     show = commands.add_parser("show", help="print the run's audit records")
     show.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
     show.add_argument("--json", action="store_true", help="print the records as JSON")
-    show.set_defaults(func=cmd_audit_show)
+    show.set_defaults(func=cmd_audit_show, parser=show)
     verify = commands.add_parser(
         "verify",
         help="check the hash chain; exit 1 naming the first edited, removed or reordered record",
     )
     verify.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
-    verify.set_defaults(func=cmd_audit_verify)
+    verify.set_defaults(func=cmd_audit_verify, parser=verify)
 
 
 def add_report(sub: Subparsers) -> None:
@@ -908,9 +946,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         The subcommand about to run: ``run``'s RunConfig flags are left out unless it is ``run`` (or None), since
         generating them imports the training stack, 0.2 s before e.g. ``fedkit report`` can start its kernel.
     """
-    parser = argparse.ArgumentParser(
-        prog="fedkit", description="Cross-silo federated learning on the UCI Heart Disease hospitals."
-    )
+    parser = Parser(prog="fedkit", description="Cross-silo federated learning on the UCI Heart Disease hospitals.")
     parser.add_argument("--version", action="version", version=f"fedkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run(sub, config_flags=command in (None, "run"))
@@ -937,9 +973,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     words = list(sys.argv[1:] if argv is None else argv)
-    args, unknown = build_parser(words[0] if words and not words[0].startswith("-") else None).parse_known_args(words)
+    parser = build_parser(words[0] if words and not words[0].startswith("-") else None)
+    args, unknown = parser.parse_known_args(words)
     if unknown:  # argparse would print the top-level usage; the subcommand's own says what it takes
-        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args))
     except FedkitError as exc:

@@ -162,3 +162,37 @@ def test_run_json_keeps_stdout_for_the_json_when_a_library_prints(capsys) -> Non
     captured = capsys.readouterr()
     assert json.loads(captured.out) == summary
     assert "Connecting to FLARE" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("words", "usage", "hint"),
+    [
+        (["rn"], "usage: fedkit ", "Did you mean 'run'?"),
+        (["runs", "shw", "x"], "usage: fedkit runs ", "Did you mean 'show'?"),
+        (["run", "--stratgy", "fedavg"], "usage: fedkit run ", "Did you mean '--strategy'?"),
+        (["run", "--batchsize=3"], "usage: fedkit run ", "Did you mean '--batch-size'?"),
+        (["sweep", "--lrr", "0.1"], "usage: fedkit sweep ", "Did you mean '--lr'?"),
+        (["runs", "compare", "--source", "sagemkr"], "usage: fedkit runs compare ", "Did you mean 'sagemaker'?"),
+    ],
+)
+def test_a_misspelt_subcommand_or_flag_gets_a_suggestion(capsys, words: list[str], usage: str, hint: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(words)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage) and err.rstrip().endswith(hint), err
+
+
+def test_a_flag_far_from_every_flag_gets_no_suggestion(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--bogus"])  # '--' alone is no likeness: no "Did you mean '--rounds'?"
+    assert "Did you mean" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("words", [["sweep"], ["audit", "show", "x"], ["audit", "verify", "x"], ["data", "info"]])
+def test_every_subcommand_reports_an_unknown_flag_with_its_own_usage(capsys, words: list[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main([*words, "--bogus"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: fedkit {' '.join(w for w in words if w != 'x')} "), err
