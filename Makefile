@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkit-$(EXTRAS)
 KERNEL_SPEC := $(VENV)/share/jupyter/kernels/fedkit/kernel.json
 
-.PHONY: setup data run test lint clean deploy-tools flower-venv docs lab kernel deploy-test deploy-test-down mutation
+.PHONY: chromium-check setup data run test lint clean deploy-tools flower-venv docs lab kernel deploy-test deploy-test-down mutation
 setup: $(STAMP) $(KERNEL_SPEC)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
@@ -36,9 +36,13 @@ data: setup
 run: data
 	$(BIN)/fedkit report notebooks/04_headless_report.ipynb -p rounds 15
 
-# The suite also builds the docs (tests/test_docs.py) and drives Debian's chromium (tests/test_browser.py).
-test: data deploy-tools flower-venv
-	@test -x /usr/bin/chromium || echo "make test: /usr/bin/chromium is missing, so tests/test_browser.py will be skipped; install it with: sudo apt-get install chromium" >&2
+# The suite also builds the docs (tests/test_docs.py) and drives Debian's chromium (tests/test_browser.py): say first
+# when chromium is missing, rather than skip that test silently.
+CHROMIUM ?= /usr/bin/chromium
+chromium-check:
+	@test -x $(CHROMIUM) || echo "make test: $(CHROMIUM) is missing, so tests/test_browser.py will be skipped; install it with: sudo apt-get install chromium" >&2
+
+test: chromium-check data deploy-tools flower-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The docs site in strict mode (warnings, broken references and pages missing from a toctree fail it).
