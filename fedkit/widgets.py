@@ -542,6 +542,8 @@ class SweepPanel:
         The validation folds it starts with (None or 0: score on the test sets).
     metric
         The score the best configuration is chosen by.
+    data_dir
+        The folder of the four UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
     **base
         The RunConfig fields every run shares.
     """
@@ -553,6 +555,7 @@ class SweepPanel:
         seeds: Sequence[int] = (42, 43, 44, 45, 46),
         folds: int | None = 4,
         metric: str = "avg_accuracy",
+        data_dir: str | Path | None = None,
         **base: Any,
     ) -> None:
         import ipywidgets as w
@@ -560,6 +563,7 @@ class SweepPanel:
         from fedkit.sweeps import SCORES
 
         self.base = base
+        self.data_dir = data_dir
         self.result: SweepResult | None = None
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -668,7 +672,12 @@ class SweepPanel:
 
         try:
             self.result = sweep(
-                **arguments, progress=False, should_stop=self._stop.is_set, on_round=self._on_round, keep_results=False
+                **arguments,
+                progress=False,
+                should_stop=self._stop.is_set,
+                on_round=self._on_round,
+                keep_results=False,
+                data_dir=self.data_dir,
             )
         except BaseException as exc:  # shown in the panel
             self.error = exc

@@ -28,7 +28,7 @@ def _outputs(path: Path) -> str:
     return json.dumps([c.get("outputs", []) for c in nb["cells"]])
 
 
-READS_DATA = ["01_explore_silos", "02_fedavg_widgets", "04_headless_report"]  # 03 reads only the run store
+READS_DATA = ["01_explore_silos", "02_fedavg_widgets", "04_headless_report", "06_sweep"]  # 03: only the run store
 
 
 @pytest.mark.parametrize("name", NAMES)
