@@ -538,24 +538,25 @@ def refused_for_its_data(container: str, path: str, at: tuple[int, str, str], ti
     """A site container whose data file breaks the schema exits before it joins: code 2 (fedkit's code for a
     refused input), and its log names the file, the line and the column. Returns that log line.
 
-    The Deployment's pod restarts it (podman at once; the kubelet with a back-off: CrashLoopBackOff), so the
-    exit code is the last run's and the log holds the message once per run.
+    The Deployment's pod restarts it (podman at once; the kubelet with a back-off: CrashLoopBackOff), so a poll
+    of its state mostly finds it running again: its exit codes are read from podman's ``died`` events instead.
     """
     line, column, _ = at
-    expected = f"{path}, line {line}, column '{column}'"
+    expected = f"fedkit: error: {path}, line {line}, column '{column}': "
+    ident = podman("inspect", "--format", "{{.Id}}", container).strip()  # kept across restarts; names are reused
 
-    def exited() -> dict[str, Any] | None:
-        state = container_state(container)
-        restarts = int(podman("inspect", "--format", "{{.RestartCount}}", container).strip() or 0)
-        return state if (restarts > 0 or not state["Running"]) and state["ExitCode"] != 0 else None
+    def exit_codes() -> list[int]:
+        died = podman("events", "--stream=false", "--filter", f"container={ident}", "--filter", "event=died",
+                      "--format", "{{.ContainerExitCode}}")  # fmt: skip
+        return [int(code) for code in died.split()]
 
-    state = wait_for(f"{container} to exit on its corrupted data file", exited, timeout)
-    logs = podman("logs", container, check=False)
-    said = [row for row in logs.splitlines() if expected in row]
-    if state["ExitCode"] != 2 or not said or not said[0].startswith("fedkit: error: "):
+    codes = wait_for(f"{container} to exit on its corrupted data file", exit_codes, timeout)
+    logs = podman_run("logs", container)  # podman prints the container's stderr on its own stderr
+    said = [row for row in (logs.stdout + logs.stderr).splitlines() if row.startswith(expected)]
+    if set(codes) != {2} or not said:
         raise DeployTestError(
-            f"{container} exited with code {state['ExitCode']} (expected 2) and should have said {expected!r}; "
-            f"its log:\n{logs[-3000:]}"
+            f"{container} exited with codes {codes} (expected 2) and should have said {expected!r}; its log:\n"
+            f"{(logs.stdout + logs.stderr)[-3000:]}"
         )
     return said[0]
 
@@ -571,27 +572,39 @@ def stop_promptly(container: str, grace: int = 30) -> float:
     return took
 
 
-def compare_with_simulation(home: Path, rounds: int, seed: int) -> dict[str, float]:
-    """The run the report recorded in ``home`` used the remote default, secure aggregation, and equals the
-    simulation of its config in the clear: per silo loss, accuracy and AUC and pooled loss and accuracy to 1e-6,
-    pooled AUC to 1e-3 (the server gets it from the summed score histograms, :mod:`fedkit.evalstats`).
+def compare_with_simulation(home: Path, data_dir: Path, rounds: int, seed: int) -> dict[str, float]:
+    """The run the report recorded in ``home`` used the remote default, secure aggregation (the server saw no
+    site's update: every update norm it recorded is null), each site read its hospital's own file (name and
+    sha256 of the host's copy), and it equals the simulation of its config in the clear: per silo loss, accuracy
+    and AUC and pooled loss and accuracy to 1e-6, pooled AUC to 1e-3 (the server gets it from the summed score
+    histograms, :mod:`fedkit.evalstats`).
 
     Returns the largest difference of the metrics held to 1e-6 (``exact``) and of the pooled AUC (``pooled_auc``).
     """
+    import hashlib
+    import math
+
     import fedkit
     from fedkit.tracking.local import LocalStore
 
-    runs = LocalStore(home / "runs.sqlite").list_runs()
+    store = LocalStore(home / "runs.sqlite")
+    runs = store.list_runs()
     if [r["status"] for r in runs] != ["finished"]:
         raise DeployTestError(
             f"expected one finished run in {home}, found {[(r['run_id'], r['status']) for r in runs]}"
         )
-    remote = LocalStore(home / "runs.sqlite").get(runs[0]["run_id"])
+    remote = store.get(runs[0]["run_id"])
     asked = ("remote", rounds, seed, True)
     if tuple(remote["config"].get(k) for k in ("engine", "rounds", "seed", "secure_aggregation")) != asked:
         raise DeployTestError(
             f"the recorded run is not the remote run asked for (secure aggregation by default): {remote['config']}"
         )
+    norms = [r["value"] for r in store.history(remote["run_id"]) if (r["split"], r["metric"]) == ("update", "norm")]
+    if len(norms) != rounds * len(HOSPITALS) or not all(math.isnan(v) for v in norms):
+        raise DeployTestError(f"under secure aggregation the server should see no update norm; it recorded {norms}")
+    own = {h: hashlib.sha256((data_dir / f"processed.{h}.data").read_bytes()).hexdigest() for h in HOSPITALS}
+    if remote["data"]["sha256"] != own:
+        raise DeployTestError(f"the sites read {remote['data']}, not the hospitals' own files {own}")
     config = {k: v for k, v in remote["config"].items() if k not in ("engine", "secure_aggregation")}
     config["secure_aggregation"] = False
     simulation = fedkit.run(fedkit.RunConfig.from_dict(config), trackers=[], progress=False).summary()["final"]
@@ -673,7 +686,7 @@ def run(work: Path, image: str, data_dir: Path, rounds: int, seed: int, timings:
         stopped = stop_promptly(container_name(deployment(rendered["va"]), "site"))
         print(f"deploy-test: va's site stopped {stopped:.1f} s after SIGTERM, with code 143")
     with phase("compare with the simulation", timings):
-        worst = compare_with_simulation(home, rounds, seed)
+        worst = compare_with_simulation(home, data_dir, rounds, seed)
         print(
             "deploy-test: remote = simulation per silo and pooled (loss, accuracy, AUC), the remote run under secure "
             f"aggregation: largest difference {worst['exact']:.2e} (pooled AUC {worst['pooled_auc']:.2e})"
