@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -120,6 +120,10 @@ class FitReply:
         Its local model's evaluation on its own test set.
     control_delta
         SCAFFOLD's change of its control variate, else None.
+    attestation
+        Remote sites under secure aggregation: the site's signed statement of its own check of its update
+        (``{"statement": ..., "signature": ...}``, see :func:`fedkit.privacy.validation.statement`), as the
+        engine verified it; None otherwise.
     """
 
     silo: str
@@ -129,6 +133,7 @@ class FitReply:
     steps: int
     local_test: SiloEvaluation
     control_delta: np.ndarray | None = None
+    attestation: Mapping[str, Any] | None = None
 
 
 class Engine(Protocol):
