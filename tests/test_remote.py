@@ -8,6 +8,7 @@ regression is bit-identical: each site trains its silo on the simulation's batch
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
@@ -19,7 +20,10 @@ import pytest
 pytest.importorskip("nvflare")
 
 import fedkit
+from fedkit.errors import RemoteRunError
+from fedkit.privacy import audit
 from fedkit.remote import kits
+from fedkit.remote.controller import STORE
 from fedkit.remote.submit import open_session, run_remote
 from fedkit.tracking.local import LocalStore
 
@@ -209,3 +213,48 @@ def test_a_silo_that_drops_out_is_left_out_and_one_that_comes_back_rejoins(poc, 
     trained = {(r["round"], r["silo"]) for r in result.records if r["model"] == "local" and r["split"] == "train"}
     assert (14, "hungarian") in trained and (14, "va") not in trained
     assert store.get(result.run_id)["summary"]["notes"] == result.notes
+
+
+def job_process(poc, name: str):
+    """The FLARE job process of participant ``name`` (the server's runner process, a site's worker process)."""
+    marker = "runner_process" if name == kits.SERVER else "worker_process"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for proc in poc.tree(name)[1:]:
+            if any(marker in part for part in proc.cmdline()):
+                return proc
+        time.sleep(0.1)
+    raise AssertionError(f"no job process of {name}")
+
+
+def test_a_run_whose_server_job_was_killed_resumes_after_a_server_restart(poc, store) -> None:
+    config = remote_config(rounds=6, strategy="scaffold")  # secure aggregation: the remote default
+    killed: list[int] = []
+
+    def kill_server_job(event: dict) -> None:
+        if event["kind"] == "round" and event["round"] == 3 and not killed:
+            proc = job_process(poc, kits.SERVER)
+            killed.append(proc.pid)
+            proc.kill()  # SIGKILL: no clean-up, no last word
+
+    with pytest.raises(RemoteRunError, match=r"ended .* before the run did.*fedkit run --resume"):
+        run_remote(config, admin_kit=poc.admin_kit, trackers=[store], progress=False, on_event=kill_server_job)
+    (stored,) = store.list_runs()
+    assert stored["status"] == "failed" and killed
+    poc.kill(kits.SERVER, signal.SIGTERM)
+    poc.start(kits.SERVER)
+    poc.wait_ready()
+    result = fedkit.run(resume=stored["run_id"], admin_kit=poc.admin_kit, trackers=[store], progress=False)
+    assert result.status == "finished" and result.run_id == stored["run_id"]
+    simulation = fedkit.run(
+        fedkit.RunConfig(rounds=6, strategy="scaffold", secure_aggregation=True), trackers=[], progress=False
+    )
+    assert_same_final(result.summary(), simulation.summary())
+    np.testing.assert_allclose(result.params, simulation.params, atol=TOLERANCE, rtol=0)
+    assert sorted({r["round"] for r in store.history(result.run_id)}) == list(range(7))
+    server = LocalStore(poc.kits / kits.SERVER / STORE)
+    assert store.audit_log(result.run_id) == server.audit_log(result.run_id)  # the copy here is the server's log
+    head, _ = store.verify_audit(result.run_id)
+    kinds = [r["kind"] for r in store.audit_log(result.run_id)]
+    assert kinds[0] == "start" and "resume" in kinds and kinds[-1] == "end"
+    assert audit.verify(server.audit_log(result.run_id), result.run_id, ended=True) == head

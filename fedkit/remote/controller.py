@@ -89,6 +89,7 @@ class FedkitController(Controller):
         self.resume = resume
         self.relay = RelayTracker()
         self._stop = threading.Event()
+        self._gone: set[str] = set()  # sites whose job process FLARE reported gone (crashed, or restarted without it)
 
     def set_communicator(self, communicator: Any) -> None:
         """Attach FLARE's communicator and make it check tasks every ``task_check_period`` seconds.
@@ -104,6 +105,19 @@ class FedkitController(Controller):
         super().set_communicator(communicator)
         if hasattr(communicator, "_task_check_period"):
             communicator._task_check_period = self._task_check_period
+        report = communicator.process_dead_client_report  # FLARE's only hook for "this site's job process is gone"
+
+        def on_dead_job(client_name: str, fl_ctx: FLContext) -> None:
+            self._site_gone(client_name)
+            report(client_name, fl_ctx)
+
+        communicator.process_dead_client_report = on_dead_job
+
+    def _site_gone(self, site: str) -> None:
+        """A site's job process is gone: ask it nothing more in this job, tell the notebook (which may rejoin it)."""
+        if site not in self._gone:
+            self._gone.add(site)
+            self.relay.add({"kind": "gone", "site": site})
 
     def start_controller(self, fl_ctx: FLContext) -> None:
         """Register the app commands the notebook polls for events and sends to stop the run."""
@@ -190,10 +204,13 @@ class FedkitController(Controller):
         fl_ctx: FLContext,
         abort_signal: Signal,
     ) -> dict[str, dict[str, Any]]:
+        targets = [t for t in targets if t not in self._gone]  # no wait for a site whose job process is gone
+        if not targets:
+            return {}
         data = Shareable()
         data[PAYLOAD] = payload
         task = Task(name=task_name, data=data, timeout=self.task_timeout)
-        wait = {"min_responses": need, "wait_time_after_min_received": self.straggler_timeout}
+        wait = {"min_responses": min(need, len(targets)), "wait_time_after_min_received": self.straggler_timeout}
         self.broadcast_and_wait(task, fl_ctx, targets=targets, abort_signal=abort_signal, **wait)
         replies: dict[str, dict[str, Any]] = {}
         failures = []

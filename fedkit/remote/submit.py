@@ -37,6 +37,8 @@ TASK_REQUEST_INTERVAL = 0.05
 FINISHED = ("FINISHED", "ABORTED", "FAILED")
 STOP_GRACE = 60.0
 """Seconds the server gets to end the run after the current round once Stop was asked, before the job is aborted."""
+REJOIN_CHECK = 1.0
+"""Seconds between checks whether a site whose job process was gone is connected again (restarted)."""
 
 
 def admin_user(admin_kit: str | Path) -> str:
@@ -194,7 +196,10 @@ def run_remote(
     """Run ``config`` on the FLARE federation of ``admin_kit``; record it in this machine's ``trackers``.
 
     Returns when the run's end event has arrived (it carries the final summary and parameters); the
-    FLARE job's clean-up is not waited for.
+    FLARE job's clean-up is not waited for. A site whose job process died (FLARE reports it) is asked
+    nothing more in that job; when it is connected again (restarted), the run is stopped after the
+    current round and continued in a new job from the server's checkpoint, so the site rejoins with its
+    own state reloaded from its file.
 
     Parameters
     ----------
@@ -260,10 +265,18 @@ def run_remote(
         if job_id is None:
             job_id = _submit(session, config, min_silos, straggler_timeout, run_id=run_id, resume=resume)
         stopping: float | None = None
+        rejoin: list[str] = []  # sites back after a restart: the run continues in a new job that includes them
+        checked = time.monotonic()
         while follower.status is None:
             if stopping is None and should_stop is not None and should_stop():
                 stopping = time.monotonic()
                 _ask_to_stop(session, job_id)
+            if stopping is None and follower.gone and time.monotonic() - checked > REJOIN_CHECK:
+                checked = time.monotonic()
+                rejoin = sorted(follower.gone & {c.name for c in session.get_connected_client_list()})
+                if rejoin:
+                    stopping = time.monotonic()
+                    _ask_to_stop(session, job_id)
             if stopping is not None and time.monotonic() - stopping > stop_grace:
                 session.abort_job(job_id)
                 return follower.stop()
@@ -284,6 +297,11 @@ def run_remote(
                     time.sleep(poll)
                     continue
             follower.feed(events)
+            if rejoin and follower.status == "stopped":  # continue in a new job with the sites that came back
+                follower.on_note(f"site(s) {', '.join(rejoin)} restarted: the run continues in a new job with them")
+                job_id = _submit(session, config, min_silos, straggler_timeout, run_id=run_id, resume=run_id)
+                follower.next_job()
+                stopping, rejoin = None, []
             if follower.status is None:
                 time.sleep(poll)
         if follower.status == "failed":
@@ -388,6 +406,7 @@ class _Follower:
         self.error: str | None = None
         self.summary: dict[str, Any] | None = None
         self.started = False
+        self.gone: set[str] = set()  # sites whose job process FLARE reported gone in the current job
         self.last_round = -1  # the last round the trackers here have
         self.on_round: Callable[[int, dict[str, Any]], Any] = lambda server_round, pooled: None
         self.on_note: Callable[[str], Any] = lambda text: None
@@ -407,6 +426,14 @@ class _Follower:
             handler = getattr(self, f"_on_{event['kind']}", None)
             if handler is not None:
                 handler(event)
+
+    def next_job(self) -> None:
+        """Follow the run's next FLARE job (it resumes the run from the server's checkpoint)."""
+        self.cursor, self.status, self.error, self.summary, self.gone = 0, None, None, None, set()
+        self.resumed = True
+
+    def _on_gone(self, event: Mapping[str, Any]) -> None:
+        self.gone.add(event["site"])
 
     def _on_outline(self, event: Mapping[str, Any]) -> None:
         self.n_test = dict(event["n_test"])
