@@ -55,6 +55,17 @@ def store(tmp_path):
     return LocalStore(tmp_path / "runs.sqlite")
 
 
+@pytest.fixture
+def chaos(poc):
+    """The federation, made whole again after a test that stops, kills or restarts its processes."""
+    yield poc
+    for name in (kits.SERVER, *poc.hospitals):
+        poc.send_signal(name, signal.SIGCONT)
+        if name not in poc.processes or poc.processes[name].poll() is not None:
+            poc.start(name)
+    poc.wait_ready()
+
+
 def remote_config(**fields) -> fedkit.RunConfig:
     return fedkit.RunConfig(**{"engine": "remote", "rounds": ROUNDS, **fields})
 
@@ -176,34 +187,36 @@ def test_stop_from_python_aborts_the_job_and_records_stopped(poc, store) -> None
         session.close()
 
 
-def test_a_silo_that_drops_out_is_left_out_and_one_that_comes_back_rejoins(poc, store) -> None:
+STRAGGLER = 8
+"""Seconds the server waits for a late site: far above a loaded 2-core machine's round (~0.2 s quiet, ~2 s at load
+14), so only the sites the tests silence drop out; the tests wait for events, never for a time."""
+
+
+def test_a_silo_that_drops_out_is_left_out_and_one_that_comes_back_rejoins(chaos, store) -> None:
+    poc = chaos
     state = {"paused": False, "resumed": False, "killed": False}
 
-    def resume() -> None:
-        time.sleep(5)
-        poc.send_signal("hungarian", signal.SIGCONT)
-        state["resumed"] = True
-
-    def chaos(event: dict) -> None:
+    def on_event(event: dict) -> None:
+        if event["kind"] == "note" and "silo 'hungarian' dropped out" in event["text"] and not state["resumed"]:
+            state["resumed"] = True  # the partition ends once the server has left it out of a round
+            poc.send_signal("hungarian", signal.SIGCONT)
         if event["kind"] != "round" or event["round"] < 2:
             return
-        if not state["paused"]:  # a network partition: the site stops answering for 5 s, then comes back
+        if not state["paused"]:  # a network partition: the site stops answering
             state["paused"] = True
             poc.send_signal("hungarian", signal.SIGSTOP)
-            threading.Thread(target=resume, daemon=True).start()
-        elif state["resumed"] and not state["killed"]:  # gone for good
-            state["killed"] = True
+        elif state["resumed"] and not state["killed"]:  # gone for good (a site's job process that dies alone
+            state["killed"] = True  # makes FLARE 2.9 fail the whole job: see the resume tests)
             poc.kill("va")
 
     result = run_remote(
-        remote_config(rounds=14),
+        remote_config(rounds=10),
         admin_kit=poc.admin_kit,
         trackers=[store],
         progress=False,
         min_silos=2,
-        straggler_timeout=2,
-        on_event=chaos,
-        result_timeout=5,
+        straggler_timeout=STRAGGLER,
+        on_event=on_event,
     )
     assert result.status == "finished" and state["killed"]
     notes = " ".join(result.notes)
@@ -211,8 +224,44 @@ def test_a_silo_that_drops_out_is_left_out_and_one_that_comes_back_rejoins(poc, 
     assert "silo 'va' dropped out" in notes and "silo 'va' rejoined" not in notes
     assert list(result.final["silos"]) == ["cleveland", "hungarian", "switzerland"]
     trained = {(r["round"], r["silo"]) for r in result.records if r["model"] == "local" and r["split"] == "train"}
-    assert (14, "hungarian") in trained and (14, "va") not in trained
+    assert (10, "hungarian") in trained and (10, "va") not in trained
     assert store.get(result.run_id)["summary"]["notes"] == result.notes
+
+
+REJOIN_ROUNDS = 24
+
+
+def test_a_site_killed_and_restarted_mid_run_rejoins_with_its_own_state(chaos, store) -> None:
+    poc = chaos
+    state: dict[str, bool] = {}
+
+    def on_event(event: dict) -> None:
+        if event["kind"] == "round" and event["round"] == 2 and "killed" not in state:
+            state["killed"] = True
+            poc.kill("va")  # the whole site: FLARE's site process and its job process
+        if event["kind"] == "note" and "silo 'va' dropped out" in event["text"] and "restarted" not in state:
+            state["restarted"] = True
+            poc.start("va")  # the site comes back; its state file stayed in its workspace
+
+    result = run_remote(  # enough rounds for a site to restart on a loaded machine: each round scales with the load
+        remote_config(rounds=REJOIN_ROUNDS, strategy="scaffold"),
+        admin_kit=poc.admin_kit,
+        trackers=[store],
+        progress=False,
+        min_silos=2,
+        straggler_timeout=STRAGGLER,
+        on_event=on_event,
+    )
+    poc.wait_ready()
+    assert result.status == "finished" and state == {"killed": True, "restarted": True}
+    notes = " ".join(result.notes)
+    assert "silo 'va' dropped out" in notes and "silo 'va' rejoined" in notes
+    trained = {(r["round"], r["silo"]) for r in result.records if r["model"] == "local" and r["split"] == "train"}
+    assert (REJOIN_ROUNDS, "va") in trained and list(result.final["silos"]) == list(poc.hospitals)
+    kinds = [r["kind"] for r in store.audit_log(result.run_id)]
+    assert "resume" in kinds  # continued in a new job that includes the site again
+    store.verify_audit(result.run_id)
+    assert sorted({r["round"] for r in store.history(result.run_id)}) == list(range(REJOIN_ROUNDS + 1))
 
 
 def job_process(poc, name: str):
@@ -227,7 +276,8 @@ def job_process(poc, name: str):
     raise AssertionError(f"no job process of {name}")
 
 
-def test_a_run_whose_server_job_was_killed_resumes_after_a_server_restart(poc, store) -> None:
+def test_a_run_whose_server_job_was_killed_resumes_after_a_server_restart(chaos, store) -> None:
+    poc = chaos
     config = remote_config(rounds=6, strategy="scaffold")  # secure aggregation: the remote default
     killed: list[int] = []
 

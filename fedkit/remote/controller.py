@@ -89,7 +89,7 @@ class FedkitController(Controller):
         self.resume = resume
         self.relay = RelayTracker()
         self._stop = threading.Event()
-        self._gone: set[str] = set()  # sites whose job process FLARE reported gone (crashed, or restarted without it)
+        self._absent: set[str] = set()  # sites that did not answer their last task (waited for only briefly)
 
     def set_communicator(self, communicator: Any) -> None:
         """Attach FLARE's communicator and make it check tasks every ``task_check_period`` seconds.
@@ -105,19 +105,6 @@ class FedkitController(Controller):
         super().set_communicator(communicator)
         if hasattr(communicator, "_task_check_period"):
             communicator._task_check_period = self._task_check_period
-        report = communicator.process_dead_client_report  # FLARE's only hook for "this site's job process is gone"
-
-        def on_dead_job(client_name: str, fl_ctx: FLContext) -> None:
-            self._site_gone(client_name)
-            report(client_name, fl_ctx)
-
-        communicator.process_dead_client_report = on_dead_job
-
-    def _site_gone(self, site: str) -> None:
-        """A site's job process is gone: ask it nothing more in this job, tell the notebook (which may rejoin it)."""
-        if site not in self._gone:
-            self._gone.add(site)
-            self.relay.add({"kind": "gone", "site": site})
 
     def start_controller(self, fl_ctx: FLContext) -> None:
         """Register the app commands the notebook polls for events and sends to stop the run."""
@@ -204,17 +191,29 @@ class FedkitController(Controller):
         fl_ctx: FLContext,
         abort_signal: Signal,
     ) -> dict[str, dict[str, Any]]:
-        targets = [t for t in targets if t not in self._gone]  # no wait for a site whose job process is gone
-        if not targets:
-            return {}
+        from fedkit.engines.faults import wait_over
+
         data = Shareable()
         data[PAYLOAD] = payload
         task = Task(name=task_name, data=data, timeout=self.task_timeout)
-        wait = {"min_responses": min(need, len(targets)), "wait_time_after_min_received": self.straggler_timeout}
-        self.broadcast_and_wait(task, fl_ctx, targets=targets, abort_signal=abort_signal, **wait)
+        self.broadcast(task, fl_ctx, targets=targets, min_responses=len(targets))
+        start, replied_at = time.monotonic(), {}
+        need = min(need, len(targets))
+        while not abort_signal.triggered and task.completion_status is None:
+            elapsed = time.monotonic() - start
+            for client_task in list(task.client_tasks):
+                if client_task.result is not None:
+                    replied_at.setdefault(client_task.client.name, elapsed)
+            if elapsed > self.task_timeout or wait_over(
+                elapsed, replied_at, targets, self._absent, need, self.straggler_timeout
+            ):
+                break
+            time.sleep(self._task_check_period)
+        if task.completion_status is None:
+            self.cancel_task(task, fl_ctx=fl_ctx)
         replies: dict[str, dict[str, Any]] = {}
         failures = []
-        for client_task in task.client_tasks:
+        for client_task in list(task.client_tasks):
             result = client_task.result
             if result is None:
                 continue
@@ -222,6 +221,12 @@ class FedkitController(Controller):
                 replies[client_task.client.name] = result[PAYLOAD]
             else:
                 failures.append(f"{client_task.client.name}: {result.get('error') or result.get_return_code()}")
+        self.log_debug(
+            fl_ctx,
+            f"fedkit task {task_name}: replies from {sorted(replies)} of {targets} after "
+            f"{time.monotonic() - start:.2f} s (absent before: {sorted(self._absent)}; replied at {replied_at})",
+        )
+        self._absent = (self._absent | set(targets)) - set(replies)
         if failures:
             raise RemoteRunError(f"Task {task_name} failed on site(s) " + "; ".join(failures))
         return replies

@@ -289,6 +289,11 @@ class RemoteEngine:
         """Silo names in federation order."""
         return tuple(s.silo for s in self.sites)
 
+    @property
+    def missing(self) -> frozenset[str]:
+        """The silos that dropped out and have not answered since."""
+        return frozenset(self._attendance.missing)
+
     def initial_params(self) -> np.ndarray:
         """The seeded initial parameters (built on the server from the seed, as every site builds them)."""
         return self._init.copy()
@@ -701,7 +706,7 @@ def serve(
     counts = {s.silo: (s.n_test, s.positives) for s in known}
     notes = undefined_auc_notes([], counts)
     relay.add({"kind": "outline", "n_test": n_test_by_silo(counts), "notes": notes, "scored": config.scored})
-    engine.on_note = lambda text: relay.add({"kind": "note", "text": text})
+    engine.on_note = lambda text: relay.add({"kind": "note", "text": text, "missing": sorted(engine.missing)})
     result = runner.run(
         config,
         outline,

@@ -38,7 +38,7 @@ FINISHED = ("FINISHED", "ABORTED", "FAILED")
 STOP_GRACE = 60.0
 """Seconds the server gets to end the run after the current round once Stop was asked, before the job is aborted."""
 REJOIN_CHECK = 1.0
-"""Seconds between checks whether a site whose job process was gone is connected again (restarted)."""
+"""Seconds between checks whether a site that dropped out is back without the run's job (it restarted)."""
 
 
 def admin_user(admin_kit: str | Path) -> str:
@@ -196,9 +196,9 @@ def run_remote(
     """Run ``config`` on the FLARE federation of ``admin_kit``; record it in this machine's ``trackers``.
 
     Returns when the run's end event has arrived (it carries the final summary and parameters); the
-    FLARE job's clean-up is not waited for. A site whose job process died (FLARE reports it) is asked
-    nothing more in that job; when it is connected again (restarted), the run is stopped after the
-    current round and continued in a new job from the server's checkpoint, so the site rejoins with its
+    FLARE job's clean-up is not waited for. A site that dropped out and is back without the run's job
+    (it restarted: FLARE does not hand a running job to a restarted site) makes the run stop after the
+    current round and continue in a new job from the server's checkpoint, so the site rejoins with its
     own state reloaded from its file.
 
     Parameters
@@ -265,15 +265,14 @@ def run_remote(
         if job_id is None:
             job_id = _submit(session, config, min_silos, straggler_timeout, run_id=run_id, resume=resume)
         stopping: float | None = None
+        returns = _Returns()
         rejoin: list[str] = []  # sites back after a restart: the run continues in a new job that includes them
-        checked = time.monotonic()
         while follower.status is None:
             if stopping is None and should_stop is not None and should_stop():
                 stopping = time.monotonic()
                 _ask_to_stop(session, job_id)
-            if stopping is None and follower.gone and time.monotonic() - checked > REJOIN_CHECK:
-                checked = time.monotonic()
-                rejoin = sorted(follower.gone & {c.name for c in session.get_connected_client_list()})
+            if stopping is None and follower.missing:
+                rejoin = returns.check(session, job_id, follower.missing)
                 if rejoin:
                     stopping = time.monotonic()
                     _ask_to_stop(session, job_id)
@@ -351,6 +350,34 @@ def _running_job(session: Any, run_id: str) -> str | None:
     return None
 
 
+class _Returns:
+    """Finds the sites that dropped out of the run's job and are back without it (their site restarted).
+
+    A dropped site counts as back when FLARE's record of its last contact moved since the previous
+    check (its site process heartbeats again; a site that is stopped or dead does not) and the site
+    answers that it does not run the job.
+    """
+
+    def __init__(self) -> None:
+        self.contact: dict[str, Any] = {}
+        self.checked = 0.0
+
+    def check(self, session: Any, job_id: str, missing: set[str]) -> list[str]:
+        """The missing sites back without job ``job_id`` (checked at most every :data:`REJOIN_CHECK` seconds)."""
+        if time.monotonic() - self.checked < REJOIN_CHECK:
+            return []
+        self.checked = time.monotonic()
+        contact = {c.name: c.last_connect_time for c in session.get_connected_client_list()}
+        alive = sorted(s for s in missing if s in contact and s in self.contact and contact[s] != self.contact[s])
+        self.contact = {s: contact[s] for s in missing if s in contact}
+        if not alive:
+            return []
+        status = session.get_client_job_status(alive) or []
+        answered = {e.get("client_name") for e in status if e.get("status") != "no_reply"}
+        running = {e.get("client_name") for e in status if e.get("job_id") == job_id}
+        return sorted(answered - running)
+
+
 def _ask_to_stop(session: Any, job_id: str) -> None:
     """Ask the server to end the run after the current round; abort the job if it cannot be asked."""
     from fedkit.remote.controller import CONTROL_TOPIC
@@ -406,7 +433,7 @@ class _Follower:
         self.error: str | None = None
         self.summary: dict[str, Any] | None = None
         self.started = False
-        self.gone: set[str] = set()  # sites whose job process FLARE reported gone in the current job
+        self.missing: set[str] = set()  # sites that dropped out and have not answered since
         self.last_round = -1  # the last round the trackers here have
         self.on_round: Callable[[int, dict[str, Any]], Any] = lambda server_round, pooled: None
         self.on_note: Callable[[str], Any] = lambda text: None
@@ -429,11 +456,8 @@ class _Follower:
 
     def next_job(self) -> None:
         """Follow the run's next FLARE job (it resumes the run from the server's checkpoint)."""
-        self.cursor, self.status, self.error, self.summary, self.gone = 0, None, None, None, set()
+        self.cursor, self.status, self.error, self.summary, self.missing = 0, None, None, None, set()
         self.resumed = True
-
-    def _on_gone(self, event: Mapping[str, Any]) -> None:
-        self.gone.add(event["site"])
 
     def _on_outline(self, event: Mapping[str, Any]) -> None:
         self.n_test = dict(event["n_test"])
@@ -442,6 +466,7 @@ class _Follower:
 
     def _on_note(self, event: Mapping[str, Any]) -> None:
         self.notes_extra.append(event["text"])
+        self.missing = set(event.get("missing", ()))
         self.on_note(event["text"])
 
     def _on_start(self, event: Mapping[str, Any]) -> None:
