@@ -6,7 +6,6 @@ import statistics
 from typing import Any
 
 import fedkit
-from fedkit.data import Federation
 from fedkit.presets import FLAMBY_PROTOCOL
 
 SEEDS = tuple(range(42, 47))
@@ -18,14 +17,10 @@ def protocol(fields: dict[str, Any]) -> dict[str, Any]:
     return {**base, **fields}
 
 
-def finals(fields: dict[str, Any], federation: Federation | dict[int, Federation], seeds=SEEDS) -> list[dict]:
-    """The ``final`` block of one run per seed (no run store, no progress bar)."""
-    out = []
-    for seed in seeds:
-        fed = federation[seed] if isinstance(federation, dict) else federation
-        result = fedkit.run(fedkit.RunConfig(**{**fields, "seed": seed}), federation=fed, trackers=[], progress=False)
-        out.append(result.final)
-    return out
+def finals(fields: dict[str, Any], seeds=SEEDS) -> list[dict]:
+    """The ``final`` block of one run of ``fields`` per seed, on its config's own data (one stacked job, no store)."""
+    result = fedkit.sweep(fields, None, seeds=list(seeds), trackers=[], progress=False)
+    return [r.final for r in result.results]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

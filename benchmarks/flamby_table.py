@@ -16,7 +16,6 @@ import argparse
 from _common import describe, finals, mean_std, protocol
 from _sections import write_section
 
-from fedkit.data import load_silos
 from fedkit.presets import PRESETS
 
 # client settings from FLamby's Fed-Heart-Disease benchmark (DESIGN.md); the robust and
@@ -45,7 +44,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-docs", action="store_true", help="write the table into its docs page")
     args = parser.parse_args()
-    federation = load_silos("flamby")
     lines = [
         "| method | flags beyond the FLamby protocol | scored with | Avg4 (mean ± std, 5 seeds) | FLamby Avg4 | Δ | "
         "pooled-test AUC |",
@@ -53,7 +51,7 @@ def main() -> None:
     ]
     for name, (fields, published) in METHODS.items():
         fields = protocol(fields)
-        results = finals(fields, federation)
+        results = finals(fields)
         avg, sd = mean_std([r["avg_accuracy"] for r in results])
         auc, _ = mean_std([r["pooled"]["auc"] for r in results])
         ref = f"{published:.4f}" if published else "–"

@@ -3,12 +3,17 @@
     python benchmarks/speed.py [--write-docs] [--repeats N]
 
 1. The FLamby FedAvg run (4 silos × 15 rounds × 100 local steps, batch 4, logistic regression):
-   fedkit's vectorized engine (whole round loop with per-round evaluation, no run store) against a
-   straightforward torch loop written here as the baseline (a model per silo, DataLoader batches,
-   ``optimizer.step()`` per batch, weighted average of state dicts; training only).
+   fedkit's vectorized engine (whole round loop with per-round evaluation, no run store) against two
+   torch loops written here, training only, in the same process: the DataLoader one (a model per
+   silo, ``DataLoader(shuffle=True)`` batches as FLamby trains, ``optimizer.step()`` per batch,
+   weighted average of state dicts) and a minimal one (no DataLoader: each epoch indexes a
+   ``torch.randperm`` of the silo's tensor), the latter with ``torch.set_num_threads(1)`` and with
+   torch's default threads.
 2. FLamby's 8-method table (pooled, FedAvg, FedProx, SCAFFOLD, FedAdam, FedYogi, FedAdagrad, local)
-   × seeds 42-46: total time.
-3. 1,000 silos (Dirichlet alpha 0.5 over the pooled rows, tiled ×10 so that every silo has rows)
+   × seeds 42-46: total time, run by run.
+3. A sweep of 100 configurations (client learning rates) × seeds 42-46 of the FLamby FedAvg protocol
+   as one ``fedkit.sweep`` job: recorded in a local store (a temporary one), and not recorded.
+4. 1,000 silos (Dirichlet alpha 0.5 over the pooled rows, tiled ×10 so that every silo has rows)
    × 100 rounds of the same local training, in a fresh process: wall time and peak RSS.
 """
 
@@ -19,7 +24,9 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -50,8 +57,13 @@ EIGHT = {
 }
 
 
+def average_into(global_model: torch.nn.Module, states: list[dict], weights: np.ndarray) -> None:
+    """Load the train-size-weighted average of the silos' state dicts into ``global_model`` (FedAvg)."""
+    global_model.load_state_dict({k: sum(w * s[k] for w, s in zip(weights, states, strict=True)) for k in states[0]})
+
+
 def plain_torch_fedavg(fed, seed: int) -> float:
-    """The baseline: FedAvg written the straightforward way with torch modules, optimizers and DataLoaders."""
+    """The DataLoader baseline: FedAvg the straightforward way, with torch modules, optimizers and DataLoaders."""
     start = time.perf_counter()
     torch.manual_seed(seed)
     global_model = torch.nn.Linear(13, 1)
@@ -79,10 +91,44 @@ def plain_torch_fedavg(fed, seed: int) -> float:
                 optimizer.step()
                 steps += 1
             states.append(model.state_dict())
-        weights = sizes / sizes.sum()
-        global_model.load_state_dict(
-            {k: sum(w * s[k] for w, s in zip(weights, states, strict=True)) for k in states[0]}
-        )
+        average_into(global_model, states, sizes / sizes.sum())
+    return time.perf_counter() - start
+
+
+def minimal_torch_fedavg(fed, seed: int) -> float:
+    """The minimal torch loop: one module and optimizer per silo, made once; batches indexed from a shuffled tensor."""
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    global_model = torch.nn.Linear(13, 1)
+    models = [torch.nn.Linear(13, 1) for _ in fed.silos]
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.001) for m in models]
+    data = [(torch.as_tensor(s.x_train), torch.as_tensor(s.y_train)) for s in fed.silos]
+    sizes = np.array([s.n_train for s in fed.silos], dtype=np.float64)
+    loss_fn = torch.nn.functional.binary_cross_entropy_with_logits
+    for _ in range(15):
+        for model, optimizer, (x, y) in zip(models, optimizers, data, strict=True):
+            model.load_state_dict(global_model.state_dict())
+            order, at = torch.randperm(len(y)), 0
+            for _ in range(100):
+                if at >= len(y):
+                    order, at = torch.randperm(len(y)), 0
+                rows = order[at : at + 4]
+                at += 4
+                optimizer.zero_grad()
+                loss_fn(model(x[rows])[:, 0], y[rows]).backward()
+                optimizer.step()
+        average_into(global_model, [m.state_dict() for m in models], sizes / sizes.sum())
+    return time.perf_counter() - start
+
+
+def timed_sweep(store: Path | None) -> float:
+    """100 client learning rates × seeds 42-46 of the FLamby FedAvg protocol as one fedkit.sweep."""
+    from fedkit.tracking.local import LocalStore
+
+    lrs = [float(lr) for lr in np.geomspace(1e-4, 1e-1, 100)]
+    trackers = [] if store is None else [LocalStore(store)]
+    start = time.perf_counter()
+    fedkit.sweep(FLAMBY_FEDAVG, {"lr": lrs}, seeds=SEEDS, trackers=trackers, progress=False, keep_results=False)
     return time.perf_counter() - start
 
 
@@ -126,12 +172,19 @@ def main() -> None:
     if args.child:
         print(json.dumps(thousand_silos()))
         return
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead to the baseline
     fed = load_silos("flamby")
     fedkit_run(FLAMBY_FEDAVG, fed, 42)  # warm-up (imports, caches)
-    ours = [fedkit_run(FLAMBY_FEDAVG, fed, 42) for _ in range(args.repeats)]
-    theirs = [plain_torch_fedavg(fed, 42) for _ in range(3)]
-    ours_med, theirs_med = statistics.median(ours), statistics.median(theirs)
+    ours = statistics.median(fedkit_run(FLAMBY_FEDAVG, fed, 42) for _ in range(args.repeats))
+    default_threads = torch.get_num_threads()
+    minimal_default = statistics.median(minimal_torch_fedavg(fed, 42) for _ in range(3))
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead to a torch loop
+    loader = statistics.median(plain_torch_fedavg(fed, 42) for _ in range(3))
+    minimal = statistics.median(minimal_torch_fedavg(fed, 42) for _ in range(3))
+
+    timed_sweep(None)  # warm-up
+    with tempfile.TemporaryDirectory() as tmp:
+        swept_recorded = timed_sweep(Path(tmp) / "runs.sqlite")
+    swept = timed_sweep(None)
 
     table_start = time.perf_counter()
     for fields in EIGHT.values():
@@ -145,10 +198,17 @@ def main() -> None:
     lines = [
         "| measurement | result |",
         "|---|---|",
-        f"| FLamby FedAvg run, fedkit vectorized engine (median of {args.repeats}) | {ours_med * 1000:.1f} ms |",
-        f"| same run, plain per-silo torch loop (median of 3) | {theirs_med * 1000:.0f} ms |",
-        f"| speed-up, same process | **{theirs_med / ours_med:.0f}×** |",
-        f"| FLamby's 8 methods × 5 seeds (40 runs) | {table_seconds:.2f} s |",
+        f"| FLamby FedAvg run, fedkit vectorized engine (median of {args.repeats}) | {ours * 1000:.1f} ms |",
+        f"| same run, torch loop with DataLoader batches, 1 thread (median of 3) | {loader * 1000:.0f} ms "
+        f"(fedkit **{loader / ours:.0f}×** faster) |",
+        f"| same run, minimal torch loop (shuffled tensor, no DataLoader), 1 thread | {minimal * 1000:.0f} ms "
+        f"(fedkit **{minimal / ours:.0f}×** faster) |",
+        f"| same minimal loop, torch's default {default_threads} threads | {minimal_default * 1000:.0f} ms "
+        f"(fedkit **{minimal_default / ours:.0f}×** faster) |",
+        f"| FLamby's 8 methods × 5 seeds (40 runs, one by one) | {table_seconds:.2f} s |",
+        f"| sweep: 100 configurations × 5 seeds of FLamby FedAvg (500 runs, one stacked job), recorded in a "
+        f"local store | {swept_recorded:.2f} s |",
+        f"| the same sweep, not recorded (`trackers=[]`) | {swept:.2f} s |",
         f"| 1,000 silos × 100 rounds × 100 local steps (fresh process) | {big['seconds']:.1f} s, "
         f"peak RSS {big['peak_rss_mb']:.0f} MB |",
     ]

@@ -6,6 +6,7 @@ Public API (imported lazily, so ``import fedkit`` is fast and needs no optional 
     fedkit.RunConfig(...)           # validated run configuration
     fedkit.run(config)              # -> RunResult
     fedkit.runs()                   # -> DataFrame of recorded runs
+    fedkit.sweep(base, grid, seeds) # -> SweepResult: a grid × seeds as one stacked job
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ _EXPORTS = {
     "run": "fedkit.api",
     "RunResult": "fedkit.result",
     "runs": "fedkit.api",
+    "sweep": "fedkit.sweeps",
+    "SweepResult": "fedkit.sweeps",
     "load_run": "fedkit.api",
     "compare": "fedkit.comparison",
     "make_trackers": "fedkit.tracking.factory",
@@ -38,6 +41,7 @@ __all__ = [
     "FedkitError",
     "RunConfig",
     "RunResult",
+    "SweepResult",
     "__version__",
     "compare",
     "load_run",
@@ -45,6 +49,7 @@ __all__ = [
     "make_trackers",
     "run",
     "runs",
+    "sweep",
     "sync",
 ]
 
@@ -55,6 +60,7 @@ if TYPE_CHECKING:
     from fedkit.data.silos import Federation, load_silos
     from fedkit.errors import ConfigError, DataError, FedkitError
     from fedkit.result import RunResult
+    from fedkit.sweeps import SweepResult, sweep
     from fedkit.tracking.delivery import sync
     from fedkit.tracking.factory import make_trackers
 

@@ -86,18 +86,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
     ConfigError
         When the preset, the config file or a flag's value is not allowed.
     """
-    from fedkit.config import RunConfig, read_config_file
+    from fedkit.config import RunConfig, read_config_file, with_changes
     from fedkit.presets import preset
 
     values: dict[str, Any] = preset(args.preset) if args.preset else {}
     values.update(read_config_file(args.config) if args.config else {})
     names = {f.name for f in fields(RunConfig)}
     explicit = _mappings({k: v for k, v in vars(args).items() if k in names})
-    if "local_epochs" in explicit and "local_steps" not in explicit:
-        values.pop("local_steps", None)  # --local-epochs replaces steps from the file
-    if "local_steps" in explicit and "local_epochs" not in explicit:
-        values.pop("local_epochs", None)
-    return RunConfig.from_dict({**values, **explicit})
+    return RunConfig.from_dict(with_changes(values, explicit))  # --local-epochs replaces steps from the file
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -201,6 +197,71 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     summary = result.summary()
     print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary))
+    return 0
+
+
+def format_sweep(result: Any) -> str:
+    """The readable report of ``fedkit sweep``: the table (best row starred), the best configuration, notes.
+
+    Parameters
+    ----------
+    result
+        The sweep's :class:`fedkit.SweepResult`.
+
+    Returns
+    -------
+    str
+        The report.
+    """
+    table = result.table
+    grid = list(dict.fromkeys(k for c in result.configurations for k in c))
+    rows = []
+    for i, row in table.iterrows():
+        line = {"": "*" if i == result.best else "", **{k: row.get(k) for k in grid}, "runs": row["runs"]}
+        for score in ("avg_accuracy", "pooled_auc"):
+            mean, std = row[f"{score}_mean"], row[f"{score}_std"]
+            line[score] = f"{mean:.4f}" + ("" if math.isnan(std) else f" ± {std:.4f}")
+        rows.append(line)
+    best = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in result.best_fields.items())
+    lines = [
+        f"sweep {result.sweep_id} · {len(table)} configurations · {len(result.runs)} runs · scored on "
+        f"{result.scored_on} sets (mean ± std over seeds {', '.join(map(str, result.seeds))})",
+        "",
+        format_table(rows, ["", *grid, "runs", "avg_accuracy", "pooled_auc"]),
+        "",
+        f"best by {result.scored_on} {result.metric}: {best or '(the base config)'}",
+    ]
+    return "\n".join(lines + [f"note: {n}" for n in result.notes])
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``fedkit sweep``.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        The exit status (0).
+    """
+    import fedkit
+    from fedkit.sweeps import grid_from_text, seeds_from_text
+
+    result = fedkit.sweep(
+        config_from_args(args),
+        grid_from_text(args.grid),
+        seeds=seeds_from_text(args.seeds),
+        folds=args.folds,
+        metric=args.metric,
+        trackers=_trackers(args),
+        history=args.history,
+        progress=not args.quiet,
+        keep_results=False,
+    )
+    print(json.dumps(result.summary(), indent=None if args.compact else 2) if args.json else format_sweep(result))
     return 0
 
 
@@ -590,6 +651,63 @@ def add_run(sub: Subparsers, config_flags: bool) -> None:
     run.set_defaults(func=cmd_run)
 
 
+def add_sweep(sub: Subparsers, config_flags: bool) -> None:
+    """``fedkit sweep``: a grid of RunConfig values × seeds (× folds) as one job; the RunConfig flags set the base.
+
+    Parameters
+    ----------
+    sub
+        The subcommands to add it to.
+    config_flags
+        Add the RunConfig flags (and the choices of ``--metric``/``--history``, which import the training stack).
+    """
+    sweep = sub.add_parser(
+        "sweep",
+        help="every combination of a grid × seeds as one stacked job, with a table of mean ± std per configuration",
+        description="Run every combination of the --grid values on top of the base configuration (--preset, "
+        "--config and the RunConfig flags), for each seed and, with --folds, on validation folds of each silo's "
+        "train rows; print one row per configuration (mean ± std over seeds) and the best one. Invalid values "
+        "are refused before anything runs. E.g. fedkit sweep --grid lr=0.001,0.01 --grid "
+        "strategy=fedavg,fedprox --seeds 42-46 --folds 4",
+    )
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2",
+        help="a RunConfig field and the values to try (repeat for more fields; 'none' unsets an optional one)",
+    )
+    sweep.add_argument("--seeds", default="42", metavar="LIST", help="seeds, e.g. 42-46 or 42,43 (default: 42)")
+    sweep.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="score on K validation folds of each silo's train rows instead of the test sets (choose honestly)",
+    )
+    scores, histories = None, None
+    if config_flags:  # the choices come with the training stack: imported only for `fedkit sweep` itself
+        from fedkit.stacking import HISTORIES as histories
+        from fedkit.sweeps import SCORES as scores
+    sweep.add_argument("--metric", default="avg_accuracy", choices=scores, help="what the best configuration maximizes")
+    sweep.add_argument(
+        "--history", default="final", choices=histories, help="record each run's last round (final) or every round"
+    )
+    sweep.add_argument("--preset", metavar="NAME", help="base configuration: " + ", ".join(PRESETS))
+    sweep.add_argument("--config", metavar="FILE", help="base configuration from a YAML or JSON file")
+    sweep.add_argument("--json", action="store_true", help="print the table and the best configuration as JSON")
+    sweep.add_argument("--compact", action="store_true", help="with --json: one line")
+    sweep.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    sweep.add_argument(
+        "--tracker", default="local", metavar="LIST", help=f"comma-separated trackers: {', '.join(BACKENDS)}"
+    )
+    sweep.add_argument("--experiment", default=None, metavar="NAME", help="SageMaker/MLflow experiment name")
+    sweep.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow tracking URI")
+    if config_flags:
+        add_config_flags(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
+
 def add_data(sub: Subparsers) -> None:
     """``fedkit data info`` and ``fedkit data download``.
 
@@ -763,6 +881,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fedkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run(sub, config_flags=command in (None, "run"))
+    add_sweep(sub, config_flags=command in (None, "sweep"))
     add_data(sub)
     add_remote(sub)
     add_runs(sub)

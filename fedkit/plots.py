@@ -245,13 +245,29 @@ class LiveCurves:
 
     def png(self) -> bytes:
         """The figure as PNG bytes (Agg canvas; no display needed)."""
-        import io
+        return figure_png(self.figure)
 
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-        buffer = io.BytesIO()
-        FigureCanvasAgg(self.figure).print_png(buffer)
-        return buffer.getvalue()
+def figure_png(figure: Figure) -> bytes:
+    """A figure as PNG bytes, drawn on an Agg canvas (no display needed: a widget's ``Image`` shows them).
+
+    Parameters
+    ----------
+    figure
+        The matplotlib figure.
+
+    Returns
+    -------
+    bytes
+        The PNG file's content.
+    """
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()
 
 
 def label_balance_figure(federation: Federation, title: str | None = None) -> Figure:
@@ -402,4 +418,167 @@ def final_bars_figure(finals: Mapping[str, pd.DataFrame], metric: str = "accurac
     legend = ax.legend(title="run (hatch)", fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for patch in legend.get_patches():
         patch.set_facecolor("#999999")
+    return fig
+
+
+# -- sweeps -------------------------------------------------------------------------------------
+
+SWEEP_LABELS: dict[str, str] = {
+    "avg_accuracy": "Avg accuracy over silos",
+    "pooled_auc": "pooled ROC AUC",
+    "pooled_accuracy": "pooled accuracy",
+    "pooled_loss": "pooled loss (BCE)",
+}
+
+
+def _levels(values: Sequence[Any]) -> list[Any]:
+    """The distinct values of a grid field, sorted when they are all numbers (None first), else as they come."""
+    distinct = list(dict.fromkeys(values))
+    numbers = [v for v in distinct if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) == len([v for v in distinct if v is not None]):
+        return [v for v in distinct if v is None] + sorted(numbers)
+    return distinct
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def sweep_heatmap_figure(
+    table: pd.DataFrame,
+    x: str,
+    y: str | None = None,
+    *,
+    metric: str = "avg_accuracy",
+    best: int | None = None,
+    higher_is_better: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """A sweep's mean ``metric`` over seeds on a grid of ``x`` × ``y`` values, each cell labelled, the best outlined.
+
+    Parameters
+    ----------
+    table
+        :class:`fedkit.SweepResult`'s ``table``: one row per configuration, its grid fields and ``<metric>_mean``.
+    x, y
+        Grid fields on the columns and rows (``y=None``: one row). With more grid fields, a cell
+        shows the best value over the others.
+    metric
+        The score shown (``avg_accuracy``, ``pooled_auc``, ``pooled_accuracy``, ``pooled_loss``).
+    best
+        The table row of the best configuration (a :class:`fedkit.SweepResult`'s ``best``): its cell is outlined.
+    higher_is_better
+        False for a loss: a cell then shows the lowest value over the other fields.
+    title
+        The figure's title (default: the metric and what it is the mean of).
+    """
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    column = f"{metric}_mean"
+    xs = _levels(table[x].tolist())
+    ys = _levels(table[y].tolist()) if y else [None]
+    values = np.full((len(ys), len(xs)), np.nan)
+    for _, row in table.iterrows():
+        i, j = (ys.index(row[y]) if y else 0), xs.index(row[x])
+        v = row[column]
+        if not np.isnan(v) and (np.isnan(values[i, j]) or (v > values[i, j]) == higher_is_better):
+            values[i, j] = v
+    fig, (ax,) = new_figure(1, width=max(5.5, 0.9 * len(xs) + 2.6), height=max(2.6, 0.5 * len(ys) + 1.8))
+    image = ax.imshow(values, cmap="viridis" if higher_is_better else "viridis_r", aspect="auto")
+    fig.colorbar(image, ax=ax, label=SWEEP_LABELS.get(metric, metric))
+    finite = values[np.isfinite(values)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            if np.isfinite(values[i, j]):
+                color = "white" if (values[i, j] < middle) == higher_is_better else "black"
+                ax.text(j, i, f"{values[i, j]:.3f}", ha="center", va="center", fontsize="small", color=color)
+    ax.set_xticks(range(len(xs)), [_text(v) for v in xs])
+    ax.set_yticks(range(len(ys)), [_text(v) for v in ys] if y else [""])
+    ax.set_xlabel(x)
+    if y:
+        ax.set_ylabel(y)
+    if best is not None:
+        row = table.loc[best]
+        i, j = (ys.index(row[y]) if y else 0), xs.index(row[x])
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#d62728", linewidth=3))
+    others = [c for c in table.columns if c not in (x, y) and not c.endswith(("_mean", "_std"))]
+    others = [c for c in others if c not in ("runs", "complete")]
+    note = f"\neach cell: the best over {', '.join(others)}" if others else ""
+    ax.set_title(
+        title or f"{SWEEP_LABELS.get(metric, metric)}, mean over seeds; best outlined{note}", fontsize="medium"
+    )
+    return fig
+
+
+def sweep_parallel_figure(
+    table: pd.DataFrame,
+    fields: Sequence[str],
+    *,
+    metric: str = "avg_accuracy",
+    best: int | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Parallel coordinates of a sweep: an axis per grid field and one for ``metric``; one line per configuration.
+
+    Lines are coloured by the mean ``metric`` over seeds; the best configuration (``best``, a table
+    row) is drawn thick in red. A numeric field spanning more than a factor of 10 is on a log scale.
+
+    Parameters
+    ----------
+    table
+        :class:`fedkit.SweepResult`'s ``table``.
+    fields
+        The grid fields, one axis each, left to right.
+    metric
+        The score on the last axis and in the colours.
+    best
+        The table row drawn in red.
+    title
+        The figure's title.
+    """
+    import numpy as np
+    from matplotlib import colormaps
+
+    column = f"{metric}_mean"
+    positions, labels = [], []
+    for name in fields:
+        levels = _levels(table[name].tolist())
+        numeric = [v for v in levels if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numeric) == len(levels) and len(levels) > 1 and min(numeric) > 0 and max(numeric) / min(numeric) > 10:
+            logs = np.log10(np.asarray(table[name], dtype=float))
+            low, high = float(logs.min()), float(logs.max())
+            positions.append((logs - low) / (high - low))
+            labels.append([((np.log10(v) - low) / (high - low), _text(v)) for v in levels])
+        else:
+            where = {v: k / max(len(levels) - 1, 1) for k, v in enumerate(levels)}
+            positions.append(np.array([where[v] for v in table[name]]))
+            labels.append([(where[v], _text(v)) for v in levels])
+    scores = np.asarray(table[column], dtype=float)
+    finite = scores[np.isfinite(scores)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    span = high - low or 1.0
+    positions.append((scores - low) / span)
+    labels.append([(0.0, f"{low:.3f}"), (1.0, f"{high:.3f}")])
+    points = np.column_stack(positions)
+    fig, (ax,) = new_figure(1, width=max(5.5, 1.6 * (len(fields) + 1)), height=3.6)
+    cmap = colormaps["viridis"]
+    for k in np.argsort(np.nan_to_num(scores, nan=-np.inf)):  # best lines drawn last, on top
+        if k != best:
+            color = cmap((scores[k] - low) / span) if np.isfinite(scores[k]) else "#cccccc"
+            ax.plot(range(points.shape[1]), points[k], color=color, alpha=0.6, lw=1.2)
+    if best is not None:
+        k = list(table.index).index(best)
+        ax.plot(range(points.shape[1]), points[k], color="#d62728", lw=3.0, label="best configuration")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for axis, ticks in enumerate(labels):
+        ax.axvline(axis, color="#444444", lw=0.8)
+        for height, text in ticks:
+            ax.text(axis + 0.03, height, text, fontsize="x-small", va="center")
+    ax.set_xticks(range(len(fields) + 1), [*fields, SWEEP_LABELS.get(metric, metric)])
+    ax.set_yticks([])
+    ax.set_xlim(-0.1, len(fields) + 0.4)
+    ax.set_ylim(-0.08, 1.08)
+    ax.set_title(title or f"one line per configuration, coloured by mean {metric} over seeds", fontsize="medium")
     return fig

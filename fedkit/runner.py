@@ -117,7 +117,9 @@ def score_rows(server_round: int, model: str, evaluation: Evaluation) -> list[di
     ]
 
 
-def evaluate_rows(server_round: int, engine: Engine, params: np.ndarray, config: RunConfig) -> list[dict[str, Any]]:
+def evaluate_rows(
+    server_round: int, engine: Engine, params: np.ndarray, config: RunConfig, personal_models: np.ndarray | None = None
+) -> list[dict[str, Any]]:
     """The round's evaluation: the global model (not for ``local``) and each silo's own model when scored by it.
 
     Parameters
@@ -130,10 +132,14 @@ def evaluate_rows(server_round: int, engine: Engine, params: np.ndarray, config:
         The global parameters.
     config
         The run.
+    personal_models
+        The silos' fine-tuned models, already trained (a sweep stacks the fine-tuning of many runs);
+        None: the engine fine-tunes them itself.
     """
     rows = [] if config.strategy == "local" else score_rows(server_round, "global", engine.evaluate(params))
     if config.scored == "personal":
-        rows += score_rows(server_round, "personal", engine.evaluate_personal(params, server_round))
+        models = {} if personal_models is None else {"models": personal_models}
+        rows += score_rows(server_round, "personal", engine.evaluate_personal(params, server_round, **models))
     return rows
 
 
@@ -148,11 +154,12 @@ def fit_rows(server_round: int, replies: list[FitReply]) -> list[dict[str, Any]]
         The silos' replies to this round's training.
     """
     rows = [metric_rows(server_round, "local", "train", r.silo, {"loss": r.train_loss})[0] for r in replies]
-    return rows + score_rows(server_round, "local", Evaluation([r.local_test for r in replies]))
+    evaluation = Evaluation([r.local_test for r in replies if r.local_test is not None])
+    return rows + score_rows(server_round, "local", evaluation)
 
 
 def validate_replies(
-    server_round: int, replies: list[FitReply], params: np.ndarray, config: RunConfig
+    server_round: int, replies: list[FitReply], params: np.ndarray, config: RunConfig, *, check_loss: bool = True
 ) -> tuple[list[FitReply], list[Verdict]]:
     """The replies whose update passes validation (:mod:`fedkit.privacy.validation`), and a verdict per reply.
 
@@ -171,6 +178,8 @@ def validate_replies(
         The global parameters the round started from.
     config
         The run: its bounds (``max_update_norm``, ``max_norm_ratio``), ``min_silos``, ``lr`` and ``optimizer``.
+    check_loss
+        Check each reply's train loss too (a stacked sweep that does not compute losses passes False).
     """
     if any(r.params is None for r in replies):  # secure aggregation on remote sites: each site checked its own
         verdicts = [verdict_from_statement(r.silo, r.attestation) for r in replies]
@@ -178,7 +187,7 @@ def validate_replies(
         verdicts = validate_updates(
             [r.silo for r in replies],
             [r.params for r in replies],  # type: ignore[misc]
-            [r.train_loss for r in replies],
+            [r.train_loss if check_loss else None for r in replies],
             params,
             max_update_norm=config.max_update_norm,
             max_norm_ratio=config.max_norm_ratio,
@@ -282,20 +291,50 @@ def run_round(
     for hook in hooks:
         replies = [hook(server_round, r) for r in replies]
     accepted, verdicts = validate_replies(server_round, replies, params, config)
-    if config.secure_aggregation:  # the server sees only the sums
-        updates, weights, controls = engine.sum_updates(accepted, params).strategy_inputs(len(engine.silos))
-    else:
-        updates = np.stack([r.params - params for r in accepted])  # type: ignore[operator]
-        weights = np.array([r.n_train for r in accepted], dtype=np.float64)
-        deltas = [r.control_delta for r in accepted if r.control_delta is not None]
-        controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverging server step: check_global reports it
-        new, state = strategy.aggregate(updates, weights, state, params, controls)
+    new, state = aggregate(strategy, state, params, accepted, engine, config)
     check_global(server_round, new, config.strategy)
     rows = fit_rows(server_round, replies) + validation_rows(server_round, verdicts)
     attestations = tuple(r.attestation for r in replies if r.attestation is not None)
     evaluation = evaluate_rows(server_round, engine, new, config)
     return RoundOutcome(new, state, rows + evaluation, chosen, verdicts, attestations)
+
+
+def aggregate(
+    strategy: Strategy, state: Any, params: np.ndarray, replies: list[FitReply], engine: Engine, config: RunConfig
+) -> tuple[np.ndarray, Any]:
+    """The strategy's step from the silos' ``replies``: new global parameters and state.
+
+    Under secure aggregation the strategy gets only the sums the engine computes (:meth:`Engine.sum_updates`).
+
+    Parameters
+    ----------
+    strategy
+        The run's strategy.
+    state
+        Its state before the round.
+    params
+        The global parameters before the round.
+    replies
+        The silos' replies that passed validation (after any hooks).
+    engine
+        The engine holding the silos (how many there are; the secure sum).
+    config
+        The run (``secure_aggregation``).
+
+    Returns
+    -------
+    tuple
+        The new global parameters and the strategy's new state.
+    """
+    if config.secure_aggregation:  # the server sees only the sums
+        updates, weights, controls = engine.sum_updates(replies, params).strategy_inputs(len(engine.silos))
+    else:
+        updates = np.stack([r.params - params for r in replies])  # type: ignore[operator]
+        weights = np.array([r.n_train for r in replies], dtype=np.float64)
+        deltas = [r.control_delta for r in replies if r.control_delta is not None]
+        controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging server step: check_global reports it
+        return strategy.aggregate(updates, weights, state, params, controls)
 
 
 def checkpoint(server_round: int, params: np.ndarray, state: Any, engine: Engine, recorder: Recorder) -> bytes | None:
@@ -357,7 +396,9 @@ class Recorder:
     Trackers that take rounds whole (:class:`~fedkit.tracking.base.RoundStore`: the local store, the
     remote server's relay) also get each round's checkpoint and the run's audit records
     (:mod:`fedkit.privacy.audit`), with the round's metrics in one transaction; a run is resumed from
-    the first :class:`~fedkit.tracking.base.RunStore` among them.
+    the first :class:`~fedkit.tracking.base.RunStore` among them. The federation's ``options`` may hold
+    ``silo_sha256`` (each silo's data checksum as its site reported it) and ``sites`` (what remote sites
+    reported of themselves), which the audit log records.
 
     Parameters
     ----------
@@ -373,9 +414,6 @@ class Recorder:
         The id of a recorded run to resume (default: a new run id).
     test_counts
         Each silo's test rows and positives (default: from the federation's test labels).
-
-    The federation's ``options`` may hold ``silo_sha256`` (each silo's data checksum as its site reported
-    it) and ``sites`` (what remote sites reported of themselves), which the audit log records.
     """
 
     def __init__(
@@ -587,6 +625,25 @@ class Recorder:
             t.end_run(self.run_id, "failed", error=error)
 
 
+def strategy_of(config: RunConfig) -> Strategy:
+    """The strategy a run of ``config`` aggregates with: its own, or FedAvg for a baseline.
+
+    ``pooled`` trains one silo and ``local`` shares nothing, so FedAvg's average is a no-op for both.
+
+    Parameters
+    ----------
+    config
+        The run.
+
+    Returns
+    -------
+    Strategy
+        The strategy with the run's hyperparameters.
+    """
+    baseline = config.strategy in BASELINES
+    return make_strategy("fedavg" if baseline else config.strategy, **config.strategy_options)
+
+
 def run(
     config: RunConfig,
     federation: Federation,
@@ -645,14 +702,14 @@ def run(
     """
     from fedkit.progress import progress_bar
 
-    baseline = config.strategy in BASELINES  # pooled: one silo; local: nothing shared — FedAvg is a no-op
-    strategy = make_strategy("fedavg" if baseline else config.strategy, **config.strategy_options)
+    strategy = strategy_of(config)
     if resume is not None and run_id is not None:
         raise ResumeError("runner.run takes run_id= for a new run or resume= to continue one, not both.")
     recorder = Recorder(config, federation, trackers, callbacks, run_id=resume or run_id, test_counts=test_counts)
     params = engine.initial_params()
     state = strategy.init(params)
     first = 1
+    seen = len(engine.notes)  # restoring may add notes (a remote site that rejoins): the first round records them
     if resume is not None:
         saved = recorder.resume(started_by)
         params, state, first = saved.params, strategy_state(state, saved.strategy), saved.server_round + 1
@@ -660,7 +717,6 @@ def run(
     else:
         recorder.start(started_by)
     status = "finished"
-    seen = len(engine.notes)
     bar = progress_bar(
         progress, total=config.rounds, initial=first - 1, desc=config.strategy, unit="round", file=sys.stderr
     )

@@ -141,6 +141,37 @@ def batch_plan(
 
 
 @dataclass(frozen=True)
+class TrainJob:
+    """One trainer call as data: an engine builds it, a trainer runs it, alone or stacked with other runs' (a sweep).
+
+    Parameters
+    ----------
+    silos
+        The engine's indices of the silos that train.
+    starts
+        Their parameters before training, (silos, P).
+    plans
+        Each silo's batch plan (:func:`batch_plans`).
+    hp
+        The local-training hyperparameters.
+    prox_mu
+        FedProx's proximal weight (0: none).
+    anchor
+        FedProx's anchor (the global parameters).
+    corrections
+        SCAFFOLD's per-silo gradient corrections (silos, P), else None.
+    """
+
+    silos: list[int]
+    starts: np.ndarray
+    plans: list[np.ndarray]
+    hp: LocalTraining
+    prox_mu: float = 0.0
+    anchor: np.ndarray | None = None
+    corrections: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
 class LocalResult:
     """What a silo's training returns: its new parameters, mean training loss over its steps, and step count.
 

@@ -20,10 +20,12 @@ from fedkit.errors import FedkitError
 
 if TYPE_CHECKING:
     import ipywidgets
+    from matplotlib.figure import Figure
 
     from fedkit.config import RunConfig
     from fedkit.plots import LiveCurves
     from fedkit.result import RoundEvent, RunResult
+    from fedkit.sweeps import SweepResult
 
 DESCRIPTION_WIDTH = "96px"
 FIELD_WIDTH = "250px"
@@ -42,6 +44,8 @@ TOOLTIPS: dict[str, str] = {
     "optimizer": "Local optimizer",
     "weight_decay": "L2 weight decay of the local optimizer",
     "seed": "One seed for the data split, model init, batches and silo sampling",
+    "seeds": "Seeds every configuration runs with: 42-46, or 42,43,50",
+    "metric": "The score the best configuration is chosen by",
 }
 
 
@@ -494,6 +498,209 @@ _WIDGET_FIELDS = frozenset(
     )
 )
 """The RunConfig fields the panel has a widget for (the others pass through from ``defaults``)."""
+
+
+class SweepPanel:
+    """An ipywidgets panel that runs a :func:`fedkit.sweep` in a thread and shows its grid as a heatmap.
+
+    The grid is typed one field per line (``lr=0.001,0.01``, as ``fedkit sweep --grid``), with
+    seeds (``42-46``) and validation folds (0: score on the test sets); every change is checked by
+    building every configuration, so Run is disabled, with RunConfig's message, while a value is
+    invalid. After a run the panel shows the heatmap of the first two grid fields (best cell
+    outlined), the parallel coordinates of the grid and the table; ``result`` is the
+    :class:`~fedkit.sweeps.SweepResult`.
+
+    Parameters
+    ----------
+    grid
+        The grid the panel starts with (RunConfig field -> values).
+    seeds
+        The seeds it starts with.
+    folds
+        The validation folds it starts with (None or 0: score on the test sets).
+    metric
+        The score the best configuration is chosen by.
+    **base
+        The RunConfig fields every run shares.
+    """
+
+    def __init__(
+        self,
+        grid: dict[str, list[Any]] | None = None,
+        *,
+        seeds: Sequence[int] = (42, 43, 44, 45, 46),
+        folds: int | None = 4,
+        metric: str = "avg_accuracy",
+        **base: Any,
+    ) -> None:
+        import ipywidgets as w
+
+        from fedkit.sweeps import SCORES
+
+        self.base = base
+        self.result: SweepResult | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._size = (0, 0)  # configurations and runs of the current values
+        lines = "\n".join(f"{k}={','.join(map(str, v))}" for k, v in (grid or {"lr": [0.001, 0.01]}).items())
+        self.grid = w.Textarea(value=lines, description="grid", rows=4, layout=w.Layout(width="420px"))
+        self.grid.tooltip = "One RunConfig field per line: FIELD=VALUE,VALUE,... (as fedkit sweep --grid)"
+        self.seeds = _field(w.Text(value=",".join(map(str, seeds)), description="seeds"), "seeds")
+        self.folds = _field(w.IntText(value=folds or 0, description="folds"), "folds")
+        self.folds.tooltip = "Validation folds of each silo's train rows (0: score on the test sets)"
+        self.metric = _field(w.Dropdown(options=SCORES, value=metric, description="choose by"), "metric")
+        self.run_button = w.Button(description="Run", icon="play", button_style="primary")
+        self.stop_button = w.Button(description="Stop", icon="stop", button_style="warning", disabled=True)
+        self.progress = w.IntProgress(value=0, min=0, max=1, bar_style="info", layout=w.Layout(width="220px"))
+        self.message, self.table = w.HTML(), w.HTML()
+        self.figures = [w.Image(format="png", layout=w.Layout(max_width="900px")) for _ in range(2)]
+        settings = w.VBox([self.seeds, self.folds, self.metric])
+        controls = w.HBox([self.run_button, self.stop_button, self.progress], layout=w.Layout(align_items="center"))
+        self.widget = w.VBox([w.HBox([self.grid, settings]), controls, self.message, *self.figures, self.table])
+        self.widget.add_class("fedkit-sweep-panel")
+        for field in (self.grid, self.seeds, self.folds, self.metric):
+            field.observe(lambda _: self._check(), names="value")
+        self.run_button.on_click(lambda _: self.run())
+        self.stop_button.on_click(lambda _: self.stop())
+        self._check()
+
+    def arguments(self) -> dict[str, Any]:
+        """The :func:`fedkit.sweep` arguments of the current values (raises on a value it cannot read)."""
+        from fedkit.sweeps import grid_from_text, seeds_from_text
+
+        return {
+            "base": self.base,
+            "grid": grid_from_text(self.grid.value.splitlines()),
+            "seeds": seeds_from_text(self.seeds.value),
+            "folds": self.folds.value or None,
+            "metric": self.metric.value,
+        }
+
+    def problem(self) -> str | None:
+        """Why the current values cannot run (every configuration is built), or None when they can."""
+        from fedkit.sweeps import plan_runs
+
+        try:
+            args = self.arguments()
+            _, combos, runs = plan_runs(args["base"], args["grid"], args["seeds"], args["folds"])
+        except FedkitError as exc:
+            return str(exc)
+        self._size = (len(combos), len(runs))
+        return None
+
+    def _check(self) -> None:
+        problem = self.problem()
+        running = self._thread is not None and self._thread.is_alive()
+        self.run_button.disabled = bool(problem) or running
+        if problem:
+            self._say(problem, "#b00020")
+        elif not running:
+            self._say(f"Ready: {self._size[0]} configurations, {self._size[1]} runs.", "#444444")
+
+    def _say(self, text: str, color: str) -> None:
+        self.message.value = f'<span style="color:{color}">{html.escape(text)}</span>'
+
+    def run(self) -> threading.Thread | None:
+        """Start the sweep of the current values in a background thread (what the Run button does)."""
+        problem = self.problem()
+        if problem or (self._thread is not None and self._thread.is_alive()):
+            self._say(problem or "A sweep is running; Stop it or wait for it to finish.", "#b00020")
+            return None
+        self.result, self.error = None, None
+        self._stop.clear()
+        self.run_button.disabled, self.stop_button.disabled = True, False
+        self.progress.value, self.progress.bar_style = 0, "info"
+        self._say(f"Running {self._size[1]} runs…", "#444444")
+        self._thread = threading.Thread(target=self._work, args=(self.arguments(),), name="fedkit-sweep", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self) -> None:
+        """End the sweep after the current round (what the Stop button does); its runs are recorded as stopped."""
+        self._stop.set()
+        self.stop_button.disabled = True
+
+    def wait(self, timeout: float | None = None) -> SweepResult | None:
+        """Block until the sweep ends; returns its result (None if it failed).
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait at most (None: as long as it takes).
+
+        Returns
+        -------
+        SweepResult or None
+            The sweep's result.
+        """
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.result
+
+    def _on_round(self, done: int, total: int) -> None:
+        self.progress.max, self.progress.value = total, done
+
+    def _work(self, arguments: dict[str, Any]) -> None:
+        from fedkit.sweeps import sweep
+
+        try:
+            self.result = sweep(
+                **arguments, progress=False, should_stop=self._stop.is_set, on_round=self._on_round, keep_results=False
+            )
+        except BaseException as exc:  # shown in the panel
+            self.error = exc
+            self.progress.bar_style = "danger"
+            self._say(f"The sweep failed: {type(exc).__name__}: {exc}", "#b00020")
+        else:
+            self._show(self.result)
+        finally:
+            self.stop_button.disabled = True
+            self._check()
+
+    def figures_of(self, result: SweepResult) -> list[Figure]:
+        """The heatmap of the first two grid fields and the parallel coordinates of all of them.
+
+        Parameters
+        ----------
+        result
+            A sweep's result.
+
+        Returns
+        -------
+        list of matplotlib.figure.Figure
+            Empty when the grid has no field.
+        """
+        from fedkit.plots import sweep_heatmap_figure, sweep_parallel_figure
+        from fedkit.sweeps import LOWER_IS_BETTER
+
+        fields = list(dict.fromkeys(k for c in result.configurations for k in c))
+        if not fields:
+            return []
+        better = result.metric not in LOWER_IS_BETTER
+        y = fields[1] if len(fields) > 1 else None
+        options = {"metric": result.metric, "best": result.best}
+        heatmap = sweep_heatmap_figure(result.table, fields[0], y, higher_is_better=better, **options)
+        return [heatmap, sweep_parallel_figure(result.table, fields, metric=result.metric, best=result.best)]
+
+    def _show(self, result: SweepResult) -> None:
+        from fedkit.plots import figure_png
+
+        for image, figure in zip(self.figures, self.figures_of(result), strict=False):
+            image.value = figure_png(figure)
+        styled = result.table.style.format(precision=4, na_rep="–").apply(
+            lambda row: ["background-color: #fde0dc" if row.name == result.best else "" for _ in row], axis=1
+        )
+        self.table.value = f'<div class="jp-RenderedHTMLCommon">{styled.to_html()}</div>'
+        self.progress.bar_style = "success" if not self._stop.is_set() else "warning"
+        self._say(
+            f"Sweep {result.sweep_id}: best by {result.scored_on} {result.metric}: {result.best_fields}. "
+            + " ".join(result.notes),
+            "#1b5e20",
+        )
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
 
 
 def partition_explorer(

@@ -39,9 +39,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("data, strategies, models", ("fedkit.data", "fedkit.strategies", "fedkit.models")),
     ("run configuration", ("fedkit.config", "fedkit.presets")),
-    ("core", ("fedkit.engines", "fedkit.privacy", "fedkit.tracking", "fedkit.runner")),
+    ("core", ("fedkit.engines", "fedkit.privacy", "fedkit.tracking", "fedkit.runner", "fedkit.stacking")),
     ("deployments", ("fedkit.remote",)),
-    ("facade", ("fedkit.api",)),
+    ("facade", ("fedkit.api", "fedkit.sweeps")),
     (
         "edges",
         (
@@ -64,7 +64,9 @@ but in the cycle check."""
 
 CORE = ("config", "data", "strategies", "engines", "runner", "tracking", "training", "metrics", "result")
 CORE += ("errors", "seeding", "architectures", "privacy", "models", "presets", "paths", "progress", "_validation")
+CORE += ("stacking",)
 EDGES = ("remote", "widgets", "reports", "cli", "plots", "explore", "comparison", "_kernel_startup", "__main__", "api")
+EDGES += ("sweeps",)
 
 
 def module_name(path: Path) -> str:

@@ -17,7 +17,7 @@ from fedkit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ["01_explore_silos", "02_fedavg_widgets", "03_compare_runs", "04_headless_report"]
+NAMES = ["01_explore_silos", "02_fedavg_widgets", "03_compare_runs", "04_headless_report", "06_sweep"]
 
 
 def _outputs(path: Path) -> str:
@@ -94,6 +94,21 @@ def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(da
     assert "Compared with the FedAvg baseline" not in html and len(fedkit.runs()) == 1
     assert "No update was rejected." in html
     assert "without encryption" not in capfd.readouterr().err  # no kernel start-up warning after the report
+
+
+def test_the_sweep_notebook_renders_headless_with_its_grid_and_the_best_tested_once(data_dir, tmp_path) -> None:
+    from fedkit.tracking.local import LocalStore
+
+    parameters = shlex.split(
+        "-p autorun true -p grid '{lr: [0.01, 0.1], strategy: [fedavg, fedprox]}' -p seeds '[42, 43]' -p folds 2 "
+        "-p rounds 2 -p local_steps 5"
+    )
+    assert main(["report", str(NOTEBOOKS / "06_sweep.ipynb"), *parameters, "--output-dir", str(tmp_path)]) == 0
+    html = next(tmp_path.glob("*_06_sweep_*.html")).read_text()
+    assert html.count('src="data:image/png;base64') == 2  # the heatmap and the parallel coordinates
+    assert "best by validation avg_accuracy" in html and "on the test sets: Avg accuracy" in html
+    sweeps = LocalStore().list_sweeps()
+    assert [s["runs"] for s in sweeps] == [2, 16]  # the test of the best (2 seeds), the sweep (4 x 2 x 2)
 
 
 def test_a_failing_cell_fails_the_report_with_the_cells_error(data_dir, tmp_path, capsys) -> None:

@@ -8,9 +8,7 @@ regression is bit-identical: each site trains its silo on the simulation's batch
 from __future__ import annotations
 
 import json
-import os
 import signal
-import threading
 import time
 from pathlib import Path
 

@@ -222,3 +222,37 @@ def test_differences_table_has_a_row_per_run_with_what_differs(data_dir, monkeyp
 def _without_compare(monkeypatch, explore, runs):
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     return explore.differences_table(runs)
+
+
+def test_the_sweep_panel_refuses_a_bad_grid_value_and_runs_a_good_grid(data_dir) -> None:
+    from fedkit.widgets import SweepPanel
+
+    panel = SweepPanel({"lr": [0.01, 0.1]}, seeds=[42, 43], folds=2, rounds=2, local_steps=5)
+    assert not panel.run_button.disabled and "2 configurations, 8 runs" in panel.message.value
+    panel.grid.value = "lr=0.01,-1\nstrategy=fedavg"
+    assert panel.run_button.disabled and "&#x27;lr&#x27; parameter of RunConfig" in panel.message.value
+    panel.grid.value = "lr=0.01,0.1\nstrategy=fedavg,fedprox"
+    assert not panel.run_button.disabled
+    panel.run_button.click()
+    result = panel.wait(RUN_TIMEOUT_S)
+    assert result is not None and len(result.table) == 4 and len(result.runs) == 16
+    assert panel.progress.value == panel.progress.max == 16 * 2  # every round of every run
+    assert all(bytes(image.value).startswith(b"\x89PNG") for image in panel.figures)  # heatmap, parallel coords
+    assert "best by validation avg_accuracy" in panel.message.value
+    assert fedkit.runs().shape[0] == 16
+
+
+def test_sweep_figures_outline_the_best_configuration(data_dir) -> None:
+    result = fedkit.sweep(
+        {"rounds": 2, "local_steps": 5}, {"lr": [0.01, 0.1], "optimizer": ["sgd", "adam"]}, trackers=[], progress=False
+    )
+    heatmap = plots.sweep_heatmap_figure(result.table, "lr", "optimizer", best=result.best)
+    (ax,) = heatmap.axes[:1]
+    (outline,) = [p for p in ax.patches if p.get_edgecolor()[:3] != (0, 0, 0)]
+    row = result.table.loc[result.best]
+    assert outline.get_xy() == ([0.01, 0.1].index(row["lr"]) - 0.5, ["sgd", "adam"].index(row["optimizer"]) - 0.5)
+    assert len(ax.texts) == 4  # every cell labelled with its value
+    parallel = plots.sweep_parallel_figure(result.table, ["lr", "optimizer"], best=result.best)
+    assert [line.get_label() for line in parallel.axes[0].lines if line.get_color() == "#d62728"] == [
+        "best configuration"
+    ]

@@ -108,8 +108,8 @@ class FitReply:
     silo
         The silo's name.
     params
-        Its local parameters (personal coordinates replaced by the global ones; None when the engine sums them
-        under secure aggregation, see :meth:`Engine.sum_updates`).
+        Its local parameters (personal coordinates replaced by the global ones; None when the engine
+        sums them under secure aggregation, see :meth:`Engine.sum_updates`).
     n_train
         Its train size.
     train_loss
@@ -117,7 +117,8 @@ class FitReply:
     steps
         Step count.
     local_test
-        Its local model's evaluation on its own test set.
+        Its local model's evaluation on its own test set (None when not asked for: a sweep that
+        records only final evaluations).
     control_delta
         SCAFFOLD's change of its control variate, else None.
     attestation
@@ -131,7 +132,7 @@ class FitReply:
     n_train: int
     train_loss: float
     steps: int
-    local_test: SiloEvaluation
+    local_test: SiloEvaluation | None
     control_delta: np.ndarray | None = None
     attestation: Mapping[str, Any] | None = None
 

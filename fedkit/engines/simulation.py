@@ -7,7 +7,7 @@ goes through a trainer: vectorized numpy for the built-in models, per-silo torch
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Protocol
@@ -23,12 +23,16 @@ from fedkit.engines.vectorized import split_rows
 from fedkit.errors import RoundFailedError
 from fedkit.privacy.summation import Summation, UpdateSum, read_update_sum, update_vector
 from fedkit.strategies.base import LocalTerm
-from fedkit.training import LocalTraining, batch_plans
+from fedkit.training import LocalTraining, TrainJob, batch_plans
 
 if TYPE_CHECKING:
     from torch import nn
 
     from fedkit.config import RunConfig
+
+
+PlanFn = Callable[..., list[np.ndarray]]
+"""A function with the signature and results of :func:`fedkit.training.batch_plans`."""
 
 
 class Trainer(Protocol):
@@ -118,6 +122,9 @@ class SimulationEngine:
     stream_ids
         Each silo's index in the full federation, for the batch-plan streams (default ``0..K-1``): a remote site
         runs a one-silo engine with its hospital's index, so it draws the same batches as the simulation.
+    plans
+        Draws the batch plans (:func:`fedkit.training.batch_plans`; a sweep passes a memoized one, shared by
+        the runs of one seed).
     summation
         Sums the silos' statistics and updates under secure aggregation, as the remote server does (default: none).
     dropout
@@ -141,12 +148,14 @@ class SimulationEngine:
         finetune_steps: int | None = None,
         eval_federation: Federation | None = None,
         stream_ids: Sequence[int] | None = None,
+        plans: PlanFn = batch_plans,
         summation: Summation | None = None,
         dropout: float = 0.0,
         straggler_timeout: float | None = None,
         min_silos: int = 1,
     ) -> None:
         self.federation = federation
+        self.plans = plans
         self.summation = summation
         self.eval_federation = eval_federation or federation
         self.trainer = trainer
@@ -180,7 +189,7 @@ class SimulationEngine:
     def _plans(self, kind: int, server_round: int, idx: Sequence[int], steps: int | None = None) -> list[np.ndarray]:
         sizes = [self.federation.silos[i].n_train for i in idx]
         counts = [steps or self.local.n_steps(n) for n in sizes]
-        return batch_plans(
+        return self.plans(
             sizes,
             self.local.batch_size,
             counts,
@@ -190,7 +199,7 @@ class SimulationEngine:
             silos=[self._stream_ids[i] for i in idx],
         )
 
-    def _starts(self, params: np.ndarray, idx: Sequence[int]) -> np.ndarray:
+    def _starts(self, params: np.ndarray, idx: Sequence[int] | range) -> np.ndarray:
         starts = np.repeat(params[None, :], len(idx), axis=0).astype(np.float32)
         if self.personal is not None:
             for j, i in enumerate(idx):
@@ -207,7 +216,9 @@ class SimulationEngine:
         """
         ids = np.asarray([self._stream_ids[self._index[name]] for name in silos], dtype=np.int64)
         gone = faults.vanished(self.seed, server_round, ids, self.dropout)
-        replies = self._train(params, server_round, [s for s, g in zip(silos, gone, strict=True) if not g], term)
+        replies = self._fit_answering(
+            params, server_round, [s for s, g in zip(silos, gone, strict=True) if not g], term
+        )
         if self.straggler_timeout is not None:
             trained = np.asarray([self._stream_ids[self._index[r.silo]] for r in replies], dtype=np.int64)
             times = faults.durations(self.seed, server_round, trained, [r.steps for r in replies])
@@ -227,33 +238,84 @@ class SimulationEngine:
             )
         return replies
 
-    def _train(
+    def _fit_answering(
         self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None
     ) -> list[FitReply]:
         """Local training of ``silos`` (all of them answer)."""
         if not silos:
             return []
-        idx = [self._index[name] for name in silos]
         term = term or LocalTerm()
+        job = self.fit_job(params, server_round, silos, term)
+        return self.fit_replies(job, params, term, self._train(job))
+
+    def fit_job(self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm) -> TrainJob:
+        """The local training :meth:`fit` asks of the trainer: starts, batch plans, proximal term, corrections.
+
+        A sweep collects the jobs of many runs, trains them in one stacked call
+        (:func:`fedkit.engines.vectorized.train_many`) and hands each result to :meth:`fit_replies`.
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        server_round
+            The round.
+        silos
+            Names of the silos that train.
+        term
+            The strategy's local term.
+
+        Returns
+        -------
+        TrainJob
+            What the trainer is to run.
+        """
+        idx = [self._index[name] for name in silos]
         corrections = None
         if term.control is not None:
             zero = np.zeros_like(params)
             corrections = np.stack([term.control - self._control.get(i, zero) for i in idx])
-        new, losses, steps = self.trainer.train(
-            idx,
-            self._starts(params, idx),
-            self._plans(seeding.SAMPLING, server_round, idx),
-            self.local,
-            prox_mu=term.prox_mu,
-            anchor=term.anchor,
-            corrections=corrections,
-        )
-        local_logits = self.trainer.logits_each(new, [self.federation.silos[i].x_test for i in idx])
-        chosen = [self.federation.silos[i] for i in idx]
-        local = evaluate_silos([s.name for s in chosen], [s.y_test for s in chosen], local_logits, pooled=False)
+        plans = self._plans(seeding.SAMPLING, server_round, idx)
+        return TrainJob(idx, self._starts(params, idx), plans, self.local, term.prox_mu, term.anchor, corrections)
+
+    def fit_replies(
+        self,
+        job: TrainJob,
+        params: np.ndarray,
+        term: LocalTerm,
+        trained: tuple[np.ndarray, np.ndarray, np.ndarray],
+        *,
+        score_local: bool = True,
+    ) -> list[FitReply]:
+        """The replies of ``job``'s silos once trained: silo-side state kept (control variates, personal parameters).
+
+        Parameters
+        ----------
+        job
+            The job :meth:`fit_job` built.
+        params
+            The global parameters it started from.
+        term
+            The strategy's local term of the round.
+        trained
+            The trainer's result for the job: new parameters, mean losses, step counts.
+        score_local
+            Score each local model on its silo's test set (False: the replies carry no scores; nothing records them).
+
+        Returns
+        -------
+        list of FitReply
+            One reply per silo of the job.
+        """
+        idx = job.silos
+        new, losses, steps = trained
+        silos = [self.federation.silos[i] for i in idx]
+        local = None
+        if score_local:
+            logits = self.trainer.logits_each(new, [s.x_test for s in silos])
+            local = evaluate_silos([s.name for s in silos], [s.y_test for s in silos], logits, pooled=False)
         replies = []
-        for j, i in enumerate(idx):
-            silo = self.federation.silos[i]
+        for j, (i, silo) in enumerate(zip(idx, silos, strict=True)):
             local_model = new[j]
             control_delta = None
             if term.control is not None:
@@ -267,7 +329,15 @@ class SimulationEngine:
                 self._own[i] = local_model[self.personal].copy()
                 sent[self.personal] = params[self.personal]  # personal parameters stay on the silo
             replies.append(
-                FitReply(silo.name, sent, silo.n_train, float(losses[j]), int(steps[j]), local.silos[j], control_delta)
+                FitReply(
+                    silo.name,
+                    sent,
+                    silo.n_train,
+                    float(losses[j]),
+                    int(steps[j]),
+                    None if local is None else local.silos[j],
+                    control_delta,
+                )
             )
         return replies
 
@@ -318,16 +388,54 @@ class SimulationEngine:
         z = split_rows(self.trainer.logits(params, self._eval_x), [s.n_test for s in silos])
         return self._evaluation(silos, z)
 
-    def evaluate_personal(self, params: np.ndarray, server_round: int) -> Evaluation:
-        """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global."""
+    def evaluate_personal(self, params: np.ndarray, server_round: int, models: np.ndarray | None = None) -> Evaluation:
+        """Each silo's own model on its own test set: global + personal parameters, or fine-tuned from global.
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        server_round
+            The round (it seeds the fine-tuning batches).
+        models
+            The silos' fine-tuned models when already trained (a sweep trains the :meth:`finetune_job`
+            of many runs in one stacked call); None: fine-tuned here.
+
+        Returns
+        -------
+        Evaluation
+            Each silo's own model's evaluation on its test set (and the summed statistics).
+        """
         silos = self.federation.silos
-        idx = list(range(len(silos)))
-        models = self._starts(params, idx)
-        if self.finetune_steps is not None:
-            models, _, _ = self.trainer.train(
-                idx, models, self._plans(seeding.FINETUNE, server_round, idx, self.finetune_steps), self.local
-            )
+        if models is None:
+            job = self.finetune_job(params, server_round)
+            models = self._starts(params, range(len(silos))) if job is None else self._train(job)[0]
         return self._evaluation(silos, self.trainer.logits_each(models, [s.x_test for s in silos]))
+
+    def finetune_job(self, params: np.ndarray, server_round: int) -> TrainJob | None:
+        """The fine-tuning of every silo from ``params`` that :meth:`evaluate_personal` scores.
+
+        Parameters
+        ----------
+        params
+            The global parameters.
+        server_round
+            The round.
+
+        Returns
+        -------
+        TrainJob or None
+            None when the run does not fine-tune.
+        """
+        if self.finetune_steps is None:
+            return None
+        idx = list(range(len(self.federation.silos)))
+        plans = self._plans(seeding.FINETUNE, server_round, idx, self.finetune_steps)
+        return TrainJob(idx, self._starts(params, idx), plans, self.local)
+
+    def _train(self, job: TrainJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        term = {"prox_mu": job.prox_mu, "anchor": job.anchor, "corrections": job.corrections}
+        return self.trainer.train(job.silos, job.starts, job.plans, job.hp, **term)
 
 
 def pooled_federation(federation: Federation) -> Federation:
@@ -371,6 +479,8 @@ def make_engine(
     model: nn.Module | None = None,
     *,
     stream_ids: Sequence[int] | None = None,
+    trainer: Trainer | None = None,
+    plans: PlanFn = batch_plans,
     summation: Summation | None = None,
 ) -> SimulationEngine:
     """The simulation engine ``config`` asks for: trainer, initial parameters, personalization, baselines.
@@ -385,10 +495,15 @@ def make_engine(
         Any ``torch.nn.Module`` returning logits; it always trains on the per-silo path (default: ``config.model``).
     stream_ids
         Lets a remote site build the engine of its own silo only (its index in the full federation).
+    trainer
+        A vectorized trainer over the training silos, shared by the runs of one federation (a sweep);
+        default: one built here.
+    plans
+        Draws the batch plans (a sweep passes a memoized :class:`fedkit.stacking.PlanCache`).
     summation
         Sums the silos' statistics and updates under secure aggregation; defaults to an in-process
-        :class:`~fedkit.privacy.summation.SecureSum` over the silos when ``config.secure_aggregation`` is on
-        (a remote site passes none: it sends its own vectors).
+        :class:`~fedkit.privacy.summation.SecureSum` over the silos when ``config.secure_aggregation``
+        is on (a remote site passes none: it sends its own vectors).
     """
     from fedkit import architectures
     from fedkit.config import personalization
@@ -397,7 +512,7 @@ def make_engine(
     train_fed = pooled_federation(federation) if config.strategy == "pooled" else federation
     shape = {"model": config.model, "n_features": len(federation.features), "hidden": config.hidden}
     if model is None and config.backend == "vectorized":  # no torch import: seconds of a notebook's start-up
-        trainer: Trainer = VectorizedTrainer(train_fed, config.model, config.hidden)
+        trainer = trainer or VectorizedTrainer(train_fed, config.model, config.hidden)
         init = architectures.initial_params(**shape, seed=config.seed)
         head = partial(architectures.personal_mask, **shape)
     else:
@@ -426,6 +541,7 @@ def make_engine(
         finetune_steps=setup.finetune_steps,
         eval_federation=federation,
         stream_ids=stream_ids,
+        plans=plans,
         summation=summation,
         **simulated_faults(config),
     )

@@ -66,7 +66,7 @@ class Verdict:
         return self.kind is None
 
 
-def malformed(local: np.ndarray, reference: np.ndarray, loss: float) -> tuple[str, str] | None:
+def malformed(local: np.ndarray, reference: np.ndarray, loss: float | None) -> tuple[str, str] | None:
     """``(kind, reason)`` when ``local`` cannot be aggregated with ``reference``'s model, else None.
 
     Checks in order: shape, dtype, a finite local ``loss``, finite values.
@@ -78,14 +78,14 @@ def malformed(local: np.ndarray, reference: np.ndarray, loss: float) -> tuple[st
     reference
         The global parameters it started from.
     loss
-        Its mean local training loss.
+        Its mean local training loss (None when it was not computed: then not checked).
     """
     local = np.asarray(local)
     if local.shape != reference.shape:
         return "shape", f"its update has shape {local.shape} but the global model has shape {reference.shape}"
     if local.dtype != reference.dtype:
         return "dtype", f"its update has dtype {local.dtype} but the global model has dtype {reference.dtype}"
-    if not np.isfinite(loss):
+    if loss is not None and not np.isfinite(loss):
         return "loss", f"its local training loss is {loss} (not finite): the local training diverged"
     finite = np.isfinite(local)
     if not finite.all():
@@ -144,7 +144,7 @@ def _too_large(norm: float, max_update_norm: float | None, max_norm_ratio: float
 def validate_updates(
     silos: Sequence[str],
     local_params: Sequence[np.ndarray],
-    losses: Sequence[float],
+    losses: Sequence[float | None],
     params: np.ndarray,
     *,
     max_update_norm: float | None = None,
@@ -163,7 +163,7 @@ def validate_updates(
     local_params
         Each one's local parameters, in the same order.
     losses
-        Each one's mean local training loss.
+        Each one's mean local training loss (None where it was not computed: not checked).
     params
         The global parameters the round started from.
     max_update_norm

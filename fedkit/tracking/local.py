@@ -14,6 +14,7 @@ import socket
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,66 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at TEXT,
     PRIMARY KEY (run_id, backend, seq)
 );
+CREATE TABLE IF NOT EXISTS sweeps (
+    sweep_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    finished_at TEXT,
+    fedkit_version TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS sweep_runs (
+    sweep_id TEXT NOT NULL REFERENCES sweeps(sweep_id) ON DELETE CASCADE,
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    configuration INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    fold INTEGER,
+    PRIMARY KEY (sweep_id, run_id)
+);
 """
 OUTBOX_COLUMNS = ["run_id", "backend", "seq", "kind", "round", "target", "created_at", "attempts", "last_error"]
 HISTORY_COLUMNS = ["round", "silo", "model", "split", "metric", "value"]
+
+
+@dataclass(frozen=True)
+class SweepRunRecord:
+    """One run of a sweep as the store keeps it: what ``fedkit.run`` records, and its place in the sweep.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    status
+        ``finished`` or ``stopped``.
+    config
+        Its RunConfig fields.
+    data
+        Its data provenance.
+    summary
+        Its summary (``RunResult.summary()``).
+    params
+        Its final parameters.
+    rows
+        The metric rows kept (a sweep keeps each run's final evaluation, or every round).
+    configuration
+        Its row of the sweep's table.
+    seed
+        Its seed.
+    fold
+        Its validation fold (None: scored on the test sets).
+    """
+
+    run_id: str
+    status: str
+    config: dict[str, Any]
+    data: dict[str, Any]
+    summary: dict[str, Any]
+    params: np.ndarray
+    rows: list[dict[str, Any]]
+    configuration: int
+    seed: int
+    fold: int | None
 
 
 def _now() -> str:
@@ -263,6 +321,153 @@ class LocalStore:
         records = self.audit_log(run["run_id"])
         ended = run["status"] in ("finished", "failed", "stopped")
         return verify(records, run["run_id"], ended=ended), len(records)
+
+    # -- sweeps: many runs written in one transaction -----------------------------------------
+    def start_sweep(self, sweep_id: str, spec: dict[str, Any]) -> None:
+        """Insert a sweep as ``running``.
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep's id.
+        spec
+            What it runs: base config, grid, seeds, folds, metric.
+        """
+        with self._connect() as con:
+            con.execute(
+                "INSERT INTO sweeps (sweep_id, status, created_at, fedkit_version, spec)"
+                " VALUES (?, 'running', ?, ?, ?)",
+                (sweep_id, _now(), __version__, json.dumps(spec)),
+            )
+
+    def add_sweep_runs(self, sweep_id: str, runs: Sequence[SweepRunRecord]) -> None:
+        """Record finished runs of a sweep in one transaction: each run as ``fedkit.run`` records one, and its place.
+
+        One transaction for many runs (instead of one per round of each run) is what keeps recording
+        a sweep cheap beside its training.
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep they belong to (started with :meth:`start_sweep`).
+        runs
+            The finished (or stopped) runs.
+        """
+        now, pid, host = _now(), os.getpid(), socket.gethostname()
+        with self._connect() as con:
+            con.executemany(
+                "INSERT INTO runs (run_id, status, created_at, finished_at, fedkit_version, config, data, summary,"
+                " params, pid, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.run_id,
+                        r.status,
+                        now,
+                        now,
+                        __version__,
+                        json.dumps(r.config),
+                        json.dumps(r.data),
+                        json.dumps(r.summary),
+                        np.asarray(r.params, dtype=np.float32).tobytes(),
+                        pid,
+                        host,
+                    )
+                    for r in runs
+                ],
+            )
+            con.executemany(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.run_id, *(row[c] for c in HISTORY_COLUMNS[:-1]), _sql_value(row["value"]))
+                    for r in runs
+                    for row in r.rows
+                ],
+            )
+            con.executemany(
+                "INSERT INTO sweep_runs VALUES (?, ?, ?, ?, ?)",
+                [(sweep_id, r.run_id, r.configuration, r.seed, r.fold) for r in runs],
+            )
+
+    def end_sweep(self, sweep_id: str, status: str, summary: dict[str, Any] | None = None) -> None:
+        """Set a sweep's final status and its summary.
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep's id.
+        status
+            ``finished``, ``stopped`` or ``failed``.
+        summary
+            The table, the best configuration and the notes (``SweepResult.summary()``).
+        """
+        with self._connect() as con:
+            con.execute(
+                "UPDATE sweeps SET status = ?, finished_at = ?, summary = ? WHERE sweep_id = ?",
+                (status, _now(), None if summary is None else json.dumps(summary), sweep_id),
+            )
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """One sweep: status, times, spec, summary and its runs' places (configuration, seed, fold).
+
+        Parameters
+        ----------
+        sweep_id
+            The sweep's id, or a unique prefix of it.
+
+        Returns
+        -------
+        dict
+            The sweep, its runs in the order they were recorded.
+
+        Raises
+        ------
+        RunNotFoundError
+            No sweep, or several, match ``sweep_id``.
+        """
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            rows = con.execute(
+                "SELECT * FROM sweeps WHERE sweep_id = ? OR sweep_id LIKE ?", (sweep_id, sweep_id + "%")
+            ).fetchall()
+            if len(rows) != 1:
+                found = "no sweep" if not rows else f"{len(rows)} sweeps"
+                raise RunNotFoundError(
+                    f"Sweep id {sweep_id!r} matches {found} in the run store {self.path}; `fedkit.sweeps()` lists them."
+                )
+            row = rows[0]
+            members = con.execute(
+                "SELECT run_id, configuration, seed, fold FROM sweep_runs WHERE sweep_id = ? ORDER BY rowid",
+                (row["sweep_id"],),
+            ).fetchall()
+        return {
+            "sweep_id": row["sweep_id"],
+            "status": row["status"],
+            "created_at": row["created_at"],
+            "finished_at": row["finished_at"],
+            "fedkit_version": row["fedkit_version"],
+            "spec": json.loads(row["spec"]),
+            "summary": None if row["summary"] is None else json.loads(row["summary"]),
+            "runs": [dict(m) for m in members],
+        }
+
+    def list_sweeps(self) -> list[dict[str, Any]]:
+        """Every sweep, newest first: id, status, time, number of runs and the grid's fields."""
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            rows = con.execute(
+                "SELECT s.*, COUNT(r.run_id) AS n_runs FROM sweeps s LEFT JOIN sweep_runs r USING (sweep_id)"
+                " GROUP BY s.sweep_id ORDER BY s.created_at DESC"
+            ).fetchall()
+        return [
+            {
+                "sweep_id": row["sweep_id"],
+                "status": row["status"],
+                "created_at": row["created_at"],
+                "runs": row["n_runs"],
+                "grid": ", ".join(sorted({k for g in json.loads(row["spec"])["grid"] for k in g})),
+            }
+            for row in rows
+        ]
 
     # -- outbox: events for remote trackers, kept until delivered ------------------------------
     def enqueue(
