@@ -14,6 +14,7 @@ import html
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedkit.errors import FedkitError
@@ -68,6 +69,10 @@ class ControlPanel:
         Tracker names each run is recorded in (see :func:`fedkit.make_trackers`).
     callbacks
         Also receive every round event.
+    admin_kit
+        The FLARE admin startup kit of the federation, for a remote panel (``engine="remote"`` among the
+        defaults): Run submits the run there, Stop asks the server to end it after the current round and
+        Resume continues a stopped one from the server's checkpoint.
     **defaults
         RunConfig fields that preset the panel (fields the panel has no widget for, e.g. ``mu``, are passed through
         unchanged).
@@ -78,11 +83,15 @@ class ControlPanel:
         *,
         trackers: Sequence[str] = ("local",),
         callbacks: Sequence[Callable[[RoundEvent], None]] = (),
+        admin_kit: str | Path | None = None,
         **defaults: Any,
     ) -> None:
+        from fedkit.api import check_engine
         from fedkit.config import RunConfig
 
         base = RunConfig.from_dict(defaults)  # a bad preset fails here, with RunConfig's message
+        check_engine(base.engine, admin_kit)
+        self.admin_kit = admin_kit
         self._extra = {k: v for k, v in defaults.items() if k not in _WIDGET_FIELDS}
         self.callbacks = list(callbacks)
         self.result: RunResult | None = None
@@ -353,17 +362,19 @@ class ControlPanel:
     ) -> threading.Thread | None:
         """Start (or resume) a run of ``config`` in the background thread, with fresh curves, counter and notes."""
         from fedkit.config import load_federation
+        from fedkit.data.uci import HOSPITALS
         from fedkit.plots import LiveCurves
         from fedkit.tracking.factory import make_trackers
 
         try:
             trackers = make_trackers(self.selected_trackers())
-            federation = load_federation(config)
+            federation = None if config.engine == "remote" else load_federation(config)  # remote: the sites' own
         except FedkitError as exc:
             self._say(str(exc), "error")
             return None
         title = f"{config.strategy} · {config.split} split · seed {config.seed}"
-        self.curves = LiveCurves(federation.names, config.rounds, model=config.scored, title=title)
+        names = HOSPITALS if federation is None else federation.names
+        self.curves = LiveCurves(names, config.rounds, model=config.scored, title=title)
         self.result, self.error, self._records, self._notes = None, None, list(records or []), []
         self._stop.clear()
         done = max((r["round"] for r in self._records), default=0)
@@ -417,6 +428,7 @@ class ControlPanel:
             self.result = run(
                 None if resume else config,
                 federation=federation,
+                admin_kit=self.admin_kit if config.engine == "remote" else None,
                 trackers=trackers,
                 callbacks=[self._on_round, *self.callbacks],
                 should_stop=self._stop.is_set,

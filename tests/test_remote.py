@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("nvflare")
 
 import fedkit
+from fedkit.cli import main
 from fedkit.errors import RemoteRunError
 from fedkit.privacy import audit
 from fedkit.remote import kits
@@ -185,6 +186,42 @@ def test_stop_from_python_aborts_the_job_and_records_stopped(poc, store) -> None
         session.close()
 
 
+PANEL_ROUNDS = 6
+
+
+def test_the_panels_stop_button_ends_a_remote_run_and_resume_finishes_it(poc, tmp_path, monkeypatch) -> None:
+    """The widget panel on the remote engine: Stop ends the run after a round on the server, Resume continues it.
+
+    The stopped-then-resumed run equals the uninterrupted simulation (secure aggregation, the remote default).
+    """
+    pytest.importorskip("ipywidgets")
+    from fedkit.widgets import ControlPanel
+
+    monkeypatch.setenv("FEDKIT_HOME", str(tmp_path / "home"))
+    panel = ControlPanel(engine="remote", admin_kit=poc.admin_kit, rounds=PANEL_ROUNDS)
+
+    def stop_at_round_two(event) -> None:
+        if event.round == 2 and not panel.stop_button.disabled:
+            panel.stop_button.click()
+
+    panel.callbacks.append(stop_at_round_two)
+    panel.run_button.click()
+    stopped = panel.wait(240)
+    assert stopped is not None and stopped.status == "stopped", panel.message.value
+    assert 2 <= stopped.final["round"] < PANEL_ROUNDS  # the server ended it after the round it was in
+    assert fedkit.load_run(stopped.run_id)["status"] == "stopped" and "stopped" in panel.message.value
+    assert panel.resume_from.value == stopped.run_id and not panel.resume_button.disabled
+    panel.callbacks.clear()
+    panel.resume_button.click()
+    resumed = panel.wait(240)
+    assert resumed is not None and resumed.status == "finished", panel.message.value
+    assert resumed.run_id == stopped.run_id and panel.counter.value == f"round {PANEL_ROUNDS}/{PANEL_ROUNDS}"
+    simulation = fedkit.run(fedkit.RunConfig(rounds=PANEL_ROUNDS), trackers=[], progress=False)
+    assert_same_final(resumed.summary(), simulation.summary())
+    np.testing.assert_allclose(resumed.params, simulation.params, atol=TOLERANCE, rtol=0)
+    assert fedkit.load_run(resumed.run_id)["status"] == "finished"
+
+
 STRAGGLER = 8
 """Seconds the server waits for a late site: far above a loaded 2-core machine's round (~0.2 s quiet, ~2 s at load
 14), so only the sites the tests silence drop out; the tests wait for events, never for a time."""
@@ -274,8 +311,10 @@ def job_process(poc, name: str):
     raise AssertionError(f"no job process of {name}")
 
 
-def test_a_run_whose_server_job_was_killed_resumes_after_a_server_restart(chaos, store) -> None:
+def test_a_run_whose_server_job_was_killed_resumes_after_a_server_restart(chaos, store, monkeypatch, capsys) -> None:
+    """Killed with SIGKILL in round 3; `fedkit run --resume ID` after the server restarted equals the simulation."""
     poc = chaos
+    monkeypatch.setenv("FEDKIT_HOME", str(store.path.parent))  # the CLI's local store is ``store``
     config = remote_config(rounds=6, strategy="scaffold")  # secure aggregation: the remote default
     killed: list[int] = []
 
@@ -292,17 +331,26 @@ def test_a_run_whose_server_job_was_killed_resumes_after_a_server_restart(chaos,
     poc.kill(kits.SERVER, signal.SIGTERM)
     poc.start(kits.SERVER)
     poc.wait_ready()
-    result = fedkit.run(resume=stored["run_id"], admin_kit=poc.admin_kit, trackers=[store], progress=False)
-    assert result.status == "finished" and result.run_id == stored["run_id"]
+    run_id = stored["run_id"]
+    assert main(["run", "--resume", run_id, "--admin-kit", str(poc.admin_kit), "--quiet", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["status"] == "finished" and summary["run_id"] == run_id
+    stored = store.get(run_id)
     simulation = fedkit.run(
         fedkit.RunConfig(rounds=6, strategy="scaffold", secure_aggregation=True), trackers=[], progress=False
     )
-    assert_same_final(result.summary(), simulation.summary())
-    np.testing.assert_allclose(result.params, simulation.params, atol=TOLERANCE, rtol=0)
-    assert sorted({r["round"] for r in store.history(result.run_id)}) == list(range(7))
-    server = LocalStore(poc.kits / kits.SERVER / STORE)
-    assert store.audit_log(result.run_id) == server.audit_log(result.run_id)  # the copy here is the server's log
-    head, _ = store.verify_audit(result.run_id)
-    kinds = [r["kind"] for r in store.audit_log(result.run_id)]
+    assert_same_final(stored["summary"], simulation.summary())
+    np.testing.assert_allclose(stored["params"], simulation.params, atol=TOLERANCE, rtol=0)
+    assert sorted({r["round"] for r in store.history(run_id)}) == list(range(7))
+    server_store = poc.kits / kits.SERVER / STORE
+    server = LocalStore(server_store)
+    assert store.audit_log(run_id) == server.audit_log(run_id)  # the copy here is the server's log
+    kinds = [r["kind"] for r in store.audit_log(run_id)]
     assert kinds[0] == "start" and "resume" in kinds and kinds[-1] == "end"
-    assert audit.verify(server.audit_log(result.run_id), result.run_id, ended=True) == head
+    assert "FLARE submitter" in store.audit_log(run_id)[0]["user"]
+    capsys.readouterr()
+    assert main(["audit", "verify", run_id]) == 0  # this machine's verified copy
+    assert main(["audit", "verify", run_id, "--store", str(server_store)]) == 0  # the server's own log
+    here, there = capsys.readouterr().out.splitlines()
+    assert here == there and f"{len(kinds)} record(s)" in here  # the same chain, to its head hash
+    assert audit.verify(server.audit_log(run_id), run_id, ended=True) == store.verify_audit(run_id)[0]

@@ -13,6 +13,7 @@ that still runs, else in a new job from the server's last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -79,7 +80,8 @@ def open_session(admin_kit: str | Path, timeout: float = 30.0) -> Any:
         raise ConfigError("engine='remote' needs NVIDIA FLARE: pip install 'fedkit[remote]'.") from exc
     _config_search_in(Path(admin_kit))
     try:
-        return new_secure_session(admin_user(admin_kit), str(Path(admin_kit).resolve()), timeout=timeout)
+        with contextlib.redirect_stdout(sys.stderr):  # FLARE says "Connecting to FLARE ..." on stdout (--json)
+            return new_secure_session(admin_user(admin_kit), str(Path(admin_kit).resolve()), timeout=timeout)
     except Exception as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -343,10 +345,16 @@ def _submit(
 
 
 def _running_job(session: Any, run_id: str) -> str | None:
-    """The id of a FLARE job that still runs run ``run_id`` (found by its name), else None."""
+    """The id of a FLARE job that still runs run ``run_id`` (found by its name), else None.
+
+    A job whose run has ended (its end event relayed: stopped, say) but that FLARE is still cleaning
+    up does not count: the run continues in a new job.
+    """
     for job in session.list_jobs(name_prefix=job_name(run_id)):
         if str(job.get("status", "")).startswith("RUNNING"):
-            return str(job["job_id"])
+            events = _poll(session, str(job["job_id"]), 0)
+            if events is not None and not any(e.get("kind") == "end" for e in events):
+                return str(job["job_id"])
     return None
 
 
@@ -470,9 +478,18 @@ class _Follower:
         self.on_note(event["text"])
 
     def _on_start(self, event: Mapping[str, Any]) -> None:
+        """The run started (or, when re-attached to its running job, the job's events are replayed from it)."""
+        from fedkit.tracking.local import LocalStore
+
         self.run_id, self.data = event["run_id"], event["data"]
+        here = self._recorded() if self.resumed else None
         for t in self.trackers:
-            t.start_run(self.run_id, self.config.to_dict(), self.data)
+            if isinstance(t, LocalStore) and here is not None:
+                t.reopen_run(self.run_id)
+            else:
+                t.start_run(self.run_id, self.config.to_dict(), self.data)
+        if here is not None:
+            self.last_round = max((r["round"] for r in self._history_here()), default=-1)
         self.started = True
 
     def _on_history(self, event: Mapping[str, Any]) -> None:
