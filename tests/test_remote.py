@@ -135,6 +135,47 @@ def test_remote_run_matches_simulation_and_is_recorded_here(poc, tmp_path, monke
     assert len(remote["summary"]["history"]) == len(simulation.records)
 
 
+def test_sites_check_and_sign_their_own_updates_under_secure_aggregation(poc, store) -> None:
+    """A norm bound between the sites' round-1 norms: the two largest updates are refused by their own sites.
+
+    The run equals the simulation under secure aggregation with the same bound (which checks every update
+    before the sum, standing for the sites), and the round's audit record holds each site's statement,
+    signed with its FLARE certificate: anyone with the federation's root CA can check them later.
+    """
+    import base64
+
+    from fedkit.privacy.audit import canonical
+    from fedkit.privacy.identity import CertificateAuthority
+
+    probe = fedkit.run(fedkit.RunConfig(rounds=1), trackers=[], progress=False)
+    norms = sorted(r["value"] for r in probe.records if r["split"] == "update" and r["metric"] == "norm")
+    bound = (norms[1] + norms[2]) / 2
+    result = run_remote(
+        remote_config(rounds=2, max_update_norm=bound), admin_kit=poc.admin_kit, trackers=[store], progress=False
+    )
+    simulation = fedkit.run(
+        fedkit.RunConfig(rounds=2, max_update_norm=bound, secure_aggregation=True), trackers=[], progress=False
+    )
+    refused = sorted((r["round"], r["silo"], r["kind"]) for r in result.rejected)
+    assert refused == sorted((r["round"], r["silo"], r["kind"]) for r in simulation.rejected)
+    assert [(r, k) for r, _, k in refused if r == 1] == [(1, "norm")] * 2
+    assert_same_final(result.summary(), simulation.summary())
+    np.testing.assert_allclose(result.params, simulation.params, atol=TOLERANCE, rtol=0)
+    log = store.audit_log(result.run_id)
+    certificates = {site: base64.b64decode(v["certificate"]) for site, v in log[0]["sites"].items()}
+    (first,) = [r for r in log if r["kind"] == "round" and r["round"] == 1]
+    ca = CertificateAuthority.from_pem((poc.kits / kits.SERVER / "startup" / "rootCA.pem").read_bytes())
+    said = {a["statement"]["silo"]: a for a in first["attestations"]}
+    assert sorted(said) == sorted(poc.hospitals)
+    for site, attestation in said.items():
+        statement = attestation["statement"]
+        assert statement["bound"] == bound and statement["round"] == 1 and "norm" not in statement
+        assert statement["accepted"] is ((1, site, "norm") not in refused)
+        ca.verify(site, certificates[site], canonical(statement), base64.b64decode(attestation["signature"]))
+    assert sorted(first["participants"]) == sorted(s for s in poc.hospitals if (1, s, "norm") not in refused)
+    assert all(u["norm"] is None for u in first["updates"])  # the server learned no norm
+
+
 def test_site_with_a_certificate_from_another_ca_is_refused(poc, tmp_path) -> None:
     port = int(json.loads((poc.admin_kit / "startup" / "fed_admin.json").read_text())["admin"]["port"])
     project = tmp_path / "rogue.yml"
