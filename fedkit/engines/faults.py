@@ -101,12 +101,10 @@ def wait_over(
 
     FLARE's rule: once ``need`` sites replied, wait ``straggler_timeout`` seconds more for the others;
     stop as soon as every target replied. One addition, so that a site that is gone does not cost the
-    full timeout in every task of every round: a site ``absent`` (it missed a task and has not been
-    heard from since: frozen, dead, or restarted without the job) is waited for only a grace period
-    once the present sites have all replied — three times as long as they took (at least
-    ``min_grace``, at most ``straggler_timeout``), so a loaded machine gives more. A site that is
-    heard from again (FLARE's heartbeat) is waited for as any other, so it rejoins however slow the
-    machine is.
+    full timeout in every task of every round: a site ``absent`` from its previous task is waited for
+    only a grace period once the present sites have all replied — three times as long as they took
+    (at least ``min_grace``, at most ``straggler_timeout``), so a loaded machine gives more. A site
+    that comes back answers within it and is present again.
 
     Parameters
     ----------
@@ -117,7 +115,7 @@ def wait_over(
     targets
         The sites the task was sent to.
     absent
-        The targets that missed a task and have not been heard from since.
+        The targets that did not answer their previous task.
     need
         The replies to wait for before the straggler timeout starts (``min_silos``).
     straggler_timeout

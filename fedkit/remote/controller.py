@@ -89,7 +89,7 @@ class FedkitController(Controller):
         self.resume = resume
         self.relay = RelayTracker()
         self._stop = threading.Event()
-        self._absent: dict[str, Any] = {}  # site -> FLARE's last contact with it when it missed a task
+        self._absent: set[str] = set()  # sites that did not answer their last task (waited for only briefly)
 
     def set_communicator(self, communicator: Any) -> None:
         """Attach FLARE's communicator and make it check tasks every ``task_check_period`` seconds.
@@ -131,10 +131,6 @@ class FedkitController(Controller):
 
     def _connected(self, fl_ctx: FLContext) -> list[str]:
         return [c.name for c in fl_ctx.get_engine().get_clients()]
-
-    def _contact(self, fl_ctx: FLContext) -> dict[str, tuple[Any, Any]]:
-        """Each connected site's FLARE token (new when the site restarted) and the time of its last contact."""
-        return {c.name: (c.token, c.last_connect_time) for c in fl_ctx.get_engine().get_clients()}
 
     def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
         """Wait for the sites, run fedkit's round loop over them, write the result into the job workspace."""
@@ -203,15 +199,13 @@ class FedkitController(Controller):
         self.broadcast(task, fl_ctx, targets=targets, min_responses=len(targets))
         start, replied_at = time.monotonic(), {}
         need = min(need, len(targets))
-        contact = self._contact(fl_ctx)
-        silent = {s for s, seen in self._absent.items() if not _back(seen, contact.get(s))}
         while not abort_signal.triggered and task.completion_status is None:
             elapsed = time.monotonic() - start
             for client_task in list(task.client_tasks):
                 if client_task.result is not None:
                     replied_at.setdefault(client_task.client.name, elapsed)
             if elapsed > self.task_timeout or wait_over(
-                elapsed, replied_at, targets, silent, need, self.straggler_timeout
+                elapsed, replied_at, targets, self._absent, need, self.straggler_timeout
             ):
                 break
             time.sleep(self._task_check_period)
@@ -230,27 +224,12 @@ class FedkitController(Controller):
         self.log_debug(
             fl_ctx,
             f"fedkit task {task_name}: replies from {sorted(replies)} of {targets} after "
-            f"{time.monotonic() - start:.2f} s (silent before: {sorted(silent)}; replied at {replied_at})",
+            f"{time.monotonic() - start:.2f} s (absent before: {sorted(self._absent)}; replied at {replied_at})",
         )
-        for site in targets:
-            if site in replies:
-                self._absent.pop(site, None)
-            elif site not in self._absent or site not in silent:  # missed it, or heartbeats and missed it again
-                self._absent[site] = contact.get(site)
+        self._absent = (self._absent | set(targets)) - set(replies)
         if failures:
             raise RemoteRunError(f"Task {task_name} failed on site(s) " + "; ".join(failures))
         return replies
-
-
-def _back(missed: tuple[Any, Any] | None, now: tuple[Any, Any] | None) -> bool:
-    """Whether a site that missed a task is back: the same site process (token) heard from since (heartbeat).
-
-    A site that is frozen or dead has not been heard from; one that restarted has a new token and
-    cannot run this job (FLARE does not hand a running job to a restarted site): both are waited for
-    only briefly (:func:`fedkit.engines.faults.wait_over`), so a site that is gone does not cost the
-    straggler timeout in every task. A site that is back is waited for as any other.
-    """
-    return missed is not None and now is not None and now[0] == missed[0] and now[1] != missed[1]
 
 
 def submitter(job_dir: str | os.PathLike[str]) -> str | None:
