@@ -240,6 +240,9 @@ class RoundOutcome(NamedTuple):
         A verdict per silo that replied.
     attestations
         The remote sites' signed statements of their own checks (secure aggregation), else empty.
+    participants
+        The silos whose update is in the aggregate (None: those validation accepted). Under remote secure
+        aggregation a site accepted by its own check can still drop out of the sum after it.
     """
 
     params: np.ndarray
@@ -248,6 +251,7 @@ class RoundOutcome(NamedTuple):
     selected: list[str]
     verdicts: list[Verdict]
     attestations: tuple[Mapping[str, Any], ...] = ()
+    participants: tuple[str, ...] | None = None
 
 
 def run_round(
@@ -291,12 +295,77 @@ def run_round(
     for hook in hooks:
         replies = [hook(server_round, r) for r in replies]
     accepted, verdicts = validate_replies(server_round, replies, params, config)
-    new, state = aggregate(strategy, state, params, accepted, engine, config)
+    inputs = update_inputs(params, accepted, engine, config)
+    new, state = step(strategy, state, params, inputs)
     check_global(server_round, new, config.strategy)
     rows = fit_rows(server_round, replies) + validation_rows(server_round, verdicts)
     attestations = tuple(r.attestation for r in replies if r.attestation is not None)
     evaluation = evaluate_rows(server_round, engine, new, config)
-    return RoundOutcome(new, state, rows + evaluation, chosen, verdicts, attestations)
+    return RoundOutcome(new, state, rows + evaluation, chosen, verdicts, attestations, inputs.silos)
+
+
+class UpdateInputs(NamedTuple):
+    """What a strategy's step gets from a round's accepted replies, and whose updates they hold.
+
+    Parameters
+    ----------
+    updates
+        The updates (one row per silo; under secure aggregation one row: the weighted mean).
+    weights
+        Their weights.
+    controls
+        SCAFFOLD's control deltas, else None.
+    silos
+        The silos whose update is in them.
+    """
+
+    updates: np.ndarray
+    weights: np.ndarray
+    controls: Controls | None
+    silos: tuple[str, ...]
+
+
+def update_inputs(params: np.ndarray, replies: list[FitReply], engine: Engine, config: RunConfig) -> UpdateInputs:
+    """The strategy's inputs from the replies that passed validation; under secure aggregation only their sums.
+
+    Parameters
+    ----------
+    params
+        The global parameters before the round.
+    replies
+        The silos' replies that passed validation (after any hooks).
+    engine
+        The engine holding the silos (how many there are; the secure sum).
+    config
+        The run (``secure_aggregation``).
+    """
+    if config.secure_aggregation:  # the server sees only the sums
+        total = engine.sum_updates(replies, params)
+        updates, weights, controls = total.strategy_inputs(len(engine.silos))
+        return UpdateInputs(updates, weights, controls, total.silos or tuple(r.silo for r in replies))
+    updates = np.stack([r.params - params for r in replies])  # type: ignore[operator]
+    weights = np.array([r.n_train for r in replies], dtype=np.float64)
+    deltas = [r.control_delta for r in replies if r.control_delta is not None]
+    controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
+    return UpdateInputs(updates, weights, controls, tuple(r.silo for r in replies))
+
+
+def step(strategy: Strategy, state: Any, params: np.ndarray, inputs: UpdateInputs) -> tuple[np.ndarray, Any]:
+    """The strategy's step on ``inputs``: new global parameters and state (a diverging step is left to check_global).
+
+    Parameters
+    ----------
+    strategy
+        The run's strategy.
+    state
+        Its state before the round.
+    params
+        The global parameters before the round.
+    inputs
+        The round's :func:`update_inputs`.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging server step: check_global reports it
+        return strategy.aggregate(inputs.updates, inputs.weights, state, params, inputs.controls)
 
 
 def aggregate(
@@ -326,15 +395,7 @@ def aggregate(
     tuple
         The new global parameters and the strategy's new state.
     """
-    if config.secure_aggregation:  # the server sees only the sums
-        updates, weights, controls = engine.sum_updates(replies, params).strategy_inputs(len(engine.silos))
-    else:
-        updates = np.stack([r.params - params for r in replies])  # type: ignore[operator]
-        weights = np.array([r.n_train for r in replies], dtype=np.float64)
-        deltas = [r.control_delta for r in replies if r.control_delta is not None]
-        controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverging server step: check_global reports it
-        return strategy.aggregate(updates, weights, state, params, controls)
+    return step(strategy, state, params, update_inputs(params, replies, engine, config))
 
 
 def checkpoint(server_round: int, params: np.ndarray, state: Any, engine: Engine, recorder: Recorder) -> bytes | None:
@@ -734,7 +795,12 @@ def run(
             notes = recorder.add_notes(server_round, outcome.verdicts, engine, seen)
             seen = len(engine.notes)
             audit_fields = audit.round_record(
-                server_round, outcome.selected, outcome.verdicts, params, attestations=outcome.attestations
+                server_round,
+                outcome.selected,
+                outcome.verdicts,
+                params,
+                attestations=outcome.attestations,
+                participants=outcome.participants,
             )
             saved_now = checkpoint(server_round, params, state, engine, recorder)
             recorder.record(server_round, outcome.rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)

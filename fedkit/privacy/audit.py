@@ -227,6 +227,7 @@ def round_record(
     *,
     dp: Mapping[str, Any] | None = None,
     attestations: Sequence[Mapping[str, Any]] = (),
+    participants: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The fields of a round's record.
 
@@ -246,12 +247,15 @@ def round_record(
     attestations
         Remote sites under secure aggregation: each site's signed statement of its own check of its update
         (:func:`fedkit.privacy.validation.statement` with its signature), as the server verified it.
+    participants
+        The silos whose update is in the aggregate (default: those the verdicts accept; under remote secure
+        aggregation a site can drop out of the sum after its update was accepted).
     """
     updates = [{"silo": v.silo, "norm": v.norm, "accepted": v.accepted, "reason": v.reason} for v in verdicts]
     record = {
         "round": server_round,
         "selected": list(selected),
-        "participants": [v.silo for v in verdicts if v.accepted],
+        "participants": [v.silo for v in verdicts if v.accepted] if participants is None else list(participants),
         "updates": updates,
         "params_sha256": array_digest(params),
         "dp": None if dp is None else dict(dp),

@@ -283,6 +283,7 @@ class RemoteEngine:
         self._sums = 0  # secure-aggregation rounds so far (each sum is one)
         self._pending: tuple[Any, dict[str, dict[str, Any]]] | None = None
         self._trained: set[str] = set()  # silos that have trained in the run (their state is theirs to reload)
+        self._summed: set[str] = set()  # the silos whose masked input is in the last secure sum
 
     @property
     def silos(self) -> tuple[str, ...]:
@@ -356,6 +357,7 @@ class RemoteEngine:
         deliveries = server.share_deliveries([ShareBundle.from_wire(b["bundle"]) for b in bundles.values()])
         payload = {"deliveries": {site: d.to_wire() for site, d in deliveries.items()}}
         masked = self._ask(wire.SECAGG_MASK, payload, list(deliveries), f"{what}, masking", need)
+        self._summed = {self._by_silo[name].silo for name in masked}  # the inputs in the sum: those masked
         request = server.unmask_request([MaskedInput.from_wire(m["masked"]) for m in masked.values()])
         shares = self._ask(
             wire.SECAGG_UNMASK, {"request": request.to_wire()}, list(request.survivors), f"{what}, unmasking", need
@@ -483,8 +485,9 @@ class RemoteEngine:
         if self._pending is None:
             raise RemoteRunError("sum_updates needs a fit under secure aggregation first; this is a bug in fedkit.")
         accepted = {r.silo for r in replies}
-        summed = {name: r for name, r in self._pending[1].items() if name in accepted and "advert" in r}
-        return read_update_sum(self._secure_sum(summed, "training"), len(params), len(summed))
+        advertised = {name: r for name, r in self._pending[1].items() if name in accepted and "advert" in r}
+        total = self._secure_sum(advertised, "training")
+        return read_update_sum(total, len(params), [s for s in self.silos if s in self._summed])
 
     def _silo_evaluation(self, name: str, metrics: dict[str, Any]) -> SiloEvaluation:
         site = self._by_silo[name]
