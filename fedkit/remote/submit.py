@@ -409,6 +409,19 @@ def _poll(session: Any, job_id: str, cursor: int) -> list[dict[str, Any]] | None
     return reply.get("events") if isinstance(reply, dict) and "events" in reply else None
 
 
+def _intervals(final: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """The 95% interval bounds in a relayed summary's ``final`` block, by silo and pooled (null read back as NaN)."""
+    from fedkit.intervals import INTERVAL_KEYS
+    from fedkit.result import POOLED
+
+    blocks = {**final.get("silos", {}), POOLED: final.get(POOLED) or {}}
+    return {
+        silo: {k: float("nan") if block[k] is None else float(block[k]) for k in INTERVAL_KEYS if k in block}
+        for silo, block in blocks.items()
+        if any(k in block for k in INTERVAL_KEYS)
+    }
+
+
 class _Follower:
     """Replays the server's events into this machine's trackers and callbacks, and keeps the verified audit copy."""
 
@@ -599,6 +612,7 @@ class _Follower:
 
         notes = list(self.summary["notes"]) if self.summary else [*self.auc_notes, *self.notes_extra]
         rejected = list(self.summary.get("rejected", [])) if self.summary else []
+        intervals = _intervals(self.summary["final"]) if self.summary else {}
         return RunResult(
             self.run_id,
             status,
@@ -610,6 +624,7 @@ class _Follower:
             notes,
             self.scored,
             rejected,
+            intervals,
         )
 
     def finish(self) -> RunResult:
