@@ -7,7 +7,12 @@ twice: in the clear and under secure aggregation), and prints the median seconds
 between consecutive round events on the server's clock; simulation: between consecutive round
 callbacks), the one-off job start-up, the bytes a site sends per round (the same payloads, counted
 in-process), and the largest difference of any final metric; then the same for a 100-silo
-simulation. ``--write-docs`` puts the table into its docs page (docs/benchmarks.md).
+simulation. It then times the phases of one run as a user's shell sees them (issue 14's breakdown):
+``fedkit run --engine remote`` as a subprocess from command start to its result, and, in-process,
+connect (the admin session's login), submit (the job uploaded), first round (round 1's result arrived
+here), rounds (median between round results, on the server's clock) and end (from the last round's
+result to ``run_remote`` returning). ``--write-docs`` puts the tables into their docs page
+(docs/benchmarks.md).
 
     python benchmarks/remote_rounds.py [--rounds 15] [--write-docs]
 """
@@ -68,6 +73,93 @@ def site_bytes_per_round(config: fedkit.RunConfig) -> float:
 
     serve(transport, config, list(sites), RelayTracker())
     return sent["bytes"] / len(sites) / (config.rounds + 1)  # rounds 1..R plus round 0's evaluation
+
+
+def phases(config: fedkit.RunConfig, admin_kit: Path, store: LocalStore) -> dict[str, float]:
+    """Seconds of each phase of one remote run of ``config``, timed here (connect, submit, first round, rounds, end).
+
+    Parameters
+    ----------
+    config
+        A remote run.
+    admin_kit
+        The federation's admin startup kit.
+    store
+        Where the run is recorded.
+    """
+    from fedkit.remote.submit import open_session
+
+    t0 = time.perf_counter()
+    session = open_session(admin_kit)
+    marks = {"connect": time.perf_counter()}
+    submit = session.submit_job
+
+    def timed_submit(*args: Any, **kwargs: Any) -> Any:
+        job = submit(*args, **kwargs)
+        marks["submit"] = time.perf_counter()
+        return job
+
+    session.submit_job = timed_submit
+    rounds: list[tuple[float, float]] = []  # (arrival here, server clock)
+
+    def on_event(event: dict) -> None:
+        if event["kind"] == "round" and event["round"] >= 1:
+            rounds.append((time.perf_counter(), event["time"]))
+
+    try:
+        run_remote(config, admin_kit=admin_kit, trackers=[store], progress=False, session=session, on_event=on_event)
+    finally:
+        end = time.perf_counter()
+        session.close()
+    return {
+        "connect": marks["connect"] - t0,
+        "submit": marks["submit"] - marks["connect"],
+        "first round": rounds[0][0] - marks["submit"],
+        "rounds (median)": statistics.median(b - a for (_, a), (_, b) in itertools.pairwise(rounds)),
+        "end": end - rounds[-1][0],
+        "total": end - t0,
+    }
+
+
+def command_seconds(config: fedkit.RunConfig, admin_kit: Path, home: Path) -> float:
+    """Wall seconds of ``fedkit run --engine remote ...`` as a subprocess, from its start to its exit (result stored).
+
+    Parameters
+    ----------
+    config
+        A remote run (its fields become the command's flags).
+    admin_kit
+        The federation's admin startup kit.
+    home
+        ``FEDKIT_HOME`` of the command (its local store).
+    """
+    import os
+    import subprocess
+    import sys
+
+    flags = [
+        f"--{k.replace('_', '-')}={v}" for k, v in config.to_dict().items() if v is not None and k in COMMAND_FIELDS
+    ]
+    secure = "--secure-aggregation" if config.secure_aggregation else "--no-secure-aggregation"
+    command = [sys.executable, "-m", "fedkit", "run", *flags, secure, "--admin-kit", str(admin_kit), "--quiet"]
+    t0 = time.perf_counter()
+    subprocess.run(command, check=True, env={**os.environ, "FEDKIT_HOME": str(home)}, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+COMMAND_FIELDS = (
+    "engine",
+    "split",
+    "model",
+    "strategy",
+    "rounds",
+    "lr",
+    "seed",
+    "batch_size",
+    "local_steps",
+    "optimizer",
+)
+"""The config fields ``command_seconds`` passes as flags (the rest are the defaults of FLamby's protocol)."""
 
 
 def silos_100(rounds: int) -> list[str]:
@@ -133,6 +225,13 @@ def main() -> None:
                 )
                 per_round = statistics.median(b - a for a, b in itertools.pairwise(server_times[1:]))
                 remote[secure] = (result, per_round, time.perf_counter() - t1)
+            timed: dict[bool, tuple[float, dict[str, float]]] = {}
+            for secure in (False, True):
+                remote_config = fedkit.RunConfig(
+                    **{**config.to_dict(), "engine": "remote", "secure_aggregation": secure}
+                )
+                command = command_seconds(remote_config, poc.admin_kit, Path(tmp) / f"home-{secure}")
+                timed[secure] = (command, phases(remote_config, poc.admin_kit, store))
     sim_round = statistics.median(b - a for a, b in itertools.pairwise(sim_times[1:]))
     diff = max(largest_difference(sim.summary(), r.summary()) for r, _, _ in remote.values())
     rows = [
@@ -151,6 +250,15 @@ def main() -> None:
             f"{per_round:.3f} | {total:.1f} (incl. job start) | {result.final['avg_accuracy']:.4f} | "
             f"{result.final['pooled']['auc']:.4f} | {sent:,.0f} |"
         )
+    names = ["connect", "submit", "first round", "rounds (median)", "end", "total"]
+    breakdown = [
+        "| secure aggregation | `fedkit run` command to result s | " + " | ".join(f"{n} s" for n in names) + " |",
+        "|---" * (len(names) + 2) + "|",
+        *(
+            f"| {'on' if secure else 'off'} | {command:.1f} | " + " | ".join(f"{parts[n]:.2f}" for n in names) + " |"
+            for secure, (command, parts) in timed.items()
+        ),
+    ]
     scale = [
         "| federation | secure aggregation | median s/round | bytes/silo/round |",
         "|---|---|---|---|",
@@ -166,6 +274,14 @@ def main() -> None:
             "",
             f"Largest difference of any final metric (per silo and pooled loss / AUC / accuracy), remote vs "
             f"simulation: {diff:.2e} (pooled AUC comes from the summed histograms in both engines).",
+            "",
+            f"One {args.rounds}-round remote run by phase (command: `fedkit run --engine remote` as a subprocess, "
+            "from its start to its exit with the result in the local store; the phases timed in-process: connect = "
+            "the admin login, submit = the job uploaded, first round = from submit to round 1's result here, "
+            "rounds = median between round results on the server's clock, end = from the last round's result to "
+            "the return):",
+            "",
+            *breakdown,
             "",
             "In simulation with 100 silos (iid split of the UCI rows, 5 rounds; masked: SecAgg+ with 14 neighbours, "
             "every sum one in-process run of the protocol; bytes: the protocol's messages of one silo for the "

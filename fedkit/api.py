@@ -126,8 +126,10 @@ def run(
         Remote: the admin startup kit folder of the FLARE federation.
     resume
         The id (or a unique prefix) of a recorded run that was stopped, interrupted (its process killed) or
-        failed, to continue from its last checkpoint with its own config (simulation; ``config`` may be
-        omitted, and if given must equal the recorded one). It ends exactly as an uninterrupted run would have.
+        failed, to continue from its last checkpoint with its own config (``config`` may be omitted, and if
+        given must equal the recorded one). It ends exactly as an uninterrupted run would have (remote: to
+        1e-6). Remote: followed in its FLARE job when that still runs (the submitting machine restarted),
+        else continued in a new job from the server's last checkpoint with the sites that are connected.
 
     Returns
     -------
@@ -164,7 +166,6 @@ def run(
 
         given = {"federation": federation, "model": model, "engine": engine, "hooks": tuple(hooks)}
         _refuse("remote", given, "each site loads its own hospital and trains the config's model")
-        _refuse("remote", {"resume": resume}, "resuming a remote run is not supported yet")
         timeouts = {"min_silos": config.min_silos, "straggler_timeout": config.straggler_timeout or 10}
         return run_remote(
             config,
@@ -173,6 +174,7 @@ def run(
             callbacks=callbacks,
             should_stop=should_stop,
             progress=progress,
+            resume=resume,
             **timeouts,
         )
     from fedkit import runner

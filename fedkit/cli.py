@@ -10,13 +10,17 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fedkit._validation import did_you_mean
 from fedkit._version import __version__
 from fedkit.errors import AuditError, ConfigError, FedkitError, RoundFailedError
 from fedkit.presets import PRESETS
 from fedkit.tracking.registry import BACKENDS
+
+if TYPE_CHECKING:
+    from fedkit.tracking.local import LocalStore
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -475,6 +479,18 @@ def format_audit_record(record: dict[str, Any]) -> str:
     return f"{record['seq']:>4}  {kind:<6}  {record['time']}  {what}  [{record['hash'][:12]}]"
 
 
+def _audit_store(args: argparse.Namespace) -> LocalStore:
+    """The run store ``fedkit audit`` reads: ``--store FILE`` (which must exist), else the local one."""
+    from fedkit.tracking.local import LocalStore
+
+    if args.store is not None and not Path(args.store).is_file():
+        raise ConfigError(
+            f"--store {args.store}: no such run store. Give the SQLite file of the store that holds the run "
+            "(a FLARE server's is <server workspace>/fedkit/runs.sqlite), or leave --store out for this machine's."
+        )
+    return LocalStore(args.store)
+
+
 def cmd_audit_show(args: argparse.Namespace) -> int:
     """``fedkit audit show RUN_ID``.
 
@@ -483,9 +499,8 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     args
         The parsed command line.
     """
-    from fedkit.tracking.local import LocalStore
 
-    records = LocalStore().audit_log(args.run_id)
+    records = _audit_store(args).audit_log(args.run_id)
     if args.json:
         print(json.dumps(records, indent=2))
     elif not records:
@@ -503,10 +518,9 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     args
         The parsed command line.
     """
-    from fedkit.tracking.local import LocalStore
 
     try:
-        head, count = LocalStore().verify_audit(args.run_id)
+        head, count = _audit_store(args).verify_audit(args.run_id)
     except AuditError as exc:
         print(f"fedkit: audit FAILED: {exc}", file=sys.stderr)
         return 1
@@ -878,6 +892,13 @@ def add_runs(sub: Subparsers) -> None:
     compare.set_defaults(func=cmd_runs_compare, parser=compare)
 
 
+STORE_HELP = (
+    "the run store to read (default: $FEDKIT_HOME/runs.sqlite; a FLARE server keeps its own in "
+    "<server workspace>/fedkit/runs.sqlite)"
+)
+"""Help of ``fedkit audit``'s ``--store``: whose copy of the log to read."""
+
+
 def add_audit(sub: Subparsers) -> None:
     """``fedkit audit show | verify``.
 
@@ -897,12 +918,14 @@ def add_audit(sub: Subparsers) -> None:
     show = commands.add_parser("show", help="print the run's audit records")
     show.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
     show.add_argument("--json", action="store_true", help="print the records as JSON")
+    show.add_argument("--store", default=None, metavar="FILE", help=STORE_HELP)
     show.set_defaults(func=cmd_audit_show, parser=show)
     verify = commands.add_parser(
         "verify",
         help="check the hash chain; exit 1 naming the first edited, removed or reordered record",
     )
     verify.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
+    verify.add_argument("--store", default=None, metavar="FILE", help=STORE_HELP)
     verify.set_defaults(func=cmd_audit_verify, parser=verify)
 
 

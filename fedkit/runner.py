@@ -33,6 +33,7 @@ from fedkit.privacy.validation import (
     divergence_hint,
     rejection_note,
     validate_updates,
+    verdict_from_statement,
 )
 from fedkit.result import (
     POOLED,
@@ -46,7 +47,7 @@ from fedkit.result import (
 )
 from fedkit.strategies import BASELINES, Strategy, make_strategy
 from fedkit.strategies.base import Controls
-from fedkit.tracking.base import RunStore, Tracker
+from fedkit.tracking.base import RoundStore, RunStore, Tracker
 from fedkit.tracking.checkpoint import Checkpoint, decode, encode, strategy_arrays, strategy_state
 
 UpdateHook = Callable[[int, FitReply], FitReply]
@@ -215,8 +216,8 @@ def validate_replies(
 
     Raises :class:`~fedkit.errors.RoundFailedError` when fewer than ``config.min_silos`` pass. Under
     secure aggregation the server sees no update: the simulation's check stands for each site's own
-    (before masking) and the verdicts carry no norm; replies without parameters (remote sites) are
-    accepted as they are, each site checking its own update.
+    (before masking) and the verdicts carry no norm; replies without parameters (remote sites) carry
+    the site's own verdict in its signed statement (:func:`~fedkit.privacy.validation.verdict_from_statement`).
 
     Parameters
     ----------
@@ -231,16 +232,17 @@ def validate_replies(
     check_loss
         Check each reply's train loss too (a stacked sweep that does not compute losses passes False).
     """
-    if any(r.params is None for r in replies):  # secure aggregation on remote sites: each site checks its own
-        return list(replies), [Verdict(r.silo, None) for r in replies]
-    verdicts = validate_updates(
-        [r.silo for r in replies],
-        [r.params for r in replies],
-        [r.train_loss if check_loss else None for r in replies],
-        params,
-        max_update_norm=config.max_update_norm,
-        max_norm_ratio=config.max_norm_ratio,
-    )
+    if any(r.params is None for r in replies):  # secure aggregation on remote sites: each site checked its own
+        verdicts = [verdict_from_statement(r.silo, r.attestation) for r in replies]
+    else:
+        verdicts = validate_updates(
+            [r.silo for r in replies],
+            [r.params for r in replies],  # type: ignore[misc]
+            [r.train_loss if check_loss else None for r in replies],
+            params,
+            max_update_norm=config.max_update_norm,
+            max_norm_ratio=config.max_norm_ratio,
+        )
     need = min(config.min_silos, len(replies))
     check_enough(server_round, verdicts, need, divergence_hint(config.lr, config.optimizer))
     accepted = [r for r, v in zip(replies, verdicts, strict=True) if v.accepted]
@@ -289,6 +291,11 @@ class RoundOutcome(NamedTuple):
         A verdict per silo that replied.
     intervals
         The 95% intervals of the scored model's AUC and accuracy after the round (:func:`intervals_of`).
+    attestations
+        The remote sites' signed statements of their own checks (secure aggregation), else empty.
+    participants
+        The silos whose update is in the aggregate (None: those validation accepted). Under remote secure
+        aggregation a site accepted by its own check can still drop out of the sum after it.
     """
 
     params: np.ndarray
@@ -297,6 +304,8 @@ class RoundOutcome(NamedTuple):
     selected: list[str]
     verdicts: list[Verdict]
     intervals: dict[str, dict[str, float]] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
+    attestations: tuple[Mapping[str, Any], ...] = ()
+    participants: tuple[str, ...] | None = None
 
 
 def run_round(
@@ -340,11 +349,86 @@ def run_round(
     for hook in hooks:
         replies = [hook(server_round, r) for r in replies]
     accepted, verdicts = validate_replies(server_round, replies, params, config)
-    new, state = aggregate(strategy, state, params, accepted, engine, config)
+    inputs = update_inputs(params, accepted, engine, config)
+    new, state = step(strategy, state, params, inputs)
     check_global(server_round, new, config.strategy)
     rows = fit_rows(server_round, replies) + validation_rows(server_round, verdicts)
+    attestations = tuple(r.attestation for r in replies if r.attestation is not None)
     evaluated = evaluate_rows(server_round, engine, new, config)
-    return RoundOutcome(new, state, rows + evaluated.rows, chosen, verdicts, evaluated.intervals)
+    return RoundOutcome(
+        new,
+        state,
+        rows + evaluated.rows,
+        chosen,
+        verdicts,
+        evaluated.intervals,
+        attestations=attestations,
+        participants=inputs.silos,
+    )
+
+
+class UpdateInputs(NamedTuple):
+    """What a strategy's step gets from a round's accepted replies, and whose updates they hold.
+
+    Parameters
+    ----------
+    updates
+        The updates (one row per silo; under secure aggregation one row: the weighted mean).
+    weights
+        Their weights.
+    controls
+        SCAFFOLD's control deltas, else None.
+    silos
+        The silos whose update is in them.
+    """
+
+    updates: np.ndarray
+    weights: np.ndarray
+    controls: Controls | None
+    silos: tuple[str, ...]
+
+
+def update_inputs(params: np.ndarray, replies: list[FitReply], engine: Engine, config: RunConfig) -> UpdateInputs:
+    """The strategy's inputs from the replies that passed validation; under secure aggregation only their sums.
+
+    Parameters
+    ----------
+    params
+        The global parameters before the round.
+    replies
+        The silos' replies that passed validation (after any hooks).
+    engine
+        The engine holding the silos (how many there are; the secure sum).
+    config
+        The run (``secure_aggregation``).
+    """
+    if config.secure_aggregation:  # the server sees only the sums
+        total = engine.sum_updates(replies, params)
+        updates, weights, controls = total.strategy_inputs(len(engine.silos))
+        return UpdateInputs(updates, weights, controls, total.silos or tuple(r.silo for r in replies))
+    updates = np.stack([r.params - params for r in replies])  # type: ignore[operator]
+    weights = np.array([r.n_train for r in replies], dtype=np.float64)
+    deltas = [r.control_delta for r in replies if r.control_delta is not None]
+    controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
+    return UpdateInputs(updates, weights, controls, tuple(r.silo for r in replies))
+
+
+def step(strategy: Strategy, state: Any, params: np.ndarray, inputs: UpdateInputs) -> tuple[np.ndarray, Any]:
+    """The strategy's step on ``inputs``: new global parameters and state (a diverging step is left to check_global).
+
+    Parameters
+    ----------
+    strategy
+        The run's strategy.
+    state
+        Its state before the round.
+    params
+        The global parameters before the round.
+    inputs
+        The round's :func:`update_inputs`.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging server step: check_global reports it
+        return strategy.aggregate(inputs.updates, inputs.weights, state, params, inputs.controls)
 
 
 def aggregate(
@@ -374,15 +458,7 @@ def aggregate(
     tuple
         The new global parameters and the strategy's new state.
     """
-    if config.secure_aggregation:  # the server sees only the sums
-        updates, weights, controls = engine.sum_updates(replies, params).strategy_inputs(len(engine.silos))
-    else:
-        updates = np.stack([r.params - params for r in replies])  # type: ignore[operator]
-        weights = np.array([r.n_train for r in replies], dtype=np.float64)
-        deltas = [r.control_delta for r in replies if r.control_delta is not None]
-        controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
-    with np.errstate(over="ignore", invalid="ignore"):  # a diverging server step: check_global reports it
-        return strategy.aggregate(updates, weights, state, params, controls)
+    return step(strategy, state, params, update_inputs(params, replies, engine, config))
 
 
 def checkpoint(server_round: int, params: np.ndarray, state: Any, engine: Engine, recorder: Recorder) -> bytes | None:
@@ -441,9 +517,12 @@ def versions() -> dict[str, str | None]:
 class Recorder:
     """A run's record as it goes: metric rows, notes and rejected updates, every tracker told of each step.
 
-    Trackers that keep runs (:class:`~fedkit.tracking.base.RunStore`, the local store) also get each
-    round's checkpoint and the run's audit records (:mod:`fedkit.privacy.audit`), with the round's
-    metrics in one transaction.
+    Trackers that take rounds whole (:class:`~fedkit.tracking.base.RoundStore`: the local store, the
+    remote server's relay) also get each round's checkpoint and the run's audit records
+    (:mod:`fedkit.privacy.audit`), with the round's metrics in one transaction; a run is resumed from
+    the first :class:`~fedkit.tracking.base.RunStore` among them. The federation's ``options`` may hold
+    ``silo_sha256`` (each silo's data checksum as its site reported it) and ``sites`` (what remote sites
+    reported of themselves), which the audit log records.
 
     Parameters
     ----------
@@ -473,10 +552,12 @@ class Recorder:
         self.run_id = run_id or new_run_id()
         self.config = config
         self.trackers = list(trackers)
-        self.stores: list[RunStore] = [t for t in self.trackers if isinstance(t, RunStore)]
+        self.sinks: list[RoundStore] = [t for t in self.trackers if isinstance(t, RoundStore)]
+        self.stores: list[RunStore] = [t for t in self.sinks if isinstance(t, RunStore)]
         self.callbacks = list(callbacks)
         self.data = federation.provenance.as_dict()
         self.checksums = federation.options.get("silo_sha256") or audit.silo_checksums(federation.silos)
+        self.sites = federation.options.get("sites")
         self.test_counts = test_counts or class_counts({s.name: s.y_test for s in federation.silos})
         self.records: list[dict[str, Any]] = []
         self.notes: list[str] = []
@@ -488,7 +569,13 @@ class Recorder:
     def _audit(self, kind: str, fields: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The next audit record (none when no tracker keeps them)."""
         fields = {**fields, "time": datetime.now(UTC).isoformat(timespec="milliseconds")}
-        return [self.chain.append(kind, fields)] if self.stores else []
+        return [self.chain.append(kind, fields)] if self.sinks else []
+
+    def _append_audit(self, kind: str, fields: Mapping[str, Any]) -> None:
+        """Append the next audit record to every tracker that keeps them."""
+        records = self._audit(kind, fields)
+        for sink in self.sinks:
+            sink.append_audit(self.run_id, records)
 
     def start(self, started_by: str | None = None) -> None:
         """Tell every tracker the run begins; the audit log opens with who, versions, config and data checksums.
@@ -501,10 +588,14 @@ class Recorder:
         for t in self.trackers:
             t.start_run(self.run_id, self.config.to_dict(), self.data)
         record = audit.start_record(
-            self.config.to_dict(), self.data, self.checksums, user=started_by or os_user(), versions=versions()
+            self.config.to_dict(),
+            self.data,
+            self.checksums,
+            user=started_by or os_user(),
+            versions=versions(),
+            sites=self.sites,
         )
-        for store in self.stores:
-            store.append_audit(self.run_id, self._audit("start", record))
+        self._append_audit("start", record)
 
     def resume(self, started_by: str | None = None) -> Checkpoint:
         """Continue the recorded run ``run_id`` from its last checkpoint, which is returned.
@@ -537,10 +628,10 @@ class Recorder:
         self.records = [r for r in store.history(self.run_id) if r["round"] <= saved.server_round]
         self.notes, self.rejected = list(saved.notes), list(saved.rejected)
         for t in self.trackers:
-            if not isinstance(t, RunStore):
+            if not isinstance(t, RoundStore):
                 t.start_run(self.run_id, self.config.to_dict(), self.data)
         fields = {"after_round": saved.server_round, "user": started_by or os_user(), "versions": versions()}
-        store.append_audit(self.run_id, self._audit("resume", fields))
+        self._append_audit("resume", fields if self.sites is None else {**fields, "sites": self.sites})
         return saved
 
     def add_notes(self, server_round: int, verdicts: Sequence[Verdict], engine: Engine, seen: int) -> list[str]:
@@ -600,7 +691,7 @@ class Recorder:
         self.records.extend(rows)
         records = self._audit("round", audit_fields) if audit_fields is not None else []
         for t in self.trackers:
-            if isinstance(t, RunStore):
+            if isinstance(t, RoundStore):
                 t.save_round(self.run_id, server_round, rows, checkpoint=saved, audit=records)
             else:
                 t.log_round(self.run_id, server_round, rows)
@@ -640,8 +731,7 @@ class Recorder:
         summary = result.summary() if self.trackers else None
         last = max((r["round"] for r in self.records), default=0)
         end = {"status": status, "rounds": last, "params_sha256": audit.array_digest(params), "error": None}
-        for store in self.stores:
-            store.append_audit(self.run_id, self._audit("end", end))
+        self._append_audit("end", end)
         for t in self.trackers:
             t.end_run(self.run_id, status, summary=summary, params=params)
         return result
@@ -657,8 +747,7 @@ class Recorder:
         error = str(exc) if isinstance(exc, FedkitError) else traceback.format_exc()
         last = max((r["round"] for r in self.records), default=0)
         end = {"status": "failed", "rounds": last, "params_sha256": None, "error": str(exc)}
-        for store in self.stores:
-            store.append_audit(self.run_id, self._audit("end", end))
+        self._append_audit("end", end)
         for t in self.trackers:
             t.end_run(self.run_id, "failed", error=error)
 
@@ -695,6 +784,7 @@ def run(
     resume: str | None = None,
     started_by: str | None = None,
     test_counts: ClassCounts | None = None,
+    run_id: str | None = None,
 ) -> RunResult:
     """Run ``config`` over ``engine``'s silos (of ``federation``), record it in ``trackers``; returns the result.
 
@@ -733,14 +823,20 @@ def run(
     test_counts
         Each silo's test rows and positives (default: from the federation's test labels; the remote server knows
         only those).
+    run_id
+        The id of the new run (default: a fresh one; the remote engine's submitting machine chooses it). Not with
+        ``resume``.
     """
     from fedkit.progress import progress_bar
 
     strategy = strategy_of(config)
-    recorder = Recorder(config, federation, trackers, callbacks, run_id=resume, test_counts=test_counts)
+    if resume is not None and run_id is not None:
+        raise ResumeError("runner.run takes run_id= for a new run or resume= to continue one, not both.")
+    recorder = Recorder(config, federation, trackers, callbacks, run_id=resume or run_id, test_counts=test_counts)
     params = engine.initial_params()
     state = strategy.init(params)
     first = 1
+    seen = len(engine.notes)  # restoring may add notes (a remote site that rejoins): the first round records them
     if resume is not None:
         saved = recorder.resume(started_by)
         params, state, first = saved.params, strategy_state(state, saved.strategy), saved.server_round + 1
@@ -748,7 +844,6 @@ def run(
     else:
         recorder.start(started_by)
     status = "finished"
-    seen = len(engine.notes)
     bar = progress_bar(
         progress, total=config.rounds, initial=first - 1, desc=config.strategy, unit="round", file=sys.stderr
     )
@@ -766,7 +861,14 @@ def run(
             params, state = outcome.params, outcome.state
             notes = recorder.add_notes(server_round, outcome.verdicts, engine, seen)
             seen = len(engine.notes)
-            audit_fields = audit.round_record(server_round, outcome.selected, outcome.verdicts, params)
+            audit_fields = audit.round_record(
+                server_round,
+                outcome.selected,
+                outcome.verdicts,
+                params,
+                attestations=outcome.attestations,
+                participants=outcome.participants,
+            )
             saved_now = checkpoint(server_round, params, state, engine, recorder)
             recorder.record(server_round, outcome.rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)
             recorder.intervals = outcome.intervals

@@ -77,6 +77,10 @@ class ControlPanel:
         Also receive every round event.
     data_dir
         The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
+    admin_kit
+        The FLARE admin startup kit of the federation, for a remote panel (``engine="remote"`` among the
+        defaults): Run submits the run there, Stop asks the server to end it after the current round and
+        Resume continues a stopped one from the server's checkpoint.
     **defaults
         RunConfig fields that preset the panel (fields the panel has no widget for, e.g. ``mu``, are passed through
         unchanged).
@@ -88,12 +92,16 @@ class ControlPanel:
         trackers: Sequence[str] = ("local",),
         callbacks: Sequence[Callable[[RoundEvent], None]] = (),
         data_dir: str | Path | None = None,
+        admin_kit: str | Path | None = None,
         **defaults: Any,
     ) -> None:
+        from fedkit.api import check_engine
         from fedkit.config import RunConfig
 
         base = RunConfig.from_dict(defaults)  # a bad preset fails here, with RunConfig's message
         self.data_dir = data_dir
+        check_engine(base.engine, admin_kit)
+        self.admin_kit = admin_kit
         self._extra = {k: v for k, v in defaults.items() if k not in _WIDGET_FIELDS}
         self.callbacks = list(callbacks)
         self.result: RunResult | None = None
@@ -368,17 +376,20 @@ class ControlPanel:
     ) -> threading.Thread | None:
         """Start (or resume) a run of ``config`` in the background thread, with fresh curves, counter and notes."""
         from fedkit.config import load_federation
+        from fedkit.data.uci import HOSPITALS
         from fedkit.plots import LiveCurves
         from fedkit.tracking.factory import make_trackers
 
         try:
             trackers = make_trackers(self.selected_trackers())
-            federation = load_federation(config, data_dir=self.data_dir)
+            remote = config.engine == "remote"  # the sites read their own data
+            federation = None if remote else load_federation(config, data_dir=self.data_dir)
         except FedkitError as exc:
             self._say(_short(exc), "error")
             return None
         title = f"{config.strategy} · {config.split} split · seed {config.seed}"
-        self.curves = LiveCurves(federation.names, config.rounds, model=config.scored, title=title)
+        names = HOSPITALS if federation is None else federation.names
+        self.curves = LiveCurves(names, config.rounds, model=config.scored, title=title)
         self.result, self.error, self._records, self._notes = None, None, list(records or []), []
         self._stop.clear()
         done = max((r["round"] for r in self._records), default=0)
@@ -432,6 +443,7 @@ class ControlPanel:
             self.result = run(
                 None if resume else config,
                 federation=federation,
+                admin_kit=self.admin_kit if config.engine == "remote" else None,
                 trackers=trackers,
                 callbacks=[self._on_round, *self.callbacks],
                 should_stop=self._stop.is_set,

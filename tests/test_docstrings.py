@@ -51,6 +51,7 @@ EXEMPT: dict[str, str] = {
 
 CONTRACTS: dict[str, str] = {
     "fedkit.tracking.base.RunStore": "the local store keeps rounds, checkpoints and audit records as the contract says",
+    "fedkit.tracking.base.RoundStore": "the local store and the remote relay take rounds and audit records alike",
     "fedkit.strategies.base.Strategy": "every strategy's init / aggregate / local_term take the contract's arguments",
     "fedkit.engines.base.Engine": "the simulation and remote engines' fit / evaluate take the contract's arguments",
     "fedkit.engines.simulation.Trainer": "the vectorized and per-silo trainers implement one contract",

@@ -98,3 +98,32 @@ def test_a_notebook_studies_faults_through_the_history(data_dir) -> None:
     trained = h[(h.model == "local") & (h.split == "train") & (h.metric == "loss")].groupby("round").silo.count()
     assert trained.min() >= 1 and trained.max() < 10  # some silos missing from some rounds
     assert np.isfinite(result.params).all()
+
+
+def test_the_remote_server_waits_briefly_only_for_a_site_that_is_gone() -> None:
+    wait_over = faults.wait_over
+    sites, timeout = ["a", "b", "c", "d"], 8.0
+    replied = {"a": 0.2, "b": 0.3, "c": 0.4}  # d has not replied
+    assert wait_over(0.5, {**replied, "d": 0.45}, sites, set(), 2, timeout)  # everyone: at once
+    assert not wait_over(5.0, replied, sites, set(), 2, timeout)  # d counts as slow: FLARE's full wait
+    assert wait_over(0.3 + timeout, replied, sites, set(), 2, timeout)  # ... from the need-th (2nd) reply
+    grace = max(0.5, 3 * 0.4)  # d gone: three times as long as the present sites took, at least 0.5 s
+    assert not wait_over(0.4 + grace - 0.01, replied, sites, {"d"}, 2, timeout)
+    assert wait_over(0.4 + grace, replied, sites, {"d"}, 2, timeout)
+    assert not wait_over(3.0, {"a": 0.2}, sites, {"d"}, 2, timeout)  # fewer than need replied: keep waiting
+    assert not wait_over(3.0, {"a": 0.2, "b": 0.3}, sites, {"d"}, 2, timeout)  # c (present) is waited for fully
+    slow = {"a": 2.0, "b": 2.5, "c": 3.0}  # a loaded machine: the grace grows with it, up to the timeout
+    assert not wait_over(3.0 + 5.0, slow, sites, {"d"}, 2, timeout)
+    assert wait_over(2.5 + timeout, slow, sites, {"d"}, 2, timeout)
+
+
+def test_once_the_wait_is_over_it_stays_over() -> None:
+    wait_over = faults.wait_over
+    rng = np.random.default_rng(7)
+    sites = [f"s{i}" for i in range(6)]
+    for _ in range(200):
+        replied = {s: float(t) for s, t in zip(sites, rng.exponential(1.0, 6), strict=True) if rng.random() < 0.7}
+        absent = {s for s in sites if s not in replied and rng.random() < 0.5}
+        need, timeout = int(rng.integers(1, 5)), float(rng.uniform(0.5, 10))
+        over = [wait_over(t, replied, sites, absent, need, timeout) for t in np.linspace(0, 30, 61)]
+        assert over == sorted(over), (replied, absent, need, timeout)  # False ... False True ... True

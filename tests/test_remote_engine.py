@@ -32,24 +32,33 @@ def transport_for(workers: dict[str, SiloWorker], down: set[str]):
     return transport
 
 
-def site_workers(kind=SiloWorker, **overrides) -> dict[str, SiloWorker]:
-    """One worker per hospital with its own identity for secure aggregation (``overrides``: worker class by site)."""
-    signers, verifier = ephemeral_identities(HOSPITALS)
-    return {h: overrides.get(h, kind)(h, identity=(signers[h], verifier)) for h in HOSPITALS}
+SIGNERS, VERIFIER = ephemeral_identities(HOSPITALS)  # the sites' identities; the server checks with VERIFIER
 
 
-def remote_run(config: fedkit.RunConfig, down_by_round=None, min_silos=1, workers=None):
+def site_workers(kind=SiloWorker, state=None, **overrides) -> dict[str, SiloWorker]:
+    """One worker per hospital with its own identity for secure aggregation (``overrides``: worker class by site).
+
+    ``state``: a folder under which each site keeps its own state file (``state/<site>``).
+    """
+    return {
+        h: overrides.get(h, kind)(h, identity=(SIGNERS[h], VERIFIER), state_dir=None if state is None else state / h)
+        for h in HOSPITALS
+    }
+
+
+def remote_run(config: fedkit.RunConfig, down_by_round=None, min_silos=1, workers=None, relay=None, **serve_options):
     """The server's run (:func:`serve`, as the FLARE controller calls it) over in-process sites."""
     workers = workers or site_workers()
     down: set[str] = set()
-    relay = RelayTracker()
+    relay = relay or RelayTracker()
 
     def chaos(event) -> None:
         down.clear()
         down.update((down_by_round or {}).get(event.round + 1, ()))
 
     transport = transport_for(workers, down)
-    result, engine = serve(transport, config, list(HOSPITALS), relay, min_silos=min_silos, callbacks=[chaos])
+    options = {"verifier": VERIFIER, **serve_options}
+    result, engine = serve(transport, config, list(HOSPITALS), relay, min_silos=min_silos, callbacks=[chaos], **options)
     return result, engine, relay
 
 

@@ -20,6 +20,7 @@ from fedkit.evalstats import BINS
 from fedkit.remote import wire
 from fedkit.remote.server import RelayTracker, serve
 from fedkit.remote.silo import SiloWorker
+from fedkit.tracking.local import LocalStore
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "remote.md"
 
@@ -33,6 +34,7 @@ RUNS = [
     {"strategy": "local"},
     {"split": "hospitals", "standardize": "federated"},
 ]
+RESUMED = "scaffold, resumed after its server died"
 
 
 def lengths(value: Any) -> list[int]:
@@ -81,9 +83,38 @@ def run_recorded(fields: dict[str, Any], secure: bool) -> tuple[dict[str, Record
     return workers, {n + 1 for n in masked}  # + the weight the protocol appends
 
 
+def run_resumed(secure: bool, tmp: Path) -> tuple[dict[str, Recording], set[int]]:
+    """The sites of a SCAFFOLD run whose server died after round 1's training, resumed in a new job (restore)."""
+    config = fedkit.RunConfig(rounds=2, strategy="scaffold", engine="remote", secure_aggregation=secure)
+    store = LocalStore(tmp / "server.sqlite")
+    first = site_workers(Recording, state=tmp)
+
+    def dying(task, payload, sites, need):
+        replies = {s: first[s].handle(task, payload) for s in sites}
+        if task == wire.FIT:
+            raise RuntimeError("the server's job died")
+        return replies
+
+    with pytest.raises(RuntimeError):
+        serve(dying, config, list(HOSPITALS), RelayTracker(), store=store)
+    workers = site_workers(Recording, state=tmp)
+
+    def transport(task, payload, sites, need):
+        return {s: workers[s].handle(task, payload) for s in sites}
+
+    result, _ = serve(
+        transport, config, list(HOSPITALS), RelayTracker(), store=store, resume=store.list_runs()[0]["run_id"]
+    )
+    p = len(result.params)
+    return workers, {n + 1 for n in (p + 1, 2 * p + 1, BINS.length)}
+
+
 @pytest.fixture(scope="module")
-def runs() -> dict[tuple[str, bool], tuple[dict[str, Recording], set[int]]]:
-    return {(repr(f), secure): run_recorded(f, secure) for f in RUNS for secure in (True, False)}
+def runs(tmp_path_factory) -> dict[tuple[str, bool], tuple[dict[str, Recording], set[int]]]:
+    recorded = {(repr(f), secure): run_recorded(f, secure) for f in RUNS for secure in (True, False)}
+    for secure in (True, False):
+        recorded[(RESUMED, secure)] = run_resumed(secure, tmp_path_factory.mktemp("resumed"))
+    return recorded
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +123,9 @@ def recorded(runs) -> dict[tuple[str, bool], dict[str, Recording]]:
 
 
 @pytest.mark.parametrize("secure", [True, False], ids=["secure-aggregation", "in-the-clear"])
-@pytest.mark.parametrize("fields", RUNS, ids=repr)
+@pytest.mark.parametrize("fields", [*RUNS, RESUMED], ids=lambda f: f if isinstance(f, str) else repr(f))
 def test_a_site_sends_only_documented_fields_and_nothing_per_patient(runs, fields, secure) -> None:
-    workers, masked_lengths = runs[(repr(fields), secure)]
+    workers, masked_lengths = runs[(fields if isinstance(fields, str) else repr(fields), secure)]
     for site, worker in workers.items():
         assert worker.sent, site
         for task, reply in worker.sent:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -132,6 +132,10 @@ class FitReply:
         records only final evaluations).
     control_delta
         SCAFFOLD's change of its control variate, else None.
+    attestation
+        Remote sites under secure aggregation: the site's signed statement of its own check of its update
+        (``{"statement": ..., "signature": ...}``, see :func:`fedkit.privacy.validation.statement`), as the
+        engine verified it; None otherwise.
     """
 
     silo: str
@@ -141,6 +145,7 @@ class FitReply:
     steps: int
     local_test: SiloEvaluation | None
     control_delta: np.ndarray | None = None
+    attestation: Mapping[str, Any] | None = None
 
 
 class Engine(Protocol):

@@ -16,7 +16,7 @@ the same notes (:class:`Attendance`), so a notebook can study them without a clu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +82,57 @@ def late(times: np.ndarray, timeout: float, min_silos: int) -> np.ndarray:
         return np.zeros(0, dtype=bool)
     need = min(max(min_silos, 1), len(times))
     return times > np.sort(times)[need - 1] + timeout
+
+
+ABSENT_GRACE = 0.5
+"""Least seconds the remote server waits for a site that missed its previous task, once the others have answered."""
+
+
+def wait_over(
+    elapsed: float,
+    replied_at: Mapping[str, float],
+    targets: Collection[str],
+    absent: Collection[str],
+    need: int,
+    straggler_timeout: float,
+    min_grace: float = ABSENT_GRACE,
+) -> bool:
+    """Whether the remote server stops waiting for a task's replies ``elapsed`` seconds after sending it.
+
+    FLARE's rule: once ``need`` sites replied, wait ``straggler_timeout`` seconds more for the others;
+    stop as soon as every target replied. One addition, so that a site that is gone does not cost the
+    full timeout in every task of every round: a site ``absent`` from its previous task is waited for
+    only a grace period once the present sites have all replied — three times as long as they took
+    (at least ``min_grace``, at most ``straggler_timeout``), so a loaded machine gives more. A site
+    that comes back answers within it and is present again.
+
+    Parameters
+    ----------
+    elapsed
+        Seconds since the task was sent.
+    replied_at
+        Seconds after sending at which each site that replied did, by site.
+    targets
+        The sites the task was sent to.
+    absent
+        The targets that did not answer their previous task.
+    need
+        The replies to wait for before the straggler timeout starts (``min_silos``).
+    straggler_timeout
+        Seconds to wait for the others once ``need`` sites replied.
+    min_grace
+        Least seconds to wait for absent sites after the present ones replied.
+    """
+    if set(targets) <= set(replied_at):
+        return True
+    times = sorted(replied_at.values())
+    if times and need <= len(times) and elapsed >= times[max(need, 1) - 1] + straggler_timeout:
+        return True
+    present = [t for t in targets if t not in absent]
+    if len(times) < need or not all(p in replied_at for p in present):
+        return False
+    done = max((replied_at[p] for p in present), default=0.0)
+    return elapsed >= done + min(straggler_timeout, max(min_grace, 3 * done))
 
 
 def dropout_note(server_round: int, silo: str, what: str, answered: int, asked: int) -> str:

@@ -376,7 +376,7 @@ class SimulationEngine:
         if self.summation is None:
             raise TypeError("sum_updates needs an engine built with a summation (secure_aggregation=True).")
         inputs = {r.silo: update_vector(r.params - params, r.n_train, r.control_delta) for r in replies}  # type: ignore[operator]
-        return read_update_sum(self.summation(inputs), len(params), len(replies))
+        return read_update_sum(self.summation(inputs), len(params), list(inputs))
 
     def _evaluation(self, silos: Sequence[Silo], logits: Sequence[np.ndarray]) -> Evaluation:
         names, labels = [s.name for s in silos], [s.y_test for s in silos]

@@ -184,6 +184,7 @@ def start_record(
     user: str,
     versions: Mapping[str, str | None],
     dp: Mapping[str, Any] | None = None,
+    sites: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fields of a run's first record.
 
@@ -202,8 +203,11 @@ def start_record(
     dp
         The differential-privacy parameters when DP is on (noise multiplier, clip, delta, accountant); None
         otherwise: the hook the DP integration fills.
+    sites
+        Remote runs: what each site reported of itself at hello (its fedkit and NVIDIA FLARE versions, its
+        identity's certificate), by site; None in simulation.
     """
-    return {
+    record = {
         "config": dict(config),
         "config_sha256": digest(dict(config)),
         "data": dict(data),
@@ -212,6 +216,7 @@ def start_record(
         "versions": dict(versions),
         "dp": None if dp is None else dict(dp),
     }
+    return record if sites is None else {**record, "sites": {k: dict(v) for k, v in sites.items()}}
 
 
 def round_record(
@@ -221,6 +226,8 @@ def round_record(
     params: np.ndarray,
     *,
     dp: Mapping[str, Any] | None = None,
+    attestations: Sequence[Mapping[str, Any]] = (),
+    participants: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The fields of a round's record.
 
@@ -237,16 +244,23 @@ def round_record(
         The global parameters after the round (recorded as their SHA-256).
     dp
         The round's DP spending when DP is on (e.g. ``{"epsilon": ..., "delta": ...}`` so far); None otherwise.
+    attestations
+        Remote sites under secure aggregation: each site's signed statement of its own check of its update
+        (:func:`fedkit.privacy.validation.statement` with its signature), as the server verified it.
+    participants
+        The silos whose update is in the aggregate (default: those the verdicts accept; under remote secure
+        aggregation a site can drop out of the sum after its update was accepted).
     """
     updates = [{"silo": v.silo, "norm": v.norm, "accepted": v.accepted, "reason": v.reason} for v in verdicts]
-    return {
+    record = {
         "round": server_round,
         "selected": list(selected),
-        "participants": [v.silo for v in verdicts if v.accepted],
+        "participants": [v.silo for v in verdicts if v.accepted] if participants is None else list(participants),
         "updates": updates,
         "params_sha256": array_digest(params),
         "dp": None if dp is None else dict(dp),
     }
+    return {**record, "attestations": [dict(a) for a in attestations]} if attestations else record
 
 
 def silo_checksums(silos: Sequence[Any]) -> dict[str, str]:

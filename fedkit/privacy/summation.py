@@ -45,12 +45,15 @@ class UpdateSum:
         Σ dc_k (SCAFFOLD), else None.
     count
         The number of silos summed.
+    silos
+        The silos summed, by name (empty when not known).
     """
 
     weighted_update: np.ndarray
     weight: float
     control_delta: np.ndarray | None
     count: int
+    silos: tuple[str, ...] = ()
 
     def strategy_inputs(self, n_silos: int) -> tuple[np.ndarray, np.ndarray, Controls | None]:
         """``(updates, weights, controls)`` for :meth:`Strategy.aggregate` that give the same step as the silos'.
@@ -86,8 +89,8 @@ def update_vector(update: np.ndarray, n_train: int, control_delta: np.ndarray | 
     return np.concatenate(parts)
 
 
-def read_update_sum(total: np.ndarray, n_params: int, count: int) -> UpdateSum:
-    """The :class:`UpdateSum` in the sum of :func:`update_vector` s (of ``count`` silos, ``n_params`` parameters).
+def read_update_sum(total: np.ndarray, n_params: int, silos: Sequence[str]) -> UpdateSum:
+    """The :class:`UpdateSum` in the sum of :func:`update_vector` s (of ``silos``, ``n_params`` parameters).
 
     Parameters
     ----------
@@ -95,12 +98,12 @@ def read_update_sum(total: np.ndarray, n_params: int, count: int) -> UpdateSum:
         The sum of the silos' :func:`update_vector` s.
     n_params
         The number of model parameters.
-    count
-        The number of silos summed.
+    silos
+        The silos summed.
     """
     total = np.asarray(total, np.float64)
     control = total[n_params + 1 :] if len(total) > n_params + 1 else None
-    return UpdateSum(total[:n_params], float(total[n_params]), control, count)
+    return UpdateSum(total[:n_params], float(total[n_params]), control, len(silos), tuple(silos))
 
 
 def plain_sum(inputs: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -14,19 +14,25 @@ A norm bound is the usual first line against model poisoning by a few silos (Sun
 "Can You Really Backdoor Federated Learning?", norm bounding); a robust aggregator (FedMedian,
 Krum, trimmed mean) is the second. Neither inspects what an update *means*: an update of ordinary
 size that pulls the model in a bad direction passes both checks.
+
+Under secure aggregation on remote sites the server sees no update: each site runs the same checks
+on its own update before masking it and answers with a :func:`statement` of the verdict, signed
+with its site identity; the server reads the verdicts back with :func:`verdict_from_statement`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from fedkit.errors import RoundFailedError
 
-KINDS: tuple[str, ...] = ("shape", "dtype", "loss", "nonfinite", "norm")
-"""Why an update can be rejected, as short codes (the ``kind`` of a rejection's :class:`Verdict`)."""
+KINDS: tuple[str, ...] = ("shape", "dtype", "loss", "nonfinite", "norm", "statement")
+"""Why an update can be rejected, as short codes (the ``kind`` of a rejection's :class:`Verdict`); ``statement``:
+a remote site's signed statement of its own check is missing or does not verify (secure aggregation)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,59 @@ def validate_updates(
         else:
             verdicts.append(Verdict(silo, norm))
     return verdicts
+
+
+def statement(run_id: str, server_round: int, silo: str, bound: float | None, verdict: Verdict) -> dict[str, Any]:
+    """What a site signs about its own check of its update before masking it (secure aggregation, remote).
+
+    "In round ``server_round`` of run ``run_id``, silo ``silo`` checked its update against the
+    norm bound ``bound`` (None: none) and the shape, dtype and finiteness checks: accepted, or
+    rejected for ``kind`` / ``reason``". No norm, not even in the reason of a rejection: the server
+    learns none under secure aggregation.
+
+    Parameters
+    ----------
+    run_id
+        The run's id.
+    server_round
+        The round.
+    silo
+        The site's silo name.
+    bound
+        The absolute norm bound it checked against (``max_update_norm``), or None.
+    verdict
+        Its own :class:`Verdict` on its update (:func:`validate_updates` of its one update).
+    """
+    reason = verdict.reason
+    if verdict.kind == "norm":
+        reason = f"its update's L2 norm exceeds max_update_norm={bound:g} (checked on the site, before masking)"
+    return {
+        "run_id": run_id,
+        "round": int(server_round),
+        "silo": silo,
+        "bound": None if bound is None else float(bound),
+        "accepted": verdict.accepted,
+        "kind": verdict.kind,
+        "reason": reason,
+    }
+
+
+def verdict_from_statement(silo: str, signed: Mapping[str, Any] | None) -> Verdict:
+    """The :class:`Verdict` a site's verified statement gives (a missing one rejects the update, kind ``statement``).
+
+    Parameters
+    ----------
+    silo
+        The silo whose reply it is.
+    signed
+        ``{"statement": ..., "signature": ...}`` as the engine checked it (:func:`statement`), or None.
+    """
+    said = (signed or {}).get("statement")
+    if not said:
+        return Verdict(silo, None, "statement", "it sent no signed statement of its own check of its update")
+    if said["accepted"]:
+        return Verdict(silo, None)
+    return Verdict(silo, None, str(said["kind"]), str(said["reason"]))
 
 
 def divergence_hint(lr: float, optimizer: str) -> str:

@@ -1,12 +1,20 @@
 """The FLARE controller of the server: fedkit's own round loop, with a :class:`~fedkit.remote.server.RemoteEngine`
-moving the parameters."""
+moving the parameters.
+
+The server keeps its own run store in its persistent workspace (``<server workspace>/fedkit/runs.sqlite``,
+not the job's folder: a resumed run is a new FLARE job), with every round's checkpoint and the
+run's audit log; the audit log names the FLARE job's submitter (authenticated by FLARE from the
+admin certificate) as the one who started the run.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import traceback
+from pathlib import Path
 from typing import Any
 
 from nvflare.apis.client import Client
@@ -21,6 +29,11 @@ from fedkit.errors import FedkitError, RemoteRunError
 from fedkit.remote import wire
 from fedkit.remote.executor import PAYLOAD
 from fedkit.remote.server import RelayTracker, serve
+
+STORE = Path("fedkit") / "runs.sqlite"
+"""The server's run store, under its workspace (FLARE's root folder of the server)."""
+CONTROL_TOPIC = "fedkit.control"
+"""App command the notebook sends to stop the run after the current round (the widget's Stop)."""
 
 
 class FedkitController(Controller):
@@ -45,6 +58,10 @@ class FedkitController(Controller):
         Seconds between FLARE's checks of the tasks.
     schema
         The federation's schema fingerprint (default: UCI's).
+    run_id
+        The fedkit run's id, chosen by the submitting machine (a new run).
+    resume
+        The id of a run in the server's store to continue from its last checkpoint.
     """
 
     def __init__(
@@ -57,6 +74,8 @@ class FedkitController(Controller):
         join_timeout: int = 60,
         task_check_period: float = 0.02,
         schema: str = "",
+        run_id: str = "",
+        resume: str = "",
     ) -> None:
         super().__init__(task_check_period=task_check_period)
         self.config = config or {}
@@ -66,7 +85,11 @@ class FedkitController(Controller):
         self.task_timeout = task_timeout
         self.join_timeout = join_timeout
         self.schema = schema
+        self.run_id = run_id
+        self.resume = resume
         self.relay = RelayTracker()
+        self._stop = threading.Event()
+        self._absent: set[str] = set()  # sites that did not answer their last task (waited for only briefly)
 
     def set_communicator(self, communicator: Any) -> None:
         """Attach FLARE's communicator and make it check tasks every ``task_check_period`` seconds.
@@ -84,12 +107,18 @@ class FedkitController(Controller):
             communicator._task_check_period = self._task_check_period
 
     def start_controller(self, fl_ctx: FLContext) -> None:
-        """Register the app command the notebook polls for events."""
+        """Register the app commands the notebook polls for events and sends to stop the run."""
         fl_ctx.get_engine().register_app_command(wire.EVENTS_TOPIC, self._events)
+        fl_ctx.get_engine().register_app_command(CONTROL_TOPIC, self._control)
 
     def _events(self, topic: str, data: Any, fl_ctx: FLContext) -> dict[str, Any]:
         start = int((data or {}).get("since", 0))
         return {"events": self.relay.since(start)}
+
+    def _control(self, topic: str, data: Any, fl_ctx: FLContext) -> dict[str, Any]:
+        if (data or {}).get("stop"):
+            self._stop.set()
+        return {"stopping": self._stop.is_set()}
 
     def stop_controller(self, fl_ctx: FLContext) -> None:
         """Nothing to release."""
@@ -106,8 +135,11 @@ class FedkitController(Controller):
     def control_flow(self, abort_signal: Signal, fl_ctx: FLContext) -> None:
         """Wait for the sites, run fedkit's round loop over them, write the result into the job workspace."""
         from fedkit.config import RunConfig
+        from fedkit.privacy.identity import CertificateAuthority
+        from fedkit.tracking.local import LocalStore
 
-        job_dir = fl_ctx.get_engine().get_workspace().get_run_dir(fl_ctx.get_job_id())
+        workspace = fl_ctx.get_engine().get_workspace()
+        job_dir = workspace.get_run_dir(fl_ctx.get_job_id())
         try:
             config = RunConfig.from_dict(self.config)
             deadline = time.monotonic() + self.join_timeout
@@ -120,19 +152,27 @@ class FedkitController(Controller):
             def transport(task: str, payload: dict[str, Any], targets: Any, need: int) -> dict[str, dict[str, Any]]:
                 return self._broadcast(task, payload, list(targets), need, fl_ctx, abort_signal)
 
+            root_ca = Path(workspace.get_startup_kit_dir()) / "rootCA.pem"  # checks the sites' signed statements
+            verifier = CertificateAuthority.from_pem(root_ca.read_bytes()) if root_ca.is_file() else None
             result, _ = serve(
                 transport,
                 config,
                 sites,
                 self.relay,
                 min_silos=self.min_silos,
-                should_stop=lambda: abort_signal.triggered,
+                should_stop=lambda: abort_signal.triggered or self._stop.is_set(),
                 schema=self.schema or None,
                 run=str(fl_ctx.get_job_id()),
+                store=LocalStore(Path(workspace.get_root_dir()) / STORE),
+                run_id=self.run_id or None,
+                resume=self.resume or None,
+                started_by=submitter(job_dir),
+                verifier=verifier,
             )
-            summary = result.summary()  # its notes hold the engine's (the round loop collects them)
-            with open(os.path.join(job_dir, wire.RESULT_FILE), "w") as f:
-                json.dump(wire.to_json({"summary": summary, "params": result.params}), f)
+            if result is not None:
+                summary = result.summary()  # its notes hold the engine's (the round loop collects them)
+                with open(os.path.join(job_dir, wire.RESULT_FILE), "w") as f:
+                    json.dump(wire.to_json({"summary": summary, "params": result.params}), f)
         except Exception as exc:
             text = traceback.format_exc()
             self.log_error(fl_ctx, f"fedkit run failed:\n{text}")
@@ -151,14 +191,29 @@ class FedkitController(Controller):
         fl_ctx: FLContext,
         abort_signal: Signal,
     ) -> dict[str, dict[str, Any]]:
+        from fedkit.engines.faults import wait_over
+
         data = Shareable()
         data[PAYLOAD] = payload
         task = Task(name=task_name, data=data, timeout=self.task_timeout)
-        wait = {"min_responses": need, "wait_time_after_min_received": self.straggler_timeout}
-        self.broadcast_and_wait(task, fl_ctx, targets=targets, abort_signal=abort_signal, **wait)
+        self.broadcast(task, fl_ctx, targets=targets, min_responses=len(targets))
+        start, replied_at = time.monotonic(), {}
+        need = min(need, len(targets))
+        while not abort_signal.triggered and task.completion_status is None:
+            elapsed = time.monotonic() - start
+            for client_task in list(task.client_tasks):
+                if client_task.result is not None:
+                    replied_at.setdefault(client_task.client.name, elapsed)
+            if elapsed > self.task_timeout or wait_over(
+                elapsed, replied_at, targets, self._absent, need, self.straggler_timeout
+            ):
+                break
+            time.sleep(self._task_check_period)
+        if task.completion_status is None:
+            self.cancel_task(task, fl_ctx=fl_ctx)
         replies: dict[str, dict[str, Any]] = {}
         failures = []
-        for client_task in task.client_tasks:
+        for client_task in list(task.client_tasks):
             result = client_task.result
             if result is None:
                 continue
@@ -166,6 +221,33 @@ class FedkitController(Controller):
                 replies[client_task.client.name] = result[PAYLOAD]
             else:
                 failures.append(f"{client_task.client.name}: {result.get('error') or result.get_return_code()}")
+        self.log_debug(
+            fl_ctx,
+            f"fedkit task {task_name}: replies from {sorted(replies)} of {targets} after "
+            f"{time.monotonic() - start:.2f} s (absent before: {sorted(self._absent)}; replied at {replied_at})",
+        )
+        self._absent = (self._absent | set(targets)) - set(replies)
         if failures:
             raise RemoteRunError(f"Task {task_name} failed on site(s) " + "; ".join(failures))
         return replies
+
+
+def submitter(job_dir: str | os.PathLike[str]) -> str | None:
+    """The FLARE user who submitted this job (``submitter_name`` of the job's ``meta.json``), else None.
+
+    FLARE authenticates the submitter from the admin certificate of the session that submitted the job.
+
+    Parameters
+    ----------
+    job_dir
+        The job's folder in the server's workspace.
+    """
+    path = Path(job_dir) / "meta.json"
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text())
+    name = meta.get("submitter_name")
+    if not name:
+        return None
+    org, role = meta.get("submitter_org"), meta.get("submitter_role")
+    return f"{name} (FLARE submitter" + (f", org {org}" if org else "") + (f", role {role}" if role else "") + ")"

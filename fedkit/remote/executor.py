@@ -1,7 +1,8 @@
 """The FLARE executor of a site: a plain ``Executor`` (no Client API polling) around :class:`SiloWorker`.
 
 The site's data options come from the ``FEDKIT_SITE_*`` environment (``fedkit remote start --data``
-sets them) and its secure-aggregation identity from its startup kit (site certificate, key, root CA).
+sets them), its secure-aggregation identity from its startup kit (site certificate, key, root CA),
+and it keeps its silo's state per round in its workspace's ``fedkit`` folder (for resumed runs).
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ class FedkitExecutor(Executor):
         """Answer one task from the server."""
         try:
             if self._worker is None:
-                startup = Path(fl_ctx.get_engine().get_workspace().get_startup_kit_dir())
+                workspace = fl_ctx.get_engine().get_workspace()
+                startup = Path(workspace.get_startup_kit_dir())
                 name = self.site or fl_ctx.get_identity_name()
-                self._worker = SiloWorker(name, SiteOptions.from_env(), site_identity(startup))
+                state_dir = Path(workspace.get_root_dir()) / "fedkit"  # the site's, kept across jobs
+                self._worker = SiloWorker(name, SiteOptions.from_env(), site_identity(startup), state_dir)
             result = self._worker.handle(task_name, shareable[PAYLOAD])
         except Exception:
             self.log_error(fl_ctx, f"fedkit task {task_name} failed:\n{traceback.format_exc()}")

@@ -35,6 +35,8 @@ ADMIN = "admin@fedkit.local"
 SERVER = "server"
 FEDKIT_SERVER_CLASSES: tuple[str, ...] = ("fedkit.remote.controller.FedkitController",)
 FEDKIT_SITE_CLASSES: tuple[str, ...] = ("fedkit.remote.executor.FedkitExecutor",)
+SITE_HEARTBEAT = 2
+"""Seconds between a poc site's heartbeats (FLARE's default: 10): a site whose job process died is reported at once."""
 BUILDERS: list[dict[str, Any]] = [
     {"path": "nvflare.lighter.impl.workspace.WorkspaceBuilder"},
     {"path": "nvflare.lighter.impl.static_file.StaticFileBuilder", "args": {"config_folder": "config"}},
@@ -185,13 +187,15 @@ def check_site_data(kit: Path, options: SiteOptions) -> None:
         options.read(name, "impute")
 
 
-def participant_command(kit: Path) -> list[str]:
+def participant_command(kit: Path, settings: Sequence[str] = ()) -> list[str]:
     """The command that runs the FLARE server or site of a startup kit (name and org from its certificate).
 
     Parameters
     ----------
     kit
         A startup kit folder.
+    settings
+        More ``key=value`` settings for FLARE (``--set``), e.g. a site's ``heart_beat_interval=2``.
     """
     name, org, server = kit_identity(kit)
     if server:
@@ -203,7 +207,7 @@ def participant_command(kit: Path) -> list[str]:
             [f"uid={name}", f"org={org}"],
         )
     command = [sys.executable, "-u", "-m", module, "-m", str(Path(kit).resolve()), "-s", conf]
-    return [*command, "--set", "secure_train=true", "config_folder=config", *extra]
+    return [*command, "--set", "secure_train=true", "config_folder=config", *extra, *settings]
 
 
 def run_participant(kit: str | Path, workspace: str | Path, site: SiteOptions | None = None) -> int:
@@ -373,9 +377,15 @@ class Poc:
             options = SiteOptions(self.data[name])
             check_site_data(kit, options)
             env.update(options.to_env())
+        settings = [] if name == SERVER else [f"heart_beat_interval={SITE_HEARTBEAT}"]
         log = self.log(name).open("ab")
         self.processes[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            participant_command(kit), cwd=kit, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            participant_command(kit, settings),
+            cwd=kit,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
 

@@ -2,15 +2,18 @@
 
 The engine only moves parameters and sums: it sends a task to the chosen sites and turns their replies into
 :class:`~fedkit.engines.base.FitReply` / :class:`~fedkit.engines.base.Evaluation` (per-silo metrics and
-summed statistics, never a per-patient value; under secure aggregation only sums of updates). A site that does not
-answer in time is dropped from that round (as long as ``min_silos`` answered), the dropout goes into
-the run's notes, and the site is asked again next round — when it answers it has rejoined. The
-:class:`RelayTracker` keeps every tracker call as an event the notebook fetches, so the notebook's own
-trackers (its local store) record the run as it goes.
+summed statistics, never a per-patient value; under secure aggregation only sums of updates, with each
+site's signed statement of its own check of its update). A site that does not answer in time is dropped
+from that round (as long as ``min_silos`` answered), the dropout goes into the run's notes, and the site
+is asked again next round — when it answers it has rejoined. The :class:`RelayTracker` keeps every
+tracker call (and every audit record) as an event the notebook fetches, so the notebook's own trackers
+(its local store) record the run as it goes; the server's own run store keeps the checkpoints and the
+audit log (:func:`serve`).
 """
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 import uuid
@@ -34,8 +37,10 @@ from fedkit.strategies.base import LocalTerm
 
 if TYPE_CHECKING:
     from fedkit.config import RunConfig
+    from fedkit.privacy.identity import Verifier
     from fedkit.privacy.summation import UpdateSum
     from fedkit.result import RoundEvent, RunResult
+    from fedkit.tracking.local import LocalStore
 
 Transport = Callable[[str, dict[str, Any], Sequence[str], int], dict[str, dict[str, Any]]]
 """``(task, payload, sites, min_replies) -> {site: reply payload}``: one broadcast, the replies that came in time."""
@@ -137,11 +142,15 @@ def hello(
     *,
     run: str,
     schema: str,
+    run_id: str | None = None,
+    resume: bool = False,
 ) -> tuple[list[Site], Federation]:
     """Ask every site to read its own file; returns the sites in federation order and a row-free outline.
 
     The outline has the feature names and the data provenance (each site's file name and sha256)
-    and no rows at all: the server holds none.
+    and no rows at all: the server holds none. Its ``options`` hold what the audit log records of
+    the sites: ``silo_sha256`` (each site's checksum of its own rows) and ``sites`` (each site's
+    fedkit and NVIDIA FLARE versions and certificate).
 
     Parameters
     ----------
@@ -157,6 +166,10 @@ def hello(
         The job's run id (named in every secure-aggregation message).
     schema
         The federation's schema fingerprint.
+    run_id
+        The fedkit run (the sites key their own state by it; default: ``run``).
+    resume
+        This job continues the run: the sites reload their state from their own files.
 
     Raises
     ------
@@ -164,7 +177,8 @@ def hello(
         When fewer than ``min_silos`` sites answer, a site's fedkit differs or a site reads another schema.
     """
     order = silo_order(sites)
-    replies = transport(wire.HELLO, {"config": config, "silos": order, "run": run}, sites, min_silos)
+    payload = {"config": config, "silos": order, "run": run, "run_id": run_id or run, "resume": resume}
+    replies = transport(wire.HELLO, payload, sites, min_silos)
     if len(replies) < min_silos:
         raise RemoteRunError(
             f"Only {len(replies)} of {len(sites)} sites ({', '.join(replies) or 'none'}) answered hello; "
@@ -184,7 +198,20 @@ def hello(
         {s.site: replies[s.site]["data"]["sha256"] for s in known},
         all(r["data"]["verified"] for r in replies.values()),
     )
-    outline = Federation(silos, tuple(first["features"]), config["split"], provenance, {"remote": True})
+    reported = {
+        s.site: {
+            "fedkit": replies[s.site]["fedkit_version"],
+            "nvflare": replies[s.site]["nvflare_version"],
+            "certificate": replies[s.site]["identity"],
+        }
+        for s in known
+    }
+    options = {
+        "remote": True,
+        "silo_sha256": {s.site: replies[s.site]["silo_sha256"] for s in known},
+        "sites": reported,
+    }
+    outline = Federation(silos, tuple(first["features"]), config["split"], provenance, options)
     return known, outline
 
 
@@ -211,6 +238,15 @@ class RemoteEngine:
         Sum updates, evaluation statistics and moments by secure aggregation.
     run
         The job's run id (named in every secure-aggregation message).
+    run_id
+        The fedkit run (in every fit task: the sites key their state by it and name it in their statements).
+    verifier
+        Checks the sites' signed statements under secure aggregation (the federation's root CA); None accepts
+        them unchecked (tests without identities).
+    credentials
+        Each site's credential (certificate, from its hello) to check its statements with.
+    bound
+        The run's ``max_update_norm``: the bound each site's statement must name.
     """
 
     def __init__(
@@ -223,6 +259,10 @@ class RemoteEngine:
         min_silos: int = 1,
         secure: bool = False,
         run: str = "",
+        run_id: str = "",
+        verifier: Verifier | None = None,
+        credentials: Mapping[str, bytes] | None = None,
+        bound: float | None = None,
     ) -> None:
         self.transport = transport
         self.sites = list(sites)
@@ -232,17 +272,28 @@ class RemoteEngine:
         self.min_silos = min_silos
         self.secure = secure
         self.run = run
+        self.run_id = run_id or run
+        self.verifier = verifier
+        self.credentials = dict(credentials or {})
+        self.bound = bound
         self.notes: list[str] = []
         self.on_note: Callable[[str], None] | None = None
         self._attendance = Attendance()
         self._round = 0
         self._sums = 0  # secure-aggregation rounds so far (each sum is one)
         self._pending: tuple[Any, dict[str, dict[str, Any]]] | None = None
+        self._trained: set[str] = set()  # silos that have trained in the run (their state is theirs to reload)
+        self._summed: set[str] = set()  # the silos whose masked input is in the last secure sum
 
     @property
     def silos(self) -> tuple[str, ...]:
         """Silo names in federation order."""
         return tuple(s.silo for s in self.sites)
+
+    @property
+    def missing(self) -> frozenset[str]:
+        """The silos that dropped out and have not answered since."""
+        return frozenset(self._attendance.missing)
 
     def initial_params(self) -> np.ndarray:
         """The seeded initial parameters (built on the server from the seed, as every site builds them)."""
@@ -291,7 +342,7 @@ class RemoteEngine:
         self._pending = (SecAggServer(config, self._sums), {})
         return {**payload, "secagg": {"config": config_to_wire(config), "round": self._sums}}
 
-    def _secure_sum(self, replies: dict[str, dict[str, Any]], what: str) -> np.ndarray:
+    def _secure_sum(self, replies: Mapping[str, dict[str, Any]], what: str) -> np.ndarray:
         """Steps 2-4 of the secure sum whose step 1 (the adverts) came with ``replies``; the decoded sum."""
         from fedkit.privacy.secagg import KeyAdvert, MaskedInput, ShareBundle, UnmaskShares
 
@@ -306,6 +357,7 @@ class RemoteEngine:
         deliveries = server.share_deliveries([ShareBundle.from_wire(b["bundle"]) for b in bundles.values()])
         payload = {"deliveries": {site: d.to_wire() for site, d in deliveries.items()}}
         masked = self._ask(wire.SECAGG_MASK, payload, list(deliveries), f"{what}, masking", need)
+        self._summed = {self._by_silo[name].silo for name in masked}  # the inputs in the sum: those masked
         request = server.unmask_request([MaskedInput.from_wire(m["masked"]) for m in masked.values()])
         shares = self._ask(
             wire.SECAGG_UNMASK, {"request": request.to_wire()}, list(request.survivors), f"{what}, unmasking", need
@@ -339,12 +391,14 @@ class RemoteEngine:
         term = term or LocalTerm()
         payload = {
             "round": server_round,
+            "run_id": self.run_id,
             "params": wire.pack(np.asarray(params, np.float32)),
             "prox_mu": float(term.prox_mu),
             "anchor": wire.pack(term.anchor),
             "control": wire.pack(term.control),
         }
         replies = self._ask(wire.FIT, self._with_secagg(payload, silos), silos, "training")
+        self._trained |= set(replies)
         if self._pending is not None:
             self._pending = (self._pending[0], replies)
         return [
@@ -356,30 +410,84 @@ class RemoteEngine:
                 int(r["steps"]),
                 self._silo_evaluation(name, r["local_metrics"]),
                 wire.unpack(r.get("control_delta")),
+                self._attestation(name, r, server_round) if self.secure else None,
             )
             for name, r in ((n, replies[n]) for n in silos if n in replies)
         ]
 
-    def state(self) -> dict[str, np.ndarray]:
-        """The server's part of the silos' state: who dropped out (the sites keep their own arrays).
+    def _attestation(self, name: str, reply: Mapping[str, Any], server_round: int) -> dict[str, Any]:
+        """The site's signed statement of its own check, verified; an unverifiable one becomes a rejection."""
+        from fedkit.errors import SecAggAuthenticationError
+        from fedkit.privacy.audit import canonical
 
-        Checkpointing a remote run also needs each site to keep its control variate and personal
-        parameters per round, and :meth:`restore` to ask them to reload it (see the remote follow-up).
+        said, signature = reply.get("statement"), reply.get("signature")
+        expected = {"run_id": self.run_id, "round": server_round, "silo": name, "bound": self.bound}
+        problem = None
+        if not isinstance(said, dict) or not isinstance(signature, str):
+            problem = "it sent none"
+        elif any(said.get(k) != v for k, v in expected.items()):
+            wrong = ", ".join(f"{k} {said.get(k)!r} (expected {v!r})" for k, v in expected.items() if said.get(k) != v)
+            problem = f"it names {wrong}"
+        elif self.verifier is not None:
+            try:
+                credential = base64.b64decode(self.credentials.get(name) or b"")
+                self.verifier.verify(name, credential, canonical(said), base64.b64decode(signature))
+            except (SecAggAuthenticationError, ValueError) as exc:
+                problem = f"its signature does not verify ({exc})"
+        if problem is None:
+            return {"statement": said, "signature": signature}
+        reason = f"its signed statement of its own check is not valid: {problem}"
+        return {"statement": {**expected, "accepted": False, "kind": "statement", "reason": reason}, "signature": None}
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The server's part of the silos' state: the round, who dropped out, who has trained.
+
+        The sites keep their own arrays (SCAFFOLD's control variate, FedPer's personal parameters) per
+        round in their own files (:mod:`fedkit.remote.sitestate`); :meth:`restore` asks them to reload
+        those of the checkpoint's round.
         """
-        return {"missing": np.array(sorted(self._attendance.missing), dtype=np.str_)}
+        return {
+            "round": np.array(self._round),
+            "missing": np.array(sorted(self._attendance.missing), dtype=np.str_),
+            "trained": np.array(sorted(self._trained), dtype=np.str_),
+        }
 
     def restore(self, state: Mapping[str, np.ndarray]) -> None:
-        """Take back who had dropped out (the sites' own state is theirs to reload)."""
+        """Take back who had dropped out and ask every site to reload its own state after the checkpoint's round.
+
+        A site that has trained in the run and finds no state of it fails the restore, naming itself and
+        the round; a site that does not answer is noted as a dropout and reloads before its next task.
+
+        Parameters
+        ----------
+        state
+            What :meth:`state` returned at the checkpoint.
+        """
         self._attendance = Attendance({str(s) for s in state.get("missing", ())})
+        self._trained = {str(s) for s in state.get("trained", ())}
+        if "round" in state:
+            self._round = int(state["round"])
+            payload = {"run_id": self.run_id, "round": self._round, "trained": sorted(self._trained)}
+            self._ask(wire.RESTORE, payload, self.silos, "restore")
 
     def sum_updates(self, replies: Sequence[FitReply], params: np.ndarray) -> UpdateSum:
-        """The secure sum of the updates of this round's training (its adverts came with the fit replies)."""
+        """The secure sum of the accepted updates of this round's training (their adverts came with the fit replies).
+
+        Parameters
+        ----------
+        replies
+            The replies whose update the round aggregates (validation accepted them).
+        params
+            The global parameters the round started from.
+        """
         from fedkit.privacy.summation import read_update_sum
 
         if self._pending is None:
             raise RemoteRunError("sum_updates needs a fit under secure aggregation first; this is a bug in fedkit.")
-        fitted = self._pending[1]
-        return read_update_sum(self._secure_sum(fitted, "training"), len(params), len(fitted))
+        accepted = {r.silo for r in replies}
+        advertised = {name: r for name, r in self._pending[1].items() if name in accepted and "advert" in r}
+        total = self._secure_sum(advertised, "training")
+        return read_update_sum(total, len(params), [s for s in self.silos if s in self._summed])
 
     def _silo_evaluation(self, name: str, metrics: dict[str, Any]) -> SiloEvaluation:
         site = self._by_silo[name]
@@ -412,12 +520,17 @@ class RemoteEngine:
 class RelayTracker:
     """A tracker that keeps each call as a JSON-ready event for the notebook to fetch (and replay into its trackers).
 
-    The summary it relays at the end holds the engine's dropout notes: the round loop collects them.
+    It takes rounds whole (a :class:`~fedkit.tracking.base.RoundStore`): each round's audit record
+    travels with the round's event and the run's other audit records (start, resume, end) as
+    ``audit`` events, so the submitting machine keeps a verified copy of the server's audit log;
+    checkpoints stay on the server. The summary it relays at the end holds the engine's dropout
+    notes: the round loop collects them.
     """
 
     def __init__(self) -> None:
         self._events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._round_audit: list[dict[str, Any]] = []
 
     def add(self, event: dict[str, Any]) -> None:
         """Append one event.
@@ -448,6 +561,23 @@ class RelayTracker:
     def log_round(self, run_id: str, server_round: int, rows: list[dict[str, Any]]) -> None:
         """Nothing: rounds are relayed by :meth:`on_round`, which also carries the round's parameters."""
 
+    def save_round(
+        self,
+        run_id: str,
+        server_round: int,
+        rows: list[dict[str, Any]],
+        *,
+        checkpoint: bytes | None = None,
+        audit: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Keep the round's audit records for :meth:`on_round` to relay with it (the checkpoint stays here)."""
+        self._round_audit = [dict(r) for r in audit]
+
+    def append_audit(self, run_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        """Relay audit records written outside a round (start, resume, end)."""
+        if records:
+            self.add({"kind": "audit", "run_id": run_id, "records": [dict(r) for r in records]})
+
     def on_round(self, event: RoundEvent) -> None:
         """Round-loop callback: relay one round's metric rows and global parameters.
 
@@ -456,6 +586,7 @@ class RelayTracker:
         event
             The round's event.
         """
+        audit, self._round_audit = self._round_audit, []
         self.add(
             {
                 "kind": "round",
@@ -463,6 +594,7 @@ class RelayTracker:
                 "round": event.round,
                 "rows": event.rows,
                 "params": event.params,
+                "audit": audit,
                 "time": time.time(),
             }
         )
@@ -493,12 +625,21 @@ def serve(
     should_stop: Callable[[], bool] | None = None,
     schema: str | None = None,
     run: str | None = None,
-) -> tuple[RunResult, RemoteEngine]:
+    store: LocalStore | None = None,
+    run_id: str | None = None,
+    resume: str | None = None,
+    started_by: str | None = None,
+    verifier: Verifier | None = None,
+) -> tuple[RunResult | None, RemoteEngine | None]:
     """The server's whole run: hello, standardization, a :class:`RemoteEngine` over the sites, fedkit's round loop.
 
     Every tracker call goes to ``relay``, after an ``outline`` event that says how many test rows each silo
     has, which AUCs are undefined and which model is scored; each dropout or rejoin is relayed as a ``note``
-    event as it happens.
+    event as it happens. ``store`` (the server's run store, in its persistent workspace) keeps every
+    round's checkpoint and the audit log, so a run whose server job died resumes (``resume``) from it
+    in a new job; a resumed run first relays a ``history`` event (the server's audit log and rows so
+    far) for the submitting machine to check its copy against. A run the server store has as
+    finished is relayed whole and not run again (the result is returned as None).
 
     Parameters
     ----------
@@ -520,6 +661,16 @@ def serve(
         The federation's schema fingerprint (default: the UCI Heart Disease schema's).
     run
         Names the job in every secure-aggregation message (default: a fresh random id).
+    store
+        The server's own run store (checkpoints and the audit log); None keeps neither (tests).
+    run_id
+        The id of a new run (default: a fresh one).
+    resume
+        The id of a run in ``store`` to continue from its last checkpoint.
+    started_by
+        Who started (or resumes) the run, for the audit log: the FLARE job's submitter.
+    verifier
+        Checks the sites' signed statements (the federation's root CA); None accepts them unchecked.
     """
     from fedkit import architectures, runner
     from fedkit.config import personalization
@@ -527,8 +678,15 @@ def serve(
     from fedkit.result import n_test_by_silo, undefined_auc_notes
 
     run = run or uuid.uuid4().hex
+    if resume is not None and store is None:
+        raise RemoteRunError(f"Run {resume} cannot be resumed: this server keeps no run store.")
+    if resume is not None and _relay_history(store, resume, relay):  # type: ignore[arg-type]  # checked above
+        return None, None  # it had finished: the history holds its end
+    run_id = resume or run_id or runner.new_run_id()
     fingerprint = schema or UCI_HEART_DISEASE.fingerprint()
-    known, outline = hello(transport, config.to_dict(), sites, min_silos, run=run, schema=fingerprint)
+    known, outline = hello(
+        transport, config.to_dict(), sites, min_silos, run=run, schema=fingerprint, run_id=run_id, resume=bool(resume)
+    )
     shape = {"model": config.model, "n_features": len(outline.features), "hidden": config.hidden}
     init = architectures.initial_params(**shape, seed=config.seed)
     head = partial(architectures.personal_mask, **shape)
@@ -541,21 +699,67 @@ def serve(
         min_silos=min_silos,
         secure=bool(config.secure_aggregation),
         run=run,
+        run_id=run_id,
+        verifier=verifier,
+        credentials={s: v["certificate"] for s, v in outline.options["sites"].items() if v["certificate"]},
+        bound=config.max_update_norm,
     )
     if config.standardize == "federated":
         engine.scale(engine.moments())
     counts = {s.silo: (s.n_test, s.positives) for s in known}
     notes = undefined_auc_notes([], counts)
     relay.add({"kind": "outline", "n_test": n_test_by_silo(counts), "notes": notes, "scored": config.scored})
-    engine.on_note = lambda text: relay.add({"kind": "note", "text": text})
+    engine.on_note = lambda text: relay.add({"kind": "note", "text": text, "missing": sorted(engine.missing)})
     result = runner.run(
         config,
         outline,
         engine,
-        trackers=[relay],
+        trackers=[relay] if store is None else [store, relay],  # resumed from the first: the server's store
         callbacks=[relay.on_round, *callbacks],
         should_stop=should_stop,
         progress=False,
         test_counts=counts,
+        run_id=None if resume else run_id,
+        resume=resume,
+        started_by=started_by,
     )
     return result, engine
+
+
+def _relay_history(store: LocalStore, run_id: str, relay: RelayTracker) -> bool:
+    """Relay what the server's store holds of run ``run_id`` (audit log, rows); True when the run had finished.
+
+    The submitting machine checks its copy of the audit log against it record by record and fills in
+    the rounds it missed (e.g. when it restarted while the server went on).
+    """
+    from fedkit.errors import ResumeError
+
+    stored = store.get(run_id)
+    if stored["status"] == "running":
+        raise ResumeError(
+            f"Run {run_id} is still running on the server (another FLARE job holds it); follow that job, or abort it "
+            "(FLARE API: session.abort_job) and resume again."
+        )
+    relay.add(
+        {
+            "kind": "history",
+            "run_id": run_id,
+            "status": stored["status"],
+            "data": stored["data"],
+            "audit": store.audit_log(run_id),
+            "rows": store.history(run_id),
+        }
+    )
+    if stored["status"] != "finished":
+        return False
+    relay.add(
+        {
+            "kind": "end",
+            "run_id": run_id,
+            "status": "finished",
+            "summary": stored["summary"],
+            "params": stored["params"],
+            "error": None,
+        }
+    )
+    return True

@@ -11,11 +11,18 @@ Only aggregates leave it (:data:`fedkit.remote.wire.SENT_BY_SITE` lists every fi
 and test sizes, its exact per-silo metrics, and, for each model evaluated, its evaluation statistics
 (:mod:`fedkit.evalstats`); its update and statistics go masked under secure aggregation, where the
 site takes part in each protocol run through :class:`~fedkit.privacy.secagg.SecAggClient` and
-refuses a configuration, a repeated input or a replayed round that would weaken it.
+refuses a configuration, a repeated input or a replayed round that would weaken it. Under secure
+aggregation it checks its own update before masking it (:mod:`fedkit.privacy.validation`), leaves
+the sum of a round whose update it rejects, and answers with a signed statement of its verdict.
+
+With a state folder (its workspace's ``fedkit`` folder under FLARE) the site keeps its silo's state
+after each round it trains (:mod:`fedkit.remote.sitestate`) and reloads it when the server resumes
+the run (task ``fedkit_restore``), or before its first task of a resumed run.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from collections.abc import Mapping
@@ -171,6 +178,8 @@ class SiloWorker:
         How the site reads its own data (default: the UCI file of a UCI site).
     identity
         The site's signer and its peers' verifier for secure aggregation, else None.
+    state_dir
+        The folder of the site's own state file (:mod:`fedkit.remote.sitestate`); None keeps no state across jobs.
     """
 
     def __init__(
@@ -178,10 +187,14 @@ class SiloWorker:
         site: str,
         options: SiteOptions | None = None,
         identity: tuple[Signer, Verifier] | None = None,
+        state_dir: str | Path | None = None,
     ) -> None:
+        from fedkit.remote.sitestate import FILE, SiteState
+
         self.site = site
         self.options = options or SiteOptions()
         self.identity = identity
+        self.state = None if state_dir is None else SiteState(Path(state_dir) / FILE)
         self.engine: Any = None
         self._part: Any = None
         self._config: Any = None
@@ -189,6 +202,9 @@ class SiloWorker:
         self._features: tuple[str, ...] = ()
         self._federation: tuple[str, ...] = ()
         self._run = ""
+        self._run_id = ""  # the fedkit run (kept across the FLARE jobs of a resumed run); _run is this job's
+        self._resumed = False  # this job continues a run: the site's state comes from its own file
+        self._restored = False
         self._secagg: tuple[SecAggClient, np.ndarray] | None = None
         self._last_round = -1
         self._given: set[tuple[str, str]] = set()  # inputs already summed (never twice: open question 1)
@@ -206,6 +222,8 @@ class SiloWorker:
         from fedkit.config import RunConfig
         from fedkit.data import preprocess, uci
         from fedkit.data.silos import check_data_options, holdout_state, split_part
+        from fedkit.privacy.audit import silo_checksums
+        from fedkit.runner import versions
 
         config = RunConfig.from_dict(payload["config"])
         order = tuple(payload["silos"])
@@ -216,6 +234,7 @@ class SiloWorker:
         index = order.index(self.site)
         self._part = split_part(self.site, data.x, data.y, holdout_state(config.split, config.seed, index))
         self._config, self._federation, self._run, self._index = config, order, str(payload["run"]), index
+        self._run_id, self._resumed = str(payload.get("run_id") or payload["run"]), bool(payload.get("resume"))
         self._features = data.features
         if config.standardize != "federated":
             self._build(preprocess.moments(self._part.x_train))
@@ -233,6 +252,9 @@ class SiloWorker:
                 "verified": uci.pinned(Path(path).name, data.sha256),
             },
             "fedkit_version": __version__,  # the server refuses a site whose version differs from its own
+            "nvflare_version": versions()["nvflare"],
+            "silo_sha256": silo_checksums([self._part])[self.site],
+            "identity": None if self.identity is None else base64.b64encode(self.identity[0].credential).decode(),
         }
 
     def _build(self, scaling: Any) -> None:
@@ -279,13 +301,57 @@ class SiloWorker:
 
     # --- training and evaluation ------------------------------------------------------------------------
 
-    def _engine(self) -> Any:
+    def _engine(self, before_round: int | None = None) -> Any:
+        """The site's engine; in a resumed run, with its state reloaded first (after round ``before_round - 1``)."""
         if self.engine is None:
             raise ConfigError(
                 f"Site {self.site!r} got a task before the run's hello (and its standardization); the server must "
                 "say hello first."
             )
+        if self._resumed and not self._restored and before_round is not None:
+            self._reload(before_round - 1, expect=False)
         return self.engine
+
+    def _reload(self, after_round: int, *, expect: bool) -> int | None:
+        """Load the silo's state after ``after_round`` from the site's own file; the round it was stored at."""
+        saved = None if self.state is None else self.state.load(self._run_id, after_round)
+        self._restored = True
+        if saved is None:
+            if expect:
+                raise ConfigError(
+                    f"Site {self.site!r} cannot resume run {self._run_id} after round {after_round}: it trained in "
+                    "that run but holds no state of it "
+                    + (
+                        "(it keeps none: no state folder)."
+                        if self.state is None
+                        else f"in {self.state.path}. Restore that file, or start a new run."
+                    )
+                )
+            return None
+        self.engine.restore(saved[1])
+        return saved[0]
+
+    def restore(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Reload this site's state after the round the server resumes from (``fedkit_restore``).
+
+        Parameters
+        ----------
+        payload
+            ``{"run_id", "round", "trained"}``: the run, the round of the server's checkpoint, the sites that have
+            trained in the run so far (each must find its state).
+        """
+        if payload["run_id"] != self._run_id:
+            raise ConfigError(
+                f"Site {self.site!r} was asked to restore run {payload['run_id']} but joined run {self._run_id}."
+            )
+        keeps = self._config.strategy == "scaffold" or self._engine().personal is not None  # else nothing to reload
+        found = self._reload(int(payload["round"]), expect=keeps and self.site in payload.get("trained", ()))
+        return {"restored": found}
+
+    def _keep_state(self, server_round: int) -> None:
+        """Store the silo's state after a round it trained (kept across FLARE jobs, for a resumed run)."""
+        if self.state is not None:
+            self.state.save(self._run_id, server_round, self.engine.state())
 
     def fit(self, payload: dict[str, Any]) -> dict[str, Any]:
         """One local update from the global parameters, with the strategy's local term.
@@ -296,18 +362,35 @@ class SiloWorker:
             The task's payload from the server.
         """
         from fedkit.privacy.summation import update_vector
+        from fedkit.privacy.validation import statement, validate_updates
 
         term = LocalTerm(
             prox_mu=payload["prox_mu"], anchor=wire.unpack(payload["anchor"]), control=wire.unpack(payload["control"])
         )
         params = wire.unpack(payload["params"])
-        reply = self._engine().fit(params, payload["round"], [self.site], term)[0]
+        server_round = int(payload["round"])
+        reply = self._engine(server_round).fit(params, server_round, [self.site], term)[0]
+        self._keep_state(server_round)
         out = {"train_loss": reply.train_loss, "steps": reply.steps, "local_metrics": reply.local_test.metrics}
-        if "secagg" in payload:
-            self._once("fit", str(payload["round"]))
-            vector = update_vector(reply.params - params, reply.n_train, reply.control_delta)
-            return self._contribute(payload, vector, out)
-        return {**out, "params": wire.pack(reply.params), "control_delta": wire.pack(reply.control_delta)}
+        if "secagg" not in payload:
+            return {**out, "params": wire.pack(reply.params), "control_delta": wire.pack(reply.control_delta)}
+        self._once("fit", str(server_round))
+        bound = self._config.max_update_norm
+        (verdict,) = validate_updates([self.site], [reply.params], [reply.train_loss], params, max_update_norm=bound)
+        out |= self._signed(statement(self._run_id, server_round, self.site, bound, verdict))
+        if not verdict.accepted:  # not masked into the sum: the site leaves this round's sum (a protocol dropout)
+            return out
+        return self._contribute(payload, update_vector(reply.params - params, reply.n_train, reply.control_delta), out)
+
+    def _signed(self, said: dict[str, Any]) -> dict[str, Any]:
+        """``said`` with the site's signature over its canonical JSON (:func:`fedkit.privacy.audit.canonical`)."""
+        from fedkit.privacy.audit import canonical
+
+        if self.identity is None:
+            raise ConfigError(
+                f"Site {self.site!r} has no identity for secure aggregation (its startup kit's certificate)."
+            )
+        return {"statement": said, "signature": base64.b64encode(self.identity[0].sign(canonical(said))).decode()}
 
     def _evaluation(self, payload: dict[str, Any], kind: str, evaluation: Evaluation) -> dict[str, Any]:
         out = {"metrics": evaluation.silos[0].metrics}
@@ -334,7 +417,7 @@ class SiloWorker:
         payload
             The task's payload from the server.
         """
-        engine = self._engine()
+        engine = self._engine(int(payload["round"]) + 1)  # evaluates the model of that round
         if payload.get("finetune_steps") is not None:
             engine.finetune_steps = payload["finetune_steps"]  # derived on the server from every silo's size
         evaluation = engine.evaluate_personal(wire.unpack(payload["params"]), payload["round"])
@@ -440,6 +523,7 @@ class SiloWorker:
             wire.SECAGG_SHARE: self.secagg_share,
             wire.SECAGG_MASK: self.secagg_mask,
             wire.SECAGG_UNMASK: self.secagg_unmask,
+            wire.RESTORE: self.restore,
         }
         if task not in handlers:
             raise ConfigError(f"Site {self.site!r} got unknown task {task!r}; known tasks: {', '.join(handlers)}.")

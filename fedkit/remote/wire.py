@@ -17,6 +17,7 @@ EVALUATE_PERSONAL = "fedkit_evaluate_personal"
 SECAGG_SHARE = "fedkit_secagg_share"
 SECAGG_MASK = "fedkit_secagg_mask"
 SECAGG_UNMASK = "fedkit_secagg_unmask"
+RESTORE = "fedkit_restore"
 TASKS: tuple[str, ...] = (
     HELLO,
     MOMENTS,
@@ -27,6 +28,7 @@ TASKS: tuple[str, ...] = (
     SECAGG_SHARE,
     SECAGG_MASK,
     SECAGG_UNMASK,
+    RESTORE,
 )
 EVENTS_TOPIC = "fedkit.events"
 """App command the controller registers; the notebook polls it for the run's tracker calls."""
@@ -140,6 +142,14 @@ SENT_BY_SITE: dict[str, dict[str, Field]] = {
         "schema": Field("sha256 hex", "the schema fingerprint; the server refuses a site with another"),
         "data": Field("file name, sha256, verified", "provenance of the rows the site read (no path, no rows)"),
         "fedkit_version": Field("string", "every site must run the server's fedkit"),
+        "nvflare_version": Field("string", "the site's NVIDIA FLARE, for the audit log"),
+        "silo_sha256": Field(
+            "sha256 hex", "checksum of the site's own train/test rows: the audit log's, checked again on resume"
+        ),
+        "identity": Field(
+            "certificate (public) or none",
+            "the site's certificate, in the audit log: anyone can check its signed statements later",
+        ),
     },
     MOMENTS: {
         "moments": Field(
@@ -154,6 +164,11 @@ SENT_BY_SITE: dict[str, dict[str, Field]] = {
         "local_metrics": Field("{loss, auc, accuracy}: 3 floats", "the local model's exact metrics on its test rows"),
         "params": Field("P float32", "the local model (personal coordinates replaced); without secure aggregation"),
         "control_delta": Field("P float32 or none", "SCAFFOLD's control-variate change; without secure aggregation"),
+        "statement": Field(
+            "{run_id, round, silo, bound, accepted, kind, reason}",
+            "under secure aggregation: the site's verdict on its own update (shape, finiteness, norm bound), no norm",
+        ),
+        "signature": Field("signature (~256 bytes)", "the statement signed with the site's certificate key"),
         **_SECAGG_START,
     },
     EVALUATE: {**_EVALUATION, **_SECAGG_START},
@@ -175,6 +190,9 @@ SENT_BY_SITE: dict[str, dict[str, Field]] = {
             "one 65-byte share per surviving or dropped neighbour",
             "step 4: the shares the server needs to remove the masks, never both secrets of one site",
         )
+    },
+    RESTORE: {
+        "restored": Field("int or none", "the round whose state the site reloaded from its own file (resume)"),
     },
 }
 """Every field of every reply a site sends, by task: the documented list (docs "What leaves a hospital")."""

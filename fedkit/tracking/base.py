@@ -72,11 +72,13 @@ class Tracker(Protocol):
 
 
 @runtime_checkable
-class RunStore(Protocol):
-    """A tracker that also keeps what resuming and auditing a run need (the local store is one).
+class RoundStore(Protocol):
+    """A tracker that takes each round with its checkpoint and the run's audit records (instead of ``log_round``).
 
     The round loop gives it each round's metric rows, checkpoint and audit records together
-    (:meth:`save_round`, one transaction), instead of calling ``log_round``.
+    (:meth:`save_round`, one transaction). The local store is one (:class:`RunStore`); the remote
+    server's relay is another, which passes the audit records on to the submitting machine and
+    keeps no checkpoint.
     """
 
     def save_round(
@@ -116,6 +118,11 @@ class RunStore(Protocol):
             The records, in chain order.
         """
         ...
+
+
+@runtime_checkable
+class RunStore(RoundStore, Protocol):
+    """A :class:`RoundStore` that also keeps what resuming and auditing a run need (the local store is one)."""
 
     def resume_run(self, run_id: str) -> int:
         """Mark the run running again in this process; returns the round of its last checkpoint.

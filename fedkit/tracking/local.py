@@ -159,6 +159,16 @@ def _insert_audit(con: sqlite3.Connection, run_id: str, records: Sequence[Mappin
     )
 
 
+def _reopen(con: sqlite3.Connection, run_id: str) -> None:
+    """Mark ``run_id`` running in this process again; its end event for remote trackers is owed anew."""
+    con.execute("DELETE FROM outbox WHERE run_id = ? AND kind = 'end'", (run_id,))
+    con.execute(
+        "UPDATE runs SET status = 'running', finished_at = NULL, summary = NULL, params = NULL, error = NULL,"
+        " pid = ?, host = ? WHERE run_id = ?",
+        (os.getpid(), socket.gethostname(), run_id),
+    )
+
+
 def _alive(pid: int | None, host: str | None) -> bool:
     if pid is None or host != socket.gethostname():
         return True  # cannot tell from here
@@ -269,13 +279,22 @@ class LocalStore:
                     "killed before its first round was stored); start it again with `fedkit run`."
                 )
             con.execute("DELETE FROM metrics WHERE run_id = ? AND round > ?", (full_id, found[0]))
-            con.execute("DELETE FROM outbox WHERE run_id = ? AND kind = 'end'", (full_id,))
-            con.execute(
-                "UPDATE runs SET status = 'running', finished_at = NULL, summary = NULL, params = NULL, error = NULL,"
-                " pid = ?, host = ? WHERE run_id = ?",
-                (os.getpid(), socket.gethostname(), full_id),
-            )
+            _reopen(con, full_id)
         return int(found[0])
+
+    def reopen_run(self, run_id: str) -> None:
+        """Mark a recorded run ``running`` again in this process, keeping its rows (a remote run's copy here).
+
+        The submitting machine of a resumed remote run keeps no checkpoint (the server does): its copy
+        of the run is reopened as it is, and the run's end event for remote trackers dropped.
+
+        Parameters
+        ----------
+        run_id
+            The run (a unique prefix is enough).
+        """
+        with self._connect() as con:
+            _reopen(con, self._row(con, run_id)["run_id"])
 
     def checkpoint(self, run_id: str) -> bytes | None:
         """The run's last checkpoint (see :mod:`fedkit.tracking.checkpoint`), or None when it has none."""
