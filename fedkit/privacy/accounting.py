@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from importlib import metadata
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
 from fedkit._validation import Interval, Options, validate_params
 from fedkit.errors import ConfigError
+from fedkit.result import accountant_label
 
 if TYPE_CHECKING:
     import dp_accounting
@@ -89,7 +89,7 @@ def accountant_name(accountant: Accountant = "rdp") -> str:
     accountant
         ``"rdp"`` (Rényi DP) or ``"pld"`` (privacy loss distributions), as dp-accounting computes them.
     """
-    return f"dp-accounting {metadata.version('dp-accounting')} {accountant}"
+    return accountant_label(accountant)
 
 
 def _fresh(accountant: Accountant) -> dp_accounting.PrivacyAccountant:
@@ -271,6 +271,52 @@ def noise_multiplier_for(
         return noise_multiplier_for(target_epsilon, delta, q, t, accountant="rdp", tol=tol)
 
     return max(solve(q, t) for q, t in sorted(set(pairs)))
+
+
+def epsilon_of_rounds(
+    noise_multipliers: Sequence[float],
+    delta: float,
+    *,
+    sampling_rate: float = 1.0,
+    steps: int = 1,
+    accountant: Accountant = "rdp",
+) -> float:
+    """ε at ``delta`` of rounds with their own noise multipliers, each ``steps`` sampled Gaussian compositions.
+
+    Round i is ``steps`` compositions of the Gaussian mechanism with noise multiplier
+    ``noise_multipliers[i]``, Poisson-sampled at ``sampling_rate``; equal multipliers are grouped into
+    one self-composed event, so rounds that all have ``z`` give exactly :func:`epsilon` of ``z``. 0
+    for no rounds; ``inf`` when a multiplier is 0.
+
+    Parameters
+    ----------
+    noise_multipliers
+        Each round's noise multiplier (e.g. a distributed round in which only m of t noise shares reached the
+        sum has ``z * sqrt(m / t)``).
+    delta
+        The δ of (ε, δ)-DP.
+    sampling_rate
+        The Poisson sampling rate q of every composition.
+    steps
+        Compositions per round.
+    accountant
+        ``"rdp"`` (Rényi DP) or ``"pld"`` (privacy loss distributions), as dp-accounting computes them.
+    """
+    import dp_accounting
+
+    _check("epsilon_of_rounds", delta=delta, sampling_rate=sampling_rate, steps=steps, accountant=accountant)
+    for z in noise_multipliers:
+        _check("epsilon_of_rounds", noise_multiplier=z)
+    counts: dict[float, int] = {}
+    for z in noise_multipliers:
+        counts[float(z)] = counts.get(float(z), 0) + steps
+    if not counts or steps == 0:
+        return 0.0
+    if 0.0 in counts:
+        return math.inf
+    events = [sampled_gaussian_event(z, sampling_rate, count) for z, count in sorted(counts.items())]
+    event = events[0] if len(events) == 1 else dp_accounting.ComposedDpEvent(events)
+    return float(_fresh(accountant).compose(event).get_epsilon(delta))
 
 
 def client_level_epsilon(
