@@ -23,8 +23,10 @@ Two accountants: ``"rdp"`` (Rényi DP, dp-accounting's default orders; the stand
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
@@ -92,6 +94,22 @@ def accountant_name(accountant: Accountant = "rdp") -> str:
     return accountant_label(accountant)
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Hold back dp-accounting's absl warnings that an RDP order failed to converge and was left out.
+
+    Leaving an order out keeps the bound valid (slightly looser); at small z the solver's first guesses
+    produce screens of these warnings, which tell a user nothing to do.
+    """
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _fresh(accountant: Accountant) -> dp_accounting.PrivacyAccountant:
     """A new, empty accountant of the given kind (add-or-remove-one relation)."""
     import dp_accounting
@@ -128,7 +146,8 @@ def _epsilon(noise_multiplier: float, delta: float, sampling_rate: float, steps:
     if noise_multiplier == 0:
         return math.inf
     event = sampled_gaussian_event(noise_multiplier, sampling_rate, steps)
-    return float(_fresh(accountant).compose(event).get_epsilon(delta))
+    with _quiet():
+        return float(_fresh(accountant).compose(event).get_epsilon(delta))
 
 
 def _check(caller: str, **params: object) -> None:
@@ -257,14 +276,15 @@ def noise_multiplier_for(
                 if _epsilon(low, delta, q, t, "pld") <= target_epsilon:
                     return low
                 bracket = dp_accounting.ExplicitBracketInterval(low, high)
-        z = dp_accounting.calibrate_dp_mechanism(
-            lambda: _fresh(accountant),
-            lambda z: sampled_gaussian_event(z, q, t),
-            target_epsilon,
-            delta,
-            bracket,
-            tol=tol,
-        )
+        with _quiet():
+            z = dp_accounting.calibrate_dp_mechanism(
+                lambda: _fresh(accountant),
+                lambda z: sampled_gaussian_event(z, q, t),
+                target_epsilon,
+                delta,
+                bracket,
+                tol=tol,
+            )
         return float(z)
 
     def solve_rdp(q: float, t: int) -> float:
@@ -316,7 +336,8 @@ def epsilon_of_rounds(
         return math.inf
     events = [sampled_gaussian_event(z, sampling_rate, count) for z, count in sorted(counts.items())]
     event = events[0] if len(events) == 1 else dp_accounting.ComposedDpEvent(events)
-    return float(_fresh(accountant).compose(event).get_epsilon(delta))
+    with _quiet():
+        return float(_fresh(accountant).compose(event).get_epsilon(delta))
 
 
 def client_level_epsilon(

@@ -557,5 +557,6 @@ def serve(
         should_stop=should_stop,
         progress=False,
         test_counts=counts,
+        train_sizes={s.silo: s.n_train for s in known},
     )
     return result, engine

@@ -241,7 +241,7 @@ class SiloWorker:
 
         silo = finish_silo(self._part, scaling, self._config.standardize)
         own = Federation((silo,), self._features, self._config.split, Provenance("", {}, False))
-        self.engine = make_engine(own, self._config, stream_ids=[self._index])
+        self.engine = make_engine(own, self._config, stream_ids=[self._index], federation_size=len(self._federation))
 
     def moments(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Federated standardization: this site's train counts, sums and sums of squares (masked under secagg).
@@ -295,8 +295,6 @@ class SiloWorker:
         payload
             The task's payload from the server.
         """
-        from fedkit.privacy.summation import update_vector
-
         term = LocalTerm(
             prox_mu=payload["prox_mu"], anchor=wire.unpack(payload["anchor"]), control=wire.unpack(payload["control"])
         )
@@ -305,7 +303,7 @@ class SiloWorker:
         out = {"train_loss": reply.train_loss, "steps": reply.steps, "local_metrics": reply.local_test.metrics}
         if "secagg" in payload:
             self._once("fit", str(payload["round"]))
-            vector = update_vector(reply.params - params, reply.n_train, reply.control_delta)
+            vector = self._engine().update_vector(reply, params, payload["round"])  # clipped (+ noise) under DP
             return self._contribute(payload, vector, out)
         return {**out, "params": wire.pack(reply.params), "control_delta": wire.pack(reply.control_delta)}
 
