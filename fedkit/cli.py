@@ -147,6 +147,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     avg = f"avg_accuracy (unweighted mean over silos, FLamby's Avg{len(final['silos'])}): {_fmt(final['avg_accuracy'])}"
     title = "Global model" if final.get("model", "global") == "global" else "Each silo's own (personalized) model"
     lines = [head, "", f"{title} on each silo's test set:", body, "", avg]
+    privacy = final.get("privacy")
+    if privacy:
+        lines.append(
+            f"privacy ({privacy['mechanism']} DP): epsilon {_fmt(privacy['epsilon'])} at delta {privacy['delta']:g} "
+            f"(noise multiplier {_fmt(privacy['noise_multiplier'])}, clip {privacy['clip']:g}; "
+            f"{privacy['accountant']})"
+        )
     lines += [f"note: {n}" for n in summary.get("notes", [])]
     return "\n".join(lines)
 

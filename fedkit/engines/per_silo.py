@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -149,7 +150,9 @@ def _train_private(
             index = torch.as_tensor(rows[rows >= 0])
             dp_optimizer.zero_grad(set_to_none=True)
             loss = nn.functional.binary_cross_entropy_with_logits(gsm(xt[index]), yt[index], reduction="sum")
-            loss.backward()
+            with warnings.catch_warnings():  # Opacus's hooks fire on outputs: the rows need no gradient
+                warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
+                loss.backward()
             total += loss.item() / max(len(index), 1)
             dp_optimizer.pre_step()  # clip, sum, noise, divide: p.grad is the private gradient
             if anchor_t is not None:
