@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from itertools import pairwise
 from dataclasses import replace
+from itertools import pairwise
 
 import dp_accounting
 import numpy as np
