@@ -17,7 +17,8 @@ from fedkit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ["01_explore_silos", "02_fedavg_widgets", "03_compare_runs", "04_headless_report", "06_sweep"]
+NAMES = ["01_explore_silos", "02_fedavg_widgets", "03_compare_runs", "04_headless_report", "05_privacy_attacks"]
+NAMES += ["06_sweep"]
 
 
 def _outputs(path: Path) -> str:
@@ -118,3 +119,28 @@ def test_a_failing_cell_fails_the_report_with_the_cells_error(data_dir, tmp_path
     err = capsys.readouterr().err
     assert "failed in cell" in err and "ConfigError" in err and "'lr' parameter of RunConfig" in err
     assert not list(tmp_path.glob("*.html"))
+
+
+def test_privacy_attacks_notebook_attacks_an_overfit_model_and_dp_brings_the_attack_to_chance(
+    data_dir, tmp_path
+) -> None:
+    """The attack AUC the notebook computes: above 0.5 on the non-private overfit model, toward 0.5 at ε = 0.5."""
+    parameters = {"modes": ["dpsgd"], "epsilons": [0.5], "n_shadows": 2}
+    report = reports.render(NOTEBOOKS / "05_privacy_attacks.ipynb", parameters, output_dir=tmp_path, html=False)
+    cells = json.loads(report.notebook.read_text())["cells"]
+    texts = ["".join(o.get("text", "")) for c in cells for o in c.get("outputs", []) if o.get("name") == "stdout"]
+    (line,) = [t for text in texts for t in text.splitlines() if t.startswith("ATTACK_SUMMARY ")]
+    summary = json.loads(line.removeprefix("ATTACK_SUMMARY "))
+    assert "image/png" in _outputs(report.notebook)
+
+    def auc(dp: str, target: str, attack: str = "loss_threshold_attack") -> dict:
+        (row,) = [r for r in summary if r["dp"] == dp and r["target"] == target and r["attack"] == attack]
+        return row
+
+    plain = auc("none", "global model")
+    assert plain["low"] > 0.5 and plain["auc"] > 0.56  # clearly above a coin: its interval excludes 0.5
+    for attack in ("loss_threshold_attack", "shadow_model_attack"):
+        private = auc("dpsgd", "global model", attack)
+        assert abs(private["auc"] - 0.5) < abs(auc("none", "global model", attack)["auc"] - 0.5)
+        assert private["low"] < 0.5 < private["high"]  # at epsilon 0.5 the attack is no better than a coin
+        assert private["epsilon"] <= 0.5

@@ -209,3 +209,21 @@ def test_a_silo_that_drops_out_is_left_out_and_one_that_comes_back_rejoins(poc, 
     trained = {(r["round"], r["silo"]) for r in result.records if r["model"] == "local" and r["split"] == "train"}
     assert (14, "hungarian") in trained and (14, "va") not in trained
     assert store.get(result.run_id)["summary"]["notes"] == result.notes
+
+
+def test_distributed_dp_under_secure_aggregation_matches_the_simulation(poc, store) -> None:
+    """Issue 13's acceptance run: the FLamby FedAvg config with distributed DP at ε = 1, δ = 1e-3, on real sites.
+
+    Each site clips its update and adds its share of the noise (from its seeded stream) before masking,
+    so the remote run reports the simulation's ε and ends with its final model to ``TOLERANCE``.
+    """
+    fields = {"strategy": "fedavg", "dp": "distributed", "dp_epsilon": 1.0, "dp_delta": 1e-3}
+    fields |= {"secure_aggregation": True, "rounds": 15}
+    remote = fedkit.run(remote_config(**fields), admin_kit=poc.admin_kit, trackers=[store], progress=False)
+    simulation = fedkit.run(fedkit.RunConfig(**fields), trackers=[], progress=False)
+    assert remote.status == "finished"
+    assert remote.final["privacy"]["epsilon"] <= 1
+    assert remote.final["privacy"] == simulation.final["privacy"]
+    np.testing.assert_allclose(remote.params, simulation.params, atol=TOLERANCE, rtol=0)
+    stored = store.get(remote.run_id)["summary"]["final"]["privacy"]
+    assert stored == simulation.final["privacy"]
