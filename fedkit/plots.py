@@ -203,12 +203,25 @@ class LiveCurves:
         The model whose curves are drawn: ``"global"`` or ``"personal"``.
     title
         Figure title.
+    privacy
+        Also draw the run's ε (at its δ) round by round, in a panel of its own (a DP run).
     """
 
-    def __init__(self, silos: Sequence[str], rounds: int, *, model: str = "global", title: str = "") -> None:
+    def __init__(
+        self, silos: Sequence[str], rounds: int, *, model: str = "global", title: str = "", privacy: bool = False
+    ) -> None:
         self.silos = _silo_order([*silos, POOLED])
         self.model = model
-        self.figure, self.axes = new_figure(len(METRICS))
+        self.figure, axes = new_figure(len(METRICS) + (1 if privacy else 0))
+        self.axes, self.privacy_axes = axes[: len(METRICS)], (axes[-1] if privacy else None)
+        self.epsilon_line = None
+        if self.privacy_axes is not None:
+            (self.epsilon_line,) = self.privacy_axes.plot([], [], color="#333333", lw=2.0, marker=".")
+            self.privacy_axes.set_title("privacy spent")
+            self.privacy_axes.set_xlabel("round")
+            self.privacy_axes.set_ylabel("ε at δ")
+            self.privacy_axes.set_xlim(0, max(rounds, 1))
+            self.privacy_axes.grid(alpha=0.3)
         colors = silo_colors(self.silos)
         self.lines: dict[tuple[str, str], Any] = {}
         for ax, metric in zip(self.axes, METRICS, strict=True):
@@ -242,6 +255,15 @@ class LiveCurves:
             if metric == "loss":
                 ax.relim()
                 ax.autoscale_view(scalex=False)
+        if self.epsilon_line is not None and self.privacy_axes is not None:
+            spent = {
+                r["round"]: r["value"]
+                for r in records
+                if r["split"] == "privacy" and r["silo"] == POOLED and r["metric"] == "epsilon"
+            }
+            self.epsilon_line.set_data(sorted(spent), [spent[i] for i in sorted(spent)])
+            self.privacy_axes.relim()
+            self.privacy_axes.autoscale_view(scalex=False)
 
     def png(self) -> bytes:
         """The figure as PNG bytes (Agg canvas; no display needed)."""
