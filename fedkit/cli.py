@@ -396,12 +396,17 @@ def format_audit_record(record: dict[str, Any]) -> str:
             f"nvflare {record['versions']['nvflare'] or '-'} · config {record['config_sha256'][:12]} · "
             + ", ".join(f"{silo} {digest[:12]}" for silo, digest in record["silos"].items())
         )
+        if record.get("dp"):
+            dp = record["dp"]
+            what += f" · dp {dp['mechanism']} clip {dp['clip']:g} delta {dp['delta']:g} ({dp['accountant']})"
     elif kind == "round":
         updates = ", ".join(
             f"{u['silo']} {_fmt(u['norm'])}" + ("" if u["accepted"] else f" REJECTED ({u['reason']})")
             for u in record["updates"]
         )
         what = f"round {record['round']} · norms: {updates or '-'} · params {record['params_sha256'][:12]}"
+        if record.get("dp"):
+            what += f" · epsilon {_fmt(record['dp'].get('epsilon'))}"
     elif kind == "resume":
         what = f"resumed after round {record['after_round']} by {record['user']}"
     else:

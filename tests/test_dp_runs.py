@@ -246,6 +246,16 @@ def test_the_audit_log_records_the_dp_parameters_and_each_rounds_epsilon(tmp_pat
     assert fedkit.run(RunConfig(rounds=1), trackers=[store], progress=False).final.get("privacy") is None
 
 
+def test_fedkit_audit_show_prints_the_dp_parameters_and_each_rounds_epsilon(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FEDKIT_HOME", str(tmp_path))
+    result = fedkit.run(RunConfig(dp="dpsgd", dp_noise_multiplier=2.0, rounds=2, local_steps=5), progress=False)
+    assert main(["audit", "show", result.run_id]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "dp dpsgd clip 1 delta 0.001 (dp-accounting" in lines[0]
+    epsilons = privacy_rows(result)
+    assert [line.rpartition("epsilon ")[2].split()[0] for line in lines[1:4]] == [f"{e:.4f}" for e in epsilons]
+
+
 # -- reproducibility and the two DP-SGD paths -------------------------------------------------------------------
 
 

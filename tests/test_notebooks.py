@@ -94,7 +94,19 @@ def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(da
     assert "Summary: final test metrics per silo" in html and "cleveland" in html
     assert "Compared with the FedAvg baseline" not in html and len(fedkit.runs()) == 1
     assert "No update was rejected." in html
+    assert "No run is differentially private" in html
     assert "without encryption" not in capfd.readouterr().err  # no kernel start-up warning after the report
+
+
+def test_a_private_report_shows_the_epsilon_each_run_spent(data_dir, tmp_path) -> None:
+    hyperparameters = "{dp: central, dp_epsilon: 2, local_steps: 5}"
+    argv = ["report", str(NOTEBOOKS / "04_headless_report.ipynb"), "-p", "rounds", "2"]
+    argv += ["-p", "hyperparameters", hyperparameters, "--output-dir", str(tmp_path)]
+    assert main(argv) == 0
+    html = next(tmp_path.glob("*.html")).read_text()
+    assert "Privacy: ε spent" in html and "dp-accounting" in html and "central" in html
+    (run,) = fedkit.runs().to_dict("records")
+    assert fedkit.load_run(run["run_id"])["summary"]["final"]["privacy"]["epsilon"] <= 2
 
 
 def test_the_sweep_notebook_renders_headless_with_its_grid_and_the_best_tested_once(data_dir, tmp_path) -> None:
