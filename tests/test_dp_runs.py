@@ -335,3 +335,21 @@ def test_remote_dp_equals_the_simulation(fields, secure) -> None:
     np.testing.assert_allclose(remote.params, simulation.params, atol=1e-6, rtol=0)
     assert remote.final["privacy"] == simulation.final["privacy"]
     assert privacy_rows(remote) == privacy_rows(simulation)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"dp": "central", "dp_epsilon": 2.0}, {"dp": "dpsgd", "dp_noise_multiplier": 1.0, "fraction": 0.5}],
+    ids=["central", "dpsgd"],
+)
+def test_a_stopped_dp_run_resumes_to_the_uninterrupted_params_and_epsilon(fields, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FEDKIT_HOME", str(tmp_path))
+    config = RunConfig(**fields, rounds=4, local_steps=10)
+    whole = fedkit.run(config, progress=False)
+    calls = iter(range(100))
+    stopped = fedkit.run(config, should_stop=lambda: next(calls) >= 1, progress=False)  # after round 2
+    assert stopped.status == "stopped" and privacy_rows(stopped)[-1] < privacy_rows(whole)[-1]
+    resumed = fedkit.run(resume=stopped.run_id, progress=False)
+    np.testing.assert_array_equal(resumed.params, whole.params)
+    assert resumed.final["privacy"] == whole.final["privacy"]
+    assert privacy_rows(resumed) == privacy_rows(whole)
