@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 OVERFIT: dict[str, Any] = {"model": "mlp", "hidden": 64, "optimizer": "adam", "lr": 0.01, "local_steps": 100}
 """A configuration that overfits its silos (an MLP trained with Adam): the attacks' demonstration target."""
 TARGETS: tuple[str, ...] = ("global model", "silo update")
+"""What :func:`attack_run` attacks: the final global model, and one silo's update as the server receives it."""
 COLUMNS: tuple[str, ...] = (
     "dp",
     "target_epsilon",
