@@ -829,6 +829,10 @@ def run(
             spent = budget.privacy_rows(ledger, server_round, outcome.selected, outcome.contributions)
             rows = outcome.rows + spent
             notes = recorder.add_notes(server_round, outcome.verdicts, engine, seen)
+            less_noise = ledger.note(server_round) if ledger is not None else None
+            if less_noise is not None:
+                recorder.notes.append(less_noise)
+                notes.append(less_noise)
             seen = len(engine.notes)
             audit_fields = audit.round_record(
                 server_round, outcome.selected, outcome.verdicts, params, dp=spending(spent, config)

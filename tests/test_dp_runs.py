@@ -353,3 +353,18 @@ def test_a_stopped_dp_run_resumes_to_the_uninterrupted_params_and_epsilon(fields
     np.testing.assert_array_equal(resumed.params, whole.params)
     assert resumed.final["privacy"] == whole.final["privacy"]
     assert privacy_rows(resumed) == privacy_rows(whole)
+
+
+def test_a_distributed_round_with_dropouts_is_accounted_with_the_noise_that_reached_the_sum() -> None:
+    fields = {"dp": "distributed", "dp_epsilon": 2.0, "secure_aggregation": True, "rounds": 6, "local_steps": 5}
+    full = run(**fields)
+    faulty = run(**fields, dropout=0.3, min_silos=2)
+    counts = privacy_rows(faulty, metric="contributions")
+    assert privacy_rows(full, metric="contributions") == [4.0] * 6
+    assert min(counts) < 4  # some silos dropped out after drawing their shares
+    z = faulty.final["privacy"]["noise_multiplier"]
+    expected = accounting.epsilon_of_rounds([z * math.sqrt(m / 4) for m in counts], 1e-3)
+    assert faulty.final["privacy"]["epsilon"] == pytest.approx(expected, rel=1e-12)
+    assert faulty.final["privacy"]["epsilon"] > full.final["privacy"]["epsilon"]  # less noise: more epsilon, said
+    said = [n for n in faulty.notes if "noise shares reached the sum" in n]
+    assert len(said) == sum(m < 4 for m in counts) and not [n for n in full.notes if "noise shares" in n]

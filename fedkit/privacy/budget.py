@@ -257,6 +257,24 @@ class Ledger:
             self.selected[silo] += 1
         return self.rows(server_round, selected)
 
+    def note(self, server_round: int) -> str | None:
+        """A sentence when round ``server_round`` carried less noise than planned (distributed DP with dropouts).
+
+        Parameters
+        ----------
+        server_round
+            The round just recorded.
+        """
+        t = noise_shares(self.config, len(self.train_sizes))
+        if self.config.dp != "distributed" or not self.contributions or self.contributions[-1] >= t:
+            return None
+        m = self.contributions[-1]
+        return (
+            f"Round {server_round}: only {m} of {t} distributed noise shares reached the sum (dropouts), so the round "
+            f"carried noise multiplier {client_noise_multiplier(self.config) * math.sqrt(m / t):.4g} instead of "
+            f"{client_noise_multiplier(self.config):.4g}; epsilon is accounted with it and can exceed dp_epsilon."
+        )
+
     def epsilon(self) -> float:
         """ε at ``dp_delta`` after the rounds recorded so far (0 before the first)."""
         config, delta = self.config, float(self.config.dp_delta)  # type: ignore[arg-type]
