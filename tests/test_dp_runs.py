@@ -16,11 +16,13 @@ from itertools import pairwise
 import dp_accounting
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 import fedkit
 from fedkit import RunConfig
 from fedkit.cli import main
-from fedkit.config import load_federation
+from fedkit.config import CLIENT_LEVEL, DEFAULT_DP_CLIP, DP_MODES, load_federation
 from fedkit.engines.simulation import make_engine
 from fedkit.errors import ConfigError
 from fedkit.privacy import accounting, budget
@@ -368,3 +370,114 @@ def test_a_distributed_round_with_dropouts_is_accounted_with_the_noise_that_reac
     assert faulty.final["privacy"]["epsilon"] > full.final["privacy"]["epsilon"]  # less noise: more epsilon, said
     said = [n for n in faulty.notes if "noise shares reached the sum" in n]
     assert len(said) == sum(m < 4 for m in counts) and not [n for n in full.notes if "noise shares" in n]
+
+
+# -- property: any DP configuration is refused naming a field, or runs to a sound epsilon ------------------------
+
+SUM_BASED = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad")
+DP_FIELDS = ("dp_epsilon", "dp_noise_multiplier", "dp_delta", "dp_clip")
+
+
+def _rarely(draw: st.DrawFn, bad: st.SearchStrategy, good: st.SearchStrategy) -> object:
+    """A value from ``bad`` one draw in ten, else from ``good``: most configurations should get far enough to run."""
+    return draw(bad if draw(st.integers(0, 9)) == 0 else good)
+
+
+@st.composite
+def dp_configs(draw: st.DrawFn) -> dict:
+    """RunConfig fields around DP: modes, budgets (some out of range), δ, clip, strategy, secure sum, silos."""
+    fields: dict = {"dp": _rarely(draw, st.just("none"), st.sampled_from(DP_MODES[1:]))}
+    fields |= {"rounds": draw(st.integers(1, 3)), "local_steps": 4, "seed": draw(st.integers(0, 2**16))}
+    fields["strategy"] = _rarely(
+        draw, st.sampled_from(["scaffold", "fedmedian", "krum", "pooled"]), st.sampled_from(SUM_BASED)
+    )
+    fields["secure_aggregation"] = _rarely(
+        draw, st.booleans(), st.just(fields["dp"] == "distributed" or draw(st.booleans()))
+    )
+    if draw(st.booleans()):
+        fields |= {"split": "iid", "silos": draw(st.integers(2, 10))}
+    else:
+        fields["fraction"] = draw(st.sampled_from([1.0, 0.5]))  # FLamby's four hospitals, two per round at 0.5
+    bad = st.sampled_from([0.0, -1.0])
+    budget = _rarely(draw, st.sampled_from(["both", "neither"]), st.sampled_from(["epsilon", "noise"]))
+    if budget in ("epsilon", "both"):
+        fields["dp_epsilon"] = _rarely(draw, bad, st.floats(0.1, 20))
+    if budget in ("noise", "both"):
+        fields["dp_noise_multiplier"] = _rarely(draw, bad, st.floats(0.3, 30))
+    if draw(st.booleans()):
+        fields["dp_delta"] = _rarely(
+            draw, st.sampled_from([0.2, 1.0, 0.0]), st.sampled_from([1e-6, 1e-3, 1e-3, 0.02, 0.05])
+        )
+    if draw(st.booleans()):
+        fields["dp_clip"] = _rarely(draw, bad, st.floats(0.01, 5))
+    if fields["dp"] == "none" and not any(name in fields for name in DP_FIELDS):
+        fields["dp_clip"] = 1.0  # a DP field without dp: the rule under test, not a plain run
+    return fields
+
+
+def refused_fields(fields: dict) -> set[str]:
+    """The issue's rules, written out independently: the fields a refusal may name (empty: RunConfig accepts)."""
+    dp, strategy, secure = fields["dp"], fields["strategy"], fields["secure_aggregation"]
+    named = {name for name in DP_FIELDS if name in fields and fields[name] <= 0}
+    named |= {"dp_delta"} if fields.get("dp_delta", 0) >= 1 else set()
+    if strategy in ("fedmedian", "krum", "pooled") and secure:
+        named.add("secure_aggregation")  # not DP's rule: these need each update (pooled: the rows)
+    per_round = fields.get("silos", 4) if fields.get("fraction", 1.0) == 1 else fields.get("silos", 4) // 2
+    if strategy == "krum" and per_round < 3:
+        named |= {"fraction", "silos"}  # not DP's rule: Krum compares each update with at least two others
+    if dp == "none":
+        return named | {name for name in DP_FIELDS if name in fields}
+    if ("dp_epsilon" in fields) == ("dp_noise_multiplier" in fields):
+        named |= {"dp_epsilon", "dp_noise_multiplier"}
+    if dp in CLIENT_LEVEL and fields.get("dp_delta", 1e-3) >= 1 / fields.get("silos", 4):
+        named.add("dp_delta")
+    if strategy not in SUM_BASED and not (strategy == "scaffold" and dp == "dpsgd"):
+        named.add("strategy")
+    if dp == "distributed" and not secure:
+        named.add("secure_aggregation")
+    return named
+
+
+def _max_noise(result: fedkit.RunResult) -> float:
+    rows = [r["value"] for r in result.records if r["split"] == "privacy" and r["metric"] == "noise_multiplier"]
+    return max(rows)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(fields=dp_configs())
+def test_any_dp_configuration_is_refused_naming_a_field_or_runs_to_a_finite_epsilon_that_falls_with_the_noise(
+    fields: dict,
+) -> None:
+    named = refused_fields(fields)
+    event("refused by RunConfig" if named else "accepted by RunConfig")
+    if named:
+        with pytest.raises(ConfigError) as refused:
+            RunConfig(**fields)
+        message = str(refused.value)
+        assert any(name in message for name in named), (named, message)
+        return
+    config = RunConfig(**fields)
+    smallest = min(s.n_train for s in load_federation(config).silos)
+    if config.dp == "dpsgd" and config.dp_delta >= 1 / smallest:  # checked once the rows are loaded
+        with pytest.raises(ConfigError, match="'dp_delta'"):
+            fedkit.run(config, trackers=[], progress=False)
+        return
+    event(f"runs with dp={config.dp}")
+    result = fedkit.run(config, trackers=[], progress=False)
+    spent = result.final["privacy"]
+    assert result.status == "finished" and spent["mechanism"] == config.dp
+    assert math.isfinite(spent["epsilon"]) and spent["epsilon"] >= 0  # 0 is true at a large δ and much noise
+    assert spent["delta"] == fields.get("dp_delta", 1e-3)
+    assert spent["clip"] == fields.get("dp_clip", DEFAULT_DP_CLIP[config.dp])
+    epsilons = privacy_rows(result)
+    assert epsilons[0] == 0 and epsilons[-1] == spent["epsilon"]
+    if config.fraction == 1:  # every silo trains every round: each round spends
+        assert all(a < b or a == b == 0 for a, b in pairwise(epsilons)), epsilons
+    else:  # a DP-SGD round without the silo of the largest epsilon spends nothing of it
+        assert all(a <= b for a, b in pairwise(epsilons)), epsilons
+    if "dp_epsilon" in fields:
+        assert spent["epsilon"] <= fields["dp_epsilon"]
+    more = {k: v for k, v in fields.items() if k != "dp_epsilon"} | {"dp_noise_multiplier": 2 * _max_noise(result)}
+    quieter = fedkit.run(RunConfig(**more), trackers=[], progress=False)  # every silo's noise at least doubled
+    assert math.isfinite(quieter.final["privacy"]["epsilon"])
+    assert quieter.final["privacy"]["epsilon"] < spent["epsilon"] or quieter.final["privacy"]["epsilon"] == 0
