@@ -234,6 +234,36 @@ def test_the_issues_command_reports_epsilon_at_most_one(capsys, tmp_path, monkey
     assert "epsilon" in shown and "dp-accounting" in shown
 
 
+def test_trackers_receive_epsilon_as_a_metric_every_round(tmp_path) -> None:
+    """The local store's history and a remote tracker's points (``global_privacy_epsilon`` per step) hold each ε."""
+    from fedkit.tracking import LocalStore, RemoteTracker
+    from fedkit.tracking.base import Event, metric_name
+
+    class Points:
+        """An in-memory backend: the points it received, by (silo, metric name, step)."""
+
+        name = "mlflow"
+
+        def __init__(self) -> None:
+            self.points: dict[tuple[str, str, int], float] = {}
+
+        def target(self) -> dict:
+            return {"experiment": "dp", "tracking_uri": "memory://"}
+
+        def deliver(self, event: Event) -> None:
+            self.points |= {(r["silo"], metric_name(r), r["round"]): r["value"] for r in event.rows}
+
+    store, backend = LocalStore(tmp_path / "runs.sqlite"), Points()
+    config = RunConfig(dp="central", dp_noise_multiplier=2.0, rounds=3)
+    result = fedkit.run(config, trackers=[store, RemoteTracker(backend, store)], progress=False)
+    epsilons = privacy_rows(result)
+    assert len(epsilons) == 4 and epsilons[0] == 0 < epsilons[1]
+    assert [backend.points["pooled", "global_privacy_epsilon", r] for r in range(4)] == epsilons
+    assert [backend.points["pooled", "global_privacy_noise_multiplier", r] for r in range(1, 4)] == [2.0] * 3
+    stored = [r for r in store.history(result.run_id) if r["split"] == "privacy" and r["metric"] == "epsilon"]
+    assert [r["value"] for r in sorted(stored, key=lambda r: r["round"])] == epsilons
+
+
 def test_the_audit_log_records_the_dp_parameters_and_each_rounds_epsilon(tmp_path) -> None:
     from fedkit.tracking.local import LocalStore
 
