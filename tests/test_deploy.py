@@ -103,6 +103,24 @@ def test_a_site_talks_only_to_the_server(rendered) -> None:
             assert len(others) == 1, name  # DNS only besides the server
 
 
+def test_a_site_reads_its_own_hospitals_file_and_nothing_else(rendered) -> None:
+    """Each hospital's site is started with --data naming its own file; the s3-data component copies that file only."""
+    for name, path in rendered.items():
+        if "server" in name:
+            continue
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+        own = f"processed.{deployment['metadata']['labels']['fedkit.io/hospital']}.data"
+        pod = deployment["spec"]["template"]["spec"]
+        (site,) = pod["containers"]
+        assert site["args"][site["args"].index("--data") + 1] == f"/data/{own}", name
+        assert "FEDKIT_DATA_DIR" not in {e["name"] for e in site.get("env", [])}, name  # no folder of files to find
+        for init in pod.get("initContainers", []):  # s3-data: one object, under its own name, into /data
+            env = {e["name"]: e["value"] for e in init["env"]}
+            assert init["args"] == ["s3", "cp", "--no-progress", "$(DATA_OBJECT_URI)", "/data/"], name
+            assert env["DATA_OBJECT_URI"].startswith("s3://") and env["DATA_OBJECT_URI"].endswith(f"/{own}"), name
+
+
 def test_terraform_is_formatted() -> None:
     done = run(tool("terraform"), "fmt", "-check", "-recursive", "-diff", cwd=DEPLOY / "terraform")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -2,8 +2,10 @@
 
 It builds the image on a debootstrap'd Debian, starts the server and the four hospital sites from the
 project's own kustomize overlays with ``podman kube play`` (127.0.0.1 only), checks probes and security
-contexts, has the server refuse a site from another CA, runs the headless report from here against them,
-compares it with the simulation to 1e-6, and tears everything down (deploy/podman/federation.py). It needs
+contexts, has the server refuse a site from another CA, has a site refuse its corrupted data file (exit
+code 2, file, line and column in its log), gives each site only its own hospital's file, runs the headless
+report from here against them (secure aggregation on), compares it with the simulation to 1e-6 (pooled AUC
+to 1e-3), and tears everything down (deploy/podman/federation.py). It needs
 root, podman, runc, debootstrap and kubectl: skipped without them on a developer's machine, failed in CI
 (``CI=true``; .ci/run installs them). The adaptations to podman are checked here without podman: they never
 touch what the pods run.
@@ -75,11 +77,33 @@ def test_podman_shims_leave_what_the_pods_run_untouched(overlay) -> None:
             assert a == b
 
 
-def test_a_site_volume_holds_the_uci_files_and_the_issue_12_switch_is_marked(data_dir) -> None:
+@pytest.mark.parametrize("hospital", ["cleveland", "va"])
+def test_a_site_volume_holds_its_own_file_only_and_the_overlay_names_it(hospital, data_dir) -> None:
     federation = _federation()
-    files = federation.site_data("va", data_dir)
-    assert sorted(f.name for f in files) == sorted(f"processed.{h}.data" for h in federation.HOSPITALS)
-    assert "TODO(issue-12)" in federation.site_data.__doc__
+    assert federation.site_data(hospital, data_dir) == [data_dir / f"processed.{hospital}.data"]
+    (site,) = [d for d in _rendered(hospital) if d["kind"] == "Deployment"]
+    (container,) = site["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--data") + 1] == f"/data/processed.{hospital}.data"
+
+
+def test_the_corrupted_copy_breaks_the_schema_where_the_test_expects_it(data_dir, tmp_path) -> None:
+    from fedkit.errors import SiteDataError
+    from fedkit.remote.silo import SiteOptions
+
+    federation = _federation()
+    source = data_dir / "processed.hungarian.data"
+    line, column, value = 5, "restecg", "7"  # restecg's levels are 0, 1, 2
+    bad = federation.corrupt_copy(source, tmp_path, (line, column, value))
+    assert bad.name == source.name
+    before, after = source.read_text().splitlines(), bad.read_text().splitlines()
+    assert [i for i, (a, b) in enumerate(zip(before, after, strict=True), 1) if a != b] == [line]
+    fields_before, fields_after = before[line - 1].split(","), after[line - 1].split(",")
+    at = 6  # the 7th UCI column: age, sex, cp, trestbps, chol, fbs, restecg, ...
+    assert fields_after[:at] + fields_after[at + 1 :] == fields_before[:at] + fields_before[at + 1 :]
+    assert fields_after[at] == value != fields_before[at]
+    with pytest.raises(SiteDataError, match=rf"{bad}, line {line}, column '{column}': '{value}' is not a level"):
+        SiteOptions(str(bad)).read("hungarian", "impute")
 
 
 def test_podman_secrets_hold_the_kit_files_decoded() -> None:
