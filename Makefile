@@ -10,9 +10,10 @@ export FEDKIT_DATA_DIR
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedkit-$(EXTRAS)
+KERNEL_SPEC := $(VENV)/share/jupyter/kernels/fedkit/kernel.json
 
-.PHONY: setup data run test lint clean deploy-tools flower-venv docs lab kernel deploy-test deploy-test-down mutation
-setup: $(STAMP)
+.PHONY: chromium-check setup data run test lint clean deploy-tools flower-venv docs lab kernel deploy-test deploy-test-down mutation
+setup: $(STAMP) $(KERNEL_SPEC)
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,12 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt torch $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
+
+# The notebooks' kernel, "Python (fedkit)": .venv's python, with the data folder found above in its environment.
+# Installed into .venv by setup (papermill or a Jupyter run from .venv find it), refreshed by lab, for the user by kernel.
+KERNEL_INSTALL = $(BIN)/python -m ipykernel install --name fedkit --display-name "Python (fedkit)" --env FEDKIT_DATA_DIR "$(abspath $(FEDKIT_DATA_DIR))"
+$(KERNEL_SPEC): $(STAMP)
+	if $(BIN)/python -c "import ipykernel" 2>/dev/null; then $(KERNEL_INSTALL) --sys-prefix; fi
 
 data: setup
 	$(BIN)/fedkit data download
@@ -29,9 +36,13 @@ data: setup
 run: data
 	$(BIN)/fedkit report notebooks/04_headless_report.ipynb -p rounds 15
 
-# The suite also builds the docs (tests/test_docs.py) and drives Debian's chromium (tests/test_browser.py).
-test: data deploy-tools flower-venv
-	@test -x /usr/bin/chromium || echo "make test: /usr/bin/chromium is missing, so tests/test_browser.py will be skipped; install it with: sudo apt-get install chromium" >&2
+# The suite also builds the docs (tests/test_docs.py) and drives Debian's chromium (tests/test_browser.py): say first
+# when chromium is missing, rather than skip that test silently.
+CHROMIUM ?= /usr/bin/chromium
+chromium-check:
+	@test -x $(CHROMIUM) || echo "make test: $(CHROMIUM) is missing, so tests/test_browser.py will be skipped; install it with: sudo apt-get install chromium" >&2
+
+test: chromium-check data deploy-tools flower-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The docs site in strict mode (warnings, broken references and pages missing from a toctree fail it).
@@ -39,13 +50,14 @@ docs: setup
 	$(BIN)/python -m sphinx -b html -n -W --keep-going docs build/docs/html
 	@echo "docs: open build/docs/html/index.html"
 
-# JupyterLab from .venv on the notebooks, with FEDKIT_DATA_DIR set as above.
+# JupyterLab from .venv on the notebooks, with FEDKIT_DATA_DIR set as above and the kernel in .venv (--sys-prefix).
 lab: data
+	$(KERNEL_INSTALL) --sys-prefix
 	$(BIN)/jupyter lab notebooks/
 
-# Register .venv as a Jupyter kernel for any other Jupyter (a system JupyterLab, VS Code, SageMaker Studio).
+# Register the kernel for your user, for any other Jupyter (a system JupyterLab, VS Code, SageMaker Studio).
 kernel: setup
-	$(BIN)/python -m ipykernel install --user --name fedkit --display-name "Python (fedkit)"
+	$(KERNEL_INSTALL) --user
 
 # checkov and kubernetes-validate for tests/test_deploy.py, apart: their pins conflict with fedkit's.
 deploy-tools: .venv-deploy-tools/.installed

@@ -51,8 +51,20 @@ def single(candidates: list[dict[str, Any]]) -> Grid:
 
 
 def product(*parts: Grid) -> Grid:
-    """Every merge of one sub-grid of each part: the grid of all their combinations."""
-    return [{k: v for grid in combo for k, v in grid.items()} for combo in itertools.product(*parts)]
+    """Every merge of one sub-grid of each part that RunConfig accepts: the grid of all their combinations."""
+    merged = [{k: v for grid in combo for k, v in grid.items()} for combo in itertools.product(*parts)]
+    return [grid for grid in merged if allowed(grid)]
+
+
+def allowed(grid: dict[str, list[Any]]) -> bool:
+    """Whether RunConfig accepts every configuration of ``grid`` under the FLamby protocol (e.g. SCAFFOLD takes
+    plain SGD only and no FedPer: RunConfig's rules, issue 17)."""
+    try:
+        for point in expand_grid(grid):
+            fedkit.RunConfig.from_dict(protocol(point))
+    except fedkit.ConfigError:
+        return False
+    return True
 
 
 def global_space() -> Grid:
@@ -87,13 +99,15 @@ OPTIMIZERS: Grid = [
     {"optimizer": ["adam"], "lr": [0.001, 0.003162, 0.01]},
 ]
 STRATEGIES: Grid = [
-    {"strategy": ["fedavg", "scaffold"]},
+    {"strategy": ["fedavg"]},
+    {"strategy": ["scaffold"]},  # a sub-grid of its own: it pairs with plain SGD only
     {"strategy": ["fedprox"], "mu": [0.01, 0.1, 1.0]},
     {"strategy": ["fedavgm"], "server_momentum": [0.5, 0.9]},
     {"strategy": ["fedadam", "fedyogi", "fedadagrad"], "server_lr": [0.01, 0.03162, 0.1]},
 ]
 FEWER_STRATEGIES: Grid = [
-    {"strategy": ["fedavg", "scaffold"]},
+    {"strategy": ["fedavg"]},
+    {"strategy": ["scaffold"]},  # a sub-grid of its own: it pairs with plain SGD only
     {"strategy": ["fedprox"], "mu": [0.1]},
     {"strategy": ["fedavgm"], "server_momentum": [0.9]},
     {"strategy": ["fedadam", "fedyogi"], "server_lr": [0.03162]},
@@ -111,8 +125,8 @@ MLP: Grid = [{"model": ["mlp"], "hidden": [16]}]  # 241 parameters instead of 14
 def wide_global_space() -> Grid:
     """Standardization × model × local optimizer (momentum, weight decay, steps) × strategy and its hyperparameters.
 
-    Logistic regression over every combination (1,280); the MLP, 17 times costlier per run, over
-    fewer optimizers and strategies (48).
+    Logistic regression over every combination RunConfig accepts (1,232: SCAFFOLD takes plain SGD only); the
+    MLP, 17 times costlier per run, over fewer optimizers and strategies (40).
     """
     return product(STANDARDIZE, LOGREG, OPTIMIZERS, STRATEGIES) + product(
         STANDARDIZE, MLP, MLP_OPTIMIZERS, FEWER_STRATEGIES
@@ -120,7 +134,7 @@ def wide_global_space() -> Grid:
 
 
 def wide_personal_space() -> Grid:
-    """The same for each silo's own model: FedPer (output layer per silo) or fine-tuning; fewer strategies (1,584)."""
+    """The same for each silo's own model: FedPer (output layer per silo) or fine-tuning; fewer strategies (1,384)."""
     return product(STANDARDIZE, LOGREG, OPTIMIZERS, FEWER_STRATEGIES, PERSONALIZE) + product(
         STANDARDIZE, MLP, MLP_OPTIMIZERS, FEWER_STRATEGIES, PERSONALIZE
     )

@@ -12,7 +12,7 @@ from fedkit import __version__  # noqa: E402
 
 project = "fedkit"
 author = "fedkit contributors"
-copyright = "fedkit contributors; UCI Heart Disease data CC BY 4.0"
+copyright = "fedkit contributors; UCI Heart Disease data CC BY 4.0"  # noqa: A001 (the name Sphinx reads)
 release = version = __version__
 
 extensions = [

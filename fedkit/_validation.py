@@ -91,6 +91,27 @@ class OfType:
 NONE = Options((None,))
 
 
+def did_you_mean(value: Any, names: Iterable[Any], prefix: str = "") -> str:
+    """`` Did you mean 'x'?`` for the name closest to ``value`` among ``names`` (text only), else ``""``.
+
+    Parameters
+    ----------
+    value
+        What was given.
+    names
+        The allowed values; only the strings among them are candidates.
+    prefix
+        A prefix every name shares (``"--"`` of a flag): compared without it, so that it alone makes no match.
+    """
+    import difflib
+
+    if not isinstance(value, str):
+        return ""
+    candidates = [n.removeprefix(prefix) for n in names if isinstance(n, str)]
+    close = difflib.get_close_matches(value.removeprefix(prefix), candidates, n=1)
+    return f" Did you mean {prefix + close[0]!r}?" if close else ""
+
+
 def _describe(constraints: Iterable[Constraint]) -> str:
     parts = ["None" if c == NONE else str(c) for c in constraints]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
@@ -109,6 +130,7 @@ def validate_params(params: Mapping[str, Any], constraints: Mapping[str, list[Co
         message = (
             f"The {name!r} parameter of {caller} must be {_describe(allowed)}; got {value!r} ({type(value).__name__})."
         )
+        message += did_you_mean(value, [v for c in allowed if isinstance(c, Options) for v in c.values])
         numeric = isinstance(value, numbers.Real) and not isinstance(value, bool)
         type_ok = any(
             (isinstance(c, Interval) and numeric and (c.kind is float or isinstance(value, numbers.Integral)))

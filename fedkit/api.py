@@ -234,6 +234,7 @@ def run_seeds(
     tracker: str | Sequence[str] = "local",
     engine: str = "simulation",
     admin_kit: str | Path | None = None,
+    data_dir: str | Path | None = None,
 ) -> list[RunResult]:
     """One run per seed of the RunConfig ``fields`` on ``engine`` (all validated first), recorded in ``tracker``.
 
@@ -249,6 +250,9 @@ def run_seeds(
         ``"simulation"`` or ``"remote"``.
     admin_kit
         The FLARE admin startup kit folder (remote engine only).
+    data_dir
+        The folder of the UCI files of a simulation (default: ``$FEDKIT_DATA_DIR``, else the verified
+        download); the remote engine's sites read their own, so it refuses one.
 
     Returns
     -------
@@ -258,7 +262,8 @@ def run_seeds(
     Raises
     ------
     ConfigError
-        When a field is invalid or ``seeds`` is empty; nothing has run then.
+        When a field is invalid, ``seeds`` is empty or ``data_dir`` comes with the remote engine; nothing
+        has run then.
     TrackerError
         When ``tracker`` names an unknown backend or one whose extra is missing; nothing has run then.
     """
@@ -269,8 +274,19 @@ def run_seeds(
         seeds = [seeds]
     if not seeds:
         raise ConfigError("seeds must list at least one seed, e.g. [42] or [42, 43, 44, 45, 46].")
+    if engine == "remote":
+        _refuse("remote", {"data_dir": data_dir}, "each site reads its own hospital's file")
     configs = [RunConfig.from_dict({**fields, "engine": engine, "seed": int(s)}) for s in seeds]
-    return [run(c, trackers=make_trackers(tracker), progress=False, admin_kit=admin_kit) for c in configs]
+    return [
+        run(
+            c,
+            federation=None if engine == "remote" else load_federation(c, data_dir=data_dir),
+            trackers=make_trackers(tracker),
+            progress=False,
+            admin_kit=admin_kit,
+        )
+        for c in configs
+    ]
 
 
 def runs(store: LocalStore | None = None) -> pd.DataFrame:

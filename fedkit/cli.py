@@ -6,17 +6,55 @@ import argparse
 import gc
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
-from typing import Any
+from typing import Any, NoReturn
 
+from fedkit._validation import did_you_mean
 from fedkit._version import __version__
 from fedkit.errors import AuditError, ConfigError, FedkitError, RoundFailedError
 from fedkit.presets import PRESETS
 from fedkit.tracking.registry import BACKENDS
 
 _TYPES = {"int": int, "float": float, "str": str}
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors suggest the closest subcommand, choice or flag: ``Did you mean 'run'?``.
+
+    Its subcommands' parsers are of this class too (``add_subparsers`` builds them with the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print the usage and ``message`` with a suggestion for a misspelt word, and exit with status 2.
+
+        Parameters
+        ----------
+        message
+            argparse's error message.
+        """
+        hint = self.suggestion(message)
+        super().error(f"{message}.{hint}" if hint else message)
+
+    def suggestion(self, message: str) -> str:
+        """`` Did you mean ...?`` for an invalid choice or unrecognized flags named in ``message``, else ``""``.
+
+        Parameters
+        ----------
+        message
+            argparse's error message (``invalid choice: 'x' (choose from ...)`` or ``unrecognized arguments: ...``).
+        """
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if choice:
+            return did_you_mean(choice[1], re.findall(r"'([^']*)'", choice[2]))
+        unknown = re.match(r"unrecognized arguments: (.*)$", message)
+        if not unknown:
+            return ""
+        flags = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        words = [w.split("=")[0] for w in unknown[1].split() if w.startswith("--")]
+        return "".join(did_you_mean(word, flags, prefix="--") for word in words)
 
 
 def _flag(name: str) -> str:
@@ -32,12 +70,16 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         The parser (or subcommand parser) to add the flags to.
     """
     from fedkit.config import RunConfig
+    from fedkit.strategies import HYPERPARAMETERS
 
     group = parser.add_argument_group("run configuration (every RunConfig field; nested mappings: --config FILE)")
     for f in fields(RunConfig):
         base = str(f.type).split("|")[0].strip()
-        default = None if f.default is MISSING else f.default
-        text = f"{f.metadata.get('help', '')} (default: {default})"
+        text = f.metadata.get("help", "")
+        if "default" not in text:  # a help text that explains its default already says it once
+            default = None if f.default is MISSING else f.default
+            shown = "the strategy's own" if default is None and f.name in HYPERPARAMETERS else default
+            text += f" (default: {'unset' if shown is None else shown})"
         if base.startswith("dict"):  # data: NAME=FILE; not_measured: SILO:COLUMN=VALUE (repeatable)
             metavar = "NAME=FILE" if base == "dict[str, str]" else "SILO:COLUMN=VALUE"
             group.add_argument(_flag(f.name), action="append", default=argparse.SUPPRESS, metavar=metavar, help=text)
@@ -104,6 +146,24 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def block_interval(block: dict[str, Any], metric: str) -> str:
+    """A final block's 95% interval of ``metric`` as text (:func:`fedkit.intervals.interval_text`), "-" for a
+    run recorded before intervals existed.
+
+    Parameters
+    ----------
+    block
+        A silo's block of a summary's ``final``.
+    metric
+        ``"auc"`` or ``"accuracy"``.
+    """
+    from fedkit.intervals import interval_text
+
+    if f"{metric}_low" not in block:
+        return "-"
+    return interval_text(block[f"{metric}_low"], block[f"{metric}_high"])
+
+
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """A plain aligned text table (first column left-aligned, the rest right-aligned).
 
@@ -142,11 +202,16 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{final.get('round', 0)}/{config['rounds']} rounds · {steps} · "
         f"{config['optimizer']} lr {config['lr']} · seed {config['seed']}"
     )
-    rows = [{"silo": s, **m} for s, m in final["silos"].items()] + [{"silo": "pooled", **final["pooled"]}]
-    body = format_table(rows, ["silo", "n_test", "loss", "auc", "accuracy"])
+    blocks = [*final["silos"].items(), *([("pooled", final["pooled"])] if final.get("pooled") else [])]
+    rows = [
+        {"silo": s, **m, "auc 95% CI": block_interval(m, "auc"), "accuracy 95% CI": block_interval(m, "accuracy")}
+        for s, m in blocks
+    ]
+    body = format_table(rows, ["silo", "n_test", "loss", "auc", "auc 95% CI", "accuracy", "accuracy 95% CI"])
     avg = f"avg_accuracy (unweighted mean over silos, FLamby's Avg{len(final['silos'])}): {_fmt(final['avg_accuracy'])}"
     title = "Global model" if final.get("model", "global") == "global" else "Each silo's own (personalized) model"
-    lines = [head, "", f"{title} on each silo's test set:", body, "", avg]
+    ci = "95% CI over its n_test rows: AUC DeLong, accuracy Wilson"
+    lines = [head, "", f"{title} on each silo's test set ({ci}):", body, "", avg]
     privacy = final.get("privacy")
     if privacy:
         lines.append(
@@ -179,31 +244,37 @@ def _resume_alone(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``fedkit run``; with ``--json`` a run that fails still prints a JSON object (run id, status, error).
+    """``fedkit run``; with ``--json`` stdout holds the JSON alone (other prints go to stderr), and a run that
+    fails still prints a JSON object (run id, status, error).
 
     Parameters
     ----------
     args
         The parsed command line.
     """
+    import contextlib
+
     import fedkit
 
     if args.resume:
         _resume_alone(args)
+    out = sys.stdout
+    # a library's prints (FLARE's "Connecting to FLARE ...") would break the JSON: they go to stderr while the run goes
     try:
-        result = fedkit.run(
-            None if args.resume else config_from_args(args),
-            trackers=_trackers(args),
-            progress=not args.quiet,
-            admin_kit=args.admin_kit,
-            resume=args.resume,
-        )
+        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+            result = fedkit.run(
+                None if args.resume else config_from_args(args),
+                trackers=_trackers(args),
+                progress=not args.quiet,
+                admin_kit=args.admin_kit,
+                resume=args.resume,
+            )
+            summary = result.summary()
     except RoundFailedError as exc:
         if args.json:
-            print(json.dumps({"run_id": exc.run_id, "status": "failed", "error": str(exc)}))
+            print(json.dumps({"run_id": exc.run_id, "status": "failed", "error": str(exc)}), file=out)
         raise
-    summary = result.summary()
-    print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary))
+    print(json.dumps(summary, indent=None if args.compact else 2) if args.json else format_summary(summary), file=out)
     return 0
 
 
@@ -660,7 +731,7 @@ def add_run(sub: Subparsers, config_flags: bool) -> None:
     )
     if config_flags:
         add_config_flags(run)
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, parser=run)
 
 
 def add_sweep(sub: Subparsers, config_flags: bool) -> None:
@@ -717,7 +788,7 @@ def add_sweep(sub: Subparsers, config_flags: bool) -> None:
     sweep.add_argument("--tracking-uri", default=None, metavar="URI", help="MLflow tracking URI")
     if config_flags:
         add_config_flags(sweep)
-    sweep.set_defaults(func=cmd_sweep)
+    sweep.set_defaults(func=cmd_sweep, parser=sweep)
 
 
 def add_data(sub: Subparsers) -> None:
@@ -737,9 +808,9 @@ def add_data(sub: Subparsers) -> None:
     info.add_argument("--seed", type=int, default=42, help="seed of the split")
     info.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True, help="check sha256 pins")
     info.add_argument("--json", action="store_true", help="print JSON")
-    info.set_defaults(func=cmd_data_info)
+    info.set_defaults(func=cmd_data_info, parser=info)
     download = commands.add_parser("download", help="download and verify the files into the data folder")
-    download.set_defaults(func=cmd_data_download)
+    download.set_defaults(func=cmd_data_download, parser=download)
 
 
 def add_remote(sub: Subparsers) -> None:
@@ -755,7 +826,7 @@ def add_remote(sub: Subparsers) -> None:
     prov = commands.add_parser("provision", help="startup kits (CA, per-site certificates, mTLS) from a project file")
     prov.add_argument("--project", default="deploy/project.yml", metavar="FILE", help="default: deploy/project.yml")
     prov.add_argument("--workspace", default="workspace", metavar="DIR", help="where the kits go (default: workspace)")
-    prov.set_defaults(func=cmd_remote_provision)
+    prov.set_defaults(func=cmd_remote_provision, parser=prov)
     start = commands.add_parser("start", help="run the server or a site from its startup kit (containers)")
     start.add_argument("--kit", required=True, metavar="DIR", help="the startup kit (startup/ and local/)")
     start.add_argument("--workspace", required=True, metavar="DIR", help="writable folder the kit is copied to")
@@ -774,14 +845,14 @@ def add_remote(sub: Subparsers) -> None:
         help='a value this file writes for "not measured" (repeatable; UCI hospitals get their own by default)',
     )
     own.add_argument("--delimiter", default=",", help="field separator of the file (default: ',')")
-    start.set_defaults(func=cmd_remote_start)
+    start.set_defaults(func=cmd_remote_start, parser=start)
     poc = commands.add_parser("poc", help="server + one process per hospital on 127.0.0.1 until Ctrl-C")
     poc.add_argument("--silos", type=int, default=4, help="hospitals to start, 1-4 (default: 4)")
     poc.add_argument(
         "--workspace", default="poc-workspace", metavar="DIR", help="kits and logs (default: poc-workspace)"
     )
     poc.add_argument("--data-dir", default=None, metavar="DIR", help="the UCI files (default: $FEDKIT_DATA_DIR)")
-    poc.set_defaults(func=cmd_remote_poc)
+    poc.set_defaults(func=cmd_remote_poc, parser=poc)
 
 
 def add_runs(sub: Subparsers) -> None:
@@ -796,11 +867,11 @@ def add_runs(sub: Subparsers) -> None:
     commands = runs.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
     listing = commands.add_parser("list", help="every recorded run, newest first")
     listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.set_defaults(func=cmd_runs_list)
+    listing.set_defaults(func=cmd_runs_list, parser=listing)
     show = commands.add_parser("show", help="one run: config, data, final metrics")
     show.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
     show.add_argument("--json", action="store_true", help="print JSON")
-    show.set_defaults(func=cmd_runs_show)
+    show.set_defaults(func=cmd_runs_show, parser=show)
     sync = commands.add_parser(
         "sync",
         help="deliver events that SageMaker/MLflow missed (safe to repeat)",
@@ -809,14 +880,14 @@ def add_runs(sub: Subparsers) -> None:
     )
     sync.add_argument("run_id", metavar="RUN_ID", nargs="?", help="one run (default: every run with pending events)")
     sync.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    sync.set_defaults(func=cmd_runs_sync)
+    sync.set_defaults(func=cmd_runs_sync, parser=sync)
     compare = commands.add_parser("compare", help="a table of runs: differing config and final metrics")
     compare.add_argument("run_ids", metavar="RUN_ID", nargs="*", help="runs to compare (default: all)")
     compare.add_argument("--source", default="local", choices=tuple(BACKENDS), help="where to read the runs from")
     compare.add_argument("--experiment", default="fedkit", metavar="NAME", help="with --source sagemaker/mlflow")
     compare.add_argument("--tracking-uri", default=None, metavar="URI", help="with --source mlflow")
     compare.add_argument("--json", action="store_true", help="print JSON (one object per run)")
-    compare.set_defaults(func=cmd_runs_compare)
+    compare.set_defaults(func=cmd_runs_compare, parser=compare)
 
 
 def add_audit(sub: Subparsers) -> None:
@@ -838,13 +909,13 @@ def add_audit(sub: Subparsers) -> None:
     show = commands.add_parser("show", help="print the run's audit records")
     show.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
     show.add_argument("--json", action="store_true", help="print the records as JSON")
-    show.set_defaults(func=cmd_audit_show)
+    show.set_defaults(func=cmd_audit_show, parser=show)
     verify = commands.add_parser(
         "verify",
         help="check the hash chain; exit 1 naming the first edited, removed or reordered record",
     )
     verify.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix of it")
-    verify.set_defaults(func=cmd_audit_verify)
+    verify.set_defaults(func=cmd_audit_verify, parser=verify)
 
 
 def add_report(sub: Subparsers) -> None:
@@ -875,7 +946,7 @@ def add_report(sub: Subparsers) -> None:
     )
     report.add_argument("--output-dir", default="reports", metavar="DIR", help="where to write (default: reports/)")
     report.add_argument("--no-html", action="store_true", help="only write the executed notebook")
-    report.set_defaults(func=cmd_report)
+    report.set_defaults(func=cmd_report, parser=report)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -887,9 +958,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         The subcommand about to run: ``run``'s RunConfig flags are left out unless it is ``run`` (or None), since
         generating them imports the training stack, 0.2 s before e.g. ``fedkit report`` can start its kernel.
     """
-    parser = argparse.ArgumentParser(
-        prog="fedkit", description="Cross-silo federated learning on the UCI Heart Disease hospitals."
-    )
+    parser = Parser(prog="fedkit", description="Cross-silo federated learning on the UCI Heart Disease hospitals.")
     parser.add_argument("--version", action="version", version=f"fedkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run(sub, config_flags=command in (None, "run"))
@@ -916,7 +985,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status.
     """
     words = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(words[0] if words and not words[0].startswith("-") else None).parse_args(words)
+    parser = build_parser(words[0] if words and not words[0].startswith("-") else None)
+    args, unknown = parser.parse_known_args(words)
+    if unknown:  # argparse would print the top-level usage; the subcommand's own says what it takes
+        getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args))
     except FedkitError as exc:

@@ -87,11 +87,15 @@ def _mlflow_records(runs: Sequence[str] | None, experiment: str, tracking_uri: s
     from fedkit.tracking.mlflow import RUN_TAG, SILO_TAG, MlflowBackend
 
     backend = MlflowBackend(experiment, tracking_uri)
-    found = backend.client.get_experiment_by_name(experiment)
-    if found is None:
-        raise TrackerError(f"MLflow at {backend.tracking_uri} has no experiment {experiment!r}; check --experiment.")
+    with backend.scoped():
+        found = backend.client.get_experiment_by_name(experiment)
+        if found is None:
+            raise TrackerError(
+                f"MLflow at {backend.tracking_uri} has no experiment {experiment!r}; check --experiment."
+            )
+        listed = backend.client.search_runs([found.experiment_id], filter_string=f"tags.`{RUN_TAG}` != ''")
     by_run: dict[str, dict[str, Any]] = {}
-    for run in backend.client.search_runs([found.experiment_id], filter_string=f"tags.`{RUN_TAG}` != ''"):
+    for run in listed:
         run_id = run.data.tags[RUN_TAG]
         record = by_run.setdefault(run_id, {"run_id": run_id, "status": None, "config": {}, "metrics": {}})
         silo = run.data.tags.get(SILO_TAG)
@@ -103,14 +107,14 @@ def _mlflow_records(runs: Sequence[str] | None, experiment: str, tracking_uri: s
 
 
 def _sagemaker_records(runs: Sequence[str] | None, experiment: str, region: str | None) -> list[dict[str, Any]]:
-    from fedkit.tracking.sagemaker import AGGREGATED, SageMakerBackend, sagemaker_name
+    from fedkit.tracking.sagemaker import AGGREGATED, SageMakerBackend, paginate, sagemaker_name
 
     backend = SageMakerBackend(experiment, region)
     by_run: dict[str, dict[str, Any]] = {}
-    trials = backend.sm.list_trials(ExperimentName=sagemaker_name(experiment), MaxResults=100)
-    for trial in trials.get("TrialSummaries", []):
-        listing = backend.sm.list_trial_components(TrialName=trial["TrialName"], MaxResults=100)
-        for summary in listing.get("TrialComponentSummaries", []):
+    trials = list(paginate(backend.sm.list_trials, "TrialSummaries", ExperimentName=sagemaker_name(experiment)))
+    for trial in trials:
+        listing = paginate(backend.sm.list_trial_components, "TrialComponentSummaries", TrialName=trial["TrialName"])
+        for summary in listing:
             component = backend.sm.describe_trial_component(TrialComponentName=summary["TrialComponentName"])
             params = {k: v.get("NumberValue", v.get("StringValue")) for k, v in component.get("Parameters", {}).items()}
             run_id, silo = params.pop("fedkit_run_id", None), params.pop("fedkit_silo", None)
@@ -172,11 +176,17 @@ def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         for silo in [*silos, POOLED]:
             for metric in ("accuracy", "auc", "loss"):
                 row[f"{silo}_{metric}"] = r["final"].get(silo, {}).get(metric)
-        accuracies = [r["final"].get(s, {}).get("accuracy") for s in silos]
+        # FLamby's Avg over the run's own silos (runs of different splits have different silos)
+        accuracies = [block.get("accuracy") for s, block in r["final"].items() if s != POOLED]
         known = [a for a in accuracies if a is not None]
         row["avg_accuracy"] = sum(known) / len(known) if known and len(known) == len(accuracies) else None
         rows.append(row)
-    return pd.DataFrame(rows).set_index("run_id") if rows else pd.DataFrame(columns=["run_id"]).set_index("run_id")
+    if not rows:
+        return pd.DataFrame(columns=["run_id"]).set_index("run_id")
+    table = pd.DataFrame(rows).set_index("run_id")
+    for k in differing:  # config values keep their types: a field that is None in another run stays 8, not 8.0
+        table[k] = pd.Series([r["config"].get(k) for r in records], index=table.index, dtype=object)
+    return table
 
 
 def compare(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -13,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from fedkit._validation import NONE, Interval, OfType, Options, validate_params
+from fedkit._validation import NONE, Interval, OfType, Options, did_you_mean, validate_params
 from fedkit.architectures import MODELS
 from fedkit.data.silos import (
     DATA_CONSTRAINTS,
     MISSING,
+    SKEWED,
     SPLITS,
     STANDARDIZE,
     Federation,
@@ -203,8 +203,8 @@ class RunConfig:
     dp_clip: float | None = field(
         default=None,
         metadata=_help(
-            "L2 clip norm of each silo's update (central, distributed; default 0.05) or of each example's "
-            "gradient (dpsgd; default 1.0)"
+            "L2 clip norm of each silo's update (central, distributed: 0.05 when unset) or of each example's "
+            "gradient (dpsgd: 1.0 when unset)"
         ),
     )
 
@@ -241,6 +241,15 @@ class RunConfig:
         """All fields, JSON-ready."""
         return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}  # asdict's result, 3x faster
 
+    def in_use(self) -> dict[str, Any]:
+        """The fields that shape this run, in field order: unset (None) ones are left out, and so are those
+        its other fields make inert (``alpha`` outside the dirichlet / quantity splits, ``hidden`` outside
+        the mlp model).
+        """
+        inert = {"alpha"} if self.split not in SKEWED else set()
+        inert |= {"hidden"} if self.model != "mlp" else set()
+        return {k: v for k, v in self.to_dict().items() if v is not None and k not in inert}
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         """Build from a mapping; unknown keys are rejected with the closest valid name.
@@ -258,8 +267,7 @@ class RunConfig:
         names = [f.name for f in fields(cls)]
         for key in values:
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(key, names)
                 raise ConfigError(f"RunConfig has no field {key!r}.{hint} Valid fields: {', '.join(names)}.")
         return cls(**values)
 
@@ -494,6 +502,40 @@ def krum_has_enough_silos(config: RunConfig) -> None:
         )
 
 
+def scaffold_needs_plain_sgd(config: RunConfig) -> None:
+    """SCAFFOLD's control update assumes plain local SGD and controls over every shared coordinate.
+
+    Option II of Karimireddy et al. (2020), ``c_i+ = c_i - c + (x - y_i) / (K * lr)``, reads a
+    silo's mean corrected gradient off ``K`` plain SGD steps of size ``lr``: Adam's or momentum's
+    steps are not ``lr`` times a gradient, so the control would be wrong. With FedPer, the personal
+    coordinates never reach the server, yet the control variates would span them.
+
+    Parameters
+    ----------
+    config
+        The config to check.
+
+    Raises
+    ------
+    ConfigError
+        With another optimizer than plain SGD, or with FedPer.
+    """
+    if config.strategy != "scaffold":
+        return
+    if config.optimizer != "sgd" or config.momentum != 0.0:
+        raise ConfigError(
+            "strategy='scaffold' needs optimizer='sgd' with momentum=0: its control variates are updated as "
+            "c_i - c + (x - y_i) / (K * lr), which holds only for plain SGD steps; got "
+            f"optimizer={config.optimizer!r}, momentum={config.momentum}. Use sgd without momentum, or another "
+            "strategy (fedadam, fedyogi, fedadagrad for adaptive steps)."
+        )
+    if config.personalize == "fedper":
+        raise ConfigError(
+            "strategy='scaffold' cannot run with personalize='fedper': its control variates would span the personal "
+            "head, which never reaches the server. Use personalize='finetune' or 'none', or another strategy."
+        )
+
+
 def enough_silos_per_round(config: RunConfig) -> None:
     """A round cannot need more silos (``min_silos``) than it selects.
 
@@ -712,6 +754,7 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
     ),
     no_personal_baseline,
     krum_has_enough_silos,
+    scaffold_needs_plain_sgd,
     enough_silos_per_round,
     OnlyWith("dropout", 0.0, "engine", ("simulation",), "engine='simulation' (remote sites drop out for real)"),
     remote_runs_hospitals,

@@ -20,7 +20,30 @@ class DataError(FedkitError, ValueError):
 
 
 class MissingDataError(DataError, FileNotFoundError):
-    """Data files are not on disk and could not be downloaded."""
+    """Data files are not on disk and could not be downloaded.
+
+    In a notebook (IPython) the error shows as one line saying where they were expected and how to
+    point fedkit at them, instead of a traceback.
+
+    Parameters
+    ----------
+    message
+        The full message: the missing files, where to put them, where to get them, what was tried.
+    directory
+        Where they were expected.
+    """
+
+    def __init__(self, message: str, *, directory: str | None = None) -> None:
+        super().__init__(message)
+        self.directory = directory
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython's hook: the lines a notebook shows for this error (one, no traceback)."""
+        where = f"in {self.directory}" if self.directory else "where fedkit looked"
+        return [
+            f"MissingDataError: the UCI Heart Disease files are not {where} and could not be downloaded: "
+            "set data_dir (or FEDKIT_DATA_DIR) to their folder."
+        ]
 
 
 class ChecksumError(DataError):

@@ -37,6 +37,8 @@ def grouped_metrics(y: np.ndarray, z: np.ndarray, group: np.ndarray, n_groups: i
     y = np.asarray(y, dtype=np.float64)
     z = np.asarray(z, dtype=np.float64)
     group = np.asarray(group, dtype=np.int64)
+    if len(z) == 0:  # no rows in any group: nothing to score
+        return {m: np.full(n_groups, np.nan) for m in METRICS}
     diverged = np.bincount(group, ~np.isfinite(z), minlength=n_groups) > 0
     if diverged.any():
         z = np.where(np.isfinite(z), z, 0.0)  # scored as 0, then blanked: no NaN arithmetic, no warnings

@@ -230,7 +230,6 @@ class LiveCurves:
                 self.lines[(metric, silo)] = line
             style_axes(ax, metric, f"{metric} ({model} model)")
             ax.set_xlim(0, max(rounds, 1))
-            ax.set_ylim(0, 1)
         self.axes[-1].legend(title="silo", fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
         if title:
             self.figure.suptitle(title)
@@ -251,10 +250,9 @@ class LiveCurves:
         for key, line in self.lines.items():
             rounds = sorted(points[key])
             line.set_data(rounds, [points[key][i] for i in rounds])
-        for ax, metric in zip(self.axes, METRICS, strict=True):
-            if metric == "loss":
-                ax.relim()
-                ax.autoscale_view(scalex=False)
+        for ax in self.axes:  # the y axes fit the curves, as curves_figure's do (rounds stay fixed on x)
+            ax.relim()
+            ax.autoscale_view(scalex=False)
         if self.epsilon_line is not None and self.privacy_axes is not None:
             spent = {
                 r["round"]: r["value"]
@@ -305,7 +303,7 @@ def label_balance_figure(federation: Federation, title: str | None = None) -> Fi
     summary = federation.summary()
     names = [r["silo"] for r in summary]
     colors = silo_colors(names)
-    fig, (ax,) = new_figure(1, width=max(4.5, 0.75 * len(names) + 2), height=3.4)
+    fig, (ax,) = new_figure(1, width=max(6.5, 0.75 * len(names) + 4), height=3.4)  # + the legend beside
     positives = [r["positives"] for r in summary]
     negatives = [r["rows"] - r["positives"] for r in summary]
     ax.bar(names, negatives, color="#cccccc", label="negative (num = 0)")
@@ -317,7 +315,7 @@ def label_balance_figure(federation: Federation, title: str | None = None) -> Fi
     ax.set_ylabel("patients (label: % positive on top)")
     ax.margins(y=0.12)
     ax.tick_params(axis="x", labelrotation=30 if len(names) > 6 else 0)
-    ax.legend(fontsize="small", loc="upper right")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never on a label
     return fig
 
 
@@ -366,7 +364,10 @@ def feature_figure(tables: Mapping[str, pd.DataFrame], features: Sequence[str], 
 
 
 def overlay_figure(histories: Mapping[str, pd.DataFrame], metric: str = "auc", title: str | None = None) -> Figure:
-    """One panel per silo (and pooled), one line per run: silo colour, a line style per run.
+    """One panel per silo (and pooled), one line per run: silo colour, a line style per run, one legend for all.
+
+    A silo gets a panel only when some run has a value of ``metric`` for it (an AUC is undefined on a
+    one-class test set), so no panel is drawn empty.
 
     Parameters
     ----------
@@ -377,40 +378,48 @@ def overlay_figure(histories: Mapping[str, pd.DataFrame], metric: str = "auc", t
     title
         Figure title.
     """
+    import math
+
+    from matplotlib.lines import Line2D
+
+    curves = {label: _curves(history, scored_model(history), metric) for label, history in histories.items()}
     silos: list[str] = []
-    for history in histories.values():
-        silos += [s for s in history["silo"].unique() if s not in silos]
+    for by_silo in curves.values():
+        silos += [s for s, (_, ys) in by_silo.items() if s not in silos and any(not math.isnan(y) for y in ys)]
     silos = _silo_order(silos)
     colors = silo_colors(silos)
-    ncols = min(5, len(silos))
-    fig, axes = new_figure(ncols, nrows=-(-len(silos) // ncols), width=3.3, height=2.8)
+    ncols = max(1, len(silos) if len(silos) <= 5 else 4)
+    fig, axes = new_figure(ncols, nrows=max(1, -(-len(silos) // ncols)), width=3.4, height=2.8)
+    styles = {label: LINESTYLES[i % len(LINESTYLES)] for i, label in enumerate(curves)}
     for ax, silo in zip(axes, silos, strict=False):
-        for i, (label, history) in enumerate(histories.items()):
-            curves = _curves(history, scored_model(history), metric)
-            if silo in curves:
-                xs, ys = curves[silo]
-                ax.plot(xs, ys, color=colors[silo], ls=LINESTYLES[i % len(LINESTYLES)], lw=1.6, label=label)
+        for label, by_silo in curves.items():
+            if silo in by_silo:
+                xs, ys = by_silo[silo]
+                ax.plot(xs, ys, color=colors[silo], ls=styles[label], lw=1.6, label=label)
         style_axes(ax, metric, silo)
     for ax in axes[len(silos) :]:
         ax.set_visible(False)
-    axes[0].legend(title="run", fontsize="x-small")
+    handles = [Line2D([], [], color="#333333", ls=style, lw=1.6, label=label) for label, style in styles.items()]
+    fig.legend(handles=handles, title="run (line style)", loc="outside lower center", ncols=min(3, len(handles)))
     fig.suptitle(title or f"{METRIC_LABELS.get(metric, metric)} per silo, runs overlaid")
     return fig
 
 
 def final_bars_figure(finals: Mapping[str, pd.DataFrame], metric: str = "accuracy", title: str | None = None) -> Figure:
-    """Final ``metric`` per silo (and pooled) for several runs: silo colour, one hatch per run.
+    """Final ``metric`` per silo (and pooled) for several runs: silo colour, one hatch per run, 95% intervals.
 
     Parameters
     ----------
     finals
-        Each run's final table (``RunResult.table()``: index silo), by run label.
+        Each run's final table (``RunResult.table()``: index silo), by run label; its ``{metric}_low`` /
+        ``{metric}_high`` columns, when there, are drawn as error bars.
     metric
         ``"loss"``, ``"auc"`` or ``"accuracy"``.
     title
         Figure title.
     """
     import numpy as np
+    from matplotlib.patches import Patch
 
     silos: list[str] = []
     for table in finals.values():
@@ -418,28 +427,28 @@ def final_bars_figure(finals: Mapping[str, pd.DataFrame], metric: str = "accurac
     silos = _silo_order(silos)
     colors = silo_colors(silos)
     width = 0.8 / max(len(finals), 1)
-    fig, (ax,) = new_figure(1, width=max(6.5, 1.5 * len(silos) * max(1, len(finals) / 2)), height=3.4)
+    fig, (ax,) = new_figure(1, width=max(7.5, 0.5 * len(silos) * max(len(finals), 2) + 2), height=4.4)
+    handles = []
     for i, (label, table) in enumerate(finals.items()):
-        values = [table[metric].get(s, np.nan) for s in silos]
-        ax.bar(
-            np.arange(len(silos)) + i * width,
-            values,
-            width,
-            color=[colors[s] for s in silos],
-            hatch=HATCHES[i % len(HATCHES)],
-            edgecolor="white",
-            label=label,
-        )
+        values = np.array([table[metric].get(s, np.nan) for s in silos], dtype=float)
+        x = np.arange(len(silos)) + i * width
+        hatch = HATCHES[i % len(HATCHES)]
+        ax.bar(x, values, width, color=[colors[s] for s in silos], hatch=hatch, edgecolor="white", label=label)
+        if f"{metric}_low" in table.columns:
+            low = np.array([table[f"{metric}_low"].get(s, np.nan) for s in silos], dtype=float)
+            high = np.array([table[f"{metric}_high"].get(s, np.nan) for s in silos], dtype=float)
+            known = ~np.isnan(low) & ~np.isnan(values)
+            yerr = np.vstack([values - low, high - values])[:, known]
+            ax.errorbar(x[known], values[known], yerr=yerr, fmt="none", ecolor="#333333", capsize=3, lw=1)
+        handles.append(Patch(facecolor="#dddddd", edgecolor="#333333", hatch=hatch, label=label))
     ax.set_xticks(np.arange(len(silos)) + 0.4 - width / 2, silos)
     ax.set_xlabel("silo")
     ax.set_ylabel(f"final {METRIC_LABELS.get(metric, metric)}")
-    ax.set_title(title or f"Final {metric} per silo")
+    ax.set_title(title or f"Final {metric} per silo (bars: 95% interval over the test rows)")
     ax.grid(axis="y", alpha=0.3)
     if metric != "loss":
         ax.set_ylim(0, 1.05)
-    legend = ax.legend(title="run (hatch)", fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    for patch in legend.get_patches():
-        patch.set_facecolor("#999999")
+    fig.legend(handles=handles, title="run (hatch)", loc="outside lower center", ncols=min(3, len(handles)))
     return fig
 
 

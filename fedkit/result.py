@@ -22,7 +22,12 @@ def _json_float(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int], model: str = "global") -> dict[str, Any]:
+def final_metrics(
+    history: list[dict[str, Any]],
+    n_test: dict[str, int],
+    model: str = "global",
+    intervals: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, Any]:
     """The ``final`` block of a summary: test metrics of ``model`` ("global"/"personal") at the last round.
 
     Parameters
@@ -30,18 +35,23 @@ def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int], model: 
     history
         The run's metric rows.
     n_test
-        Test rows per silo (and ``pooled``).
+        Test rows per silo and pooled.
     model
-        ``"global"`` or ``"personal"``.
+        The model the run is scored with.
+    intervals
+        Per silo (and pooled), the 95% interval bounds of its final AUC and accuracy
+        (:func:`fedkit.intervals.metric_intervals`); they join the silo's block when given.
     """
     rows = [r for r in history if r["model"] == model and r["split"] == "test"]
     if not rows:
         return {"model": model, "silos": {}, POOLED: None, "avg_accuracy": None}
     last = max(r["round"] for r in rows)
     values = {(r["silo"], r["metric"]): r["value"] for r in rows if r["round"] == last}
+    intervals = intervals or {}
 
     def block(silo: str) -> dict[str, Any]:
-        return {**{m: _json_float(values[(silo, m)]) for m in sorted(METRICS)}, "n_test": n_test[silo]}
+        bounds = {k: _json_float(v) for k, v in intervals.get(silo, {}).items()}
+        return {**{m: _json_float(values[(silo, m)]) for m in sorted(METRICS)}, **bounds, "n_test": n_test[silo]}
 
     silos = {s: block(s) for s in n_test if s != POOLED and (s, "accuracy") in values}  # a dropped silo is absent
     accuracies = [b["accuracy"] for b in silos.values()]
@@ -49,8 +59,9 @@ def final_metrics(history: list[dict[str, Any]], n_test: dict[str, int], model: 
         "model": model,
         "round": last,
         "silos": silos,
-        POOLED: block(POOLED),
-        "avg_accuracy": None if None in accuracies else float(np.mean(accuracies)),
+        POOLED: block(POOLED) if (POOLED, "accuracy") in values else None,
+        # None when every silo dropped out of the last round, or when one diverged (its accuracy is null)
+        "avg_accuracy": None if not accuracies or None in accuracies else float(np.mean(accuracies)),
     }
 
 
@@ -94,6 +105,36 @@ def privacy_summary(config: Mapping[str, Any], history: list[dict[str, Any]]) ->
         "clip": config["dp_clip"],
         "accountant": accountant_label(),
     }
+
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "n_test",
+    "loss",
+    "auc",
+    "auc_low",
+    "auc_high",
+    "accuracy",
+    "accuracy_low",
+    "accuracy_high",
+)
+"""The columns of a final table (:meth:`RunResult.table`): ``*_low`` / ``*_high`` bound a 95% interval."""
+
+
+def final_table(final: Mapping[str, Any]) -> pd.DataFrame:
+    """A summary's ``final`` block as a table: one row per silo plus pooled, :data:`TABLE_COLUMNS`.
+
+    Parameters
+    ----------
+    final
+        The ``final`` block of a run summary (:func:`final_metrics`); a block recorded before the
+        intervals existed gives empty interval columns.
+    """
+    import pandas as pd
+
+    rows = [{"silo": s, **m} for s, m in final["silos"].items()]
+    if final.get(POOLED):
+        rows.append({"silo": POOLED, **final[POOLED]})
+    return pd.DataFrame(rows, columns=["silo", *TABLE_COLUMNS]).set_index("silo")
 
 
 ClassCounts = Mapping[str, tuple[int, int]]
@@ -141,6 +182,25 @@ def undefined_auc_notes(history: list[dict[str, Any]], counts: ClassCounts) -> l
                 f"AUC of {silo!r} is null: its test set has a single class ({n} rows, all {kind}), "
                 "so ROC AUC is undefined; accuracy and loss are reported."
             )
+    return notes
+
+
+def thin_class_notes(counts: Mapping[str, tuple[int, int]]) -> list[str]:
+    """A sentence for every test set whose AUC rests on a single row of one class (its interval is ``[0, 1]``).
+
+    Parameters
+    ----------
+    counts
+        Per silo, its test rows and the positives among them.
+    """
+    notes = []
+    for silo, (n, positives) in counts.items():
+        for kind, count in (("negative", n - positives), ("positive", positives)):
+            if count == 1 and n > 1:
+                notes.append(
+                    f"AUC of {silo!r} rests on 1 {kind} among {n} test rows: it is that row's rank, so its "
+                    "95% interval is [0, 1] (DeLong's variance needs two rows of each class)."
+                )
     return notes
 
 
@@ -199,6 +259,8 @@ class RunResult:
     rejected
         Every update validation rejected: ``{"round", "silo", "kind", "reason"}``
         (:mod:`fedkit.privacy.validation`).
+    intervals
+        Per silo and pooled: the 95% interval bounds of the final AUC and accuracy (:mod:`fedkit.intervals`).
     """
 
     run_id: str
@@ -211,6 +273,8 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     scored: str = "global"
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    intervals: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per silo and pooled: the 95% interval bounds of the final AUC and accuracy (:mod:`fedkit.intervals`)."""
 
     @property
     def history(self) -> pd.DataFrame:
@@ -227,18 +291,14 @@ class RunResult:
         (``personalize`` / the ``local`` baseline), as ``final["model"]`` says. A DP run's also holds
         ``privacy`` (:func:`privacy_summary`).
         """
-        final = final_metrics(self.records, self.n_test, self.scored)
+        final = final_metrics(self.records, self.n_test, self.scored, self.intervals)
         privacy = privacy_summary(self.config, self.records)
         return final if privacy is None else {**final, "privacy": privacy}
 
     def table(self) -> pd.DataFrame:
-        """The final per-silo table (plus pooled), one row per silo."""
-        import pandas as pd
-
-        final = self.final
-        rows = [{"silo": s, **m} for s, m in final["silos"].items()]
-        rows.append({"silo": POOLED, **final[POOLED]})
-        return pd.DataFrame(rows, columns=["silo", "n_test", "loss", "auc", "accuracy"]).set_index("silo")
+        """The final per-silo table (plus pooled), one row per silo: n_test, loss, AUC and accuracy with the
+        bounds of their 95% intervals (:data:`TABLE_COLUMNS`)."""
+        return final_table(self.final)
 
     def summary(self) -> dict[str, Any]:
         """Exactly what ``fedkit run --json`` prints: run id, config, final metrics, history, notes, rejections."""

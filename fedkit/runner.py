@@ -23,6 +23,7 @@ from fedkit.data.silos import Federation
 from fedkit.engines.base import Engine, Evaluation, FitReply
 from fedkit.errors import FedkitError, ResumeError
 from fedkit.evalstats import metrics_from_stats
+from fedkit.intervals import intervals_from_stats
 from fedkit.metrics import METRICS
 from fedkit.privacy import audit, budget, dp
 from fedkit.privacy.validation import (
@@ -33,7 +34,16 @@ from fedkit.privacy.validation import (
     rejection_note,
     validate_updates,
 )
-from fedkit.result import POOLED, ClassCounts, RoundEvent, RunResult, class_counts, n_test_by_silo, undefined_auc_notes
+from fedkit.result import (
+    POOLED,
+    ClassCounts,
+    RoundEvent,
+    RunResult,
+    class_counts,
+    n_test_by_silo,
+    thin_class_notes,
+    undefined_auc_notes,
+)
 from fedkit.strategies import BASELINES, Strategy, make_strategy
 from fedkit.strategies.base import Controls
 from fedkit.tracking.base import RunStore, Tracker
@@ -116,9 +126,24 @@ def score_rows(server_round: int, model: str, evaluation: Evaluation) -> list[di
     ]
 
 
+class Evaluated(NamedTuple):
+    """A round's evaluation: its metric rows, and the 95% intervals of the scored model's AUC and accuracy.
+
+    Parameters
+    ----------
+    rows
+        The metric rows (global model, and each silo's own when the run is scored by it).
+    intervals
+        Per silo and pooled, the interval bounds (:func:`intervals_of`).
+    """
+
+    rows: list[dict[str, Any]]
+    intervals: dict[str, dict[str, float]]
+
+
 def evaluate_rows(
     server_round: int, engine: Engine, params: np.ndarray, config: RunConfig, personal_models: np.ndarray | None = None
-) -> list[dict[str, Any]]:
+) -> Evaluated:
     """The round's evaluation: the global model (not for ``local``) and each silo's own model when scored by it.
 
     Parameters
@@ -134,12 +159,38 @@ def evaluate_rows(
     personal_models
         The silos' fine-tuned models, already trained (a sweep stacks the fine-tuning of many runs);
         None: the engine fine-tunes them itself.
+
+    Returns
+    -------
+    Evaluated
+        The metric rows, and the intervals of the model the run is scored with.
     """
-    rows = [] if config.strategy == "local" else score_rows(server_round, "global", engine.evaluate(params))
+    scored = None if config.strategy == "local" else engine.evaluate(params)
+    rows = [] if scored is None else score_rows(server_round, "global", scored)
     if config.scored == "personal":
         models = {} if personal_models is None else {"models": personal_models}
-        rows += score_rows(server_round, "personal", engine.evaluate_personal(params, server_round, **models))
-    return rows
+        scored = engine.evaluate_personal(params, server_round, **models)
+        rows += score_rows(server_round, "personal", scored)
+    return Evaluated(rows, intervals_of(scored))
+
+
+def intervals_of(evaluation: Evaluation | None) -> dict[str, dict[str, float]]:
+    """The 95% intervals of an evaluation's AUC and accuracy per silo and pooled (:mod:`fedkit.intervals`).
+
+    Each silo's come from the silo (computed from its own rows, like its metrics); the pooled ones
+    from the summed evaluation statistics. A silo whose engine sent none has none.
+
+    Parameters
+    ----------
+    evaluation
+        A model's evaluation (None: nothing evaluated).
+    """
+    if evaluation is None:
+        return {}
+    out = {e.silo: dict(e.intervals) for e in evaluation.silos if e.intervals}
+    if evaluation.pooled is not None:
+        out[POOLED] = intervals_from_stats(evaluation.pooled)
+    return out
 
 
 def fit_rows(server_round: int, replies: list[FitReply]) -> list[dict[str, Any]]:
@@ -256,6 +307,8 @@ class RoundOutcome(NamedTuple):
         A verdict per silo that replied.
     contributions
         How many silos' updates reached the aggregate.
+    intervals
+        The 95% intervals of the scored model's AUC and accuracy after the round (:func:`intervals_of`).
     """
 
     params: np.ndarray
@@ -264,6 +317,7 @@ class RoundOutcome(NamedTuple):
     selected: list[str]
     verdicts: list[Verdict]
     contributions: int = 0
+    intervals: dict[str, dict[str, float]] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
 
 
 def run_round(
@@ -310,8 +364,9 @@ def run_round(
     new, state, contributions = aggregate(strategy, state, params, accepted, engine, config, server_round)
     check_global(server_round, new, config.strategy)
     rows = fit_rows(server_round, replies) + validation_rows(server_round, verdicts)
-    rows += evaluate_rows(server_round, engine, new, config)
-    return RoundOutcome(new, state, rows, chosen, verdicts, contributions)
+    evaluated = evaluate_rows(server_round, engine, new, config)
+    rows += evaluated.rows
+    return RoundOutcome(new, state, rows, chosen, verdicts, contributions, evaluated.intervals)
 
 
 def aggregate(
@@ -526,6 +581,8 @@ class Recorder:
         self.records: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.rejected: list[dict[str, Any]] = []
+        self.intervals: dict[str, dict[str, float]] = {}
+        """The 95% intervals of the scored model's AUC and accuracy at the last evaluation, for the final table."""
         self.chain = audit.Chain(self.run_id)
 
     def _audit(self, kind: str, fields: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -666,7 +723,7 @@ class Recorder:
         params
             The final global parameters.
         """
-        notes = undefined_auc_notes(self.records, self.test_counts)
+        notes = undefined_auc_notes(self.records, self.test_counts) + thin_class_notes(self.test_counts)
         if not self.data["verified"]:
             notes.append(
                 "The data files were not verified against the pinned UCI sha256 (own data, or verify=False); "
@@ -683,6 +740,7 @@ class Recorder:
             notes + self.notes,
             self.config.scored,
             list(self.rejected),
+            dict(self.intervals),
         )
         summary = result.summary() if self.trackers else None
         last = max((r["round"] for r in self.records), default=0)
@@ -816,13 +874,15 @@ def run(
     )
     try:
         if resume is None:
+            rows, intervals = evaluate_rows(0, engine, params, config)
             spent = budget.privacy_rows(ledger, 0, [], 0)
-            rows = evaluate_rows(0, engine, params, config) + spent
+            rows = rows + spent
             notes = recorder.add_notes(0, [], engine, seen)
             seen = len(engine.notes)
             saved_now = checkpoint(0, params, state, engine, recorder)
             audit_fields = audit.round_record(0, [], [], params, dp=spending(spent, config))
             recorder.record(0, rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)
+            recorder.intervals = intervals
         for server_round in range(first, config.rounds + 1):
             outcome = run_round(server_round, config, engine, strategy, state, params, hooks)
             params, state = outcome.params, outcome.state
@@ -839,6 +899,7 @@ def run(
             )
             saved_now = checkpoint(server_round, params, state, engine, recorder)
             recorder.record(server_round, rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)
+            recorder.intervals = outcome.intervals
             pooled = {r["metric"]: r["value"] for r in rows if r["silo"] == POOLED and r["model"] == config.scored}
             shown = {"auc": f"{pooled['auc']:.3f}", "acc": f"{pooled['accuracy']:.3f}"}
             epsilon = [r["value"] for r in spent if r["silo"] == POOLED and r["metric"] == "epsilon"]

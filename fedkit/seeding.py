@@ -21,6 +21,7 @@ FINETUNE = 3
 DP_NOISE = 4  # differential privacy's Gaussian noise (fedkit.privacy.dp), apart from every other draw
 DROPOUT = 5  # simulated faults (fedkit.engines.faults): which silos vanish from a round
 STRAGGLER = 6  # simulated faults: how long each silo's round takes
+VALIDATION = 7  # the folds of validation_split (fedkit.data.silos), one stream per silo
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -32,6 +32,7 @@ from fedkit.errors import ConfigError, RoundFailedError
 from fedkit.privacy.validation import check_global
 from fedkit.result import RunResult
 from fedkit.runner import (
+    Evaluated,
     Recorder,
     aggregate,
     evaluate_rows,
@@ -222,7 +223,7 @@ def _fit_round(server_round: int, runs: Sequence[_StackedRun], *, full: bool) ->
     return out
 
 
-def _evaluate_round(server_round: int, runs: Sequence[_StackedRun]) -> list[list[dict[str, Any]]]:
+def _evaluate_round(server_round: int, runs: Sequence[_StackedRun]) -> list[Evaluated]:
     """Each run's :func:`~fedkit.runner.evaluate_rows` of round ``server_round``, the fine-tuning of all stacked."""
     jobs = {id(run): job for run in runs if (job := run.engine.finetune_job(run.params, server_round)) is not None}
     tuned = [run for run in runs if id(run) in jobs]
@@ -267,8 +268,9 @@ def run_stacked(
     full = history == "full"
     runs = _start_runs(configs, federations)
     if full:
-        for run, rows in zip(runs, _evaluate_round(0, runs), strict=True):
+        for run, (rows, intervals) in zip(runs, _evaluate_round(0, runs), strict=True):
             run.recorder.record(0, rows, run.params)
+            run.recorder.intervals = intervals
     for server_round in range(1, max((c.rounds for c in configs), default=0) + 1):
         live = [run for run in runs if run.status == "running" and run.config.rounds >= server_round]
         if not live:
@@ -284,8 +286,9 @@ def run_stacked(
                 continue
             last = server_round == run.config.rounds
             if id(run) in evaluated:
-                rows = reply + evaluated[id(run)]
+                rows = reply + evaluated[id(run)].rows
                 run.recorder.record(server_round, rows, run.params)
+                run.recorder.intervals = evaluated[id(run)].intervals
             if last:
                 run.status = "finished"
             elif stop:

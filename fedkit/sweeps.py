@@ -15,7 +15,6 @@ touching a test set; measure it on the test sets once, afterwards (``result.best
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import math
@@ -26,12 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fedkit._validation import did_you_mean
 from fedkit.config import RunConfig, load_federation, with_changes
 from fedkit.errors import ConfigError, ConfigTypeError, RoundFailedError
 from fedkit.stacking import HISTORIES, run_stacked, stack_blocker
 from fedkit.tracking.local import LocalStore, SweepRunRecord
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
     from fedkit.data.silos import Federation
@@ -87,9 +89,7 @@ def expand_grid(
             if key == "seed":
                 raise ConfigError("The grid of sweep cannot vary 'seed'; pass seeds=[...] (every config runs each).")
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"The grid of sweep has no RunConfig field {key!r}.{hint}")
+                raise ConfigError(f"The grid of sweep has no RunConfig field {key!r}.{did_you_mean(key, names)}")
             if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence):
                 raise ConfigTypeError(
                     f"The grid of sweep takes a list of values per field; got {key}={values!r}. "
@@ -159,9 +159,7 @@ def grid_from_text(lines: Sequence[str]) -> dict[str, list[Any]]:
         if not sep or not text.strip():
             raise ConfigError(f"A grid line is FIELD=VALUE,VALUE,... e.g. lr=0.001,0.01; got {line!r}.")
         if name not in kinds:
-            close = difflib.get_close_matches(name, kinds, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"Grid line {line!r}: RunConfig has no field {name!r}.{hint}")
+            raise ConfigError(f"Grid line {line!r}: RunConfig has no field {name!r}.{did_you_mean(name, kinds)}")
         kind = kinds[name].split("|")[0].strip()
         values: list[Any] = []
         for word in (w.strip() for w in text.split(",")):
@@ -270,8 +268,9 @@ def _data_key(config: RunConfig) -> str:
 class _Federations:
     """Each run's federation, loaded once per data key and fold and shared by every run that has it."""
 
-    def __init__(self, folds: int | None) -> None:
+    def __init__(self, folds: int | None, data_dir: str | Path | None = None) -> None:
         self.folds = folds
+        self.data_dir = data_dir
         self._loaded: dict[str, Federation] = {}
 
     def of(self, run: SweepRun) -> Federation:
@@ -280,7 +279,7 @@ class _Federations:
 
         key = _data_key(run.config)
         if key not in self._loaded:
-            self._loaded[key] = load_federation(run.config)
+            self._loaded[key] = load_federation(run.config, data_dir=self.data_dir)
         if run.fold is None:
             return self._loaded[key]
         fold_key = f"{key} fold {run.fold}"
@@ -481,6 +480,7 @@ def sweep(
     should_stop: Callable[[], bool] | None = None,
     on_round: Callable[[int, int], None] | None = None,
     keep_results: bool = True,
+    data_dir: str | Path | None = None,
 ) -> SweepResult:
     """Run every combination of ``grid`` on top of ``base``, for each seed (and fold), as one job; tabulate it.
 
@@ -513,6 +513,8 @@ def sweep(
         Called after each round with the rounds done so far and in all (over every run): a widget's progress.
     keep_results
         Keep each run's :class:`~fedkit.result.RunResult` in ``result.results`` (False for very large sweeps).
+    data_dir
+        The folder of the four UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
 
     Returns
     -------
@@ -540,7 +542,7 @@ def sweep(
     if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
         raise ConfigError(f"The 'folds' parameter of sweep must be None or an int >= 2; got {folds!r}.")
     base_fields, combos, runs = plan_runs(base, grid, seeds, folds)
-    federations = _Federations(folds)
+    federations = _Federations(folds, data_dir)
     trackers = [LocalStore()] if trackers is None else list(trackers)
     sweep_id = "sweep-" + new_run_id()
     spec = {"base": base_fields, "grid": combos, "seeds": seeds, "folds": folds, "metric": metric}

@@ -14,6 +14,7 @@ import html
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedkit.errors import FedkitError
@@ -54,6 +55,12 @@ TOOLTIPS: dict[str, str] = {
 }
 
 
+def _short(exc: BaseException) -> str:
+    """An error for the panel's message line: its one-line notebook form when it has one, else its message."""
+    render = getattr(exc, "_render_traceback_", None)
+    return " ".join(render()) if render is not None else str(exc)
+
+
 def _field(widget: ipywidgets.Widget, name: str) -> ipywidgets.Widget:
     widget.tooltip = TOOLTIPS.get(name, "")
     widget.style = {"description_width": DESCRIPTION_WIDTH}
@@ -73,6 +80,8 @@ class ControlPanel:
         Tracker names each run is recorded in (see :func:`fedkit.make_trackers`).
     callbacks
         Also receive every round event.
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
     **defaults
         RunConfig fields that preset the panel (fields the panel has no widget for, e.g. ``mu``, are passed through
         unchanged).
@@ -83,11 +92,13 @@ class ControlPanel:
         *,
         trackers: Sequence[str] = ("local",),
         callbacks: Sequence[Callable[[RoundEvent], None]] = (),
+        data_dir: str | Path | None = None,
         **defaults: Any,
     ) -> None:
         from fedkit.config import RunConfig
 
         base = RunConfig.from_dict(defaults)  # a bad preset fails here, with RunConfig's message
+        self.data_dir = data_dir
         self._extra = {k: v for k, v in defaults.items() if k not in _WIDGET_FIELDS}
         self.callbacks = list(callbacks)
         self.result: RunResult | None = None
@@ -200,7 +211,8 @@ class ControlPanel:
         self.message.add_class("fedkit-message")
         self.notes = w.HTML()
         self.notes.add_class("fedkit-notes")
-        self.figure = w.Image(format="png", layout=w.Layout(width="100%", max_width="1140px"))
+        # hidden until the first run draws it: an Image without a value shows a broken-image icon
+        self.figure = w.Image(format="png", layout=w.Layout(width="100%", max_width="1140px", display="none"))
         self.figure.add_class("fedkit-figure")
         self.table = w.HTML()
         self.table.add_class("fedkit-table")
@@ -287,6 +299,9 @@ class ControlPanel:
             self._say(problem, "error")
         elif not self.running:
             config = self.config()
+            if self.progress.value == 0:  # before a run (or after a failed start): the counter follows rounds
+                self.progress.max = config.rounds
+                self.counter.value = f"round 0/{config.rounds}"
             self._say(
                 f"Ready: {config.strategy} on the {config.split} split, {config.rounds} rounds, "
                 f"recorded in {', '.join(self.selected_trackers())}.",
@@ -295,7 +310,7 @@ class ControlPanel:
 
     def _refresh(self) -> str | None:
         """Enable what applies to the current values; returns the problem that blocks Run, if any."""
-        from fedkit.data.silos import SYNTHETIC
+        from fedkit.data.silos import SKEWED, SYNTHETIC
         from fedkit.tracking.registry import available_trackers
 
         with self._lock:
@@ -303,7 +318,7 @@ class ControlPanel:
             for field in self._inputs():
                 field.disabled = running
             self.silos.disabled = running or self.split.value not in SYNTHETIC
-            self.alpha.disabled = running or self.split.value not in ("dirichlet", "quantity")
+            self.alpha.disabled = running or self.split.value not in SKEWED
             for field in (self.dp_epsilon, self.dp_delta, self.dp_clip):
                 field.disabled = running or self.dp.value == "none"
             for name, usable in available_trackers().items():
@@ -393,9 +408,9 @@ class ControlPanel:
 
         try:
             trackers = make_trackers(self.selected_trackers())
-            federation = load_federation(config)
+            federation = load_federation(config, data_dir=self.data_dir)
         except FedkitError as exc:
-            self._say(str(exc), "error")
+            self._say(_short(exc), "error")
             return None
         title = f"{config.strategy} · {config.split} split · seed {config.seed}"
         privacy = config.dp != "none"
@@ -493,6 +508,7 @@ class ControlPanel:
         if self.curves is not None:
             self.curves.update(self._records)
             self.figure.value = self.curves.png()
+            self.figure.layout.display = None  # shown from the first drawing on
             self._drawn_at = time.monotonic()
 
     def _show_notes(self, notes: Sequence[str]) -> None:
@@ -504,7 +520,9 @@ class ControlPanel:
     def _finished(self, result: RunResult) -> None:
         final = result.final
         self.progress.bar_style = "success" if result.status == "finished" else "warning"
-        table = result.table().to_html(float_format=lambda v: f"{v:.4f}", na_rep="null", border=0)
+        from fedkit.explore import readable_table
+
+        table = readable_table(result.table()).to_html(float_format=lambda v: f"{v:.4f}", na_rep="null", border=0)
         self.table.value = f'<div class="jp-RenderedHTMLCommon">{table}</div>'
         self._show_notes(result.notes)
         rejected = f" {len(result.rejected)} update(s) rejected (see the notes)." if result.rejected else ""
@@ -547,6 +565,10 @@ _WIDGET_FIELDS = frozenset(
 """The RunConfig fields the panel has a widget for (the others pass through from ``defaults``)."""
 
 
+ALPHAS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+"""The partition explorer's alpha values: exact numbers on a roughly logarithmic scale (plus the one it starts at)."""
+
+
 class SweepPanel:
     """An ipywidgets panel that runs a :func:`fedkit.sweep` in a thread and shows its grid as a heatmap.
 
@@ -567,6 +589,8 @@ class SweepPanel:
         The validation folds it starts with (None or 0: score on the test sets).
     metric
         The score the best configuration is chosen by.
+    data_dir
+        The folder of the four UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
     **base
         The RunConfig fields every run shares.
     """
@@ -578,6 +602,7 @@ class SweepPanel:
         seeds: Sequence[int] = (42, 43, 44, 45, 46),
         folds: int | None = 4,
         metric: str = "avg_accuracy",
+        data_dir: str | Path | None = None,
         **base: Any,
     ) -> None:
         import ipywidgets as w
@@ -585,6 +610,7 @@ class SweepPanel:
         from fedkit.sweeps import SCORES
 
         self.base = base
+        self.data_dir = data_dir
         self.result: SweepResult | None = None
         self.error: BaseException | None = None
         self._stop = threading.Event()
@@ -693,7 +719,12 @@ class SweepPanel:
 
         try:
             self.result = sweep(
-                **arguments, progress=False, should_stop=self._stop.is_set, on_round=self._on_round, keep_results=False
+                **arguments,
+                progress=False,
+                should_stop=self._stop.is_set,
+                on_round=self._on_round,
+                keep_results=False,
+                data_dir=self.data_dir,
             )
         except BaseException as exc:  # shown in the panel
             self.error = exc
@@ -751,9 +782,16 @@ class SweepPanel:
 
 
 def partition_explorer(
-    split: str = "dirichlet", silos: int = 4, alpha: float = 0.5, seed: int = 42
+    split: str = "dirichlet",
+    silos: int = 4,
+    alpha: float = 0.5,
+    seed: int = 42,
+    data_dir: str | Path | None = None,
 ) -> ipywidgets.Widget:
     """Pick split, silos, alpha and seed; see the label balance of the resulting silos (and RunConfig's errors).
+
+    The alpha slider steps through :data:`ALPHAS` (and ``alpha``), exact values, so its partition is the
+    one :func:`~fedkit.data.silos.load_silos` gives for the same parameters.
 
     Parameters
     ----------
@@ -762,31 +800,34 @@ def partition_explorer(
     silos
         The initial number of silos.
     alpha
-        The initial Dirichlet concentration.
+        The initial Dirichlet concentration (one of the slider's values).
     seed
         The initial seed.
+    data_dir
+        The folder of the UCI files (default: ``$FEDKIT_DATA_DIR``, else the verified download).
     """
     import ipywidgets as w
     from IPython.display import display
 
-    from fedkit.data.silos import SPLITS, load_silos
+    from fedkit.data.silos import SKEWED, SPLITS, SYNTHETIC, load_silos
     from fedkit.explore import partition_table
     from fedkit.plots import label_balance_figure
 
+    alphas = sorted({*ALPHAS, float(alpha)})
     controls = {
         "split": _field(w.Dropdown(options=SPLITS, value=split, description="split"), "split"),
         "silos": _field(w.IntSlider(value=silos, min=2, max=16, description="silos"), "silos"),
-        "alpha": _field(w.FloatLogSlider(value=alpha, base=10, min=-2, max=2, step=0.1, description="alpha"), "alpha"),
+        "alpha": _field(w.SelectionSlider(options=alphas, value=float(alpha), description="alpha"), "alpha"),
         "seed": _field(w.IntText(value=seed, description="seed"), "seed"),
     }
 
     def show(split: str, silos: int, alpha: float, seed: int) -> None:
-        from fedkit.data.silos import SYNTHETIC
-
         controls["silos"].disabled = split not in SYNTHETIC
-        controls["alpha"].disabled = split not in ("dirichlet", "quantity")
+        controls["alpha"].disabled = split not in SKEWED
         try:
-            federation = load_silos(split, silos=silos if split in SYNTHETIC else None, alpha=alpha, seed=seed)
+            federation = load_silos(
+                split, silos=silos if split in SYNTHETIC else None, alpha=alpha, seed=seed, data_dir=data_dir
+            )
         except FedkitError as exc:
             display(w.HTML(f'<span style="color:#b00020">{html.escape(str(exc))}</span>'))
             return

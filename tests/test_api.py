@@ -68,3 +68,11 @@ def test_run_seeds_validates_before_running(data_dir) -> None:
     results = api.run_seeds({"rounds": 1, "local_steps": 2}, [42, 43])
     assert [r.config["seed"] for r in results] == [42, 43]
     assert {r["run_id"] for r in LocalStore().list_runs()} == {r.run_id for r in results}
+
+
+def test_run_seeds_reads_the_data_folder_it_is_given(data_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FEDKIT_DATA_DIR", str(tmp_path / "nothing-here"))
+    (result,) = api.run_seeds({"rounds": 1, "local_steps": 2}, [42], data_dir=data_dir)
+    assert result.data["directory"] == str(data_dir.resolve())
+    with pytest.raises(ConfigError, match="engine='remote' takes no data_dir="):
+        api.run_seeds({"rounds": 1}, [42], engine="remote", admin_kit=tmp_path, data_dir=data_dir)

@@ -62,9 +62,17 @@ def jupyterlab(tmp_path: Path, data_dir: Path, fedkit_home: Path) -> Iterator[tu
     root.mkdir()
     shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
     port, token = _free_port(), secrets.token_hex(16)
+    kernels = tmp_path / "kernels"  # the notebooks' kernel "Python (fedkit)", as `make lab` / `make kernel` install it
+    install = ["install", "--prefix", str(kernels), "--name", "fedkit", "--display-name", "Python (fedkit)"]
+    subprocess.run(
+        [sys.executable, "-m", "ipykernel", *install, "--env", "FEDKIT_DATA_DIR", str(data_dir)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     env = {
-        **os.environ,
-        "FEDKIT_DATA_DIR": str(data_dir),
+        **{k: v for k, v in os.environ.items() if k != "FEDKIT_DATA_DIR"},  # the kernel's spec brings it
+        "JUPYTER_PATH": str(kernels / "share" / "jupyter"),
         "FEDKIT_HOME": str(fedkit_home),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
         "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
@@ -128,7 +136,6 @@ def test_widget_panel_trains_live_in_jupyterlab(jupyterlab: tuple[str, str], tmp
     if not CHROMIUM.exists():
         _missing(f"{CHROMIUM} is not installed (apt-get install chromium).")
     try:
-        from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import expect, sync_playwright
     except ImportError:
         _missing("playwright is not installed (pip install playwright; no browser download is needed).")
@@ -147,12 +154,9 @@ def test_widget_panel_trains_live_in_jupyterlab(jupyterlab: tuple[str, str], tmp
             page.set_default_timeout(60_000)
             page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for()
-            accept = page.locator(".jp-Dialog .jp-mod-accept")  # "Select Kernel" (python3 preselected)
-            try:
-                accept.wait_for(timeout=15_000)
-                accept.click()
-            except PlaywrightTimeout:
-                pass  # this JupyterLab started the notebook's kernel without asking
+            # the notebook names its kernel, which is installed: no "Select Kernel" dialog
+            expect(page.locator(".jp-KernelName").first).to_have_text("Python (fedkit)", timeout=60_000)
+            expect(page.locator(".jp-Dialog")).to_have_count(0)
             expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")).to_be_attached(timeout=60_000)
 
             page.get_by_role("menuitem", name="Run", exact=True).click()
@@ -160,11 +164,13 @@ def test_widget_panel_trains_live_in_jupyterlab(jupyterlab: tuple[str, str], tmp
 
             panel = page.locator(".fedkit-panel")
             panel.wait_for(timeout=90_000)
+            expect(page.locator("img.fedkit-figure")).to_be_hidden()  # no broken-image icon before the first run
             rounds = page.locator(".fedkit-rounds input")
             rounds.fill(str(ROUNDS))
             rounds.press("Enter")
             run = page.locator("button.fedkit-run")
             expect(page.locator(".fedkit-message")).to_contain_text(f"{ROUNDS} rounds")
+            expect(page.locator(".fedkit-round-counter")).to_have_text(f"round 0/{ROUNDS}")  # follows rounds
             expect(run).to_be_enabled()
             run.click()
 
@@ -175,7 +181,9 @@ def test_widget_panel_trains_live_in_jupyterlab(jupyterlab: tuple[str, str], tmp
             page.wait_for_function(
                 "img => img.complete && img.naturalWidth > 400", arg=figure.element_handle(), timeout=30_000
             )
-            expect(page.locator(".fedkit-table table")).to_contain_text("switzerland")
+            expect(page.locator(".fedkit-table table")).to_contain_text("switzerland")  # without running a cell
+            expect(page.locator(".fedkit-table table")).to_contain_text("auc 95% CI")
+            expect(page.get_by_text("Press Run above")).to_have_count(0)  # no cell saying the table is elsewhere
             expect(page.locator(".fedkit-split select")).to_be_enabled()  # the panel is editable again
             expect(page.locator("button.fedkit-stop")).to_be_disabled()
             panel.scroll_into_view_if_needed()

@@ -36,10 +36,13 @@ def test_run_json_schema(data_dir, capsys) -> None:
     final = summary["final"]
     assert set(final["silos"]) == {"cleveland", "hungarian", "switzerland", "va"}
     for block in [*final["silos"].values(), final["pooled"]]:
-        assert set(block) == {"accuracy", "auc", "loss", "n_test"}
+        intervals = {"auc_low", "auc_high", "accuracy_low", "accuracy_high"}
+        assert set(block) == {"accuracy", "auc", "loss", "n_test", *intervals}
         assert isinstance(block["n_test"], int) and all(
             isinstance(block[m], float) for m in ("accuracy", "auc", "loss")
         )
+        for metric in ("auc", "accuracy"):  # the 95% interval holds the value
+            assert 0 <= block[f"{metric}_low"] <= block[metric] <= block[f"{metric}_high"] <= 1
     assert isinstance(final["avg_accuracy"], float)
     for row in summary["history"]:
         assert set(row) == {"round", "silo", "model", "split", "metric", "value"}
@@ -71,7 +74,11 @@ def test_run_prints_a_per_silo_table_and_runs_list_and_show_read_it(data_dir, ca
     assert main(["runs", "list"]) == 0
     assert run_id in capsys.readouterr().out
     assert main(["runs", "show", run_id[:17]]) == 0
-    assert "status finished" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "status finished" in shown
+    switzerland = next(line for line in shown.splitlines() if line.startswith("switzerland "))
+    assert switzerland.split()[1] == "16" and "0.00–1.00" in switzerland  # n_test and the AUC's 95% interval
+    assert "auc 95% CI" in shown and "accuracy 95% CI" in shown
 
 
 def test_bad_values_exit_2_with_the_message(capsys) -> None:
@@ -119,3 +126,73 @@ def test_remote_flags_reach_the_run_call() -> None:
 def test_an_admin_kit_without_the_remote_engine_is_an_actionable_error(capsys) -> None:
     assert main(["run", "--admin-kit", "kit/", "--rounds", "1", "-q"]) == 2
     assert "admin_kit only applies to engine='remote'" in capsys.readouterr().err
+
+
+def test_run_help_states_each_default_once() -> None:
+    from fedkit.cli import build_parser
+
+    run_parser = build_parser("run")._subparsers._group_actions[0].choices["run"]
+    helps = [action.help or "" for action in run_parser._actions]
+    assert all(text.count("default") <= 1 for text in helps), [t for t in helps if t.count("default") > 1]
+    assert any("(default: 4)" in text for text in helps)  # batch size
+
+
+def test_an_unknown_flag_after_run_prints_runs_usage(capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "--rounds", "2", "--bogus"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: fedkit run ") and "fedkit run: error: unrecognized arguments: --bogus" in err
+
+
+def test_a_misspelt_strategy_gets_a_suggestion(capsys) -> None:
+    assert main(["run", "--strategy", "fedavgg"]) == 2
+    assert "got 'fedavgg' (str). Did you mean 'fedavg'?" in capsys.readouterr().err
+
+
+def test_run_json_keeps_stdout_for_the_json_when_a_library_prints(capsys) -> None:
+    summary = {"run_id": "r", "final": {}}
+
+    def noisy_run(*args, **kwargs):
+        print("Connecting to FLARE ...")  # what NVIDIA FLARE's admin API prints while the run goes
+        return mock.Mock(summary=lambda: summary)
+
+    with mock.patch.object(fedkit, "run", side_effect=noisy_run):
+        assert main(["run", "--json", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == summary
+    assert "Connecting to FLARE" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("words", "usage", "hint"),
+    [
+        (["rn"], "usage: fedkit ", "Did you mean 'run'?"),
+        (["runs", "shw", "x"], "usage: fedkit runs ", "Did you mean 'show'?"),
+        (["run", "--stratgy", "fedavg"], "usage: fedkit run ", "Did you mean '--strategy'?"),
+        (["run", "--batchsize=3"], "usage: fedkit run ", "Did you mean '--batch-size'?"),
+        (["sweep", "--lrr", "0.1"], "usage: fedkit sweep ", "Did you mean '--lr'?"),
+        (["runs", "compare", "--source", "sagemkr"], "usage: fedkit runs compare ", "Did you mean 'sagemaker'?"),
+    ],
+)
+def test_a_misspelt_subcommand_or_flag_gets_a_suggestion(capsys, words: list[str], usage: str, hint: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(words)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage) and err.rstrip().endswith(hint), err
+
+
+def test_a_flag_far_from_every_flag_gets_no_suggestion(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["run", "--bogus"])  # '--' alone is no likeness: no "Did you mean '--rounds'?"
+    assert "Did you mean" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("words", [["sweep"], ["audit", "show", "x"], ["audit", "verify", "x"], ["data", "info"]])
+def test_every_subcommand_reports_an_unknown_flag_with_its_own_usage(capsys, words: list[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main([*words, "--bogus"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: fedkit {' '.join(w for w in words if w != 'x')} "), err

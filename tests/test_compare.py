@@ -77,3 +77,18 @@ def test_plot_helpers_overlay_curves_and_draw_final_bars(two_runs) -> None:
     expected = [a.final["silos"][s]["accuracy"] for s in ("silo_0", "silo_1")] + [a.final["pooled"]["accuracy"]]
     expected += [b.final["silos"][s]["accuracy"] for s in ("silo_0", "silo_1")] + [b.final["pooled"]["accuracy"]]
     assert heights == sorted(round(v, 6) for v in expected)
+
+
+def test_runs_of_different_silo_sets_each_get_their_own_avg_and_whole_numbers_stay_whole(data_dir, capsys) -> None:
+    iid = run(RunConfig(split="iid", silos=3, rounds=1, local_steps=2), progress=False)
+    hospitals = run(RunConfig(split="hospitals", rounds=1, local_steps=2), progress=False)
+    table = fedkit.compare([iid.run_id, hospitals.run_id])
+    assert table.loc[iid.run_id, "avg_accuracy"] == pytest.approx(iid.final["avg_accuracy"])
+    assert table.loc[hospitals.run_id, "avg_accuracy"] == pytest.approx(hospitals.final["avg_accuracy"])
+    assert main(["runs", "compare", iid.run_id, hospitals.run_id]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert next(line for line in lines if line.startswith("silos ")).split() == ["silos", "3", "null"]
+    assert "null" not in next(line for line in lines if line.startswith("avg_accuracy "))
+    assert main(["runs", "compare", iid.run_id, hospitals.run_id, "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["silos"] for r in rows] == [3, None] and all(r["avg_accuracy"] is not None for r in rows)

@@ -89,6 +89,10 @@ def test_wrong_type_is_a_type_error() -> None:
         ({"optimizer": "adam", "momentum": 0.9}, "only applies to optimizer='sgd'"),
         ({"split": "flamby", "silos": 8}, "must be None or 4 with split='flamby'"),
         ({"split": "flamby", "missing": "impute"}, "must be 'drop' or None with split='flamby'"),
+        ({"strategy": "scaffold", "optimizer": "adam"}, r"needs optimizer='sgd' with momentum=0.*plain SGD steps"),
+        ({"strategy": "scaffold", "optimizer": "adamw"}, r"got optimizer='adamw', momentum=0.0"),
+        ({"strategy": "scaffold", "momentum": 0.9}, r"got optimizer='sgd', momentum=0.9"),
+        ({"strategy": "scaffold", "personalize": "fedper"}, "would span the personal head"),
         ({"min_silos": 3, "fraction": 0.5}, "'min_silos' parameter of RunConfig is 3 but this run trains 2 silo"),
         ({"strategy": "pooled", "min_silos": 2}, "'min_silos' parameter of RunConfig is 2 but this run trains 1"),
         ({"dropout": 0.2, "engine": "remote"}, "'dropout' parameter of RunConfig only applies to engine='simulation'"),
@@ -126,3 +130,8 @@ def test_a_run_is_scored_with_each_silos_own_model_when_it_has_one() -> None:
     assert RunConfig(personalize="fedper").scored == RunConfig(personalize="finetune").scored == "personal"
     assert RunConfig(strategy="local").scored == "personal"  # nothing shared: each silo's own model
     assert scored_model({"strategy": "fedprox"}) == "global"  # a config read back without every field
+
+
+def test_scaffold_runs_with_plain_sgd_and_with_finetuning() -> None:
+    assert RunConfig(strategy="scaffold", lr=0.01).optimizer == "sgd"
+    assert RunConfig(strategy="scaffold", personalize="finetune").scored == "personal"

@@ -165,3 +165,35 @@ def test_download_falls_back_to_legacy_files_and_leaves_no_half_file(tmp_path: P
         uci.download(names, target, zip_url=server.url + "/heart.zip", legacy_url=server.url + "/legacy/{name}")
     assert "processed.va.data" in str(err.value) and "truncated" in str(err.value)
     assert sorted(p.name for p in target.iterdir()) == sorted(names[:3])  # verified ones kept, no partial va
+
+
+def test_load_silos_parses_the_bytes_it_hashed(data_dir: Path, data_copy: Path, monkeypatch) -> None:
+    # each file is swapped for an edited one as soon as it is opened: a second read would parse other rows
+    # than the ones whose sha256 was checked (issue 17); the handle already open keeps the original bytes
+    import builtins
+    import os
+
+    real_open, opened = builtins.open, []
+
+    def swapping_open(file, *args, **kwargs):
+        handle = real_open(file, *args, **kwargs)
+        path = Path(os.fsdecode(file)) if isinstance(file, str | bytes | os.PathLike) else None
+        if path is not None and path.parent == data_copy and path.name.startswith("processed."):
+            opened.append(path.name)
+            with real_open(path, "rb") as original:
+                edited = original.read().replace(b"63.0,", b"99.0,").replace(b",0\n", b",1\n")
+            with real_open(data_copy / "edited", "wb") as out:
+                out.write(edited)
+            os.replace(data_copy / "edited", path)
+        return handle
+
+    pristine = load_silos("hospitals", data_dir=data_dir, seed=3)
+    monkeypatch.setattr(builtins, "open", swapping_open)
+    monkeypatch.setattr(io, "open", swapping_open)
+    swapped = load_silos("hospitals", data_dir=data_copy, seed=3)
+    monkeypatch.undo()
+    assert sorted(opened) == sorted(uci.file_name(h) for h in uci.HOSPITALS)  # each file opened once
+    assert swapped.provenance.sha256 == pristine.provenance.sha256 and swapped.provenance.verified
+    for a, b in zip(pristine.silos, swapped.silos, strict=True):
+        assert np.array_equal(a.x_train, b.x_train) and np.array_equal(a.y_test, b.y_test)
+    assert uci.sha256_bytes((data_copy / "processed.va.data").read_bytes()) != uci.PINS["processed.va.data"].sha256

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import warnings
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
@@ -195,7 +198,53 @@ def test_a_backend_that_fails_once_warns_once_at_the_users_call_and_catches_up_a
     with pytest.warns(DeliveryWarning) as warned:
         result = fedkit.run(FAST, trackers=[store, RemoteTracker(backend, store)], progress=False)
     assert len(warned) == 1
-    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampolines add stack frames between run and the warning
+    if "MUTANT_UNDER_TEST" not in os.environ:  # mutmut's trampolines (in its own package) stand between run and us
         assert warned[0].filename == __file__  # attributed to the fedkit.run line above, not to fedkit's code
     assert [e.seq for e in backend.received] == [0, *range(1, ROUNDS + 2), delivery_module.END_SEQ]
     assert store.pending(result.run_id) == []
+
+
+def warning_in_package(depth: int) -> Callable[[], None]:
+    """A function that warns as a tracker does, from ``depth`` frames whose code claims a file inside the fedkit
+    package (as the facade, the round loop and the recorder stand between a user's call and a tracker)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(delivery_module.__file__)))
+    source = "def call0():\n    warnings.warn('down', DeliveryWarning, stacklevel=caller_level(sys._getframe()))\n"
+    source += "".join(f"def call{i}():\n    call{i - 1}()\n" for i in range(1, depth))
+    scope = {"sys": sys, "warnings": warnings, "DeliveryWarning": DeliveryWarning}
+    scope["caller_level"] = delivery_module.caller_level
+    exec(compile(source, os.path.join(package, "_test_shim.py"), "exec"), scope)
+    return scope[f"call{depth - 1}"]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_a_warning_raised_deep_in_the_package_points_at_the_users_line(depth: int) -> None:
+    call = warning_in_package(depth)
+    with pytest.warns(DeliveryWarning) as warned:
+        line = sys._getframe().f_lineno + 1
+        call()
+    assert (warned[0].filename, warned[0].lineno) == (__file__, line)
+
+
+def test_a_tracker_whose_backend_came_back_delivers_the_next_run_as_it_goes(data_dir) -> None:
+    class FailsOnce(Inbox):
+        def deliver(self, event) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("connection refused")
+            self.received.append(event)
+
+    store, backend = LocalStore(), FailsOnce()
+    tracker = RemoteTracker(backend, store)
+    with pytest.warns(DeliveryWarning):
+        fedkit.run(FAST, trackers=[store, tracker], progress=False)
+    assert len(backend.received) == EVENTS  # down after the first try, caught up at the end
+    seen_during_the_run: list[int] = []
+    fedkit.run(
+        FAST,
+        trackers=[store, tracker],
+        progress=False,
+        callbacks=[lambda event: seen_during_the_run.append(len(backend.received))],
+    )
+    assert store.pending() == [] and len(backend.received) == 2 * EVENTS
+    # the next run's events are delivered as they happen, not held back until its end as for a tracker down
+    assert seen_during_the_run[-1] > EVENTS + 1

@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "fedkit.seeding",
             "fedkit.metrics",
             "fedkit.evalstats",
+            "fedkit.intervals",
             "fedkit._optional",
             "fedkit.paths",
             "fedkit.progress",

@@ -52,6 +52,16 @@ def test_validation_folds_come_only_from_train_rows(data_dir) -> None:
         validation_split(fed, seed=1, fold=4)
 
 
+def test_validation_folds_take_every_valid_seed_and_differ_between_silos(data_dir) -> None:
+    fed = load_silos("flamby")
+    largest = validation_split(fed, seed=2**32 - 1)  # seed * 1000 + silo would exceed sklearn's 2**32 - 1
+    assert [s.n_test for s in largest.silos] == [s.n_test for s in validation_split(fed, seed=0).silos]
+    again = validation_split(fed, seed=2**32 - 1)
+    assert all(np.array_equal(a.x_test, b.x_test) for a, b in zip(largest.silos, again.silos, strict=True))
+    other = validation_split(fed, seed=7)
+    assert not all(np.array_equal(a.y_test, b.y_test) for a, b in zip(largest.silos, other.silos, strict=True))
+
+
 def test_baseline_drops_the_strategy_and_its_hyperparameters() -> None:
     from fedkit.presets import baseline_fields
 

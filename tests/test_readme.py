@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -63,3 +65,41 @@ def test_benchmark_sections_each_live_in_exactly_one_page() -> None:
         assert sections.find_section(name).is_file()
     with pytest.raises(SystemExit, match="exactly one"):
         sections.find_section("no-such-section")
+
+
+def test_every_install_instruction_installs_this_repository_not_the_unrelated_pypi_fedkit() -> None:
+    # `pip install 'fedkit[aws]'` installs someone else's package: fedkit comes from the clone or the git URL
+    pages = [README, *sorted((ROOT / "docs").rglob("*.md")), ROOT / "deploy" / "docker" / "Dockerfile"]
+    lines = [(page.name, line) for page in pages for line in page.read_text().splitlines() if "pip install" in line]
+    assert any("-e '.[" in line for _, line in lines) and any("@ git+" in line for _, line in lines)
+    by_name = re.compile(r"pip install (?:[^`]*\s)?'?fedkit(?:\[[^\]]*\])?'?(?!\s*@)(?=[\s`'\"]|$)")
+    warnings = re.compile(r"someone else|unrelated|not on PyPI")  # the lines that say not to
+    wrong = [(name, line) for name, line in lines if by_name.search(line) and not warnings.search(line)]
+    assert not wrong, f"install instructions that fetch the PyPI project named fedkit: {wrong}"
+    assert by_name.search("pip install 'fedkit[aws]'") and by_name.search("`pip install fedkit`")  # what it catches
+    assert not by_name.search("pip install 'fedkit[aws] @ git+https://example.org/fedkit.git'")
+
+
+def test_the_notebooks_checkpoints_are_ignored_by_git() -> None:
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    checked = subprocess.run(
+        [git, "-C", str(ROOT), "check-ignore", "-q", "notebooks/.ipynb_checkpoints/01_explore_silos-checkpoint.ipynb"]
+    )
+    assert checked.returncode == 0, "notebooks/.ipynb_checkpoints/ is not in .gitignore"
+
+
+def test_make_test_says_when_chromium_is_missing_instead_of_skipping_silently(tmp_path: Path) -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    absent = tmp_path / "chromium"
+    checked = subprocess.run(
+        [make, "-s", "-C", str(ROOT), "chromium-check", f"CHROMIUM={absent}"], capture_output=True, text=True
+    )
+    assert checked.returncode == 0  # a warning, not a failure: the rest of the suite still runs
+    assert f"{absent} is missing" in checked.stderr and "apt-get install chromium" in checked.stderr
+    plan = subprocess.run([make, "-n", "-C", str(ROOT), "test"], capture_output=True, text=True, check=True).stdout
+    lines = plan.splitlines()
+    assert any("chromium" in line for line in lines[: next(i for i, x in enumerate(lines) if "pytest" in x)])

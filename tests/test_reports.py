@@ -69,6 +69,7 @@ def test_headless_notebook_declares_the_issue_parameters() -> None:
         "tracker",
         "engine",
         "admin_kit",
+        "data_dir",
     }
     assert declared["engine"] == '"simulation"'
 

@@ -198,6 +198,8 @@ def test_every_strategy_keeps_the_contract(name: str) -> None:
         assert new.shape == params.shape and new.dtype == params.dtype and np.isfinite(new).all()
         assert type(new_state) is type(state)
         assert all(np.isfinite(a).all() for a in new_state)
+        arrays = [a for a in (*state, *new_state) if isinstance(a, np.ndarray)]
+        assert all(a.dtype == np.float64 for a in arrays)  # state in float64 whatever the params' dtype
         assert np.array_equal(params, copies[0]) and np.array_equal(updates, copies[1])
         assert np.array_equal(FLAMBY_TRAIN_SIZES, copies[2])
         assert all(np.array_equal(a, b) for a, b in zip(state, copies[3], strict=True))

@@ -340,3 +340,9 @@ def test_a_candidate_whose_rounds_fail_validation_fails_alone_and_the_sweep_goes
     assert result.table.set_index("max_update_norm").loc[10.0, "avg_accuracy_mean"] == pytest.approx(
         alone.final["avg_accuracy"], abs=1e-6
     )
+
+
+def test_a_sweep_reads_the_data_folder_it_is_given(data_dir, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FEDKIT_DATA_DIR", str(tmp_path / "nothing-here"))
+    result = fedkit.sweep({"rounds": 1, "local_steps": 2}, {"lr": [0.01]}, seeds=[42], trackers=[], data_dir=data_dir)
+    assert result.results[0].data["directory"] == str(data_dir.resolve())

@@ -78,7 +78,10 @@ def test_sagemaker_without_a_region_says_how_to_set_one(monkeypatch, tmp_path) -
     for key in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    with pytest.raises(TrackerError, match="export AWS_REGION"):
+    with pytest.raises(TrackerError, match="export AWS_DEFAULT_REGION=eu-west-1"):
+        make_trackers("sagemaker")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")  # boto3 ignores it: the hint must not suggest it
+    with pytest.raises(TrackerError, match="ignores AWS_REGION"):
         make_trackers("sagemaker")
 
 
@@ -134,3 +137,98 @@ def test_a_slow_dead_backend_does_not_slow_every_round(data_dir) -> None:
     with pytest.warns(DeliveryWarning):
         fedkit.run(config, trackers=[store, RemoteTracker(backend, store)], progress=False)
     assert backend.calls == 2  # 0.6 s of waiting in a run of 12 events, not 3.6 s
+
+
+def test_each_round_event_reads_only_its_own_rows(data_dir, monkeypatch) -> None:
+    read: list[int] = []
+    history = LocalStore.history
+
+    def counting(self, run_id, *server_round):
+        rows = history(self, run_id, *server_round)
+        read.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(LocalStore, "history", counting)
+    store, backend = LocalStore(), Recorder()
+    result = fedkit.run(
+        RunConfig(split="iid", silos=2, rounds=6, local_steps=2),
+        trackers=[store, RemoteTracker(backend, store)],
+        progress=False,
+    )
+    assert sum(read) == len(result.records)  # every metric row read once, not the whole history per round
+
+
+def test_the_store_runs_its_schema_ddl_once_per_file_not_on_every_connection(monkeypatch) -> None:
+    import sqlite3
+
+    statements: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args, **kwargs):
+        con = connect(*args, **kwargs)
+        con.set_trace_callback(statements.append)
+        return con
+
+    monkeypatch.setattr("fedkit.tracking.local.sqlite3.connect", traced)
+    store = LocalStore()
+    store.start_run("r1", {"split": "iid"}, {})
+    assert any("CREATE TABLE" in s for s in statements)  # the new file gets its tables
+    statements.clear()
+    store.log_round(
+        "r1", 1, [{"round": 1, "silo": "a", "model": "global", "split": "test", "metric": "auc", "value": 0.5}]
+    )
+    store.history("r1")
+    LocalStore(store.path).list_runs()  # another store object on the same file
+    assert statements and not any("CREATE" in s for s in statements)
+
+
+def test_an_mlflow_backend_changes_process_wide_state_only_while_it_delivers(monkeypatch) -> None:
+    pytest.importorskip("sagemaker_mlflow")
+    import logging
+    import os
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    import mlflow
+
+    from fedkit.tracking.mlflow import ENV_DEFAULTS, MlflowBackend
+
+    for key in ENV_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the user's own setting
+    logger = logging.getLogger("mlflow.tracking.request_header.registry")
+
+    def state() -> tuple:
+        watched = (*ENV_DEFAULTS, "MLFLOW_TRACKING_URI")
+        return {k: os.environ.get(k) for k in watched}, mlflow.get_tracking_uri(), list(logger.filters)
+
+    before = state()
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/x"
+    backend = MlflowBackend("x", arn)
+    MlflowBackend("y", arn)
+    assert state() == before  # constructing changes nothing
+
+    seen: list[tuple] = []
+
+    class Client:
+        def get_experiment_by_name(self, name):
+            seen.append(state())
+            return SimpleNamespace(experiment_id="1")
+
+        def search_runs(self, *args, **kwargs):
+            return []
+
+        def create_run(self, *args, **kwargs):
+            return SimpleNamespace(info=SimpleNamespace(run_id="m1"))
+
+        def log_batch(self, *args, **kwargs):
+            pass
+
+    backend.client = Client()
+    run = {"fedkit_version": "0", "created_at": "2026-01-01T00:00:00+00:00", "config": {"lr": 0.1}, "data": {}}
+    event = Event("r", 0, "start", None, datetime(2026, 1, 1), False, run, [])
+    backend.deliver(event)
+    (inside,) = seen
+    env, uri, filters = inside
+    assert all(env[k] == v for k, v in ENV_DEFAULTS.items()) and uri == arn and filters  # in force while delivering
+    assert state() == before  # and put back after: the user's MLFLOW_TRACKING_URI too

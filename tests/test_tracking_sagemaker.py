@@ -223,6 +223,60 @@ def test_metric_batches_hold_at_most_ten_points() -> None:
     assert sizes == [10, 10, 3]
 
 
+def test_compare_from_sagemaker_follows_next_token_through_every_page(aws_env, monkeypatch) -> None:
+    import fedkit.tracking.sagemaker as sagemaker_module
+
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    metrics = boto3.client("sagemaker-metrics", region_name="us-east-1")
+    monkeypatch.setattr(
+        sagemaker_module,
+        "SageMakerBackend",
+        lambda experiment, region: SageMakerBackend(experiment, clients=(sm, metrics)),
+    )
+
+    def component(run_id: str, silo: str) -> dict:
+        params = {"fedkit_run_id": {"StringValue": run_id}, "fedkit_silo": {"StringValue": silo}}
+        params |= {"lr": {"NumberValue": 0.01}, "rounds": {"NumberValue": 2.0}}
+        status = {"PrimaryStatus": "Completed"}
+        return {
+            "Parameters": params,
+            "Metrics": [{"MetricName": "global_test_accuracy", "Last": 0.75}],
+            "Status": status,
+        }
+
+    with Stubber(sm) as stub:
+        trials = "TrialSummaries"
+        stub.add_response(
+            "list_trials",
+            {trials: [{"TrialName": "t1"}], "NextToken": "p2"},
+            {"ExperimentName": "x", "MaxResults": 100},
+        )
+        stub.add_response(
+            "list_trials",
+            {trials: [{"TrialName": "t2"}]},
+            {"ExperimentName": "x", "MaxResults": 100, "NextToken": "p2"},
+        )
+        for trial, run_id in (("t1", "run-a"), ("t2", "run-b")):
+            listed = "TrialComponentSummaries"
+            first = {"TrialName": trial, "MaxResults": 100}
+            stub.add_response(
+                "list_trial_components", {listed: [{"TrialComponentName": f"{trial}-agg"}], "NextToken": "q"}, first
+            )
+            stub.add_response(
+                "describe_trial_component", component(run_id, "aggregated"), {"TrialComponentName": f"{trial}-agg"}
+            )
+            stub.add_response(
+                "list_trial_components", {listed: [{"TrialComponentName": f"{trial}-s"}]}, {**first, "NextToken": "q"}
+            )
+            stub.add_response(
+                "describe_trial_component", component(run_id, "silo_0"), {"TrialComponentName": f"{trial}-s"}
+            )
+        table = fedkit.compare(source="sagemaker", experiment="x")
+        stub.assert_no_pending_responses()
+    assert table.index.tolist() == ["run-a", "run-b"]  # the second page of trials is there
+    assert table["silo_0_accuracy"].tolist() == [0.75, 0.75]  # and each trial's second page of components
+
+
 # -- moto_server round trip -----------------------------------------------------------------------
 def test_run_with_tracker_sagemaker_leaves_a_trial_five_components_and_their_parameters(
     data_dir, moto_url, capsys

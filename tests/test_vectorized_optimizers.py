@@ -208,3 +208,21 @@ def test_logits_of_one_model_and_of_each_silo_equal_torch(local_training) -> Non
         want = net(torch.from_numpy(x))[:, 0].detach().numpy()
         assert np.allclose(each[i], want, atol=1e-5)
         assert np.allclose(trainer.logits(params[i], x), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["logreg", "mlp"])
+def test_a_diverged_model_scores_inf_or_nan_without_a_warning(model: str) -> None:
+    # the round loop reports divergence itself; scoring a blown-up model must stay silent, as its training does
+    trainer = VectorizedTrainer(_federation([6, 4], seed=3), model, HIDDEN)
+    n_params = D + 1 if model == "logreg" else HIDDEN * D + HIDDEN + HIDDEN + 1
+    # float32's largest weights times inputs of 2 overflow to +inf; the output bias, beyond float32, is -inf
+    # once cast (an overflow too), and +inf - inf is an invalid operation
+    blown = np.full(n_params, 3e38)
+    blown[-1] = -1e39
+    xs = [np.full((3, D), 2.0, dtype=np.float32), np.full((2, D), 2.0, dtype=np.float32)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one = trainer.logits(blown, xs[0])
+        each = trainer.logits_each(np.stack([blown, blown]), xs)
+    assert one.dtype == np.float64 and not np.isfinite(one).any()
+    assert all(z.dtype == np.float64 and not np.isfinite(z).any() for z in each)

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 SPLITS: tuple[str, ...] = ("hospitals", "flamby", "iid", "dirichlet", "quantity")
 SYNTHETIC: tuple[str, ...] = ("iid", "dirichlet", "quantity")
+SKEWED: tuple[str, ...] = ("dirichlet", "quantity")
+"""The splits ``alpha`` shapes (label skew, size skew); the others ignore it."""
 MISSING: tuple[str, ...] = preprocess.MISSING_POLICIES
 STANDARDIZE: tuple[str, ...] = ("silo", "federated", "none")
 TRAIN_FRACTION = 0.66
@@ -535,9 +537,8 @@ def validation_split(federation: Federation, *, seed: int, fold: int = 0, folds:
     for i, s in enumerate(federation.silos):
         _, counts = np.unique(s.y_train, return_counts=True)
         stratified = len(counts) > 1 and counts.min() >= folds
-        splitter = (StratifiedKFold if stratified else KFold)(
-            n_splits=folds, shuffle=True, random_state=seed * 1000 + i
-        )
+        state = int(seeding.stream(seed, seeding.VALIDATION, i).integers(2**32))  # any valid seed, any silo
+        splitter = (StratifiedKFold if stratified else KFold)(n_splits=folds, shuffle=True, random_state=state)
         train, val = list(splitter.split(s.x_train, s.y_train))[fold]
         silos.append(Silo(s.name, s.x_train[train], s.y_train[train], s.x_train[val], s.y_train[val]))
     options = {**federation.options, "validation_fold": f"{fold}/{folds}"}

@@ -209,7 +209,7 @@ def download(
         written.append(target / name)
         wanted.remove(name)
     if wanted:
-        raise MissingDataError(_missing_message(wanted, target, errors))
+        raise MissingDataError(_missing_message(wanted, target, errors), directory=str(target))
     return written
 
 
@@ -247,7 +247,7 @@ def read_files(
     missing = [n for n in names if not (directory / n).is_file()]
     if missing:
         if not download_missing:
-            raise MissingDataError(_missing_message(missing, directory, []))
+            raise MissingDataError(_missing_message(missing, directory, []), directory=str(directory))
         download(missing, directory, **download_kwargs)  # type: ignore[arg-type]
     files = {h: (directory / file_name(h)).read_bytes() for h in HOSPITALS}
     if verify:

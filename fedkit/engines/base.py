@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 from fedkit.evalstats import site_stats
+from fedkit.intervals import grouped_intervals
 from fedkit.metrics import METRICS, grouped_metrics
 from fedkit.privacy.summation import Summation, UpdateSum
 from fedkit.strategies.base import LocalTerm
@@ -30,12 +31,15 @@ class SiloEvaluation:
         Its test rows.
     positives
         The positives among them.
+    intervals
+        The 95% intervals of its AUC and accuracy (:mod:`fedkit.intervals`), when computed on the silo.
     """
 
     silo: str
     metrics: dict[str, float]
     n: int
     positives: int
+    intervals: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,9 +90,16 @@ def evaluate_silos(
     sizes = [len(v) for v in labels]
     group = np.repeat(np.arange(len(sizes)), sizes)
     values = grouped_metrics(y, z, group, len(sizes))
+    bounds = grouped_intervals(y, z, group, len(sizes))
     positives = np.bincount(group, y, minlength=len(sizes))
     silos = [
-        SiloEvaluation(name, {m: float(values[m][i]) for m in METRICS}, sizes[i], int(positives[i]))
+        SiloEvaluation(
+            name,
+            {m: float(values[m][i]) for m in METRICS},
+            sizes[i],
+            int(positives[i]),
+            {k: float(v[i]) for k, v in bounds.items()},
+        )
         for i, name in enumerate(names)
     ]
     if not pooled:

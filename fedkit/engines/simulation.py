@@ -342,7 +342,7 @@ class SimulationEngine:
                 # SCAFFOLD option II: c_i+ = c_i - c + (x - y_i) / (K * lr)
                 old = self._control.get(i, np.zeros_like(params))
                 fresh = old - term.control + (params - local_model) / (steps[j] * self.local.lr)
-                self._control[i] = fresh.astype(np.float32)
+                self._control[i] = fresh  # float64, as the server's control (Scaffold's state)
                 control_delta = fresh - old
             sent = local_model.copy()
             if self.personal is not None:
@@ -374,7 +374,7 @@ class SimulationEngine:
         trained = sorted(self._control)
         out = {
             "control_silos": np.array([names[i] for i in trained], dtype=np.str_),
-            "control": np.array([self._control[i] for i in trained], dtype=np.float32).reshape(
+            "control": np.array([self._control[i] for i in trained], dtype=np.float64).reshape(
                 len(trained), self._init.size
             ),
             "missing": np.array(sorted(self._attendance.missing), dtype=np.str_),

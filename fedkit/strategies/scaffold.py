@@ -44,8 +44,8 @@ class Scaffold:
     server_lr: float = 1.0
 
     def init(self, params: np.ndarray) -> ScaffoldState:
-        """``c = 0``."""
-        return ScaffoldState(np.zeros_like(params))
+        """``c = 0``, in float64 like every strategy's state (the parameters may be float32)."""
+        return ScaffoldState(np.zeros(np.shape(params), dtype=np.float64))
 
     def local_term(self, state: ScaffoldState, params: np.ndarray) -> LocalTerm:
         """Send the server control variate to the silos."""
@@ -67,4 +67,4 @@ class Scaffold:
         if controls is None:
             return new, state
         step = len(controls.deltas) / controls.n_silos * np.asarray(controls.deltas, dtype=np.float64).mean(axis=0)
-        return new, ScaffoldState((state.control + step).astype(state.control.dtype))
+        return new, ScaffoldState(np.asarray(state.control, dtype=np.float64) + step)

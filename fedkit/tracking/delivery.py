@@ -19,6 +19,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from datetime import datetime
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,7 @@ def load_event(store: LocalStore, pending: dict[str, Any]) -> Event:
     run = store.get(pending["run_id"])
     rows = []
     if pending["kind"] == "round":
-        rows = [r for r in store.history(pending["run_id"]) if r["round"] == pending["round"]]
+        rows = store.history(pending["run_id"], pending["round"])  # that round's rows only: linear in rounds
     return Event(
         run_id=pending["run_id"],
         seq=pending["seq"],
@@ -101,14 +102,25 @@ def deliver_pending(
     return delivered, None
 
 
-def _caller_level() -> int:
+def caller_level(frame: FrameType | None) -> int:
     """The ``stacklevel`` that points a warning at the first frame outside the fedkit package (the user's call).
 
     The depth between the user's ``fedkit.run`` and the tracker depends on the path a run takes through the
     facade, the round loop and the recorder; counting frames keeps the warning on the user's line whatever it is.
+
+    Parameters
+    ----------
+    frame
+        The frame that calls :func:`warnings.warn` (``sys._getframe()`` there): stack level 1.
+
+    Returns
+    -------
+    int
+        The ``stacklevel`` of the first frame, from ``frame`` outwards, whose file is not in the package
+        (one past the outermost frame when every frame is in it).
     """
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame, level = sys._getframe(1), 1
+    level = 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
         frame, level = frame.f_back, level + 1
     return level
@@ -144,9 +156,9 @@ class RemoteTracker:
                 f"the local store {self.store.path} marked not delivered. Deliver them when it is back with "
                 f"`fedkit runs sync {run_id}`.",
                 DeliveryWarning,
-                stacklevel=_caller_level(),
+                stacklevel=caller_level(sys._getframe()),
             )
-        self.error = error if error is not None else self.error
+        self.error = error  # the last try: down until a delivery succeeds (the end tries once more)
 
     def start_run(self, run_id: str, config: dict[str, Any], data: dict[str, Any]) -> None:
         """Queue and send the run's start."""

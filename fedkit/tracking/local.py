@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sqlite3
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,6 +93,9 @@ CREATE TABLE IF NOT EXISTS sweep_runs (
     PRIMARY KEY (sweep_id, run_id)
 );
 """
+SCHEMA_VERSION = zlib.crc32(SCHEMA.encode()) & 0x7FFFFFFF
+"""The store's ``PRAGMA user_version`` once ``SCHEMA`` is in place: a connection runs the DDL only when it
+differs (a new file, or a file from a fedkit whose schema text was different)."""
 OUTBOX_COLUMNS = ["run_id", "backend", "seq", "kind", "round", "target", "created_at", "attempts", "last_error"]
 HISTORY_COLUMNS = ["round", "silo", "model", "split", "metric", "value"]
 
@@ -185,7 +189,8 @@ class LocalStore:
         con = sqlite3.connect(self.path, timeout=30)
         try:
             con.execute("PRAGMA foreign_keys = ON")
-            con.executescript(SCHEMA)
+            if con.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:  # DDL once per file, not per call
+                con.executescript(f"{SCHEMA}PRAGMA user_version = {SCHEMA_VERSION};")
             with con:  # one transaction: commit on success, roll back on error
                 yield con
         finally:
@@ -625,19 +630,22 @@ class LocalStore:
             "params": None if row["params"] is None else np.frombuffer(row["params"], dtype=np.float32).copy(),
         }
 
-    def history(self, run_id: str) -> list[dict[str, Any]]:
+    def history(self, run_id: str, server_round: int | None = None) -> list[dict[str, Any]]:
         """The run's metric rows ordered by round (NULL back to NaN).
 
         Parameters
         ----------
         run_id
-            The run's id.
+            The run's id (a unique prefix is enough).
+        server_round
+            Only this round's rows (what an outbox round event needs); None: every round's.
         """
         with self._connect() as con:
             full_id = self._row(con, run_id)["run_id"]
             rows = con.execute(
-                f"SELECT {', '.join(HISTORY_COLUMNS)} FROM metrics WHERE run_id = ? ORDER BY round, rowid",  # noqa: S608 (constant column list)
-                (full_id,),
+                f"SELECT {', '.join(HISTORY_COLUMNS)} FROM metrics WHERE run_id = ?"  # noqa: S608 (constant column list)
+                " AND (? IS NULL OR round = ?) ORDER BY round, rowid",
+                (full_id, server_round, server_round),
             ).fetchall()
         return [dict(zip(HISTORY_COLUMNS, (*r[:5], float("nan") if r[5] is None else r[5]), strict=True)) for r in rows]
 

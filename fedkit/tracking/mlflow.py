@@ -14,6 +14,9 @@ import logging
 import math
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,10 @@ ENV_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
+
+
+_SETTINGS = threading.RLock()
+"""One :meth:`MlflowBackend.scoped` block at a time in the process (they change process-wide settings)."""
 
 
 def _plugin_noise(record: logging.LogRecord) -> bool:
@@ -87,13 +94,6 @@ class MlflowBackend:
                     "A SageMaker MLflow ARN as tracking URI needs the sagemaker-mlflow plugin; install it with "
                     "`pip install 'fedkit[mlflow]'`."
                 ) from exc
-        for key, value in ENV_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-        if uri.startswith("arn:"):
-            import mlflow
-
-            mlflow.set_tracking_uri(uri)  # the sagemaker-mlflow plugin reads the global URI for its routing header
-        logging.getLogger("mlflow.tracking.request_header.registry").addFilter(_plugin_noise)
         self.experiment = experiment
         self.tracking_uri = uri
         self.client = MlflowClient(tracking_uri=uri)
@@ -111,6 +111,34 @@ class MlflowBackend:
     def target(self) -> dict[str, Any]:
         """The experiment and tracking URI, enough to rebuild this backend for ``fedkit runs sync``."""
         return {"experiment": self.experiment, "tracking_uri": self.tracking_uri}
+
+    @contextmanager
+    def scoped(self) -> Iterator[None]:
+        """MLflow's process-wide settings this backend needs, for the duration of a ``with`` block, then put back.
+
+        ``ENV_DEFAULTS`` (unless the user set them), the global tracking URI for an ARN (the
+        sagemaker-mlflow plugin reads it for its routing header) and the filter of the plugin's noise
+        are in force only inside the block, one block at a time in the process; constructing a
+        backend changes nothing.
+        """
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        logger = logging.getLogger("mlflow.tracking.request_header.registry")
+        with _SETTINGS:
+            saved = {key: os.environ.get(key) for key in (*ENV_DEFAULTS, "MLFLOW_TRACKING_URI")}
+            for key, value in ENV_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+            logger.addFilter(_plugin_noise)
+            try:
+                with _use_tracking_uri(self.tracking_uri) if self.tracking_uri.startswith("arn:") else nullcontext():
+                    yield
+            finally:
+                logger.removeFilter(_plugin_noise)
+                for key, value in saved.items():  # _use_tracking_uri also unsets MLFLOW_TRACKING_URI on the way out
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
 
     # -- idempotent creation ---------------------------------------------------------------------
     def _experiment(self) -> str:
@@ -173,6 +201,10 @@ class MlflowBackend:
     # -- events ------------------------------------------------------------------------------------
     def deliver(self, event: Event) -> None:
         """Create (or find) the parent and silo runs; log a round's metrics; the model and end status."""
+        with self.scoped():
+            self._deliver(event)
+
+    def _deliver(self, event: Event) -> None:
         from mlflow.entities import Metric
 
         if event.kind == "start":

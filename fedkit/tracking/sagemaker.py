@@ -1,12 +1,13 @@
 """SageMaker Experiments through boto3: an experiment, a trial per fedkit run, a trial component per silo model
 and one for the aggregated model, the run configuration as parameters and per-round metrics with step = round.
 
-Why boto3 and not the ``sagemaker`` SDK's ``Run``: that SDK (2.257) does keep a metric or parameter
-equal to 0, but it cannot be installed beside fedkit's pinned numpy 2.4 / pandas 3.1 (its 2.x
-releases pin older ones), its 2.x Experiments API is deprecated in favour of 3.x, it keeps one trial
-component per ``Run`` object and sends metric timestamps in whole seconds. The same two APIs
-(``sagemaker`` and ``sagemaker-metrics``) through boto3 give deterministic names, millisecond
-timestamps and idempotent re-delivery.
+Why boto3 and not the ``sagemaker`` SDK's ``Run`` (docs/tracking.md has the details): not installability
+(sagemaker 2.254-2.257 install beside numpy 2.4 / pandas 3.1 and conflict only with this project's
+``packaging`` pin; 3.27 resolves with the constraints, pulling about 110 more packages) nor zeros
+(it keeps a 0 as 0), but how ``Run`` records: one trial component per ``Run`` object, a forced trial
+name, metric timestamps in whole seconds, and none older than two weeks (a late ``fedkit runs sync``
+would fail). The same two APIs (``sagemaker`` and ``sagemaker-metrics``) through boto3 give
+deterministic names, millisecond timestamps and idempotent re-delivery.
 
 Names follow the API's rule ``^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,119}``: anything else becomes ``-``,
 names over 120 characters are cut and suffixed with a hash; the original names are kept as
@@ -20,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +34,10 @@ METRICS_PER_CALL = 10
 MAX_STRING_PARAMETER = 2500
 MAX_PARAMETER_NAME = 256
 AGGREGATED = "aggregated"
+PAGE_SIZE = 100
+"""Items per page of a list call (the API's maximum)."""
+MAX_PAGES = 1000
+"""Pages a list call follows at most (a bound, not a limit met in practice: 100,000 items)."""
 STATUS = {"finished": "Completed", "failed": "Failed", "stopped": "Stopped"}
 _INVALID = re.compile(r"[^a-zA-Z0-9]+")
 
@@ -107,6 +112,28 @@ def parameters(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if converted is not None:
             out[str(key)[:MAX_PARAMETER_NAME]] = converted
     return out
+
+
+def paginate(call: Callable[..., dict[str, Any]], key: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+    """Every item under ``key`` of a paginated SageMaker list call, following ``NextToken`` (at most
+    :data:`MAX_PAGES` pages of :data:`PAGE_SIZE`).
+
+    Parameters
+    ----------
+    call
+        A client's list method, e.g. ``sm.list_trials``.
+    key
+        Where the page holds its items, e.g. ``"TrialSummaries"``.
+    **kwargs
+        The call's own arguments.
+    """
+    kwargs = {**kwargs, "MaxResults": PAGE_SIZE}
+    for _ in range(MAX_PAGES):
+        page = call(**kwargs)
+        yield from page.get(key, [])
+        if not page.get("NextToken"):
+            return
+        kwargs["NextToken"] = page["NextToken"]
 
 
 def _error(exc: Exception) -> tuple[str, str]:
@@ -187,8 +214,8 @@ class SageMakerBackend:
         session = boto3.session.Session(region_name=region)
         if not session.region_name:
             raise TrackerError(
-                "The sagemaker tracker needs an AWS region; set AWS_REGION (or AWS_DEFAULT_REGION) or a profile "
-                "region, e.g. `export AWS_REGION=eu-west-1`."
+                "The sagemaker tracker needs an AWS region: `export AWS_DEFAULT_REGION=eu-west-1` or a region in the "
+                "profile (boto3 reads AWS_DEFAULT_REGION; it ignores AWS_REGION)."
             )
         config = Config(
             retries={"mode": "standard", "max_attempts": self.max_attempts},
@@ -231,15 +258,8 @@ class SageMakerBackend:
     def _associated(self, run_id: str) -> set[str]:
         """Names of the trial's components (listed once per backend object, then kept up to date)."""
         if run_id not in self._components:
-            names: set[str] = set()
-            kwargs: dict[str, Any] = {"TrialName": trial_name(run_id), "MaxResults": 100}
-            for _ in range(100):  # bounded pagination
-                page = self.sm.list_trial_components(**kwargs)
-                names |= {c["TrialComponentName"] for c in page.get("TrialComponentSummaries", [])}
-                if not page.get("NextToken"):
-                    break
-                kwargs["NextToken"] = page["NextToken"]
-            self._components[run_id] = names
+            listing = paginate(self.sm.list_trial_components, "TrialComponentSummaries", TrialName=trial_name(run_id))
+            self._components[run_id] = {c["TrialComponentName"] for c in listing}
         return self._components[run_id]
 
     def _ensure_component(self, event: Event, silo: str) -> str:
