@@ -111,7 +111,7 @@ def caller_level(frame: FrameType | None) -> int:
     Parameters
     ----------
     frame
-        The frame that calls :func:`warnings.warn` (``sys._getframe()`` there): stack level 1.
+        The frame that calls ``warnings.warn`` (``sys._getframe()`` there): stack level 1.
 
     Returns
     -------
