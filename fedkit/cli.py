@@ -216,6 +216,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     title = "Global model" if final.get("model", "global") == "global" else "Each silo's own (personalized) model"
     ci = "95% CI over its n_test rows: AUC DeLong, accuracy Wilson"
     lines = [head, "", f"{title} on each silo's test set ({ci}):", body, "", avg]
+    privacy = final.get("privacy")
+    if privacy:
+        lines.append(
+            f"privacy ({privacy['mechanism']} DP): epsilon {_fmt(privacy['epsilon'])} at delta {privacy['delta']:g} "
+            f"(noise multiplier {_fmt(privacy['noise_multiplier'])}, clip {privacy['clip']:g}; "
+            f"{privacy['accountant']})"
+        )
     lines += [f"note: {n}" for n in summary.get("notes", [])]
     return "\n".join(lines)
 
@@ -464,12 +471,17 @@ def format_audit_record(record: dict[str, Any]) -> str:
             f"nvflare {record['versions']['nvflare'] or '-'} · config {record['config_sha256'][:12]} · "
             + ", ".join(f"{silo} {digest[:12]}" for silo, digest in record["silos"].items())
         )
+        if record.get("dp"):
+            dp = record["dp"]
+            what += f" · dp {dp['mechanism']} clip {dp['clip']:g} delta {dp['delta']:g} ({dp['accountant']})"
     elif kind == "round":
         updates = ", ".join(
             f"{u['silo']} {_fmt(u['norm'])}" + ("" if u["accepted"] else f" REJECTED ({u['reason']})")
             for u in record["updates"]
         )
         what = f"round {record['round']} · norms: {updates or '-'} · params {record['params_sha256'][:12]}"
+        if record.get("dp"):
+            what += f" · epsilon {_fmt(record['dp'].get('epsilon'))}"
     elif kind == "resume":
         what = f"resumed after round {record['after_round']} by {record['user']}"
     else:

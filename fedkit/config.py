@@ -33,6 +33,13 @@ BACKENDS: tuple[str, ...] = ("vectorized", "torch")
 ENGINES: tuple[str, ...] = ("simulation", "remote")
 REMOTE_SPLITS: tuple[str, ...] = ("flamby", "hospitals")
 DEFAULT_LOCAL_STEPS = 100
+DP_MODES: tuple[str, ...] = ("none", "central", "distributed", "dpsgd")
+CLIENT_LEVEL: tuple[str, ...] = ("central", "distributed")
+"""The DP modes that protect a whole silo (client-level DP-FedAvg, McMahan et al. 2018); ``dpsgd`` protects a row."""
+DEFAULT_DP_DELTA = 1e-3
+DEFAULT_DP_CLIP: dict[str, float] = {"central": 0.05, "distributed": 0.05, "dpsgd": 1.0}
+"""The clip norm C when ``dp_clip`` is unset: about the median norm of a silo's update at FLamby's defaults
+(client level), and of a logistic regression's per-example gradient (DP-SGD)."""
 
 
 def _help(text: str) -> dict[str, str]:
@@ -171,6 +178,35 @@ class RunConfig:
             "so the server learns only sums (default: on for engine remote, off in simulation)"
         ),
     )
+    dp: str = field(
+        default="none",
+        metadata=_help(
+            "differential privacy: none; central (each silo's update clipped, the server adds Gaussian noise to "
+            "the sum); distributed (each silo clips and adds its share of the noise before secure aggregation); "
+            "dpsgd (record-level DP-SGD inside each silo)"
+        ),
+    )
+    dp_epsilon: float | None = field(
+        default=None,
+        metadata=_help("the epsilon to reach at --dp-delta after the run's rounds: fedkit solves the noise multiplier"),
+    )
+    dp_delta: float | None = field(
+        default=None,
+        metadata=_help(
+            f"delta of (epsilon, delta)-DP, below 1/n: n = silos (central, distributed) or the smallest silo's "
+            f"train rows (dpsgd) (default {DEFAULT_DP_DELTA} with --dp)"
+        ),
+    )
+    dp_noise_multiplier: float | None = field(
+        default=None, metadata=_help("noise std over the clip norm, instead of --dp-epsilon")
+    )
+    dp_clip: float | None = field(
+        default=None,
+        metadata=_help(
+            "L2 clip norm of each silo's update (central, distributed: 0.05 when unset) or of each example's "
+            "gradient (dpsgd: 1.0 when unset)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         validate_params({f.name: getattr(self, f.name) for f in fields(self)}, CONSTRAINTS, "RunConfig")
@@ -180,6 +216,11 @@ class RunConfig:
             rule(self)
         if self.local_steps is None and self.local_epochs is None:
             object.__setattr__(self, "local_steps", DEFAULT_LOCAL_STEPS)
+        if self.dp != "none":  # the defaults DP runs with, recorded with the run
+            if self.dp_delta is None:
+                object.__setattr__(self, "dp_delta", DEFAULT_DP_DELTA)
+            if self.dp_clip is None:
+                object.__setattr__(self, "dp_clip", DEFAULT_DP_CLIP[self.dp])
 
     @property
     def strategy_options(self) -> dict[str, Any]:
@@ -589,6 +630,115 @@ def own_data(config: RunConfig) -> None:
         )
 
 
+def n_silos(config: RunConfig) -> int:
+    """How many silos a run of ``config`` has, as far as the config says: one per data file, else ``silos or 4``.
+
+    Parameters
+    ----------
+    config
+        The run.
+    """
+    return len(config.data) if config.data else config.silos or 4
+
+
+def dp_budget(config: RunConfig) -> None:
+    """A DP run says how much noise: exactly one of ``dp_epsilon`` (solved for) and ``dp_noise_multiplier``.
+
+    Parameters
+    ----------
+    config
+        The run.
+    """
+    if config.dp == "none":
+        return
+    given = [name for name in ("dp_epsilon", "dp_noise_multiplier") if getattr(config, name) is not None]
+    if len(given) != 1:
+        got = "neither" if not given else "both"
+        raise ConfigError(
+            f"RunConfig with dp={config.dp!r} needs exactly one of dp_epsilon (the epsilon to reach after the run's "
+            f"rounds; fedkit solves the noise) and dp_noise_multiplier; got {got}. Set one, e.g. dp_epsilon=1 "
+            "(--dp-epsilon 1)."
+        )
+
+
+def dp_delta_below_one_over_silos(config: RunConfig) -> None:
+    """Client-level DP protects a silo: its δ must be below 1/n for n silos (δ ≥ 1/n allows publishing a silo).
+
+    DP-SGD's δ is checked against the smallest silo's train rows once they are loaded
+    (:func:`fedkit.privacy.budget.check_record_delta`).
+
+    Parameters
+    ----------
+    config
+        The run.
+    """
+    if config.dp not in CLIENT_LEVEL or config.dp_delta is None:
+        return
+    n = n_silos(config)
+    if config.dp_delta >= 1 / n:
+        raise ConfigError(
+            f"The 'dp_delta' parameter of RunConfig must be below 1/n = {1 / n:.4g} with dp={config.dp!r} "
+            f"(n = {n} silos: a delta of 1/n or more allows a mechanism that publishes one silo's data outright); "
+            f"got {config.dp_delta}. Use e.g. dp_delta=1e-3."
+        )
+
+
+DP_NOT_WITH: dict[str, str] = {
+    "pooled": "it moves every silo's rows into one place, so no silo's data is protected",
+    "local": "it shares nothing between silos, so there is nothing to protect",
+    **dict.fromkeys(
+        NEEDS_EACH_UPDATE,
+        "its server step is not a sum of clipped updates (a median, trimmed mean or Krum's choice), so one "
+        "silo's influence on it is not bounded by the clip norm and Gaussian noise on a sum does not apply",
+    ),
+}
+"""Strategies DP refuses, and why."""
+
+
+def dp_needs_a_sum(config: RunConfig) -> None:
+    """DP needs a strategy whose server step is a sum of the silos' clipped updates (plus noise).
+
+    SCAFFOLD is refused with client-level DP: its control-variate changes leave each silo beside the
+    update, carry the same information as the unclipped update, and are neither clipped nor noised.
+    With ``dpsgd`` they are post-processing of the DP-SGD-trained model, so SCAFFOLD is allowed.
+
+    Parameters
+    ----------
+    config
+        The run.
+    """
+    if config.dp == "none":
+        return
+    why = DP_NOT_WITH.get(config.strategy)
+    if why is None and config.strategy == "scaffold" and config.dp in CLIENT_LEVEL:
+        why = (
+            "its control-variate changes leave each silo beside the update and carry the same information as the "
+            "unclipped update, and client-level DP clips and noises only the update"
+        )
+    if why is not None:
+        raise ConfigError(
+            f"dp={config.dp!r} cannot run with strategy={config.strategy!r}: {why}. Use a sum-based strategy "
+            "(fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad; scaffold with dp='dpsgd'), or dp='none'."
+        )
+
+
+def distributed_dp_needs_secure_sum(config: RunConfig) -> None:
+    """Distributed noise protects against the server only if it sees the sum alone: it needs secure aggregation.
+
+    Parameters
+    ----------
+    config
+        The run.
+    """
+    if config.dp == "distributed" and not config.secure_aggregation:
+        raise ConfigError(
+            "dp='distributed' needs secure_aggregation=True (--secure-aggregation): each silo adds only its share "
+            "of the noise, so without secure aggregation the server sees every update with a fraction of the noise "
+            "and the accounted epsilon does not hold against it. Turn secure aggregation on (the remote engine's "
+            "default), or use dp='central', where the server adds the whole noise."
+        )
+
+
 def _strategy_rule(name: str) -> OnlyWith:
     users = tuple(s for s in STRATEGIES if name in options_of(s))
     allowed = f"strategy {' / '.join(users) or '(none yet)'}"
@@ -619,6 +769,14 @@ RULES: tuple[Callable[[RunConfig], None], ...] = (
         "Bound the norm with max_update_norm instead (each site checks it), or set secure_aggregation=False.",
     ),
     *(_strategy_rule(name) for name in HYPERPARAMETERS),
+    *(
+        OnlyWith(name, None, "dp", DP_MODES[1:], "dp in " + " / ".join(DP_MODES[1:]), "Remove it or set dp.")
+        for name in ("dp_epsilon", "dp_delta", "dp_noise_multiplier", "dp_clip")
+    ),
+    dp_budget,
+    dp_needs_a_sum,
+    distributed_dp_needs_secure_sum,
+    dp_delta_below_one_over_silos,
 )
 """Every cross-field rule of RunConfig, in the order they are checked (each raises a ConfigError)."""
 
@@ -694,4 +852,9 @@ CONSTRAINTS: dict[str, list[Any]] = {
     "schema": [OfType(str), NONE],
     "not_measured": [OfType(dict), NONE],
     "secure_aggregation": [Options((True, False)), NONE],
+    "dp": [Options(DP_MODES)],
+    "dp_epsilon": [Interval(float, 0, None, closed="neither"), NONE],
+    "dp_delta": [Interval(float, 0, 1, closed="neither"), NONE],
+    "dp_noise_multiplier": [Interval(float, 0, None, closed="neither"), NONE],
+    "dp_clip": [Interval(float, 0, None, closed="neither"), NONE],
 }

@@ -203,12 +203,25 @@ class LiveCurves:
         The model whose curves are drawn: ``"global"`` or ``"personal"``.
     title
         Figure title.
+    privacy
+        Also draw the run's ε (at its δ) round by round, in a panel of its own (a DP run).
     """
 
-    def __init__(self, silos: Sequence[str], rounds: int, *, model: str = "global", title: str = "") -> None:
+    def __init__(
+        self, silos: Sequence[str], rounds: int, *, model: str = "global", title: str = "", privacy: bool = False
+    ) -> None:
         self.silos = _silo_order([*silos, POOLED])
         self.model = model
-        self.figure, self.axes = new_figure(len(METRICS))
+        self.figure, axes = new_figure(len(METRICS) + (1 if privacy else 0))
+        self.axes, self.privacy_axes = axes[: len(METRICS)], (axes[-1] if privacy else None)
+        self.epsilon_line = None
+        if self.privacy_axes is not None:
+            (self.epsilon_line,) = self.privacy_axes.plot([], [], color="#333333", lw=2.0, marker=".")
+            self.privacy_axes.set_title("privacy spent")
+            self.privacy_axes.set_xlabel("round")
+            self.privacy_axes.set_ylabel("ε at δ")
+            self.privacy_axes.set_xlim(0, max(rounds, 1))
+            self.privacy_axes.grid(alpha=0.3)
         colors = silo_colors(self.silos)
         self.lines: dict[tuple[str, str], Any] = {}
         for ax, metric in zip(self.axes, METRICS, strict=True):
@@ -240,6 +253,15 @@ class LiveCurves:
         for ax in self.axes:  # the y axes fit the curves, as curves_figure's do (rounds stay fixed on x)
             ax.relim()
             ax.autoscale_view(scalex=False)
+        if self.epsilon_line is not None and self.privacy_axes is not None:
+            spent = {
+                r["round"]: r["value"]
+                for r in records
+                if r["split"] == "privacy" and r["silo"] == POOLED and r["metric"] == "epsilon"
+            }
+            self.epsilon_line.set_data(sorted(spent), [spent[i] for i in sorted(spent)])
+            self.privacy_axes.relim()
+            self.privacy_axes.autoscale_view(scalex=False)
 
     def png(self) -> bytes:
         """The figure as PNG bytes (Agg canvas; no display needed)."""
@@ -590,4 +612,80 @@ def sweep_parallel_figure(
     ax.set_xlim(-0.1, len(fields) + 0.4)
     ax.set_ylim(-0.08, 1.08)
     ax.set_title(title or f"one line per configuration, coloured by mean {metric} over seeds", fontsize="medium")
+    return fig
+
+
+# -- privacy ------------------------------------------------------------------------------------
+
+ATTACK_LABELS: dict[str, str] = {"loss_threshold_attack": "loss threshold", "shadow_model_attack": "shadow models"}
+
+
+def _epsilon_axis(values: Sequence[float]) -> tuple[list[float], list[float], list[str]]:
+    """x positions of ε values on a log axis, ∞ placed one decade right of the largest finite one."""
+    import math
+
+    finite = sorted({float(v) for v in values if math.isfinite(v)})
+    right = (finite[-1] if finite else 1.0) * 10
+    ticks = [*finite, *([right] if any(not math.isfinite(v) for v in values) else [])]
+    labels = [f"{v:g}" for v in finite] + (["∞ (no DP)"] if len(ticks) > len(finite) else [])
+    return [v if math.isfinite(v) else right for v in values], ticks, labels
+
+
+def tradeoff_figure(summary: pd.DataFrame, title: str | None = None) -> Figure:
+    """Attack AUC (with its interval) and utility against ε: the privacy–utility trade-off of each DP mode.
+
+    Left: each attack on each target (:data:`fedkit.tradeoff.TARGETS`), a line per DP mode; the band is
+    the bootstrap interval; 0.5 is a coin. Right: Avg accuracy and pooled AUC. The run without DP is
+    drawn at the right end of the axis (ε = ∞) for every mode.
+
+    Parameters
+    ----------
+    summary
+        :func:`fedkit.tradeoff.summarize`'s table (or :func:`fedkit.tradeoff.tradeoff`'s).
+    title
+        Figure title.
+    """
+    import pandas as pd
+
+    fig, axes = new_figure(3, width=4.4, height=3.4)
+    modes = [m for m in summary["dp"].unique() if m != "none"] or ["none"]
+    plain = summary[summary["dp"] == "none"]
+    styles = dict(zip(summary["attack"].unique(), LINESTYLES, strict=False))
+    panels = dict(zip(summary["target"].unique(), axes[:2], strict=False))
+    for i, mode in enumerate(modes):
+        rows = pd.concat([summary[summary["dp"] == mode], plain]) if mode != "none" else plain
+        color = f"C{i}"
+        for (target, name), part in rows.groupby(["target", "attack"], sort=False):
+            part = part.groupby("target_epsilon").mean(numeric_only=True).reset_index()
+            xs, ticks, labels = _epsilon_axis(part["target_epsilon"].tolist())
+            ax = panels[target]
+            ax.plot(
+                xs,
+                part["auc"],
+                marker="o",
+                color=color,
+                ls=styles[name],
+                label=f"{mode}, {ATTACK_LABELS.get(name, name)}",
+            )
+            ax.fill_between(xs, part["low"], part["high"], color=color, alpha=0.12)
+            ax.set_xticks(ticks, labels)
+        util = rows.drop_duplicates(["target_epsilon", "seed"]) if "seed" in rows else rows
+        util = util.groupby("target_epsilon").mean(numeric_only=True).reset_index()
+        xs, ticks, labels = _epsilon_axis(util["target_epsilon"].tolist())
+        axes[2].plot(xs, util["avg_accuracy"], marker="o", color=color, label=f"{mode}: Avg accuracy")
+        axes[2].plot(xs, util["pooled_auc"], marker="s", color=color, ls="--", label=f"{mode}: pooled AUC")
+        axes[2].set_xticks(ticks, labels)
+    for target, ax in panels.items():
+        ax.axhline(0.5, color="#888888", lw=1, ls=":")
+        ax.set_title(f"attack on the {target}")
+        ax.set_ylabel("attack ROC AUC (0.5 = a coin)")
+    axes[2].set_title("utility")
+    axes[2].set_ylabel("Avg accuracy / pooled AUC")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("ε (δ fixed)")
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.suptitle(title or "What differential privacy buys (attack AUC) and costs (utility)")
     return fig

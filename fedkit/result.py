@@ -65,6 +65,48 @@ def final_metrics(
     }
 
 
+def accountant_label(method: str = "rdp") -> str:
+    """``"dp-accounting <version> <method>"``: the privacy accountant (Google's dp-accounting) a run's ε comes from.
+
+    Parameters
+    ----------
+    method
+        ``"rdp"`` (Rényi DP) or ``"pld"`` (privacy loss distributions).
+    """
+    from importlib import metadata
+
+    return f"dp-accounting {metadata.version('dp-accounting')} {method}"
+
+
+def privacy_summary(config: Mapping[str, Any], history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ``final.privacy`` block of a DP run: mechanism, ε, δ, noise multiplier, clip, accountant; None without DP.
+
+    ε and the noise multiplier are the last round's ``privacy`` rows of silo ``pooled``
+    (:mod:`fedkit.privacy.budget`); ε is null before any round is recorded.
+
+    Parameters
+    ----------
+    config
+        The run's RunConfig fields.
+    history
+        The run's metric rows.
+    """
+    mechanism = config.get("dp", "none")
+    if mechanism == "none":
+        return None
+    rows = [r for r in history if r["split"] == "privacy" and r["silo"] == POOLED]
+    last = max((r["round"] for r in rows), default=None)
+    values = {r["metric"]: r["value"] for r in rows if r["round"] == last}
+    return {
+        "mechanism": mechanism,
+        "epsilon": _json_float(values.get("epsilon", math.nan)),
+        "delta": config["dp_delta"],
+        "noise_multiplier": _json_float(values.get("noise_multiplier", math.nan)),
+        "clip": config["dp_clip"],
+        "accountant": accountant_label(),
+    }
+
+
 TABLE_COLUMNS: tuple[str, ...] = (
     "n_test",
     "loss",
@@ -246,9 +288,12 @@ class RunResult:
         """Final test metrics per silo and pooled, and their unweighted mean accuracy.
 
         Scored with the model each silo would use: the global model, or its own personalized model
-        (``personalize`` / the ``local`` baseline), as ``final["model"]`` says.
+        (``personalize`` / the ``local`` baseline), as ``final["model"]`` says. A DP run's also holds
+        ``privacy`` (:func:`privacy_summary`).
         """
-        return final_metrics(self.records, self.n_test, self.scored, self.intervals)
+        final = final_metrics(self.records, self.n_test, self.scored, self.intervals)
+        privacy = privacy_summary(self.config, self.records)
+        return final if privacy is None else {**final, "privacy": privacy}
 
     def table(self) -> pd.DataFrame:
         """The final per-silo table (plus pooled), one row per silo: n_test, loss, AUC and accuracy with the

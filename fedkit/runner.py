@@ -18,14 +18,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fedkit import seeding
-from fedkit.config import RunConfig, silos_per_round
+from fedkit.config import CLIENT_LEVEL, RunConfig, silos_per_round
 from fedkit.data.silos import Federation
 from fedkit.engines.base import Engine, Evaluation, FitReply
 from fedkit.errors import FedkitError, ResumeError
 from fedkit.evalstats import metrics_from_stats
 from fedkit.intervals import intervals_from_stats
 from fedkit.metrics import METRICS
-from fedkit.privacy import audit
+from fedkit.privacy import audit, budget, dp
 from fedkit.privacy.validation import (
     Verdict,
     check_enough,
@@ -274,6 +274,24 @@ def validation_rows(server_round: int, verdicts: Sequence[Verdict]) -> list[dict
     ]
 
 
+class Aggregate(NamedTuple):
+    """What :func:`aggregate` gives: the new global parameters and strategy state, and the contributions summed.
+
+    Parameters
+    ----------
+    params
+        The new global parameters.
+    state
+        The strategy's new state.
+    contributions
+        How many silos' updates reached the aggregate (under distributed DP, the noise shares in the sum).
+    """
+
+    params: np.ndarray
+    state: Any
+    contributions: int
+
+
 class RoundOutcome(NamedTuple):
     """What one round produced: the new global parameters and strategy state, its metric rows, who took part.
 
@@ -289,6 +307,8 @@ class RoundOutcome(NamedTuple):
         The silos asked to train.
     verdicts
         A verdict per silo that replied.
+    contributions
+        How many silos' updates reached the aggregate.
     intervals
         The 95% intervals of the scored model's AUC and accuracy after the round (:func:`intervals_of`).
     attestations
@@ -303,6 +323,7 @@ class RoundOutcome(NamedTuple):
     rows: list[dict[str, Any]]
     selected: list[str]
     verdicts: list[Verdict]
+    contributions: int = 0
     intervals: dict[str, dict[str, float]] = {}  # noqa: RUF012 (a NamedTuple default, never mutated)
     attestations: tuple[Mapping[str, Any], ...] = ()
     participants: tuple[str, ...] | None = None
@@ -349,7 +370,7 @@ def run_round(
     for hook in hooks:
         replies = [hook(server_round, r) for r in replies]
     accepted, verdicts = validate_replies(server_round, replies, params, config)
-    inputs = update_inputs(params, accepted, engine, config)
+    inputs = update_inputs(params, accepted, engine, config, server_round)
     new, state = step(strategy, state, params, inputs)
     check_global(server_round, new, config.strategy)
     rows = fit_rows(server_round, replies) + validation_rows(server_round, verdicts)
@@ -361,6 +382,7 @@ def run_round(
         rows + evaluated.rows,
         chosen,
         verdicts,
+        inputs.contributions,
         evaluated.intervals,
         attestations=attestations,
         participants=inputs.silos,
@@ -380,16 +402,22 @@ class UpdateInputs(NamedTuple):
         SCAFFOLD's control deltas, else None.
     silos
         The silos whose update is in them.
+    contributions
+        How many silos' updates reached the aggregate (under distributed DP, the noise shares in the sum).
     """
 
     updates: np.ndarray
     weights: np.ndarray
     controls: Controls | None
     silos: tuple[str, ...]
+    contributions: int
 
 
-def update_inputs(params: np.ndarray, replies: list[FitReply], engine: Engine, config: RunConfig) -> UpdateInputs:
-    """The strategy's inputs from the replies that passed validation; under secure aggregation only their sums.
+def update_inputs(
+    params: np.ndarray, replies: list[FitReply], engine: Engine, config: RunConfig, server_round: int
+) -> UpdateInputs:
+    """The strategy's inputs from the replies that passed validation; under secure aggregation only their sums;
+    under client-level DP the clipped, noised mean (:func:`private_update`).
 
     Parameters
     ----------
@@ -400,17 +428,22 @@ def update_inputs(params: np.ndarray, replies: list[FitReply], engine: Engine, c
     engine
         The engine holding the silos (how many there are; the secure sum).
     config
-        The run (``secure_aggregation``).
+        The run (``secure_aggregation``, ``dp``).
+    server_round
+        The round (it keys the server's DP noise).
     """
+    if config.dp in CLIENT_LEVEL:
+        mean, count, silos = private_update(config, engine, replies, params, server_round)
+        return UpdateInputs(mean[None, :], np.ones(1), None, silos, count)
     if config.secure_aggregation:  # the server sees only the sums
         total = engine.sum_updates(replies, params)
         updates, weights, controls = total.strategy_inputs(len(engine.silos))
-        return UpdateInputs(updates, weights, controls, total.silos or tuple(r.silo for r in replies))
+        return UpdateInputs(updates, weights, controls, total.silos or tuple(r.silo for r in replies), total.count)
     updates = np.stack([r.params - params for r in replies])  # type: ignore[operator]
     weights = np.array([r.n_train for r in replies], dtype=np.float64)
     deltas = [r.control_delta for r in replies if r.control_delta is not None]
     controls = Controls(np.stack(deltas), len(engine.silos)) if deltas else None
-    return UpdateInputs(updates, weights, controls, tuple(r.silo for r in replies))
+    return UpdateInputs(updates, weights, controls, tuple(r.silo for r in replies), len(replies))
 
 
 def step(strategy: Strategy, state: Any, params: np.ndarray, inputs: UpdateInputs) -> tuple[np.ndarray, Any]:
@@ -432,11 +465,20 @@ def step(strategy: Strategy, state: Any, params: np.ndarray, inputs: UpdateInput
 
 
 def aggregate(
-    strategy: Strategy, state: Any, params: np.ndarray, replies: list[FitReply], engine: Engine, config: RunConfig
-) -> tuple[np.ndarray, Any]:
+    strategy: Strategy,
+    state: Any,
+    params: np.ndarray,
+    replies: list[FitReply],
+    engine: Engine,
+    config: RunConfig,
+    server_round: int = 0,
+) -> Aggregate:
     """The strategy's step from the silos' ``replies``: new global parameters and state.
 
     Under secure aggregation the strategy gets only the sums the engine computes (:meth:`Engine.sum_updates`).
+    Under client-level DP (``dp`` central or distributed) it gets one update, DP-FedAvg's noisy mean
+    (:func:`private_update`), with weight 1: FedAvg and FedProx add it, FedAvgM and FedAdam/Yogi/Adagrad
+    take it as their pseudo-gradient (post-processing, so ε is unchanged).
 
     Parameters
     ----------
@@ -451,14 +493,73 @@ def aggregate(
     engine
         The engine holding the silos (how many there are; the secure sum).
     config
-        The run (``secure_aggregation``).
+        The run (``secure_aggregation``, ``dp``).
+    server_round
+        The round (it keys the server's DP noise).
 
     Returns
     -------
-    tuple
-        The new global parameters and the strategy's new state.
+    Aggregate
+        The new global parameters, the strategy's new state and how many contributions were summed.
     """
-    return step(strategy, state, params, update_inputs(params, replies, engine, config))
+    inputs = update_inputs(params, replies, engine, config, server_round)
+    new, state = step(strategy, state, params, inputs)
+    return Aggregate(new, state, inputs.contributions)
+
+
+def private_update(
+    config: RunConfig, engine: Engine, replies: list[FitReply], params: np.ndarray, server_round: int
+) -> tuple[np.ndarray, int, tuple[str, ...]]:
+    """Client-level DP-FedAvg's update (McMahan et al. 2018), the number of silo contributions in it and whose.
+
+    ``(sum_k clip(Δ_k) + N(0, (z·C)² I)) / d`` with every silo weighing 1 and ``d`` the silos a round
+    selects (:func:`fedkit.privacy.budget.denominator`: fixed, whoever reports). Without secure
+    aggregation the server clips each update and adds the noise (:func:`fedkit.privacy.dp.private_sum`).
+    Under secure aggregation the server cannot see an update, so each silo clips its own before
+    masking (:meth:`fedkit.privacy.budget.SiloPrivacy.update_vector`); with ``central`` the server adds
+    the noise to the unmasked sum, with ``distributed`` each silo already added its share. The server's
+    noise comes from :func:`fedkit.privacy.dp.central_noise_stream` (its own seeded stream).
+
+    Parameters
+    ----------
+    config
+        The run (``dp`` central or distributed).
+    engine
+        The engine (the secure sum; the federation's size).
+    replies
+        The replies that passed validation.
+    params
+        The global parameters the round started from.
+    server_round
+        The round.
+    """
+    clip, z = float(config.dp_clip), budget.client_noise_multiplier(config)  # type: ignore[arg-type]
+    rng = dp.central_noise_stream(config.seed, server_round)
+    if config.secure_aggregation:
+        total = engine.sum_updates(replies, params)
+        noisy, count = total.weighted_update, round(total.weight)  # every contribution weighs 1
+        silos = total.silos or tuple(r.silo for r in replies)
+        if config.dp == "central":
+            noisy = noisy + dp.noise_share(len(noisy), clip=clip, noise_multiplier=z, shares=1, rng=rng)
+    else:  # central: the server sees each update and clips it
+        updates = np.stack([r.params - params for r in replies])  # type: ignore[operator]
+        noisy = dp.private_sum(updates, np.ones(len(replies)), clip=clip, noise_multiplier=z, rng=rng)
+        count, silos = len(replies), tuple(r.silo for r in replies)
+    return dp.private_mean(noisy, budget.denominator(config, len(engine.silos))), count, silos
+
+
+def spending(rows: Sequence[Mapping[str, Any]], config: RunConfig) -> dict[str, Any] | None:
+    """A round's DP spending for its audit record: the run's privacy rows (ε, noise multiplier...) and δ.
+
+    Parameters
+    ----------
+    rows
+        The round's privacy rows (:func:`fedkit.privacy.budget.privacy_rows`); none without DP.
+    config
+        The run.
+    """
+    pooled = {r["metric"]: r["value"] for r in rows if r["silo"] == POOLED}
+    return {**pooled, "delta": config.dp_delta} if pooled else None
 
 
 def checkpoint(server_round: int, params: np.ndarray, state: Any, engine: Engine, recorder: Recorder) -> bytes | None:
@@ -538,6 +639,9 @@ class Recorder:
         The id of a recorded run to resume (default: a new run id).
     test_counts
         Each silo's test rows and positives (default: from the federation's test labels).
+    privacy
+        The run's DP parameters for the audit log's start record (:func:`fedkit.privacy.budget.start_fields`),
+        None without DP.
     """
 
     def __init__(
@@ -548,7 +652,9 @@ class Recorder:
         callbacks: Sequence[Callable[[RoundEvent], None]] = (),
         run_id: str | None = None,
         test_counts: ClassCounts | None = None,
+        privacy: Mapping[str, Any] | None = None,
     ) -> None:
+        self.privacy = privacy
         self.run_id = run_id or new_run_id()
         self.config = config
         self.trackers = list(trackers)
@@ -594,6 +700,7 @@ class Recorder:
             user=started_by or os_user(),
             versions=versions(),
             sites=self.sites,
+            dp=self.privacy,
         )
         self._append_audit("start", record)
 
@@ -785,6 +892,7 @@ def run(
     started_by: str | None = None,
     test_counts: ClassCounts | None = None,
     run_id: str | None = None,
+    train_sizes: Mapping[str, int] | None = None,
 ) -> RunResult:
     """Run ``config`` over ``engine``'s silos (of ``federation``), record it in ``trackers``; returns the result.
 
@@ -826,21 +934,37 @@ def run(
     run_id
         The id of the new run (default: a fresh one; the remote engine's submitting machine chooses it). Not with
         ``resume``.
+    train_sizes
+        Each silo's train rows, for the privacy accounting (default: from the federation; the remote server
+        knows only those).
+
+    Raises
+    ------
+    ConfigError
+        With ``dp="dpsgd"``, when ``dp_delta`` is not below 1/n for the smallest silo's n train rows.
     """
     from fedkit.progress import progress_bar
 
     strategy = strategy_of(config)
+    sizes = dict(train_sizes) if train_sizes is not None else {s.name: s.n_train for s in federation.silos}
+    budget.check_record_delta(config, sizes)
+    privacy = budget.start_fields(config, sizes)
     if resume is not None and run_id is not None:
         raise ResumeError("runner.run takes run_id= for a new run or resume= to continue one, not both.")
-    recorder = Recorder(config, federation, trackers, callbacks, run_id=resume or run_id, test_counts=test_counts)
+    recorder = Recorder(
+        config, federation, trackers, callbacks, run_id=resume or run_id, test_counts=test_counts, privacy=privacy
+    )
     params = engine.initial_params()
     state = strategy.init(params)
     first = 1
     seen = len(engine.notes)  # restoring may add notes (a remote site that rejoins): the first round records them
+    ledger = budget.Ledger(config, sizes) if privacy is not None else None
     if resume is not None:
         saved = recorder.resume(started_by)
         params, state, first = saved.params, strategy_state(state, saved.strategy), saved.server_round + 1
         engine.restore(saved.engine)
+        if ledger is not None:
+            ledger = budget.Ledger.from_rows(config, sizes, recorder.records)
     else:
         recorder.start(started_by)
     status = "finished"
@@ -850,16 +974,24 @@ def run(
     try:
         if resume is None:
             rows, intervals = evaluate_rows(0, engine, params, config)
+            spent = budget.privacy_rows(ledger, 0, [], 0)
+            rows = rows + spent
             notes = recorder.add_notes(0, [], engine, seen)
             seen = len(engine.notes)
             saved_now = checkpoint(0, params, state, engine, recorder)
-            audit_fields = audit.round_record(0, [], [], params)
+            audit_fields = audit.round_record(0, [], [], params, dp=spending(spent, config))
             recorder.record(0, rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)
             recorder.intervals = intervals
         for server_round in range(first, config.rounds + 1):
             outcome = run_round(server_round, config, engine, strategy, state, params, hooks)
             params, state = outcome.params, outcome.state
+            spent = budget.privacy_rows(ledger, server_round, outcome.selected, outcome.contributions)
+            rows = outcome.rows + spent
             notes = recorder.add_notes(server_round, outcome.verdicts, engine, seen)
+            less_noise = ledger.note(server_round) if ledger is not None else None
+            if less_noise is not None:
+                recorder.notes.append(less_noise)
+                notes.append(less_noise)
             seen = len(engine.notes)
             audit_fields = audit.round_record(
                 server_round,
@@ -868,14 +1000,17 @@ def run(
                 params,
                 attestations=outcome.attestations,
                 participants=outcome.participants,
+                dp=spending(spent, config),
             )
             saved_now = checkpoint(server_round, params, state, engine, recorder)
-            recorder.record(server_round, outcome.rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)
+            recorder.record(server_round, rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)
             recorder.intervals = outcome.intervals
-            pooled = {
-                r["metric"]: r["value"] for r in outcome.rows if r["silo"] == POOLED and r["model"] == config.scored
-            }
-            bar.set_postfix(auc=f"{pooled['auc']:.3f}", acc=f"{pooled['accuracy']:.3f}", refresh=False)
+            pooled = {r["metric"]: r["value"] for r in rows if r["silo"] == POOLED and r["model"] == config.scored}
+            shown = {"auc": f"{pooled['auc']:.3f}", "acc": f"{pooled['accuracy']:.3f}"}
+            epsilon = [r["value"] for r in spent if r["silo"] == POOLED and r["metric"] == "epsilon"]
+            if epsilon:
+                shown["eps"] = f"{epsilon[0]:.3g}"
+            bar.set_postfix(refresh=False, **shown)
             bar.update()
             if should_stop is not None and should_stop() and server_round < config.rounds:
                 status = "stopped"

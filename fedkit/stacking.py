@@ -209,7 +209,9 @@ def _fit_round(server_round: int, runs: Sequence[_StackedRun], *, full: bool) ->
         replies = run.engine.fit_replies(job, run.params, term, result, score_local=full)
         try:
             accepted, verdicts = validate_replies(server_round, replies, run.params, run.config, check_loss=full)
-            new, run.state = aggregate(run.strategy, run.state, run.params, accepted, run.engine, run.config)
+            new, run.state, _ = aggregate(
+                run.strategy, run.state, run.params, accepted, run.engine, run.config, server_round
+            )
             check_global(server_round, new, run.config.strategy)
         except RoundFailedError as exc:  # this run diverged (or lost too many silos): it ends, the others go on
             run.status, run.error = "failed", str(exc)

@@ -141,6 +141,33 @@ def batch_plan(
 
 
 @dataclass(frozen=True)
+class PrivateSteps:
+    """Record-level DP-SGD of a training call (Abadi et al. 2016), as data; see :mod:`fedkit.privacy.dpsgd`.
+
+    Each step of silo j clips every example's gradient to L2 norm ``clip``, sums them, adds Gaussian
+    noise of std ``noise_multipliers[j] * clip`` drawn from ``streams[j]`` (one standard normal per
+    parameter, step after step) and divides by ``expected_batch_sizes[j]``; the batches are Poisson
+    samples (:func:`fedkit.privacy.dpsgd.poisson_plans`).
+
+    Parameters
+    ----------
+    clip
+        The per-example L2 clipping norm C.
+    noise_multipliers
+        Each silo's noise multiplier z.
+    expected_batch_sizes
+        Each silo's expected batch size ``q_k * n_k``.
+    streams
+        Each silo's noise generator for the round.
+    """
+
+    clip: float
+    noise_multipliers: tuple[float, ...]
+    expected_batch_sizes: tuple[float, ...]
+    streams: tuple[np.random.Generator, ...]
+
+
+@dataclass(frozen=True)
 class TrainJob:
     """One trainer call as data: an engine builds it, a trainer runs it, alone or stacked with other runs' (a sweep).
 
@@ -160,6 +187,8 @@ class TrainJob:
         FedProx's anchor (the global parameters).
     corrections
         SCAFFOLD's per-silo gradient corrections (silos, P), else None.
+    private
+        DP-SGD's clipping and noise (``plans`` are then Poisson batches), else None.
     """
 
     silos: list[int]
@@ -169,6 +198,7 @@ class TrainJob:
     prox_mu: float = 0.0
     anchor: np.ndarray | None = None
     corrections: np.ndarray | None = None
+    private: PrivateSteps | None = None
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,11 @@ TOOLTIPS: dict[str, str] = {
     "optimizer": "Local optimizer",
     "weight_decay": "L2 weight decay of the local optimizer",
     "seed": "One seed for the data split, model init, batches and silo sampling",
+    "dp": "Differential privacy: none; central or distributed (a whole hospital, client-level DP-FedAvg); "
+    "dpsgd (one patient's row, DP-SGD in each silo)",
+    "dp_epsilon": "The epsilon to reach after the run's rounds: fedkit solves the noise",
+    "dp_delta": "delta of (epsilon, delta)-DP: below 1/silos (client level) or 1/rows of the smallest silo (dpsgd)",
+    "dp_clip": "Clip norm of each silo's update (client level) or each row's gradient (dpsgd); 0: the default",
     "seeds": "Seeds every configuration runs with: 42-46, or 42,43,50",
     "metric": "The score the best configuration is chosen by",
 }
@@ -154,6 +159,14 @@ class ControlPanel:
         decay = w.FloatText(value=base.weight_decay, step=0.0001, description="weight decay")
         self.weight_decay = _field(decay, "weight_decay")
         self.seed = _field(w.IntText(value=base.seed, description="seed"), "seed")
+        from fedkit.config import DEFAULT_DP_DELTA, DP_MODES
+
+        self.dp = _field(w.Dropdown(options=DP_MODES, value=base.dp, description="privacy"), "dp")
+        epsilon = w.FloatText(value=base.dp_epsilon or 1.0, step=0.5, description="target ε")
+        self.dp_epsilon = _field(epsilon, "dp_epsilon")
+        delta = w.FloatText(value=base.dp_delta or DEFAULT_DP_DELTA, step=0.0001, description="δ")
+        self.dp_delta = _field(delta, "dp_delta")
+        self.dp_clip = _field(w.FloatText(value=base.dp_clip or 0.0, step=0.01, description="clip"), "dp_clip")
 
     def _build_trackers(self, wanted: Sequence[str]) -> None:
         """A checkbox per tracker backend: the local store always on, the others when wanted and installed."""
@@ -200,6 +213,8 @@ class ControlPanel:
         self.progress.layout.width = "220px"
         self.counter = w.Label(value=f"round 0/{rounds}")
         self.counter.add_class("fedkit-round-counter")
+        self.epsilon = w.Label(value="")
+        self.epsilon.add_class("fedkit-epsilon")
         self.message = w.HTML()
         self.message.add_class("fedkit-message")
         self.notes = w.HTML()
@@ -216,12 +231,13 @@ class ControlPanel:
 
         fields = [self.split, self.strategy, self.rounds, self.silos, self.optimizer, self.lr]
         fields += [self.alpha, self.batch_size, self.weight_decay, self.local_unit, self.local_amount, self.seed]
+        fields += [self.dp, self.dp_epsilon, self.dp_delta, self.dp_clip]
         grid = w.GridBox(
             fields, layout=w.Layout(grid_template_columns=f"repeat(3, {FIELD_WIDTH})", grid_gap="4px 16px")
         )
         label = w.Label("record in:", layout=w.Layout(width=DESCRIPTION_WIDTH))
         tracker_row = w.HBox([label, *self.trackers.values()])
-        controls = w.HBox([self.run_button, self.stop_button, self.progress, self.counter])
+        controls = w.HBox([self.run_button, self.stop_button, self.progress, self.counter, self.epsilon])
         controls.layout.align_items = "center"
         resume_row = w.HBox([self.resume_button, self.resume_from])
         panel = w.VBox([grid, tracker_row, controls, resume_row, self.message, self.notes, self.figure, self.table])
@@ -232,6 +248,7 @@ class ControlPanel:
     def _inputs(self) -> list[ipywidgets.Widget]:
         fields = [self.split, self.silos, self.alpha, self.strategy, self.rounds, self.local_unit, self.local_amount]
         fields += [self.lr, self.batch_size, self.optimizer, self.weight_decay, self.seed]
+        fields += [self.dp, self.dp_epsilon, self.dp_delta, self.dp_clip]
         return [*fields, *self.trackers.values()]
 
     @property
@@ -259,7 +276,20 @@ class ControlPanel:
             "optimizer": self.optimizer.value,
             "weight_decay": self.weight_decay.value,
             "seed": self.seed.value,
+            **self._privacy(),
         }
+
+    def _privacy(self) -> dict[str, Any]:
+        """The DP fields of the panel: none without DP; distributed noise turns secure aggregation on."""
+        dp = self.dp.value
+        if dp == "none":
+            return {"dp": dp}
+        out = {"dp": dp, "dp_delta": self.dp_delta.value, "dp_clip": self.dp_clip.value or None}
+        if self._extra.get("dp_noise_multiplier") is None:  # a preset's noise multiplier replaces the target ε
+            out["dp_epsilon"] = self.dp_epsilon.value
+        if dp == "distributed":
+            out["secure_aggregation"] = True
+        return out
 
     def config(self) -> RunConfig:
         """The validated RunConfig of the current values (raises RunConfig's error when invalid)."""
@@ -297,6 +327,8 @@ class ControlPanel:
                 field.disabled = running
             self.silos.disabled = running or self.split.value not in SYNTHETIC
             self.alpha.disabled = running or self.split.value not in SKEWED
+            for field in (self.dp_epsilon, self.dp_delta, self.dp_clip):
+                field.disabled = running or self.dp.value == "none"
             for name, usable in available_trackers().items():
                 self.trackers[name].disabled = running or name == "local" or not usable
             problem = self.problem()
@@ -369,6 +401,9 @@ class ControlPanel:
         self.local_amount.value = config.local_epochs if epochs else config.local_steps
         self.lr.value, self.batch_size.value, self.optimizer.value = config.lr, config.batch_size, config.optimizer
         self.weight_decay.value, self.seed.value = config.weight_decay, config.seed
+        self.dp.value, self.dp_clip.value = config.dp, config.dp_clip or 0.0
+        self.dp_epsilon.value = config.dp_epsilon or self.dp_epsilon.value
+        self.dp_delta.value = config.dp_delta or self.dp_delta.value
         self._extra = {k: v for k, v in config.to_dict().items() if k not in _WIDGET_FIELDS}
 
     def _start(
@@ -389,7 +424,9 @@ class ControlPanel:
             return None
         title = f"{config.strategy} · {config.split} split · seed {config.seed}"
         names = HOSPITALS if federation is None else federation.names
-        self.curves = LiveCurves(names, config.rounds, model=config.scored, title=title)
+        privacy = config.dp != "none"
+        self.curves = LiveCurves(names, config.rounds, model=config.scored, title=title, privacy=privacy)
+        self.epsilon.value = f"ε 0 at δ {config.dp_delta:g}" if privacy else ""
         self.result, self.error, self._records, self._notes = None, None, list(records or []), []
         self._stop.clear()
         done = max((r["round"] for r in self._records), default=0)
@@ -472,6 +509,12 @@ class ControlPanel:
             self._draw()  # before the counter, so "round N/N" means the figure shows round N
         self.progress.value = event.round
         self.counter.value = f"round {event.round}/{event.rounds}"
+        spent = [
+            r for r in event.rows if r["split"] == "privacy" and r["silo"] == "pooled" and r["metric"] == "epsilon"
+        ]
+        if spent:
+            delta = self.epsilon.value.rpartition("δ ")[2]
+            self.epsilon.value = f"ε {spent[0]['value']:.3g} at δ {delta}"
 
     def _draw(self) -> None:
         if self.curves is not None:
@@ -525,6 +568,10 @@ _WIDGET_FIELDS = frozenset(
         "optimizer",
         "weight_decay",
         "seed",
+        "dp",
+        "dp_epsilon",
+        "dp_delta",
+        "dp_clip",
     )
 )
 """The RunConfig fields the panel has a widget for (the others pass through from ``defaults``)."""

@@ -53,6 +53,11 @@ BAD = {
     "schema": 3,
     "not_measured": ["chol"],
     "secure_aggregation": "yes",
+    "dp": "laplace",
+    "dp_epsilon": 0.0,
+    "dp_delta": 1.0,
+    "dp_noise_multiplier": -1.0,
+    "dp_clip": 0.0,
 }
 
 

@@ -54,6 +54,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "fedkit.plots",
             "fedkit.explore",
             "fedkit.comparison",
+            "fedkit.tradeoff",
         ),
     ),
 )
@@ -67,7 +68,7 @@ CORE = ("config", "data", "strategies", "engines", "runner", "tracking", "traini
 CORE += ("errors", "seeding", "architectures", "privacy", "models", "presets", "paths", "progress", "_validation")
 CORE += ("stacking",)
 EDGES = ("remote", "widgets", "reports", "cli", "plots", "explore", "comparison", "_kernel_startup", "__main__", "api")
-EDGES += ("sweeps",)
+EDGES += ("sweeps", "tradeoff")
 
 
 def module_name(path: Path) -> str:

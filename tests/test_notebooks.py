@@ -20,7 +20,8 @@ from fedkit.errors import ReportError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-NAMES = ["01_explore_silos", "02_fedavg_widgets", "03_compare_runs", "04_headless_report", "06_sweep"]
+NAMES = ["01_explore_silos", "02_fedavg_widgets", "03_compare_runs", "04_headless_report", "05_privacy_attacks"]
+NAMES += ["06_sweep"]
 
 
 def _outputs(path: Path) -> str:
@@ -28,7 +29,8 @@ def _outputs(path: Path) -> str:
     return json.dumps([c.get("outputs", []) for c in nb["cells"]])
 
 
-READS_DATA = ["01_explore_silos", "02_fedavg_widgets", "04_headless_report", "06_sweep"]  # 03: only the run store
+READS_DATA = ["01_explore_silos", "02_fedavg_widgets", "04_headless_report", "05_privacy_attacks", "06_sweep"]
+"""The notebooks that read the UCI files (take ``data_dir``); 03 reads only the run store."""
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -113,7 +115,19 @@ def test_a_fedavg_report_has_curves_and_a_table_and_no_comparison_with_itself(da
     assert "n_test" in html and "<th>loss</th>" in html
     assert "0.00–1.00" in html and "rests on 1 negative among 16" in html  # switzerland's AUC, and why
     assert "No update was rejected." in html
+    assert "No run is differentially private" in html
     assert "without encryption" not in capfd.readouterr().err  # no kernel start-up warning after the report
+
+
+def test_a_private_report_shows_the_epsilon_each_run_spent(data_dir, tmp_path) -> None:
+    hyperparameters = "{dp: central, dp_epsilon: 2, local_steps: 5}"
+    argv = ["report", str(NOTEBOOKS / "04_headless_report.ipynb"), "-p", "rounds", "2"]
+    argv += ["-p", "hyperparameters", hyperparameters, "--output-dir", str(tmp_path)]
+    assert main(argv) == 0
+    html = next(tmp_path.glob("*.html")).read_text()
+    assert "Privacy: ε spent" in html and "dp-accounting" in html and "central" in html
+    (run,) = fedkit.runs().to_dict("records")
+    assert fedkit.load_run(run["run_id"])["summary"]["final"]["privacy"]["epsilon"] <= 2
 
 
 def test_the_sweep_notebook_renders_headless_with_its_grid_and_the_best_tested_once(data_dir, tmp_path) -> None:
@@ -138,6 +152,33 @@ def test_a_failing_cell_fails_the_report_with_the_cells_error(data_dir, tmp_path
     err = capsys.readouterr().err
     assert "failed in cell" in err and "ConfigError" in err and "'lr' parameter of RunConfig" in err
     assert not list(tmp_path.glob("*.html"))
+
+
+def test_privacy_attacks_notebook_attacks_an_overfit_model_and_dp_brings_the_attack_to_chance(
+    data_dir, tmp_path
+) -> None:
+    """The attack AUC the notebook computes: above 0.5 on the non-private overfit model, toward 0.5 as ε shrinks."""
+    parameters = {"modes": ["dpsgd"], "epsilons": [0.5, 8.0], "n_shadows": 2}
+    report = reports.render(NOTEBOOKS / "05_privacy_attacks.ipynb", parameters, output_dir=tmp_path, html=False)
+    cells = json.loads(report.notebook.read_text())["cells"]
+    texts = ["".join(o.get("text", "")) for c in cells for o in c.get("outputs", []) if o.get("name") == "stdout"]
+    (line,) = [t for text in texts for t in text.splitlines() if t.startswith("ATTACK_SUMMARY ")]
+    summary = json.loads(line.removeprefix("ATTACK_SUMMARY "))
+    assert "image/png" in _outputs(report.notebook)
+
+    def auc(dp: str, target: str, attack: str = "loss_threshold_attack", epsilon: float = 0.5) -> dict:
+        rows = [r for r in summary if r["dp"] == dp and r["target"] == target and r["attack"] == attack]
+        (row,) = [r for r in rows if dp == "none" or r["target_epsilon"] == epsilon]
+        return row
+
+    plain = auc("none", "global model")
+    assert plain["low"] > 0.5 and plain["auc"] > 0.56  # clearly above a coin: its interval excludes 0.5
+    for attack in ("loss_threshold_attack", "shadow_model_attack"):
+        private = auc("dpsgd", "global model", attack)
+        assert private["low"] < 0.5 < private["high"]  # at epsilon 0.5 the attack is no better than a coin
+        assert private["epsilon"] <= 0.5
+        gap = {e: abs(auc("dpsgd", "global model", attack, e)["auc"] - 0.5) for e in (8.0, 0.5)}
+        assert abs(auc("none", "global model", attack)["auc"] - 0.5) > gap[8.0] > gap[0.5]  # ever closer to a coin
 
 
 def test_make_registers_the_notebooks_kernel_with_the_data_folder() -> None:

@@ -65,6 +65,17 @@ def chaos(poc):
     poc.wait_ready()
 
 
+@pytest.fixture
+def every_site(poc):
+    """The module's federation with every hospital connected: a site an earlier test killed is started again."""
+    for hospital in poc.hospitals:
+        process = poc.processes.get(hospital)
+        if process is None or process.poll() is not None:  # killed (and forgotten) by a test, or exited
+            poc.start(hospital)
+    poc.wait_ready()
+    return poc
+
+
 def remote_config(**fields) -> fedkit.RunConfig:
     return fedkit.RunConfig(**{"engine": "remote", "rounds": ROUNDS, **fields})
 
@@ -398,3 +409,39 @@ def test_a_run_whose_server_job_was_killed_resumes_after_a_server_restart(chaos,
     here, there = capsys.readouterr().out.splitlines()
     assert here == there and f"{len(kinds)} record(s)" in here  # the same chain, to its head hash
     assert audit.verify(server.audit_log(run_id), run_id, ended=True) == store.verify_audit(run_id)[0]
+
+
+def test_distributed_dp_under_secure_aggregation_matches_the_simulation(every_site, store) -> None:
+    """Issue 13's acceptance run: the FLamby FedAvg config with distributed DP at ε = 1, δ = 1e-3, on real sites.
+
+    Each site clips its update and adds its share of the noise (from its seeded stream) before masking,
+    so the remote run reports the simulation's ε and ends with its final model to ``TOLERANCE``.
+    """
+    fields = {"strategy": "fedavg", "dp": "distributed", "dp_epsilon": 1.0, "dp_delta": 1e-3}
+    fields |= {"secure_aggregation": True, "rounds": 15}
+    remote = fedkit.run(remote_config(**fields), admin_kit=every_site.admin_kit, trackers=[store], progress=False)
+    simulation = fedkit.run(fedkit.RunConfig(**fields), trackers=[], progress=False)
+    assert remote.status == "finished" and list(remote.final["silos"]) == list(every_site.hospitals)
+    assert remote.final["privacy"]["epsilon"] <= 1
+    assert remote.final["privacy"] == simulation.final["privacy"]
+    np.testing.assert_allclose(remote.params, simulation.params, atol=TOLERANCE, rtol=0)
+    stored = store.get(remote.run_id)["summary"]["final"]["privacy"]
+    assert stored == simulation.final["privacy"]
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["secure", "clear"])
+def test_central_dp_on_real_sites_matches_the_simulation(every_site, store, secure) -> None:
+    """``--dp central``: each site clips before masking (secure) or the server clips each update (clear); the
+    server adds the whole noise from its seeded stream, so ε, the per-round ε and the final model equal the
+    simulation's."""
+    fields = {"strategy": "fedavg", "dp": "central", "dp_epsilon": 1.0, "dp_delta": 1e-3, "secure_aggregation": secure}
+    remote = fedkit.run(remote_config(**fields), admin_kit=every_site.admin_kit, trackers=[store], progress=False)
+    simulation = fedkit.run(fedkit.RunConfig(**fields, rounds=ROUNDS), trackers=[], progress=False)
+    assert remote.status == "finished" and list(remote.final["silos"]) == list(every_site.hospitals)
+    assert remote.final["privacy"] == simulation.final["privacy"] and remote.final["privacy"]["epsilon"] <= 1
+    epsilons = [
+        [r["value"] for r in result.records if r["split"] == "privacy" and r["metric"] == "epsilon"]
+        for result in (remote, simulation)
+    ]
+    assert epsilons[0] == epsilons[1] and len(epsilons[0]) == ROUNDS + 1
+    np.testing.assert_allclose(remote.params, simulation.params, atol=TOLERANCE, rtol=0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 pytest.importorskip("ipywidgets")
@@ -371,3 +373,32 @@ def test_sweep_figures_outline_the_best_configuration(data_dir) -> None:
     assert [line.get_label() for line in parallel.axes[0].lines if line.get_color() == "#d62728"] == [
         "best configuration"
     ]
+
+
+def test_the_dp_controls_run_a_private_run_and_show_epsilon_live_beside_the_curves(data_dir) -> None:
+    panel = ControlPanel(rounds=3, local_steps=5)
+    assert panel.dp.value == "none" and panel.dp_epsilon.disabled and "dp" not in panel.epsilon.value
+    panel.dp.value = "central"
+    panel.dp_epsilon.value = 2.0
+    assert not panel.dp_epsilon.disabled and not panel.run_button.disabled
+    shown: list[str] = []
+    panel.callbacks.append(lambda event: shown.append(panel.epsilon.value))
+    panel.run_button.click()
+    result = panel.wait(RUN_TIMEOUT_S)
+
+    assert result is not None and result.status == "finished"
+    spent = result.final["privacy"]
+    assert spent["mechanism"] == "central" and spent["epsilon"] <= 2.0
+    assert fedkit.load_run(result.run_id)["config"]["dp_epsilon"] == 2.0
+    assert len(shown) == 4 and shown[-1] == f"ε {spent['epsilon']:.3g} at δ 0.001"  # round 0..3, updated live
+    xs, ys = panel.curves.epsilon_line.get_data()
+    assert list(xs) == [0, 1, 2, 3] and all(a < b for a, b in itertools.pairwise(ys))
+    assert panel.curves.privacy_axes.get_ylabel() == "ε at δ"
+
+    panel.dp_delta.value = 0.5  # not below 1/4 silos
+    assert panel.run_button.disabled and "dp_delta" in panel.message.value
+    panel.dp_delta.value = 0.001
+    panel.dp.value = "distributed"
+    assert panel.config().secure_aggregation  # distributed noise needs the secure sum: the panel turns it on
+    panel.strategy.value = "krum"
+    assert panel.run_button.disabled and "krum" in panel.message.value

@@ -23,12 +23,13 @@ from fedkit.engines.vectorized import split_rows
 from fedkit.errors import RoundFailedError
 from fedkit.privacy.summation import Summation, UpdateSum, read_update_sum, update_vector
 from fedkit.strategies.base import LocalTerm
-from fedkit.training import LocalTraining, TrainJob, batch_plans
+from fedkit.training import LocalTraining, PrivateSteps, TrainJob, batch_plans
 
 if TYPE_CHECKING:
     from torch import nn
 
     from fedkit.config import RunConfig
+    from fedkit.privacy.budget import SiloPrivacy
 
 
 PlanFn = Callable[..., list[np.ndarray]]
@@ -48,6 +49,7 @@ class Trainer(Protocol):
         prox_mu: float = 0.0,
         anchor: np.ndarray | None = None,
         corrections: np.ndarray | None = None,
+        private: PrivateSteps | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """New parameters (silos, P), mean train loss and step count per silo.
 
@@ -67,6 +69,8 @@ class Trainer(Protocol):
             The proximal term's anchor, this round's global parameters.
         corrections
             Each silo's gradient correction (SCAFFOLD's ``c - c_i``), shape (silos, parameters), or None.
+        private
+            DP-SGD's per-example clipping and noise of each silo, or None.
         """
         ...
 
@@ -134,6 +138,9 @@ class SimulationEngine:
         this many seconds is dropped from the round (None: no stragglers).
     min_silos
         The fewest replies a round needs; fewer fail it.
+    privacy
+        What each silo does for differential privacy (:class:`~fedkit.privacy.budget.SiloPrivacy`): clip (and
+        noise) its contribution to a secure sum, or train with DP-SGD; None without DP.
     """
 
     def __init__(
@@ -153,8 +160,11 @@ class SimulationEngine:
         dropout: float = 0.0,
         straggler_timeout: float | None = None,
         min_silos: int = 1,
+        privacy: SiloPrivacy | None = None,
     ) -> None:
         self.federation = federation
+        self.privacy = privacy
+        self._round = 0
         self.plans = plans
         self.summation = summation
         self.eval_federation = eval_federation or federation
@@ -214,6 +224,7 @@ class SimulationEngine:
         Without simulated faults every silo answers. With them, vanished silos do not train, stragglers
         train but their replies are dropped, each change is noted, and too few replies fail the round.
         """
+        self._round = server_round
         ids = np.asarray([self._stream_ids[self._index[name]] for name in silos], dtype=np.int64)
         gone = faults.vanished(self.seed, server_round, ids, self.dropout)
         replies = self._fit_answering(
@@ -270,13 +281,22 @@ class SimulationEngine:
         TrainJob
             What the trainer is to run.
         """
+        self._round = server_round
         idx = [self._index[name] for name in silos]
         corrections = None
         if term.control is not None:
             zero = np.zeros_like(params)
             corrections = np.stack([term.control - self._control.get(i, zero) for i in idx])
-        plans = self._plans(seeding.SAMPLING, server_round, idx)
-        return TrainJob(idx, self._starts(params, idx), plans, self.local, term.prox_mu, term.anchor, corrections)
+        private = None
+        if self.privacy is not None and self.privacy.config.dp == "dpsgd":
+            sizes = [self.federation.silos[i].n_train for i in idx]
+            streams = [self._stream_ids[i] for i in idx]
+            plans = self.privacy.plans(sizes, [self.local.n_steps(n) for n in sizes], server_round, streams)
+            private = self.privacy.steps(sizes, server_round, streams)
+        else:
+            plans = self._plans(seeding.SAMPLING, server_round, idx)
+        starts = self._starts(params, idx)
+        return TrainJob(idx, starts, plans, self.local, term.prox_mu, term.anchor, corrections, private)
 
     def fit_replies(
         self,
@@ -375,8 +395,28 @@ class SimulationEngine:
         """The replies' :func:`~fedkit.privacy.summation.update_vector` s summed by this engine's secure sum."""
         if self.summation is None:
             raise TypeError("sum_updates needs an engine built with a summation (secure_aggregation=True).")
-        inputs = {r.silo: update_vector(r.params - params, r.n_train, r.control_delta) for r in replies}  # type: ignore[operator]
+        inputs = {r.silo: self.update_vector(r, params, self._round) for r in replies}
         return read_update_sum(self.summation(inputs), len(params), list(inputs))
+
+    def update_vector(self, reply: FitReply, params: np.ndarray, server_round: int) -> np.ndarray:
+        """What the silo of ``reply`` adds to the round's secure sum (a remote site sends the same).
+
+        :func:`~fedkit.privacy.summation.update_vector` (``[n·Δ, n, dc]``), or under client-level DP
+        ``[clip(Δ) (+ its noise share), 1]`` (:meth:`fedkit.privacy.budget.SiloPrivacy.update_vector`).
+
+        Parameters
+        ----------
+        reply
+            The silo's reply.
+        params
+            The global parameters the round started from.
+        server_round
+            The round.
+        """
+        update = reply.params - params  # type: ignore[operator]
+        if self.privacy is not None and self.privacy.config.dp in ("central", "distributed"):
+            return self.privacy.update_vector(update, server_round, self._stream_ids[self._index[reply.silo]])
+        return update_vector(update, reply.n_train, reply.control_delta)
 
     def _evaluation(self, silos: Sequence[Silo], logits: Sequence[np.ndarray]) -> Evaluation:
         names, labels = [s.name for s in silos], [s.y_test for s in silos]
@@ -435,6 +475,8 @@ class SimulationEngine:
 
     def _train(self, job: TrainJob) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         term = {"prox_mu": job.prox_mu, "anchor": job.anchor, "corrections": job.corrections}
+        if job.private is not None:
+            term["private"] = job.private
         return self.trainer.train(job.silos, job.starts, job.plans, job.hp, **term)
 
 
@@ -482,6 +524,7 @@ def make_engine(
     trainer: Trainer | None = None,
     plans: PlanFn = batch_plans,
     summation: Summation | None = None,
+    federation_size: int | None = None,
 ) -> SimulationEngine:
     """The simulation engine ``config`` asks for: trainer, initial parameters, personalization, baselines.
 
@@ -504,6 +547,8 @@ def make_engine(
         Sums the silos' statistics and updates under secure aggregation; defaults to an in-process
         :class:`~fedkit.privacy.summation.SecureSum` over the silos when ``config.secure_aggregation``
         is on (a remote site passes none: it sends its own vectors).
+    federation_size
+        The silos of the whole federation (default: ``federation``'s; a remote site's engine holds one of them).
     """
     from fedkit import architectures
     from fedkit.config import personalization
@@ -511,14 +556,21 @@ def make_engine(
 
     train_fed = pooled_federation(federation) if config.strategy == "pooled" else federation
     shape = {"model": config.model, "n_features": len(federation.features), "hidden": config.hidden}
+    privacy = None
+    if config.dp != "none":
+        from fedkit.privacy.budget import SiloPrivacy
+
+        privacy = SiloPrivacy(config, federation_size or len(federation.silos))
     if model is None and config.backend == "vectorized":  # no torch import: seconds of a notebook's start-up
         trainer = trainer or VectorizedTrainer(train_fed, config.model, config.hidden)
         init = architectures.initial_params(**shape, seed=config.seed)
         head = partial(architectures.personal_mask, **shape)
     else:
-        from fedkit._optional import import_torch
+        from fedkit._optional import import_opacus, import_torch
 
         import_torch("backend='torch' (the per-silo trainer)")
+        if config.dp == "dpsgd":
+            import_opacus("dp='dpsgd' on the per-silo torch path")
         from fedkit.engines.per_silo import PerSiloTrainer
         from fedkit.models import build_model, get_flat, personal_mask
 
@@ -543,6 +595,7 @@ def make_engine(
         stream_ids=stream_ids,
         plans=plans,
         summation=summation,
+        privacy=privacy,
         **simulated_faults(config),
     )
 

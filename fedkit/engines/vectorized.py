@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedkit.data.silos import Federation
-from fedkit.training import ADAM_BETAS, ADAM_EPS, LocalTraining, TrainJob
+from fedkit.training import ADAM_BETAS, ADAM_EPS, LocalTraining, PrivateSteps, TrainJob
 
 GradFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 Forward = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -274,13 +274,15 @@ class VectorizedTrainer:
         prox_mu: float = 0.0,
         anchor: np.ndarray | None = None,
         corrections: np.ndarray | None = None,
+        private: PrivateSteps | None = None,
     ) -> Trained:
         """Train silos ``silos`` from ``starts`` (silos, parameters) along their batch ``plans``.
 
-        Returns the new parameters, each silo's mean batch loss, and its step count.
+        Returns the new parameters, each silo's mean batch loss, and its step count. With ``private``
+        every step is a DP-SGD step (:class:`~fedkit.training.PrivateSteps`).
         """
         job = TrainJob(list(silos), starts, list(plans), hp, prox_mu, anchor, corrections)
-        return self.train_rows(list(silos), starts, plans, RowSettings.of([job]))
+        return self.train_rows(list(silos), starts, plans, RowSettings.of([job]), private=private)
 
     def train_rows(
         self,
@@ -290,6 +292,7 @@ class VectorizedTrainer:
         settings: RowSettings,
         *,
         with_loss: bool = True,
+        private: PrivateSteps | None = None,
     ) -> Trained:
         """Train row ``j`` (silo ``silos[j]`` from ``starts[j]`` along ``plans[j]``) with its own ``settings``.
 
@@ -308,6 +311,10 @@ class VectorizedTrainer:
             Each row's optimizer, hyperparameters, proximal term and correction.
         with_loss
             Also compute each row's mean batch loss (NaN without).
+        private
+            DP-SGD's per-example clipping and noise for every row (one per silo, in order), else None: each
+            step's batch-mean gradient is replaced by :func:`fedkit.privacy.dpsgd.noisy_mean`, and a step
+            whose Poisson batch is empty still takes its noisy step.
 
         Returns
         -------
@@ -331,6 +338,11 @@ class VectorizedTrainer:
             counts = _count_valid(valid)
             weights = valid * (1.0 / np.maximum(counts, 1)).astype(np.float32)
             active = (counts > 0).astype(np.float32)  # (steps, rows, 1): 0 after a row's last step
+            grad = self._grad
+            if private is not None:  # DP-SGD: a step per planned step, even with an empty batch
+                stop = first + len(local)
+                active = (np.arange(first, stop)[:, None, None] < steps[None, :, None]).astype(np.float32)
+                grad = _PrivateGrad(self.shape, private, len(local), theta.shape[1])
             ys = self._y[rows]
             neg_s = 2 * ys - 1  # -(1 - 2y): the residual's sign, for every step at once
             sw = -neg_s * weights
@@ -339,7 +351,7 @@ class VectorizedTrainer:
                 batches: np.ndarray | _PerStep = np.take(self._x, rows, axis=0)
             else:  # many rows: each step gathers its own batches, in cache, into one buffer
                 batches = _PerStep(self._x, rows, xb)
-            descent.run(first, self._grad, batches, sw, neg_s, settings.lr * active, zs)
+            descent.run(first, grad, batches, sw, neg_s, settings.lr * active, zs)
             if zs is not None:
                 with np.errstate(over="ignore", invalid="ignore"):  # a diverged row's inf - inf: NaN, reported
                     step_loss = (weights * (_softplus(zs) - ys * zs)).sum(axis=2)  # (steps, rows): mean BCE per batch
@@ -354,6 +366,41 @@ BLOCK_ENTRIES = 1 << 20
 """Batch entries (steps × rows × batch size) prepared at once by :meth:`VectorizedTrainer.train_rows`."""
 GATHER_AT_ONCE = 1 << 18
 """Features (entries × columns) up to which a block's batches are gathered in one call rather than step by step."""
+
+
+class _PrivateGrad:
+    """A :data:`GradFn` for a block of DP-SGD steps: each call is the next step's noisy mean of clipped gradients.
+
+    The block's standard normals are drawn up front, ``(steps, parameters)`` from each row's own stream
+    (the draws of consecutive blocks continue each stream, so a silo's noise is the same trained alone
+    or with others); the trainer calls it once per step, in order.
+    """
+
+    def __init__(self, shape: tuple[str, int, int], private: PrivateSteps, steps: int, n_params: int) -> None:
+        self.model, self.hidden = shape[0], shape[2]
+        self.private = private
+        normals = [stream.standard_normal((steps, n_params)) for stream in private.streams]
+        self.normals = np.stack(normals, axis=1)  # (steps, rows, P)
+        self.std = np.asarray(private.noise_multipliers, dtype=np.float64) * private.clip
+        self.step = 0
+
+    def __call__(
+        self, theta: np.ndarray, xb: np.ndarray, sw: np.ndarray, neg_s: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        from fedkit.privacy.dpsgd import example_grads_and_logits, noisy_mean
+
+        y = (neg_s + 1) * 0.5  # neg_s = 2y - 1
+        grads, z = example_grads_and_logits(self.model, theta, xb, y, hidden=self.hidden)
+        mean = noisy_mean(
+            grads,
+            sw != 0,  # the batch's real rows (padding has weight 0)
+            clip=self.private.clip,
+            std_normal=self.normals[self.step],
+            noise_std=self.std,
+            expected_batch_size=np.asarray(self.private.expected_batch_sizes),
+        )
+        self.step += 1
+        return mean.astype(np.float32), z
 
 
 class _PerStep:
@@ -508,7 +555,7 @@ def train_many(entries: Sequence[tuple[VectorizedTrainer, TrainJob]], *, with_lo
     """
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, (trainer, job) in enumerate(entries):
-        key = (trainer.shape, job.hp.batch_size, max(map(len, job.plans)))
+        key = (trainer.shape, job.hp.batch_size, max(map(len, job.plans)), id(job) if job.private else None)
         groups.setdefault(key, []).append(i)
     out: list[Trained | None] = [None] * len(entries)
     for members in groups.values():
@@ -520,7 +567,10 @@ def train_many(entries: Sequence[tuple[VectorizedTrainer, TrainJob]], *, with_lo
         silos = [first[id(entries[i][0])] + s for i in members for s in entries[i][1].silos]
         starts = np.concatenate([job.starts for job in jobs])
         plans = [plan for job in jobs for plan in job.plans]
-        theta, loss, steps = table.train_rows(silos, starts, plans, RowSettings.of(jobs), with_loss=with_loss)
+        private = jobs[0].private  # a DP-SGD job trains alone (its own group)
+        theta, loss, steps = table.train_rows(
+            silos, starts, plans, RowSettings.of(jobs), with_loss=with_loss, private=private
+        )
         sizes = [len(job.silos) for job in jobs]
         parts = zip(split_rows(theta, sizes), split_rows(loss, sizes), split_rows(steps, sizes), strict=True)
         for i, part in zip(members, parts, strict=True):

@@ -23,15 +23,17 @@ Two accountants: ``"rdp"`` (Rényi DP, dp-accounting's default orders; the stand
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
-from importlib import metadata
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
 from fedkit._validation import Interval, Options, validate_params
 from fedkit.errors import ConfigError
+from fedkit.result import accountant_label
 
 if TYPE_CHECKING:
     import dp_accounting
@@ -89,7 +91,23 @@ def accountant_name(accountant: Accountant = "rdp") -> str:
     accountant
         ``"rdp"`` (Rényi DP) or ``"pld"`` (privacy loss distributions), as dp-accounting computes them.
     """
-    return f"dp-accounting {metadata.version('dp-accounting')} {accountant}"
+    return accountant_label(accountant)
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Hold back dp-accounting's absl warnings that an RDP order failed to converge and was left out.
+
+    Leaving an order out keeps the bound valid (slightly looser); at small z the solver's first guesses
+    produce screens of these warnings, which tell a user nothing to do.
+    """
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _fresh(accountant: Accountant) -> dp_accounting.PrivacyAccountant:
@@ -128,7 +146,8 @@ def _epsilon(noise_multiplier: float, delta: float, sampling_rate: float, steps:
     if noise_multiplier == 0:
         return math.inf
     event = sampled_gaussian_event(noise_multiplier, sampling_rate, steps)
-    return float(_fresh(accountant).compose(event).get_epsilon(delta))
+    with _quiet():
+        return float(_fresh(accountant).compose(event).get_epsilon(delta))
 
 
 def _check(caller: str, **params: object) -> None:
@@ -257,20 +276,68 @@ def noise_multiplier_for(
                 if _epsilon(low, delta, q, t, "pld") <= target_epsilon:
                     return low
                 bracket = dp_accounting.ExplicitBracketInterval(low, high)
-        z = dp_accounting.calibrate_dp_mechanism(
-            lambda: _fresh(accountant),
-            lambda z: sampled_gaussian_event(z, q, t),
-            target_epsilon,
-            delta,
-            bracket,
-            tol=tol,
-        )
+        with _quiet():
+            z = dp_accounting.calibrate_dp_mechanism(
+                lambda: _fresh(accountant),
+                lambda z: sampled_gaussian_event(z, q, t),
+                target_epsilon,
+                delta,
+                bracket,
+                tol=tol,
+            )
         return float(z)
 
     def solve_rdp(q: float, t: int) -> float:
         return noise_multiplier_for(target_epsilon, delta, q, t, accountant="rdp", tol=tol)
 
     return max(solve(q, t) for q, t in sorted(set(pairs)))
+
+
+def epsilon_of_rounds(
+    noise_multipliers: Sequence[float],
+    delta: float,
+    *,
+    sampling_rate: float = 1.0,
+    steps: int = 1,
+    accountant: Accountant = "rdp",
+) -> float:
+    """ε at ``delta`` of rounds with their own noise multipliers, each ``steps`` sampled Gaussian compositions.
+
+    Round i is ``steps`` compositions of the Gaussian mechanism with noise multiplier
+    ``noise_multipliers[i]``, Poisson-sampled at ``sampling_rate``; equal multipliers are grouped into
+    one self-composed event, so rounds that all have ``z`` give exactly :func:`epsilon` of ``z``. 0
+    for no rounds; ``inf`` when a multiplier is 0.
+
+    Parameters
+    ----------
+    noise_multipliers
+        Each round's noise multiplier (e.g. a distributed round in which only m of t noise shares reached the
+        sum has ``z * sqrt(m / t)``).
+    delta
+        The δ of (ε, δ)-DP.
+    sampling_rate
+        The Poisson sampling rate q of every composition.
+    steps
+        Compositions per round.
+    accountant
+        ``"rdp"`` (Rényi DP) or ``"pld"`` (privacy loss distributions), as dp-accounting computes them.
+    """
+    import dp_accounting
+
+    _check("epsilon_of_rounds", delta=delta, sampling_rate=sampling_rate, steps=steps, accountant=accountant)
+    for z in noise_multipliers:
+        _check("epsilon_of_rounds", noise_multiplier=z)
+    counts: dict[float, int] = {}
+    for z in noise_multipliers:
+        counts[float(z)] = counts.get(float(z), 0) + steps
+    if not counts or steps == 0:
+        return 0.0
+    if 0.0 in counts:
+        return math.inf
+    events = [sampled_gaussian_event(z, sampling_rate, count) for z, count in sorted(counts.items())]
+    event = events[0] if len(events) == 1 else dp_accounting.ComposedDpEvent(events)
+    with _quiet():
+        return float(_fresh(accountant).compose(event).get_epsilon(delta))
 
 
 def client_level_epsilon(

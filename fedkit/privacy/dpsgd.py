@@ -30,6 +30,8 @@ from fedkit._validation import Interval, Options, validate_params
 from fedkit.privacy.dp import _scale_to_norm, noise_std
 
 MODELS: tuple[str, ...] = ("logreg", "mlp")
+_STEPS = 3
+"""The key of DP-SGD's noise streams after ``DP_NOISE`` and the round (1 and 2 are :mod:`fedkit.privacy.dp`'s)."""
 
 
 def _residual(z: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -51,8 +53,13 @@ def logreg_example_grads(theta: np.ndarray, xb: np.ndarray, y: np.ndarray) -> np
     y
         The 0/1 labels, shape (silos, batch).
     """
+    return _logreg_grads(theta, xb, y)[0]
+
+
+def _logreg_grads(theta: np.ndarray, xb: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example gradients of logistic regression and the logits."""
     z = np.einsum("kbd,kd->kb", xb, theta)
-    return _residual(z, y)[:, :, None] * xb
+    return _residual(z, y)[:, :, None] * xb, z
 
 
 def mlp_example_grads(theta: np.ndarray, xb: np.ndarray, y: np.ndarray, hidden: int) -> np.ndarray:
@@ -70,6 +77,11 @@ def mlp_example_grads(theta: np.ndarray, xb: np.ndarray, y: np.ndarray, hidden: 
     hidden
         Hidden units h.
     """
+    return _mlp_grads(theta, xb, y, hidden)[0]
+
+
+def _mlp_grads(theta: np.ndarray, xb: np.ndarray, y: np.ndarray, hidden: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example gradients of the MLP and the logits."""
     k, b, d = xb.shape
     h, o = hidden, hidden * d + hidden
     w1 = theta[:, : h * d].reshape(k, h, d)
@@ -83,7 +95,7 @@ def mlp_example_grads(theta: np.ndarray, xb: np.ndarray, y: np.ndarray, hidden: 
     g[:, :, h * d : o] = dh
     g[:, :, o : o + h] = r[:, :, None] * hid
     g[:, :, o + h] = r
-    return g
+    return g, z
 
 
 def per_example_grads(model: str, theta: np.ndarray, xb: np.ndarray, y: np.ndarray, *, hidden: int) -> np.ndarray:
@@ -102,10 +114,31 @@ def per_example_grads(model: str, theta: np.ndarray, xb: np.ndarray, y: np.ndarr
     hidden
         Hidden units (``mlp`` only).
     """
+    return example_grads_and_logits(model, theta, xb, y, hidden=hidden)[0]
+
+
+def example_grads_and_logits(
+    model: str, theta: np.ndarray, xb: np.ndarray, y: np.ndarray, *, hidden: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`per_example_grads` and the logits of the batch (silos, batch), in one pass.
+
+    Parameters
+    ----------
+    model
+        ``"logreg"`` or ``"mlp"``.
+    theta
+        Each silo's flat parameters, shape (silos, parameters).
+    xb
+        The batches as the vectorized trainer holds them, shape (silos, batch, features).
+    y
+        The 0/1 labels, shape (silos, batch).
+    hidden
+        Hidden units (``mlp`` only).
+    """
     validate_params({"model": model}, {"model": [Options(MODELS)]}, "per_example_grads")
     if model == "logreg":
-        return logreg_example_grads(theta, xb, y)
-    return mlp_example_grads(theta, xb, y, hidden)
+        return _logreg_grads(theta, xb, y)
+    return _mlp_grads(theta, xb, y, hidden)
 
 
 def private_gradient(
@@ -143,9 +176,63 @@ def private_gradient(
         {"expected_batch_size": [Interval(float, 0, None, closed="neither")]},
         "private_gradient",
     )
+    normals = rng.standard_normal((grads.shape[0], grads.shape[2]))
+    return noisy_mean(
+        grads, valid, clip=clip, std_normal=normals, noise_std=std, expected_batch_size=expected_batch_size
+    )
+
+
+def noisy_mean(
+    grads: np.ndarray,
+    valid: np.ndarray,
+    *,
+    clip: float,
+    std_normal: np.ndarray,
+    noise_std: float | np.ndarray,
+    expected_batch_size: float | np.ndarray,
+) -> np.ndarray:
+    """``(sum_i clip(g_i) + noise_std * std_normal) / expected_batch_size`` per silo, float64 (silos, parameters).
+
+    The arithmetic of :func:`private_gradient` with the standard normals drawn by the caller (the trainer
+    draws each silo's from its own stream, :func:`step_noise_stream`); unvalidated.
+
+    Parameters
+    ----------
+    grads
+        Per-example gradients, shape (silos, batch, parameters).
+    valid
+        Marks the real examples, shape (silos, batch).
+    clip
+        The L2 clipping norm C.
+    std_normal
+        Standard normal draws, shape (silos, parameters).
+    noise_std
+        The noise std ``z * C``, one for all silos or one per silo.
+    expected_batch_size
+        The divisor, one for all silos or one per silo.
+    """
     clipped = _scale_to_norm(grads, clip) * np.asarray(valid, dtype=np.float64)[:, :, None]
     total = clipped.sum(axis=1)
-    return (total + std * rng.standard_normal(total.shape)) / expected_batch_size
+    std = np.reshape(np.asarray(noise_std, dtype=np.float64), (-1, 1))
+    divisor = np.reshape(np.asarray(expected_batch_size, dtype=np.float64), (-1, 1))
+    return (total + std * std_normal) / divisor
+
+
+def step_noise_stream(seed: int, server_round: int, silo: int) -> np.random.Generator:
+    """Silo ``silo``'s DP-SGD noise in ``server_round``: ``seeding.stream(seed, DP_NOISE, server_round, 3, silo)``.
+
+    One standard normal per parameter and step, in step order, whichever engine trains the silo.
+
+    Parameters
+    ----------
+    seed
+        The run's seed.
+    server_round
+        The round.
+    silo
+        The silo's index in the federation.
+    """
+    return seeding.stream(seed, seeding.DP_NOISE, server_round, _STEPS, silo)
 
 
 def poisson_plans(

@@ -722,6 +722,7 @@ def serve(
         run_id=None if resume else run_id,
         resume=resume,
         started_by=started_by,
+        train_sizes={s.silo: s.n_train for s in known},
     )
     return result, engine
 

@@ -263,7 +263,7 @@ class SiloWorker:
 
         silo = finish_silo(self._part, scaling, self._config.standardize)
         own = Federation((silo,), self._features, self._config.split, Provenance("", {}, False))
-        self.engine = make_engine(own, self._config, stream_ids=[self._index])
+        self.engine = make_engine(own, self._config, stream_ids=[self._index], federation_size=len(self._federation))
 
     def moments(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Federated standardization: this site's train counts, sums and sums of squares (masked under secagg).
@@ -361,7 +361,6 @@ class SiloWorker:
         payload
             The task's payload from the server.
         """
-        from fedkit.privacy.summation import update_vector
         from fedkit.privacy.validation import statement, validate_updates
 
         term = LocalTerm(
@@ -380,7 +379,8 @@ class SiloWorker:
         out |= self._signed(statement(self._run_id, server_round, self.site, bound, verdict))
         if not verdict.accepted:  # not masked into the sum: the site leaves this round's sum (a protocol dropout)
             return out
-        return self._contribute(payload, update_vector(reply.params - params, reply.n_train, reply.control_delta), out)
+        vector = self._engine().update_vector(reply, params, server_round)  # clipped (+ its noise share) under DP
+        return self._contribute(payload, vector, out)
 
     def _signed(self, said: dict[str, Any]) -> dict[str, Any]:
         """``said`` with the site's signature over its canonical JSON (:func:`fedkit.privacy.audit.canonical`)."""
