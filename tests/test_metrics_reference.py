@@ -133,3 +133,19 @@ def test_a_single_class_group_scores_nan_auc_without_a_runtime_warning() -> None
         warnings.simplefilter("error")
         auc = grouped_metrics(y, z, np.array([0, 0, 1, 1, 2, 2]), 3)["auc"]
     assert math.isnan(auc[0]) and math.isnan(auc[1]) and auc[2] == 1.0
+
+
+@pytest.mark.parametrize("blown", [math.inf, -math.inf, math.nan])
+def test_one_non_finite_logit_blanks_its_group_only_and_the_others_equal_scikit_learn(blown: float) -> None:
+    # a diverged model's logits: a single inf/nan in group 0 makes all three of its metrics NaN (a number
+    # computed from it would be meaningless); group 1, scored in the same call, keeps scikit-learn's values
+    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+    z = np.array([blown, 0.4, -0.3, 1.5, -2.0, 0.7, 0.1, -0.6, 2.2])
+    group = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = grouped_metrics(y, z, group, 2)
+    want = _reference(y[group == 1], z[group == 1])
+    for metric, value in want.items():
+        assert math.isnan(got[metric][0]), metric
+        assert math.isclose(got[metric][1], value, rel_tol=1e-9), metric
