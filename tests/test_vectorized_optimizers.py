@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from fedkit.data import Federation, Provenance, Silo
-from fedkit.engines.vectorized import VectorizedTrainer
+from fedkit.engines.vectorized import RowSettings, VectorizedTrainer, train_many
+from fedkit.training import TrainJob
 
 D, HIDDEN, BATCH = 5, 3, 4
 ATOL = 2e-5  # float32 in both; the same maths in another order
@@ -226,3 +227,82 @@ def test_a_diverged_model_scores_inf_or_nan_without_a_warning(model: str) -> Non
         each = trainer.logits_each(np.stack([blown, blown]), xs)
     assert one.dtype == np.float64 and not np.isfinite(one).any()
     assert all(z.dtype == np.float64 and not np.isfinite(z).any() for z in each)
+
+
+def test_batches_of_more_than_16_rows_train_like_torch(local_training) -> None:
+    # batches wider than 16 count their rows with one reduction instead of column by column; a short
+    # last batch (padding -1) must still be a mean over its real rows only
+    federation = _federation([45, 30], seed=20)
+    rng = np.random.default_rng(21)
+    width = 20
+    plans = []
+    for n in (45, 30):
+        order = rng.permutation(n)
+        rows = [
+            np.pad(order[i : i + width], (0, max(0, i + width - n)), constant_values=-1) for i in range(0, n, width)
+        ]
+        plans.append(np.array(rows, dtype=np.int64))
+    starts = rng.normal(scale=0.5, size=(2, D + 1)).astype(np.float32)
+    case = {"optimizer": "sgd", "lr": 0.4}
+    hp = local_training(batch_size=width, **case)
+    theta, loss, _ = VectorizedTrainer(federation, "logreg", HIDDEN).train([0, 1], starts, plans, hp)
+    for i, silo in enumerate(federation.silos):
+        want, want_loss = _torch_reference(silo, starts[i], plans[i], case, "logreg")
+        assert np.allclose(theta[i], want, rtol=0, atol=ATOL), (i, np.abs(theta[i] - want).max())
+        assert abs(loss[i] - want_loss) < ATOL
+
+
+def test_stacking_trainers_of_two_model_shapes_is_refused_naming_both() -> None:
+    federation = _federation([6, 4], seed=22)
+    trainers = [VectorizedTrainer(federation, "logreg", HIDDEN), VectorizedTrainer(federation, "mlp", HIDDEN)]
+    with pytest.raises(ValueError, match=r"one model shape.*logreg.*mlp"):
+        VectorizedTrainer.stacked(trainers)
+
+
+def test_logistic_regressions_stack_whatever_hidden_size_they_were_built_with() -> None:
+    # the hidden size means nothing to a logistic regression, so it must not split a sweep's stacked calls
+    federation = _federation([6, 4], seed=23)
+    _, firsts = VectorizedTrainer.stacked(
+        [VectorizedTrainer(federation, "logreg", 3), VectorizedTrainer(federation, "logreg", 7)]
+    )
+    assert firsts == [0, 2]
+
+
+def test_row_settings_refuse_an_adam_job_before_an_sgd_job(local_training) -> None:
+    # the SGD rows must come first (one momentum slice, then the Adam slice); train_many orders them
+    start = np.zeros((1, D + 1), dtype=np.float32)
+    adam = TrainJob([0], start, [np.zeros((1, BATCH), dtype=np.int64)], local_training(optimizer="adam"))
+    sgd = TrainJob([1], start, [np.zeros((1, BATCH), dtype=np.int64)], local_training(optimizer="sgd"))
+    assert RowSettings.of([sgd, adam]).n_sgd == 1
+    with pytest.raises(ValueError, match=r"RowSettings\.of needs the SGD jobs first"):
+        RowSettings.of([adam, sgd])
+
+
+def test_train_many_reports_the_loss_by_default_and_nan_without_it(local_training) -> None:
+    federation = _federation([9, 7], seed=24)
+    rng = np.random.default_rng(25)
+    starts = rng.normal(scale=0.5, size=(2, D + 1)).astype(np.float32)
+    plans = [_plan(9, 6, rng), _plan(7, 4, rng)]
+    hp = local_training(batch_size=BATCH, optimizer="sgd", lr=0.2)
+    trainer = VectorizedTrainer(federation, "logreg", HIDDEN)
+    alone = trainer.train([0, 1], starts, plans, hp)
+    job = TrainJob([0, 1], starts, plans, hp)
+    (default,) = train_many([(trainer, job)])
+    (silent,) = train_many([(trainer, job)], with_loss=False)
+    assert np.array_equal(default[0], alone[0]) and np.array_equal(silent[0], alone[0])
+    assert np.array_equal(default[1], alone[1]) and np.isfinite(alone[1]).all()
+    assert np.isnan(silent[1]).all()
+
+
+@pytest.mark.parametrize("model", ["logreg", "mlp"])
+def test_a_diverging_training_reports_non_finite_numbers_without_a_warning(local_training, model: str) -> None:
+    # the round loop reports divergence itself: training that blows up must not also emit numpy warnings
+    federation = _federation([12], seed=26)
+    rng = np.random.default_rng(27)
+    n_params = D + 1 if model == "logreg" else HIDDEN * D + HIDDEN + HIDDEN + 1
+    start = rng.normal(size=(1, n_params)).astype(np.float32)
+    hp = local_training(batch_size=BATCH, optimizer="sgd", lr=3e38)  # near float32's largest: the first steps overflow
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        theta, loss, _ = VectorizedTrainer(federation, model, HIDDEN).train([0], start, [_plan(12, 8, rng)], hp)
+    assert not np.isfinite(theta).all() and not np.isfinite(loss).all()
