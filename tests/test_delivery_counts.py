@@ -42,6 +42,16 @@ class Inbox:
         self.received.append(event)
 
 
+class FailsOnce(Inbox):
+    """A remote down for its first call only."""
+
+    def deliver(self, event) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("connection refused")
+        self.received.append(event)
+
+
 def _run_with_backend_down(store: LocalStore) -> str:
     with pytest.warns(DeliveryWarning):
         result = fedkit.run(FAST, trackers=[store, RemoteTracker(Inbox(fail_from=1), store)], progress=False)
@@ -187,13 +197,6 @@ def test_a_recorded_target_rebuilds_its_backend(monkeypatch) -> None:
 
 
 def test_a_backend_that_fails_once_warns_once_at_the_users_call_and_catches_up_at_the_end(data_dir) -> None:
-    class FailsOnce(Inbox):
-        def deliver(self, event) -> None:
-            self.calls += 1
-            if self.calls == 1:
-                raise ConnectionError("connection refused")
-            self.received.append(event)
-
     store, backend = LocalStore(), FailsOnce()
     with pytest.warns(DeliveryWarning) as warned:
         result = fedkit.run(FAST, trackers=[store, RemoteTracker(backend, store)], progress=False)
@@ -227,13 +230,6 @@ def test_a_warning_raised_deep_in_the_package_points_at_the_users_line(depth: in
 
 
 def test_a_tracker_whose_backend_came_back_delivers_the_next_run_as_it_goes(data_dir) -> None:
-    class FailsOnce(Inbox):
-        def deliver(self, event) -> None:
-            self.calls += 1
-            if self.calls == 1:
-                raise ConnectionError("connection refused")
-            self.received.append(event)
-
     store, backend = LocalStore(), FailsOnce()
     tracker = RemoteTracker(backend, store)
     with pytest.warns(DeliveryWarning):
