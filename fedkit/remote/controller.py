@@ -72,7 +72,7 @@ class FedkitController(Controller):
         straggler_timeout: int = 10,
         task_timeout: int = 600,
         join_timeout: int = 60,
-        task_check_period: float = 0.02,
+        task_check_period: float = 0.005,
         schema: str = "",
         run_id: str = "",
         resume: str = "",

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from fedkit.tracking.base import Tracker
     from fedkit.tracking.local import LocalStore
 
-TASK_REQUEST_INTERVAL = 0.05
+TASK_REQUEST_INTERVAL = 0.01
 """Seconds a site waits before asking again when the server had no task (FLARE's default is 2 s)."""
 FINISHED = ("FINISHED", "ABORTED", "FAILED")
 STOP_GRACE = 60.0
