@@ -98,7 +98,7 @@ def test_a_silent_site_is_dropped_noted_and_rejoins() -> None:
     assert (2, "va") not in trained and (3, "va") not in trained and (4, "va") in trained
     assert engine.notes == [
         "Round 2: silo 'va' dropped out (training: no reply in time); the round went on with 3 of 4 silos.",
-        "Round 4: silo 'va' rejoined (training).",
+        "Round 4: silo 'va' rejoined (training, key advertising).",  # its first step: the keys of round 4's sum
     ]
     end = relay.since(0)[-1]
     assert end["kind"] == "end" and end["summary"]["notes"][-2:] == engine.notes

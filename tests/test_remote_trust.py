@@ -262,15 +262,14 @@ def test_a_resumed_run_continues_this_machines_record_of_it(tmp_path) -> None:
 
 
 def test_a_site_that_leaves_the_secure_sum_after_its_check_is_no_participant(tmp_path) -> None:
-    """va's update passes its own check in round 1, then va drops out at key sharing: the sum is of the other three."""
+    """va's update passes its own check in round 1, but its masked input is lost: the sum is of the other three."""
     server = LocalStore(tmp_path / "server.sqlite")
-    base, seen = transport_for(site_workers(), set()), {"fit": 0, "dropped": False}
+    base, seen = transport_for(site_workers(), set()), {"dropped": False}
 
     def transport(task, payload, sites, need):
         replies = base(task, payload, sites, need)
-        seen["fit"] = payload["round"] if task == wire.FIT else seen["fit"]
-        if task == wire.SECAGG_SHARE and seen["fit"] == 1 and not seen["dropped"]:  # round 1's training sum
-            seen["dropped"] = replies.pop("va", None) is not None
+        if task == wire.FIT and payload["round"] == 1:  # round 1's training sum
+            seen["dropped"] = replies["va"].pop("masked", None) is not None
         return replies
 
     run = config(secure_aggregation=True, rounds=2)
@@ -279,6 +278,8 @@ def test_a_site_that_leaves_the_secure_sum_after_its_check_is_no_participant(tmp
     (record,) = [r for r in server.audit_log(result.run_id) if r["kind"] == "round" and r["round"] == 1]
     assert {a["statement"]["silo"] for a in record["attestations"] if a["statement"]["accepted"]} == set(HOSPITALS)
     assert record["participants"] == ["cleveland", "hungarian", "switzerland"]  # what the sum holds
-    assert any("Round 1: silo 'va' dropped out (training, key sharing" in n for n in result.notes)
+    assert "Round 1: silo 'va' answered training without its masked input; the secure sum is of the others." in (
+        result.notes
+    )
     (second,) = [r for r in server.audit_log(result.run_id) if r["kind"] == "round" and r["round"] == 2]
     assert second["participants"] == list(HOSPITALS)

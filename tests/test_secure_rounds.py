@@ -87,14 +87,19 @@ def test_secure_aggregation_is_on_by_default_remotely_and_off_in_simulation() ->
     assert fedkit.RunConfig().secure_aggregation is False
 
 
+def sum_number(payload) -> int | None:
+    """The secure sum a task is a step of: the one whose input it asks for or unmasks, else the one it sets up."""
+    for key in ("secagg", "unmask", "roster", "offer"):
+        if key in payload:
+            return payload[key]["round"]
+    return None
+
+
 def silent(workers, at: str, sites: set[str], rounds: set[int] | None = None):
     """A transport whose ``sites`` do not answer task ``at`` (in the given secure-aggregation rounds)."""
-    count = {"sum": 0}
 
     def transport(task, payload, targets, need):
-        if "secagg" in payload:
-            count["sum"] = payload["secagg"]["round"]
-        quiet = task == at and (rounds is None or count["sum"] in rounds)
+        quiet = task == at and (rounds is None or sum_number(payload) in rounds)
         return {s: workers[s].handle(task, payload) for s in targets if not (quiet and s in sites)}
 
     return transport
@@ -105,22 +110,23 @@ def serve_with(transport, **fields):
     return serve(transport, config, list(HOSPITALS), RelayTracker())
 
 
-@pytest.mark.parametrize("step", [wire.SECAGG_MASK, wire.SECAGG_UNMASK])
+@pytest.mark.parametrize("step", [wire.FIT, wire.SECAGG], ids=["before-masking", "after-masking"])
 def test_a_site_dropping_during_a_secure_sum_leaves_the_others_sum_exact(step) -> None:
     workers = site_workers()
     result, engine = serve_with(silent(workers, step, {"va"}, rounds={2}))  # round 1's training sum
-    # dropped before masking: round 1 is the other three's average; after masking: va's update is in it
+    # dropped at the training task (its masked input): round 1 is the other three's average; at unmasking (after
+    # masking): va's update is in it
     reference = fedkit.RunConfig(rounds=3)
     assert result.status == "finished"
     assert any("silo 'va' dropped out" in note for note in engine.notes)
-    if step == wire.SECAGG_UNMASK:
+    if step == wire.SECAGG:
         plain = fedkit.run(reference, trackers=[], progress=False)
         np.testing.assert_allclose(result.params, plain.params, atol=TOLERANCE)
 
 
 def test_fewer_than_t_survivors_fail_the_run_with_a_clear_message() -> None:
     workers = site_workers()
-    transport = silent(workers, wire.SECAGG_MASK, {"va", "switzerland"}, rounds={2})
+    transport = silent(workers, wire.FIT, {"va", "switzerland"}, rounds={2})
     with pytest.raises(SecAggDropoutError, match=r"fewer than the threshold t=3.*retry the round when at least 3"):
         serve_with(transport)
 
@@ -129,8 +135,8 @@ def test_a_tampered_share_is_detected_by_its_recipient() -> None:
     workers = site_workers()
 
     def transport(task, payload, targets, need):
-        if task == wire.SECAGG_MASK:
-            delivery = payload["deliveries"]["cleveland"]
+        if "secagg" in payload:  # the shares delivered with the task whose input is summed
+            delivery = payload["secagg"]["deliveries"]["cleveland"]
             share = delivery["shares"][0]
             share["ciphertext"] = bytes([share["ciphertext"][0] ^ 1]) + share["ciphertext"][1:]
         return {s: workers[s].handle(task, payload) for s in targets}
@@ -170,8 +176,8 @@ def test_a_site_refuses_a_weakened_protocol_configuration(weaken) -> None:
     workers = site_workers()
 
     def transport(task, payload, targets, need):
-        if "secagg" in payload:
-            payload = {**payload, "secagg": {**payload["secagg"], "config": weaken(payload["secagg"]["config"])}}
+        if "offer" in payload:  # step 1 of a sum: the configuration the server offers
+            payload = {**payload, "offer": {**payload["offer"], "config": weaken(payload["offer"]["config"])}}
         return {s: workers[s].handle(task, payload) for s in targets}
 
     with pytest.raises(SecAggError, match="refuses the secure-aggregation configuration"):

@@ -142,7 +142,7 @@ def test_without_secure_aggregation_updates_go_in_the_clear_and_with_it_only_mas
         sent = {task: reply for w in recorded[(repr(RUNS[2]), secure)].values() for task, reply in w.sent}
         assert ("params" in sent[wire.FIT] and "control_delta" in sent[wire.FIT]) is not secure
         assert ("stats" in sent[wire.EVALUATE]) is not secure
-        assert (wire.SECAGG_MASK in sent) is secure
+        assert ("masked" in sent[wire.FIT] and wire.SECAGG in sent) is secure
 
 
 def test_every_documented_field_is_sent_by_some_run(recorded) -> None:

@@ -76,6 +76,25 @@ class Site:
         return self.site
 
 
+@dataclass
+class _PreparedSum:
+    """A secure sum set up ahead: its server side, the silos it was offered to, its share deliveries once shared."""
+
+    server: Any
+    silos: tuple[str, ...]
+    deliveries: dict[str, Any] | None = None
+
+    def ready_for(self, sites: Sequence[str]) -> bool:
+        """Every one of ``sites``, and no other, advertised keys and shared its secrets.
+
+        Parameters
+        ----------
+        sites
+            The FLARE site names of the next task's silos.
+        """
+        return self.deliveries is not None and set(self.deliveries) == set(sites) == set(self.server.config.roster)
+
+
 def check_versions(versions: dict[str, str]) -> None:
     """Refuse sites whose fedkit is not the server's: they would train and encode differently.
 
@@ -219,8 +238,13 @@ class RemoteEngine:
     """Fit and evaluate by FLARE tasks to the sites; drops a site that does not answer a round in time.
 
     With ``secure`` every sum (updates, evaluation statistics, standardization moments) is one run of
-    secure aggregation: its step 1 rides on the task's reply, steps 2-4 are the tasks
-    ``fedkit_secagg_share``, ``fedkit_secagg_mask`` and ``fedkit_secagg_unmask``.
+    secure aggregation, set up one sum ahead so that a sum costs two task round trips: each task whose
+    input is summed carries the sum's share deliveries (its reply is the masked input, step 3) and
+    offers the next sum (the reply advertises its keys, step 1); the task ``fedkit_secagg`` that
+    follows asks for the unmask shares (step 4) and carries the next sum's key roster (the reply
+    shares its secrets, step 2). A sum is used only over the sites it was set up with; when the
+    next task is over other sites (a sampled fraction, a site that dropped out or came back), it
+    is set up anew first, in two more round trips.
 
     Parameters
     ----------
@@ -281,7 +305,8 @@ class RemoteEngine:
         self._attendance = Attendance()
         self._round = 0
         self._sums = 0  # secure-aggregation rounds so far (each sum is one)
-        self._pending: tuple[Any, dict[str, dict[str, Any]]] | None = None
+        self._next: _PreparedSum | None = None  # the next sum, set up ahead (its keys shared when ``deliveries``)
+        self._pending: tuple[_PreparedSum, dict[str, dict[str, Any]]] | None = None  # the sum under way, its replies
         self._trained: set[str] = set()  # silos that have trained in the run (their state is theirs to reload)
         self._summed: set[str] = set()  # the silos whose masked input is in the last secure sum
 
@@ -330,46 +355,99 @@ class RemoteEngine:
             )
         return by_silo
 
-    def _with_secagg(self, payload: dict[str, Any], silos: Sequence[str]) -> dict[str, Any]:
-        """``payload`` plus the configuration of a new secure sum over ``silos`` (when secure)."""
-        if not self.secure:
-            return payload
+    def _offer(self, silos: Sequence[str]) -> tuple[_PreparedSum, dict[str, Any]]:
+        """A new secure sum over ``silos`` and its offer (step 1: the sites check it and advertise keys)."""
         from fedkit.privacy.secagg import SecAggServer
         from fedkit.privacy.summation import config_to_wire, secagg_config
 
         self._sums += 1
         config = secagg_config(self.run, [self._by_silo[s].site for s in silos])
-        self._pending = (SecAggServer(config, self._sums), {})
-        return {**payload, "secagg": {"config": config_to_wire(config), "round": self._sums}}
+        prepared = _PreparedSum(SecAggServer(config, self._sums), tuple(silos))
+        return prepared, {"round": self._sums, "config": config_to_wire(config)}
+
+    def _set_up(self, silos: Sequence[str], what: str) -> _PreparedSum:
+        """The sum set up ahead when it is over ``silos``, else a new one set up now (steps 1-2, two round trips)."""
+        from fedkit.privacy.secagg import KeyAdvert, ShareBundle
+
+        ready, self._next = self._next, None
+        if ready is not None and ready.ready_for([self._by_silo[s].site for s in silos]):
+            return ready
+        prepared, offer = self._offer(silos)
+        adverts = self._ask(wire.SECAGG, {"offer": offer}, silos, f"{what}, key advertising")
+        roster = prepared.server.key_roster([KeyAdvert.from_wire(r["advert"]) for r in adverts.values()])
+        payload = {"roster": {"round": prepared.server.round, "roster": roster.to_wire()}}
+        advertised = [self._by_silo_of_site(a.sender) for a in roster.adverts]
+        bundles = self._ask(wire.SECAGG, payload, advertised, f"{what}, key sharing", prepared.server.config.t)
+        prepared.deliveries = prepared.server.share_deliveries(
+            [ShareBundle.from_wire(b["bundle"]) for b in bundles.values()]
+        )
+        return prepared
+
+    def _by_silo_of_site(self, site: str) -> str:
+        """The silo of FLARE site ``site`` (the protocol's messages name sites)."""
+        return next(s.silo for s in self.sites if s.site == site)
+
+    def _with_secagg(self, payload: dict[str, Any], silos: Sequence[str], what: str) -> dict[str, Any]:
+        """``payload`` plus, when secure, the deliveries of a secure sum over ``silos`` and the offer of the next sum.
+
+        The next sum is offered to every site, as the next task's sum (an evaluation, or training with
+        every silo) is over all of them.
+        """
+        if not self.secure:
+            return payload
+        prepared = self._set_up(silos, what)
+        self._pending = (prepared, {})
+        self._next, offer = self._offer(self.silos)
+        deliveries = {site: d.to_wire() for site, d in prepared.deliveries.items()}  # type: ignore[union-attr]
+        return {**payload, "secagg": {"round": prepared.server.round, "deliveries": deliveries}, "offer": offer}
 
     def _secure_sum(self, replies: Mapping[str, dict[str, Any]], what: str) -> np.ndarray:
-        """Steps 2-4 of the secure sum whose step 1 (the adverts) came with ``replies``; the decoded sum."""
+        """Step 4 of the secure sum whose masked inputs came with ``replies`` (with step 2 of the next); the sum."""
+        from fedkit.errors import SecAggDropoutError
         from fedkit.privacy.secagg import KeyAdvert, MaskedInput, ShareBundle, UnmaskShares
 
         if self._pending is None:
             raise RemoteRunError("A secure sum was asked for without its first step; this is a bug in fedkit.")
-        server, _ = self._pending
+        prepared, answered = self._pending
         self._pending = None
-        need = server.config.t
-        roster = server.key_roster([KeyAdvert.from_wire(r["advert"]) for r in replies.values()])
-        advertised = [a.sender for a in roster.adverts]
-        bundles = self._ask(wire.SECAGG_SHARE, {"roster": roster.to_wire()}, advertised, f"{what}, key sharing", need)
-        deliveries = server.share_deliveries([ShareBundle.from_wire(b["bundle"]) for b in bundles.values()])
-        payload = {"deliveries": {site: d.to_wire() for site, d in deliveries.items()}}
-        masked = self._ask(wire.SECAGG_MASK, payload, list(deliveries), f"{what}, masking", need)
-        self._summed = {self._by_silo[name].silo for name in masked}  # the inputs in the sum: those masked
-        request = server.unmask_request([MaskedInput.from_wire(m["masked"]) for m in masked.values()])
-        shares = self._ask(
-            wire.SECAGG_UNMASK, {"request": request.to_wire()}, list(request.survivors), f"{what}, unmasking", need
-        )
-        result = server.result([UnmaskShares.from_wire(r["shares"]) for r in shares.values()])
+        server = prepared.server
+        for name in (n for n, r in replies.items() if "masked" not in r):
+            self._note(
+                f"Round {self._round}: silo {name!r} answered {what} without its masked input; the secure sum is of "
+                "the others."
+            )
+        masked = [MaskedInput.from_wire(r["masked"]) for r in replies.values() if "masked" in r]
+        request = server.unmask_request(masked)
+        self._summed = {self._by_silo_of_site(site) for site in request.survivors}  # the inputs in the sum
+        payload: dict[str, Any] = {"unmask": {"round": server.round, "request": request.to_wire()}}
+        targets = [self._by_silo_of_site(site) for site in request.survivors]
+        following = self._next
+        if following is not None:  # step 2 of the next sum rides along, when enough sites advertised its keys
+            adverts = [KeyAdvert.from_wire(r["advert"]) for r in answered.values() if "advert" in r]
+            try:
+                roster = following.server.key_roster(adverts)
+            except SecAggDropoutError:
+                self._next = following = None
+            else:
+                payload["roster"] = {"round": following.server.round, "roster": roster.to_wire()}
+                targets += [self._by_silo_of_site(a.sender) for a in roster.adverts]
+        targets = [s for s in self.silos if s in set(targets)]
+        got = self._ask(wire.SECAGG, payload, targets, f"{what}, unmasking", server.config.t)
+        result = server.result([UnmaskShares.from_wire(r["shares"]) for r in got.values() if "shares" in r])
+        if following is not None:
+            try:
+                bundles = [ShareBundle.from_wire(r["bundle"]) for r in got.values() if "bundle" in r]
+                following.deliveries = following.server.share_deliveries(bundles)
+            except SecAggDropoutError:
+                self._next = None
         return result.weighted_sum
 
     def moments(self) -> np.ndarray:
         """Federated standardization: the sum of the sites' train counts, sums and sums of squares."""
-        payload = self._with_secagg({}, self.silos)
+        payload = self._with_secagg({}, self.silos, "standardization")
         replies = self._ask(wire.MOMENTS, payload, self.silos, "standardization")
         if self.secure:
+            self._pending = (self._pending[0], replies)  # type: ignore[index]  # set by _with_secagg
             return self._secure_sum(replies, "standardization")
         return np.sum([wire.unpack(replies[name]["moments"]) for name in self.silos if name in replies], axis=0)
 
@@ -397,7 +475,7 @@ class RemoteEngine:
             "anchor": wire.pack(term.anchor),
             "control": wire.pack(term.control),
         }
-        replies = self._ask(wire.FIT, self._with_secagg(payload, silos), silos, "training")
+        replies = self._ask(wire.FIT, self._with_secagg(payload, silos, "training"), silos, "training")
         self._trained |= set(replies)
         if self._pending is not None:
             self._pending = (self._pending[0], replies)
@@ -485,8 +563,8 @@ class RemoteEngine:
         if self._pending is None:
             raise RemoteRunError("sum_updates needs a fit under secure aggregation first; this is a bug in fedkit.")
         accepted = {r.silo for r in replies}
-        advertised = {name: r for name, r in self._pending[1].items() if name in accepted and "advert" in r}
-        total = self._secure_sum(advertised, "training")
+        masked = {name: r for name, r in self._pending[1].items() if name in accepted}
+        total = self._secure_sum(masked, "training")
         return read_update_sum(total, len(params), [s for s in self.silos if s in self._summed])
 
     def _silo_evaluation(self, name: str, metrics: dict[str, Any]) -> SiloEvaluation:
@@ -495,7 +573,9 @@ class RemoteEngine:
         return SiloEvaluation(name, values, site.n_test, site.positives)
 
     def _evaluation(self, task: str, payload: dict[str, Any], what: str) -> Evaluation:
-        replies = self._ask(task, self._with_secagg(payload, self.silos), self.silos, what)
+        replies = self._ask(task, self._with_secagg(payload, self.silos, what), self.silos, what)
+        if self.secure:
+            self._pending = (self._pending[0], replies)  # type: ignore[index]  # set by _with_secagg
         silos = [self._silo_evaluation(name, replies[name]["metrics"]) for name in self.silos if name in replies]
         if self.secure:
             pooled = self._secure_sum(replies, what)

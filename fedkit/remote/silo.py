@@ -205,7 +205,7 @@ class SiloWorker:
         self._run_id = ""  # the fedkit run (kept across the FLARE jobs of a resumed run); _run is this job's
         self._resumed = False  # this job continues a run: the site's state comes from its own file
         self._restored = False
-        self._secagg: tuple[SecAggClient, np.ndarray] | None = None
+        self._sums: dict[int, SecAggClient] = {}  # the secure sums this site has keys in, by number
         self._last_round = -1
         self._given: set[tuple[str, str]] = set()  # inputs already summed (never twice: open question 1)
 
@@ -434,7 +434,28 @@ class SiloWorker:
         self._given.add((kind, key))
 
     def _contribute(self, payload: dict[str, Any], vector: np.ndarray, out: dict[str, Any]) -> dict[str, Any]:
-        """Step 1 of a secure sum of ``vector``: check the offered configuration, keep the vector, advertise keys."""
+        """Step 3 of the secure sum the task names: open the shares delivered here, send ``vector`` masked.
+
+        The sum's keys were advertised and shared before the task (:meth:`secagg`), so the input is masked as soon
+        as it exists.
+        """
+        from fedkit.privacy.secagg import ShareDelivery
+
+        number = int(payload["secagg"]["round"])
+        client = self._sums.get(number)
+        if client is None:
+            raise SecAggReplayError(
+                f"Site {self.site!r} holds no keys of secure sum {number}; the request is out of step and refused."
+            )
+        delivery = payload["secagg"]["deliveries"].get(self.site)
+        if delivery is None:
+            raise SecAggReplayError(
+                f"The request of secure sum {number} holds no share delivery for site {self.site!r}."
+            )
+        return {**out, "masked": client.mask_input(ShareDelivery.from_wire(delivery), vector).to_wire()}
+
+    def _offer(self, offer: dict[str, Any]) -> dict[str, Any]:
+        """Step 1 of the secure sum the server offers: check its configuration, make its keys, advertise them."""
         from fedkit.privacy.secagg import SecAggClient
         from fedkit.privacy.summation import check_offered, config_from_wire
 
@@ -442,66 +463,54 @@ class SiloWorker:
             raise ConfigError(
                 f"Site {self.site!r} has no identity for secure aggregation (its startup kit's certificate)."
             )
-        offered = config_from_wire(payload["secagg"]["config"])
+        offered = config_from_wire(offer["config"])
         check_offered(offered, self.site, self._federation, self._run)
-        server_round = int(payload["secagg"]["round"])
-        if server_round <= self._last_round:
+        number = int(offer["round"])
+        if number <= self._last_round:
             raise SecAggReplayError(
-                f"Site {self.site!r} got secure-aggregation round {server_round} after round {self._last_round}: "
+                f"Site {self.site!r} got secure-aggregation round {number} after round {self._last_round}: "
                 "rounds only go forward; an old or replayed request is refused."
             )
-        self._last_round = server_round
-        client = SecAggClient(offered, self.site, server_round, *self.identity)
-        self._secagg = (client, np.asarray(vector, np.float64))
-        return {**out, "advert": client.advertise_keys().to_wire()}
+        self._last_round = number
+        self._sums = {k: c for k, c in self._sums.items() if k >= number - 1}  # a sum left unfinished is dropped
+        self._sums[number] = SecAggClient(offered, self.site, number, *self.identity)
+        return {"advert": self._sums[number].advertise_keys().to_wire()}
 
-    def _pending(self) -> tuple[SecAggClient, np.ndarray]:
-        if self._secagg is None:
-            raise SecAggReplayError(f"Site {self.site!r} has no secure sum under way; the request is out of step.")
-        return self._secagg
+    def secagg(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The secure-aggregation steps that need no input: step 4 of one sum, step 2 of the next (step 1 rides along).
 
-    def secagg_share(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Step 2: check the key roster, share this round's secrets among the masking neighbours.
-
-        Parameters
-        ----------
-        payload
-            The task's payload from the server.
-        """
-        from fedkit.privacy.secagg import KeyRoster
-
-        client, _ = self._pending()
-        return {"bundle": client.share_keys(KeyRoster.from_wire(payload["roster"])).to_wire()}
-
-    def secagg_mask(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Step 3: open the shares addressed here, send the kept vector masked.
+        ``unmask`` (step 4 of the sum whose masked inputs are in): the shares the server needs, when
+        the request lists this site as a survivor; a site whose input the server left out of the sum
+        reveals nothing. ``roster`` (step 2 of the next sum): check the neighbours' signed keys and
+        share this sum's secrets among them.
 
         Parameters
         ----------
         payload
             The task's payload from the server.
         """
-        from fedkit.privacy.secagg import ShareDelivery
+        from fedkit.privacy.secagg import KeyRoster, UnmaskRequest
 
-        client, vector = self._pending()
-        delivery = payload["deliveries"].get(self.site)
-        if delivery is None:
-            raise SecAggReplayError(f"The mask request holds no share delivery for site {self.site!r}.")
-        return {"masked": client.mask_input(ShareDelivery.from_wire(delivery), vector).to_wire()}
-
-    def secagg_unmask(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Step 4: reveal the shares the server may have (never both secrets of one site); the sum is done.
-
-        Parameters
-        ----------
-        payload
-            The task's payload from the server.
-        """
-        from fedkit.privacy.secagg import UnmaskRequest
-
-        client, _ = self._pending()
-        self._secagg = None
-        return {"shares": client.unmask(UnmaskRequest.from_wire(payload["request"])).to_wire()}
+        out: dict[str, Any] = {}
+        if "unmask" in payload:
+            number = int(payload["unmask"]["round"])
+            request = UnmaskRequest.from_wire(payload["unmask"]["request"])
+            client = self._sums.pop(number, None)
+            if self.site in request.survivors:
+                if client is None:
+                    raise SecAggReplayError(
+                        f"Site {self.site!r} holds no keys of secure sum {number}; the unmask request is out of step."
+                    )
+                out["shares"] = client.unmask(request).to_wire()
+        if "roster" in payload:
+            number = int(payload["roster"]["round"])
+            client = self._sums.get(number)
+            if client is None:
+                raise SecAggReplayError(
+                    f"Site {self.site!r} holds no keys of secure sum {number}; the key roster is out of step."
+                )
+            out["bundle"] = client.share_keys(KeyRoster.from_wire(payload["roster"]["roster"])).to_wire()
+        return out
 
     def handle(self, task: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Dispatch one task by name.
@@ -520,11 +529,12 @@ class SiloWorker:
             wire.FIT: self.fit,
             wire.EVALUATE: self.evaluate,
             wire.EVALUATE_PERSONAL: self.evaluate_personal,
-            wire.SECAGG_SHARE: self.secagg_share,
-            wire.SECAGG_MASK: self.secagg_mask,
-            wire.SECAGG_UNMASK: self.secagg_unmask,
+            wire.SECAGG: self.secagg,
             wire.RESTORE: self.restore,
         }
         if task not in handlers:
             raise ConfigError(f"Site {self.site!r} got unknown task {task!r}; known tasks: {', '.join(handlers)}.")
-        return handlers[task](payload)
+        reply = handlers[task](payload)
+        if "offer" in payload:  # step 1 of the next secure sum rides on this task
+            reply = {**reply, **self._offer(payload["offer"])}
+        return reply

@@ -14,9 +14,7 @@ SCALING = "fedkit_scaling"
 FIT = "fedkit_fit"
 EVALUATE = "fedkit_evaluate"
 EVALUATE_PERSONAL = "fedkit_evaluate_personal"
-SECAGG_SHARE = "fedkit_secagg_share"
-SECAGG_MASK = "fedkit_secagg_mask"
-SECAGG_UNMASK = "fedkit_secagg_unmask"
+SECAGG = "fedkit_secagg"
 RESTORE = "fedkit_restore"
 TASKS: tuple[str, ...] = (
     HELLO,
@@ -25,9 +23,7 @@ TASKS: tuple[str, ...] = (
     FIT,
     EVALUATE,
     EVALUATE_PERSONAL,
-    SECAGG_SHARE,
-    SECAGG_MASK,
-    SECAGG_UNMASK,
+    SECAGG,
     RESTORE,
 )
 EVENTS_TOPIC = "fedkit.events"
@@ -126,11 +122,19 @@ _EVALUATION = {
         "pooled loss and accuracy (exact) and AUC (within the bound); in the clear only without secure aggregation",
     ),
 }
-_SECAGG_START = {
+_NEXT_SUM = {
     "advert": Field(
         "2 public keys (32 bytes each), certificate, signature",
-        "step 1 of secure aggregation: this round's X25519 keys, signed with the site's certificate",
+        "step 1 of the next secure sum: its fresh X25519 keys, signed with the site's certificate",
     )
+}
+_MASKED = {
+    "masked": Field(
+        "8 bytes per summed entry: P + 1 (+ P for SCAFFOLD) for training, 7 + 2B for evaluation, 3F for moments",
+        "step 3 of secure aggregation: the site's vector (weighted update and train size, statistics or moments) "
+        "in Z_2^64, masked",
+    ),
+    **_NEXT_SUM,
 }
 SENT_BY_SITE: dict[str, dict[str, Field]] = {
     HELLO: {
@@ -155,7 +159,7 @@ SENT_BY_SITE: dict[str, dict[str, Field]] = {
         "moments": Field(
             "3F float64", "count, sum, sum of squares per feature: standardize='federated' (in the clear)"
         ),
-        **_SECAGG_START,
+        **_MASKED,
     },
     SCALING: {},
     FIT: {
@@ -169,27 +173,20 @@ SENT_BY_SITE: dict[str, dict[str, Field]] = {
             "under secure aggregation: the site's verdict on its own update (shape, finiteness, norm bound), no norm",
         ),
         "signature": Field("signature (~256 bytes)", "the statement signed with the site's certificate key"),
-        **_SECAGG_START,
+        **_MASKED,
     },
-    EVALUATE: {**_EVALUATION, **_SECAGG_START},
-    EVALUATE_PERSONAL: {**_EVALUATION, **_SECAGG_START},
-    SECAGG_SHARE: {
-        "bundle": Field(
-            "one AES-GCM ciphertext per neighbour (~200 bytes each)",
-            "step 2: Shamir shares of the site's two round secrets, readable only by their holders",
-        )
-    },
-    SECAGG_MASK: {
-        "masked": Field(
-            "8 bytes per summed entry: P + 1 (+ P for SCAFFOLD) for training, 7 + 2B for evaluation, 3F for moments",
-            "step 3: the site's vector (weighted update and train size, statistics or moments) in Z_2^64, masked",
-        )
-    },
-    SECAGG_UNMASK: {
+    EVALUATE: {**_EVALUATION, **_MASKED},
+    EVALUATE_PERSONAL: {**_EVALUATION, **_MASKED},
+    SECAGG: {
         "shares": Field(
             "one 65-byte share per surviving or dropped neighbour",
-            "step 4: the shares the server needs to remove the masks, never both secrets of one site",
-        )
+            "step 4 of a secure sum: the shares the server needs to remove the masks, never both secrets of one site",
+        ),
+        "bundle": Field(
+            "one AES-GCM ciphertext per neighbour (~200 bytes each)",
+            "step 2 of the next secure sum: Shamir shares of its two secrets, readable only by their holders",
+        ),
+        **_NEXT_SUM,
     },
     RESTORE: {
         "restored": Field("int or none", "the round whose state the site reloaded from its own file (resume)"),
