@@ -190,6 +190,22 @@ def test_sites_check_and_sign_their_own_updates_under_secure_aggregation(poc, st
     assert all(u["norm"] is None for u in first["updates"])  # the server learned no norm
 
 
+def test_the_admin_login_retries_its_challenge_quickly_and_leaves_flare_as_it_was() -> None:
+    import inspect
+
+    from nvflare.fuel.hci.client import api
+
+    from fedkit.remote import submit
+
+    original = api.Authenticator
+    assert "retry_interval" in inspect.signature(original).parameters  # what the override relies on (FLARE 2.9)
+    with submit._quick_login_retry():
+        quick = api.Authenticator(*[None] * 10, retry_interval=1.0)  # AdminAPI.connect's hard-coded 1 s
+        assert isinstance(quick, original) and quick.retry_interval == submit.LOGIN_RETRY
+        assert api.Authenticator(*[None] * 10, retry_interval=0.001).retry_interval == 0.001  # never slower
+    assert api.Authenticator is original
+
+
 def test_site_with_a_certificate_from_another_ca_is_refused(poc, tmp_path) -> None:
     port = int(json.loads((poc.admin_kit / "startup" / "fed_admin.json").read_text())["admin"]["port"])
     project = tmp_path / "rogue.yml"

@@ -18,7 +18,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +80,7 @@ def open_session(admin_kit: str | Path, timeout: float = 30.0) -> Any:
         raise ConfigError("engine='remote' needs NVIDIA FLARE: pip install 'fedkit[remote]'.") from exc
     _config_search_in(Path(admin_kit))
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # FLARE says "Connecting to FLARE ..." on stdout (--json)
+        with contextlib.redirect_stdout(sys.stderr), _quick_login_retry():  # "Connecting to FLARE ..." to stderr
             return new_secure_session(admin_user(admin_kit), str(Path(admin_kit).resolve()), timeout=timeout)
     except Exception as exc:
         if isinstance(exc, ConfigError):
@@ -90,6 +90,36 @@ def open_session(admin_kit: str | Path, timeout: float = 30.0) -> Any:
             "running and reachable at the host/port in startup/fed_admin.json and that the kit comes from the "
             "same provisioning as the server."
         ) from exc
+
+
+LOGIN_RETRY = 0.02
+"""Seconds between the admin login's challenges of the server while its connection comes up (FLARE 2.9: 1 s)."""
+
+
+@contextlib.contextmanager
+def _quick_login_retry() -> Iterator[None]:
+    """Make the admin login retry its challenge after ``LOGIN_RETRY`` seconds instead of FLARE's fixed 1 s.
+
+    FLARE 2.9's admin API starts its connection and challenges the server at once; the first
+    challenge finds the connection not up yet (target unreachable) and its ``Authenticator`` sleeps
+    ``retry_interval=1.0`` (hard-coded in ``AdminAPI.connect``) before the second: a second of every
+    login. Inside this block the admin API builds its ``Authenticator`` with a short retry interval;
+    the overall login timeout is unchanged.
+    """
+    from nvflare.fuel.hci.client import api
+
+    original = api.Authenticator
+
+    class QuickRetry(original):  # type: ignore[misc,valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.retry_interval = min(self.retry_interval, LOGIN_RETRY)
+
+    api.Authenticator = QuickRetry
+    try:
+        yield
+    finally:
+        api.Authenticator = original
 
 
 def _config_search_in(admin_kit: Path) -> None:
