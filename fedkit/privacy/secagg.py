@@ -32,6 +32,7 @@ step is one task whose payload is a message's ``to_wire()`` dict (docs/concepts/
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import numbers
@@ -263,13 +264,19 @@ class Message:
         if not isinstance(payload, Mapping) or payload.get("kind") != cls.KIND:
             got = payload.get("kind") if isinstance(payload, Mapping) else type(payload).__name__
             raise SecAggError(f"Expected a {cls.KIND!r} secure-aggregation message; got {got!r}.")
-        hints = get_type_hints(cls)
+        hints = _hints(cls)
         values = {}
         for f in fields(cls):  # type: ignore[arg-type]
             if f.name not in payload:
                 raise SecAggError(f"The {cls.KIND!r} message has no field {f.name!r}; the sender runs another version.")
             values[f.name] = _from_wire(hints[f.name], payload[f.name], f"{cls.KIND}.{f.name}")
         return cls(**values)
+
+
+@functools.cache
+def _hints(cls: type[Message]) -> dict[str, Any]:
+    """The field types of a message class (resolved once: ``get_type_hints`` evaluates every annotation anew)."""
+    return get_type_hints(cls)
 
 
 def _to_wire(value: Any) -> Any:
