@@ -334,7 +334,7 @@ def test_a_silo_that_drops_out_is_left_out_and_one_that_comes_back_rejoins(chaos
     assert store.get(result.run_id)["summary"]["notes"] == result.notes
 
 
-REJOIN_ROUNDS = 24
+REJOIN_ROUNDS = 40  # ~0.3 s a round under secure aggregation: time for the kill, the dropout and the restart
 
 
 def test_a_site_killed_and_restarted_mid_run_rejoins_with_its_own_state(chaos, store) -> None:
@@ -342,7 +342,7 @@ def test_a_site_killed_and_restarted_mid_run_rejoins_with_its_own_state(chaos, s
     state: dict[str, bool] = {}
 
     def on_event(event: dict) -> None:
-        if event["kind"] == "round" and event["round"] == 2 and "killed" not in state:
+        if event["kind"] == "round" and event["round"] >= 1 and "killed" not in state:
             state["killed"] = True
             poc.kill("va")  # the whole site: FLARE's site process and its job process
         if event["kind"] == "note" and "silo 'va' dropped out" in event["text"] and "restarted" not in state:
@@ -359,7 +359,7 @@ def test_a_site_killed_and_restarted_mid_run_rejoins_with_its_own_state(chaos, s
         on_event=on_event,
     )
     poc.wait_ready()
-    assert result.status == "finished" and state == {"killed": True, "restarted": True}
+    assert result.status == "finished" and state.get("restarted") is True, (state, result.notes)
     notes = " ".join(result.notes)
     assert "silo 'va' dropped out" in notes and "silo 'va' rejoined" in notes
     trained = {(r["round"], r["silo"]) for r in result.records if r["model"] == "local" and r["split"] == "train"}

@@ -405,12 +405,13 @@ class _Returns:
         if time.monotonic() - self.checked < REJOIN_CHECK:
             return []
         self.checked = time.monotonic()
-        contact = {c.name: c.last_connect_time for c in session.get_connected_client_list()}
-        alive = sorted(s for s in missing if s in contact and s in self.contact and contact[s] != self.contact[s])
-        self.contact = {s: contact[s] for s in missing if s in contact}
-        if not alive:
+        try:
+            contact = {c.name: c.last_connect_time for c in session.get_connected_client_list()}
+            alive = sorted(s for s in missing if s in contact and s in self.contact and contact[s] != self.contact[s])
+            self.contact = {s: contact[s] for s in missing if s in contact}
+            status = (session.get_client_job_status(alive) or []) if alive else []
+        except Exception:  # FLARE's admin errors (e.g. a site still starting up): not back yet, asked again later
             return []
-        status = session.get_client_job_status(alive) or []
         answered = {e.get("client_name") for e in status if e.get("status") != "no_reply"}
         running = {e.get("client_name") for e in status if e.get("job_id") == job_id}
         return sorted(answered - running)
