@@ -199,3 +199,38 @@ def test_remote_with_secure_aggregation_equals_the_plain_simulation_with_federat
             assert np.isnan(a["value"]) and np.isfinite(b["value"]), (a, b)
             continue
         assert (np.isnan(a["value"]) and np.isnan(b["value"])) or abs(a["value"] - b["value"]) <= TOLERANCE, (a, b)
+
+
+def counting(workers, tasks: list[tuple[str, int]], rounds: dict[str, int]):
+    """A transport that records each task sent, with the round of the last training task before it."""
+
+    def transport(task, payload, targets, need):
+        rounds["now"] = payload["round"] if task == wire.FIT else rounds["now"]
+        tasks.append((task, rounds["now"]))
+        return {s: workers[s].handle(task, payload) for s in targets}
+
+    return transport
+
+
+def test_a_secure_round_with_every_silo_costs_four_task_round_trips() -> None:
+    """Each sum is set up one ahead: training, its unmasking, evaluation, its unmasking; nothing else."""
+    tasks: list[tuple[str, int]] = []
+    result, _ = serve_with(counting(site_workers(), tasks, {"now": 0}), rounds=3)
+    assert result.status == "finished"
+    for r in (1, 2, 3):
+        assert [task for task, at in tasks if at == r] == [wire.FIT, wire.SECAGG, wire.EVALUATE, wire.SECAGG]
+    # before round 1: hello, the first sum set up (offer, roster), round 0's evaluation and its unmasking
+    assert [task for task, at in tasks if at == 0] == [wire.HELLO, wire.SECAGG, wire.SECAGG, wire.EVALUATE, wire.SECAGG]
+
+
+def test_a_sampled_fraction_sets_each_sum_up_anew_and_still_equals_the_plain_run() -> None:
+    fields = {"split": "hospitals", "fraction": 0.5, "rounds": 4}
+    tasks: list[tuple[str, int]] = []
+    result, _ = serve_with(counting(site_workers(), tasks, {"now": 0}), **fields)
+    plain = fedkit.run(fedkit.RunConfig(**fields), trackers=[], progress=False)
+    np.testing.assert_allclose(result.params, plain.params, atol=TOLERANCE, rtol=0)
+    # two of four silos train, so neither the evaluation's sum (its keys came from the two) nor the next training's
+    # (offered to all four) is set up ahead: each is set up before its task (offer, roster) — eight round trips
+    unmask, setup = [wire.SECAGG], [wire.SECAGG, wire.SECAGG]
+    for r in (1, 2, 3):
+        assert [task for task, at in tasks if at == r] == [wire.FIT, *unmask, *setup, wire.EVALUATE, *unmask, *setup]
