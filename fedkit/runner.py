@@ -721,11 +721,7 @@ class Recorder:
         log = store.audit_log(self.run_id)
         audit.verify(log, self.run_id)
         if log and log[0].get("silos") != self.checksums:
-            changed = sorted(k for k in self.checksums if log[0].get("silos", {}).get(k) != self.checksums[k])
-            raise ResumeError(
-                f"Run {self.run_id} cannot be resumed: the data of silo(s) {', '.join(changed) or '?'} differ from "
-                "the data it started with (checksums in its audit log). Resume it with the same data files and split."
-            )
+            raise ResumeError(_changed_silos(self.run_id, log[0].get("silos") or {}, self.checksums))
         store.resume_run(self.run_id)
         blob = store.checkpoint(self.run_id)
         saved = decode(blob) if blob is not None else None
@@ -957,7 +953,7 @@ def run(
     params = engine.initial_params()
     state = strategy.init(params)
     first = 1
-    seen = len(engine.notes)  # restoring may add notes (a remote site that rejoins): the first round records them
+    seen = 0  # notes from before the first round (a remote site silent at the start, or restored) go with it
     ledger = budget.Ledger(config, sizes) if privacy is not None else None
     if resume is not None:
         saved = recorder.resume(started_by)
@@ -1026,3 +1022,16 @@ def run(
     finally:
         bar.close()
     return recorder.finish(status, params)
+
+
+def _changed_silos(run_id: str, started: Mapping[str, str], now: Mapping[str, str]) -> str:
+    """Why run ``run_id`` cannot resume over silos whose checksums are ``now`` (``started``: its audit log's)."""
+    changed = sorted(k for k in now.keys() & started.keys() if now[k] != started[k])
+    added, gone = sorted(now.keys() - started.keys()), sorted(started.keys() - now.keys())
+    why = [f"the data of silo(s) {', '.join(changed)} differ from the data it started with"] if changed else []
+    why += [f"silo(s) {', '.join(added)} were not in it when it started"] if added else []
+    why += [f"silo(s) {', '.join(gone)} it started with are not here"] if gone else []
+    return (
+        f"Run {run_id} cannot be resumed: {'; '.join(why) or 'its silos differ'} (checksums in its audit log). "
+        "Resume it with the same silos, data files and split."
+    )

@@ -46,10 +46,21 @@ def site_workers(kind=SiloWorker, state=None, **overrides) -> dict[str, SiloWork
     }
 
 
-def remote_run(config: fedkit.RunConfig, down_by_round=None, min_silos=1, workers=None, relay=None, **serve_options):
-    """The server's run (:func:`serve`, as the FLARE controller calls it) over in-process sites."""
+def remote_run(
+    config: fedkit.RunConfig,
+    down_by_round=None,
+    min_silos=1,
+    workers=None,
+    relay=None,
+    down_at_start=(),
+    **serve_options,
+):
+    """The server's run (:func:`serve`, as the FLARE controller calls it) over in-process sites.
+
+    ``down_at_start``: sites that do not answer until round 0 has been evaluated (they miss hello).
+    """
     workers = workers or site_workers()
-    down: set[str] = set()
+    down: set[str] = set(down_at_start)
     relay = relay or RelayTracker()
 
     def chaos(event) -> None:

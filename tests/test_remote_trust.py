@@ -132,7 +132,11 @@ class ServerDied(RuntimeError):
 
 def dying_transport(workers, task, at_round):
     """Sites answer; the server dies once they have answered ``task`` of round ``at_round`` (their state moved)."""
-    transport = transport_for(workers, set())
+    return dying_transport_over(transport_for(workers, set()), task, at_round)
+
+
+def dying_transport_over(transport, task, at_round):
+    """``transport``, with the server dying once the sites have answered ``task`` of round ``at_round``."""
     state = {"round": 0}
 
     def dying(name, payload, sites, need):
@@ -189,6 +193,29 @@ def test_a_site_that_lost_its_state_cannot_resume_and_says_which(tmp_path) -> No
     (tmp_path / "sites" / "va" / "state.sqlite").unlink()
     with pytest.raises(ConfigError, match=rf"Site 'va' cannot resume run {run_id} after round 1: it trained"):
         remote_run(run, workers=site_workers(state=tmp_path / "sites"), store=store, resume=run_id)
+
+
+def test_a_site_silent_at_the_start_is_named_and_a_resumed_run_keeps_the_silos_it_started_with(tmp_path) -> None:
+    """va is connected but does not answer hello: a note names it; when it answers at the resume it stays out."""
+    run = config(rounds=4, secure_aggregation=True)
+    store = LocalStore(tmp_path / "server.sqlite")
+    workers = site_workers(state=tmp_path / "sites")
+    silent = transport_for(workers, {"va"})
+    with pytest.raises(ServerDied):
+        serve(dying_transport_over(silent, wire.FIT, 2), run, list(HOSPITALS), RelayTracker(), store=store)
+    run_id = store.list_runs()[0]["run_id"]
+    assert sorted(store.audit_log(run_id)[0]["silos"]) == ["cleveland", "hungarian", "switzerland"]
+    resumed, engine, _ = remote_run(run, workers=site_workers(state=tmp_path / "sites"), store=store, resume=run_id)
+    assert resumed.status == "finished" and list(resumed.final["silos"]) == ["cleveland", "hungarian", "switzerland"]
+    assert engine.notes[0] == (
+        f"Site 'va' is connected but was not in run {run_id} when it started, so the resumed run goes on without "
+        "it; start a new run to include it."
+    )
+    whole, without_va, relay = remote_run(run, down_at_start={"va"}, relay=RelayTracker())  # never interrupted
+    np.testing.assert_allclose(resumed.params, whole.params, atol=TOLERANCE, rtol=0)
+    note = without_va.notes[0]
+    assert note.startswith("Site 'va' is connected to the server but did not answer the run's first task")
+    assert [e["text"] for e in relay.since(0) if e["kind"] == "note"] == [note] and note in whole.notes
 
 
 def follow(relay: RelayTracker, store: LocalStore, run: fedkit.RunConfig, **options) -> _Follower:

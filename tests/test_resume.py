@@ -161,3 +161,7 @@ def test_what_cannot_be_resumed_is_refused_with_the_reason(data_dir, capsys) -> 
     other_data = load_federation(replace(config, standardize="none"))  # other arrays: other silo checksums
     with pytest.raises(ResumeError, match="the data of silo\\(s\\) cleveland, hungarian"):
         fedkit.run(resume=stopped, federation=other_data, progress=False)
+    same = load_federation(config)
+    fewer = replace(same, silos=same.silos[:3])  # a site left out: named, not reported as changed data
+    with pytest.raises(ResumeError, match=r"resumed: silo\(s\) va it started with are not here \(checksums"):
+        fedkit.run(resume=stopped, federation=fewer, progress=False)

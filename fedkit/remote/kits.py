@@ -332,6 +332,9 @@ class Poc:
         Each site's own data file (a copy of its hospital's UCI file), by site name.
     processes
         The running processes by participant name.
+    started
+        When each process was last started (``time.time()``): a restarted site is ready once the server
+        heard from it after that, not from the entry its killed predecessor left on the server.
     """
 
     kits: Path
@@ -339,6 +342,7 @@ class Poc:
     data: dict[str, str]
     """Each site's own data file (a copy in its kit folder: the other hospitals' files are not there)."""
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
 
     @property
     def admin_kit(self) -> Path:
@@ -379,6 +383,7 @@ class Poc:
             env.update(options.to_env())
         settings = [] if name == SERVER else [f"heart_beat_interval={SITE_HEARTBEAT}"]
         log = self.log(name).open("ab")
+        self.started[name] = time.time()
         self.processes[name] = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
             participant_command(kit, settings),
             cwd=kit,
@@ -466,6 +471,10 @@ class Poc:
     def wait_ready(self, timeout: float = 90.0, sites: Sequence[str] | None = None) -> None:
         """Block until the admin can log in and ``sites`` (default: every hospital) are connected.
 
+        A site counts as connected once the server heard from it after its process was started: FLARE keeps
+        a killed site's entry in its client list (with its last contact) until the entry times out, and a
+        job deployed while only that entry is there never reaches the restarted site.
+
         Parameters
         ----------
         timeout
@@ -491,7 +500,11 @@ class Poc:
                 session = open_session(self.admin_kit, timeout=5.0)
                 try:
                     while time.monotonic() < deadline:
-                        connected = {c.name for c in session.get_connected_client_list()}
+                        connected = {
+                            c.name
+                            for c in session.get_connected_client_list()
+                            if (c.last_connect_time or 0.0) >= self.started.get(c.name, 0.0)
+                        }
                         if want <= connected:
                             return
                         last = f"connected: {sorted(connected)}"

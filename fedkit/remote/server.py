@@ -324,7 +324,14 @@ class RemoteEngine:
         """The seeded initial parameters (built on the server from the seed, as every site builds them)."""
         return self._init.copy()
 
-    def _note(self, text: str) -> None:
+    def note(self, text: str) -> None:
+        """Add ``text`` to the run's notes and pass it to ``on_note`` (relayed to the submitting machine).
+
+        Parameters
+        ----------
+        text
+            The note, a sentence for the user.
+        """
         self.notes.append(text)
         if self.on_note is not None:
             self.on_note(text)
@@ -346,7 +353,7 @@ class RemoteEngine:
             if self._by_silo[name].site in replies
         }
         for text in self._attendance.update(self._round, silos, list(by_silo), what):
-            self._note(text)
+            self.note(text)
         if len(by_silo) < need:
             raise RemoteRunError(
                 f"Round {self._round}: only {len(by_silo)} of {len(silos)} silos answered {what} "
@@ -412,7 +419,7 @@ class RemoteEngine:
         self._pending = None
         server = prepared.server
         for name in (n for n, r in replies.items() if "masked" not in r):
-            self._note(
+            self.note(
                 f"Round {self._round}: silo {name!r} answered {what} without its masked input; the secure sum is of "
                 "the others."
             )
@@ -763,6 +770,12 @@ def serve(
     if resume is not None and _relay_history(store, resume, relay):  # type: ignore[arg-type]  # checked above
         return None, None  # it had finished: the history holds its end
     run_id = resume or run_id or runner.new_run_id()
+    newcomers: list[str] = []
+    if resume is not None:  # the run goes on over the silos it started with (a checksum of each is in its log)
+        log = store.audit_log(resume)  # type: ignore[union-attr]  # checked above
+        began = log[0].get("silos") if log else None
+        if began:
+            newcomers, sites = [s for s in sites if s not in began], [s for s in sites if s in began]
     fingerprint = schema or UCI_HEART_DISEASE.fingerprint()
     known, outline = hello(
         transport, config.to_dict(), sites, min_silos, run=run, schema=fingerprint, run_id=run_id, resume=bool(resume)
@@ -790,6 +803,17 @@ def serve(
     notes = undefined_auc_notes([], counts)
     relay.add({"kind": "outline", "n_test": n_test_by_silo(counts), "notes": notes, "scored": config.scored})
     engine.on_note = lambda text: relay.add({"kind": "note", "text": text, "missing": sorted(engine.missing)})
+    for site in newcomers:
+        engine.note(
+            f"Site {site!r} is connected but was not in run {run_id} when it started, so the resumed run goes on "
+            "without it; start a new run to include it."
+        )
+    for site in (s for s in silo_order(sites) if s not in engine.silos):
+        engine.note(
+            f"Site {site!r} is connected to the server but did not answer the run's first task (reading its data) "
+            "in time, so the run goes on without it. Its site log says why (e.g. its FLARE job did not start); "
+            "a site that answers later takes part in the next run."
+        )
     result = runner.run(
         config,
         outline,
