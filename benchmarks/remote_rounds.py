@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -195,6 +196,20 @@ def silos_100(rounds: int) -> list[str]:
     return rows
 
 
+def reference_ms(config: fedkit.RunConfig, repeats: int = 11) -> float:
+    """The machine's speed now: median milliseconds of the FLamby FedAvg simulation (no trackers), as speed.py times it.
+
+    Shared machines vary (this one up to 2.5x within hours): the remote figures scale with it.
+    """
+    fedkit.run(config, trackers=[], progress=False)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fedkit.run(config, trackers=[], progress=False)
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -203,6 +218,8 @@ def main() -> None:
     config = fedkit.RunConfig(
         **{**FLAMBY_PROTOCOL, "strategy": "fedavg", "rounds": args.rounds, "lr": 0.001, "seed": 42}
     )
+    load = os.getloadavg()[0]
+    reference = reference_ms(config)
     with tempfile.TemporaryDirectory(prefix="fedkit-bench-") as tmp:
         store = LocalStore(Path(tmp) / "runs.sqlite")
         sim_times: list[float] = []
@@ -268,7 +285,9 @@ def main() -> None:
         [
             f"`python benchmarks/remote_rounds.py --rounds {args.rounds}` (FLamby FedAvg config, seed 42; "
             f"federation start-up {ready:.1f} s, not counted; bytes: payload content of every reply a site sends in "
-            "a round, measured in-process with the same payloads, FLARE's framing not counted):",
+            "a round, measured in-process with the same payloads, FLARE's framing not counted; the machine's speed "
+            f"at the start: the FLamby FedAvg simulation in {reference:.0f} ms, median of 11, "
+            f"load average {load:.1f}):",
             "",
             *rows,
             "",
