@@ -7,6 +7,7 @@ regression is bit-identical: each site trains its silo on the simulation's batch
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -371,13 +372,23 @@ def test_a_site_killed_and_restarted_mid_run_rejoins_with_its_own_state(chaos, s
 
 
 def job_process(poc, name: str):
-    """The FLARE job process of participant ``name`` (the server's runner process, a site's worker process)."""
+    """The newest FLARE job process of participant ``name`` (the server's runner process, a site's worker process).
+
+    The newest: a run returns once its last round's result has arrived, so the job process of the test before
+    may still be finishing beside the current one.
+    """
+    import psutil
+
     marker = "runner_process" if name == kits.SERVER else "worker_process"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        found = []
         for proc in poc.tree(name)[1:]:
-            if any(marker in part for part in proc.cmdline()):
-                return proc
+            with contextlib.suppress(psutil.NoSuchProcess):  # a job process that ended meanwhile
+                if any(marker in part for part in proc.cmdline()):
+                    found.append(proc)
+        if found:
+            return max(found, key=lambda proc: proc.create_time())
         time.sleep(0.1)
     raise AssertionError(f"no job process of {name}")
 
