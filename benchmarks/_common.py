@@ -1,8 +1,9 @@
-"""Helpers shared by the benchmark scripts: FLamby seeds, repeated runs, mean ± std formatting."""
+"""Helpers shared by the benchmark scripts: FLamby seeds, repeated and timed runs, mean ± std formatting."""
 
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Any
 
 import fedkit
@@ -31,3 +32,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def describe(fields: dict[str, Any]) -> str:
     """A config as the CLI flags that differ from the FLamby protocol."""
     return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in fields.items() if FLAMBY_PROTOCOL.get(k) != v)
+
+
+def run_seconds(fields: dict[str, Any], federation: Any = None, seed: int = 42) -> float:
+    """Seconds of one ``fedkit.run`` of ``fields`` with ``seed`` (no trackers; ``federation``: its silos, preloaded)."""
+    start = time.perf_counter()
+    fedkit.run(fedkit.RunConfig(**{**fields, "seed": seed}), federation=federation, trackers=[], progress=False)
+    return time.perf_counter() - start
+
+
+def median_run_seconds(fields: dict[str, Any], repeats: int = 11, federation: Any = None) -> float:
+    """Median seconds of ``repeats`` runs of ``fields`` (seed 42, no trackers) after one warm-up (imports, caches)."""
+    run_seconds(fields, federation)
+    return statistics.median(run_seconds(fields, federation) for _ in range(repeats))

@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from _common import median_run_seconds
 from secagg_cost import one_round, payload_bytes
 
 import fedkit
@@ -196,20 +197,6 @@ def silos_100(rounds: int) -> list[str]:
     return rows
 
 
-def reference_ms(config: fedkit.RunConfig, repeats: int = 11) -> float:
-    """The machine's speed now: median milliseconds of the FLamby FedAvg simulation (no trackers), as speed.py times it.
-
-    Shared machines vary (this one up to 2.5x within hours): the remote figures scale with it.
-    """
-    fedkit.run(config, trackers=[], progress=False)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fedkit.run(config, trackers=[], progress=False)
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -219,7 +206,7 @@ def main() -> None:
         **{**FLAMBY_PROTOCOL, "strategy": "fedavg", "rounds": args.rounds, "lr": 0.001, "seed": 42}
     )
     load = os.getloadavg()[0]
-    reference = reference_ms(config)
+    reference = 1000 * median_run_seconds(config.to_dict())  # the machine's speed now: it varies by the hour
     with tempfile.TemporaryDirectory(prefix="fedkit-bench-") as tmp:
         store = LocalStore(Path(tmp) / "runs.sqlite")
         sim_times: list[float] = []

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import SEEDS
+from _common import SEEDS, median_run_seconds, run_seconds
 from _sections import write_section
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -132,12 +132,6 @@ def timed_sweep(store: Path | None) -> float:
     return time.perf_counter() - start
 
 
-def fedkit_run(fields: dict, fed, seed: int) -> float:
-    start = time.perf_counter()
-    fedkit.run(fedkit.RunConfig(**fields, seed=seed), federation=fed, trackers=[], progress=False)
-    return time.perf_counter() - start
-
-
 def thousand_silos() -> dict:
     """Runs in a child process: 1,000 Dirichlet silos × 100 rounds; prints time and peak RSS as JSON."""
     import resource
@@ -173,8 +167,7 @@ def main() -> None:
         print(json.dumps(thousand_silos()))
         return
     fed = load_silos("flamby")
-    fedkit_run(FLAMBY_FEDAVG, fed, 42)  # warm-up (imports, caches)
-    ours = statistics.median(fedkit_run(FLAMBY_FEDAVG, fed, 42) for _ in range(args.repeats))
+    ours = median_run_seconds(FLAMBY_FEDAVG, args.repeats, fed)
     default_threads = torch.get_num_threads()
     minimal_default = statistics.median(minimal_torch_fedavg(fed, 42) for _ in range(3))
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead to a torch loop
@@ -189,7 +182,7 @@ def main() -> None:
     table_start = time.perf_counter()
     for fields in EIGHT.values():
         for seed in SEEDS:
-            fedkit_run({"split": "flamby", **fields}, fed, seed)
+            run_seconds({"split": "flamby", **fields}, fed, seed)
     table_seconds = time.perf_counter() - table_start
 
     child = subprocess.run([sys.executable, __file__, "--child"], check=True, capture_output=True, text=True)

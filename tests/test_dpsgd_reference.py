@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_vectorized_optimizers import HIDDEN, D, torch_start
 from torch import nn
 
 from fedkit.data import Federation, Provenance, Silo
@@ -20,7 +21,6 @@ from fedkit.engines import vectorized
 from fedkit.engines.vectorized import VectorizedTrainer, train_many
 from fedkit.training import LocalTraining, PrivateSteps, TrainJob
 
-D, HIDDEN = 5, 3
 ATOL = 1e-5  # float32 parameters in both; the same maths in another order
 CLIP = 0.8
 SIZES = [9, 6, 11]
@@ -71,12 +71,6 @@ def _setup(model: str, seed: int = 3):
     return federation, plans, starts
 
 
-def _torch_model(model: str) -> nn.Module:
-    if model == "logreg":
-        return nn.Linear(D, 1)
-    return nn.Sequential(nn.Linear(D, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1))
-
-
 def _set_grad(params: list[nn.Parameter], flat: torch.Tensor) -> None:
     offset = 0
     for p in params:
@@ -88,16 +82,8 @@ def _reference(
     silo: Silo, start: np.ndarray, plan: np.ndarray, case: dict, z: float, expected: float, stream
 ) -> tuple[np.ndarray, float, list[int]]:
     """One silo's DP-SGD in torch: final flat parameters, mean batch BCE over the planned steps, clipped/kept counts."""
-    net = _torch_model(case["model"])
+    net, opt = torch_start(case["model"], start, case)
     params = list(net.parameters())
-    nn.utils.vector_to_parameters(torch.tensor(start, dtype=torch.float32), params)
-    lr, wd = case["lr"], case.get("weight_decay", 0.0)
-    if case["optimizer"] == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=case.get("momentum", 0.0), weight_decay=wd)
-    elif case["optimizer"] == "adam":
-        opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
-    else:
-        opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
     mu = case.get("prox_mu", 0.0)
     anchor = torch.tensor(case["anchor"], dtype=torch.float64) if mu else None
     x, y = torch.from_numpy(silo.x_train), torch.from_numpy(silo.y_train)

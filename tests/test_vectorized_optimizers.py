@@ -48,18 +48,22 @@ def _torch_model(model: str) -> nn.Module:
     return nn.Sequential(nn.Linear(D, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1))
 
 
+def torch_start(model: str, start: np.ndarray, case: dict) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The torch ``model`` at the flat parameters ``start`` and the torch.optim optimizer ``case`` names."""
+    net = _torch_model(model)
+    nn.utils.vector_to_parameters(torch.tensor(start, dtype=torch.float32), net.parameters())
+    lr, wd, params = case["lr"], case.get("weight_decay", 0.0), net.parameters()
+    if case["optimizer"] == "sgd":
+        return net, torch.optim.SGD(params, lr=lr, momentum=case.get("momentum", 0.0), weight_decay=wd)
+    if case["optimizer"] == "adam":
+        return net, torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
+    return net, torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
+
+
 def _torch_reference(silo: Silo, start: np.ndarray, plan: np.ndarray, case: dict, model: str):
     """One silo trained with torch.optim: (final flat parameters, mean batch BCE)."""
-    net = _torch_model(model)
+    net, opt = torch_start(model, start, case)
     params = list(net.parameters())
-    nn.utils.vector_to_parameters(torch.tensor(start, dtype=torch.float32), params)
-    lr, wd = case["lr"], case.get("weight_decay", 0.0)
-    if case["optimizer"] == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=case.get("momentum", 0.0), weight_decay=wd)
-    elif case["optimizer"] == "adam":
-        opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
-    else:
-        opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd)
     x, y = torch.from_numpy(silo.x_train), torch.from_numpy(silo.y_train)
     mu = case.get("prox_mu", 0.0)
     anchor = torch.tensor(case["anchor"], dtype=torch.float32) if mu else None
