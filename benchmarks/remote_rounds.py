@@ -219,6 +219,7 @@ def main() -> None:
             ready = time.perf_counter() - t0
             for secure in (False, True):
                 server_times: list[float] = []
+                poc.wait_idle()
                 t1 = time.perf_counter()
                 result = run_remote(
                     fedkit.RunConfig(**{**config.to_dict(), "engine": "remote", "secure_aggregation": secure}),
@@ -234,7 +235,9 @@ def main() -> None:
                 remote_config = fedkit.RunConfig(
                     **{**config.to_dict(), "engine": "remote", "secure_aggregation": secure}
                 )
+                poc.wait_idle()
                 command = command_seconds(remote_config, poc.admin_kit, Path(tmp) / f"home-{secure}")
+                poc.wait_idle()
                 timed[secure] = (command, phases(remote_config, poc.admin_kit, store))
     sim_round = statistics.median(b - a for a, b in itertools.pairwise(sim_times[1:]))
     diff = max(largest_difference(sim.summary(), r.summary()) for r, _, _ in remote.values())
@@ -272,7 +275,9 @@ def main() -> None:
         [
             f"`python benchmarks/remote_rounds.py --rounds {args.rounds}` (FLamby FedAvg config, seed 42; "
             f"federation start-up {ready:.1f} s, not counted; bytes: payload content of every reply a site sends in "
-            "a round, measured in-process with the same payloads, FLARE's framing not counted; the machine's speed "
+            "a round, measured in-process with the same payloads, FLARE's framing not counted; every remote run "
+            "starts on an idle federation (the job before ended, the next job processes ready: `Poc.wait_idle`); "
+            "the machine's speed "
             f"at the start: the FLamby FedAvg simulation in {reference:.0f} ms, median of 11, "
             f"load average {load:.1f}):",
             "",

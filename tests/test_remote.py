@@ -24,6 +24,7 @@ from fedkit.errors import RemoteRunError
 from fedkit.privacy import audit
 from fedkit.remote import kits
 from fedkit.remote.controller import STORE
+from fedkit.remote.spare import SPARE_NAME, WARMING_NAME
 from fedkit.remote.submit import open_session, run_remote
 from fedkit.tracking.local import LocalStore
 
@@ -116,6 +117,31 @@ def test_each_site_holds_only_its_own_hospitals_file(poc) -> None:
     for hospital in poc.hospitals:
         files = sorted(p.name for p in (poc.kits / hospital).rglob("processed.*.data"))
         assert files == [f"processed.{hospital}.data"], (hospital, files)
+
+
+def test_jobs_run_in_the_processes_started_ahead_and_the_next_ones_follow(poc, store) -> None:
+    """Each participant's job process is the spare that was ready before the run (fedkit.remote.prestart)."""
+    import psutil
+
+    poc.wait_idle()
+    spares = {name: [c.pid for c in psutil.Process(pid).children()] for name, pid in poc.pids.items()}
+    ran: dict[str, int] = {}
+
+    def look(event: dict) -> None:
+        if event["kind"] == "round" and event["round"] == 1 and not ran:
+            ran.update({name: job_process(poc, name).pid for name in poc.pids})
+
+    run_remote(
+        remote_config(rounds=2, secure_aggregation=False),
+        admin_kit=poc.admin_kit,
+        trackers=[store],
+        progress=False,
+        on_event=look,
+    )
+    assert ran == {name: pids[0] for name, pids in spares.items()}
+    poc.wait_idle()  # new spares, once the job processes have exited
+    for name, pid in poc.pids.items():
+        assert [c.pid for c in psutil.Process(pid).children()] != spares[name]
 
 
 def test_remote_run_matches_simulation_and_is_recorded_here(poc, tmp_path, monkeypatch) -> None:
@@ -375,7 +401,8 @@ def job_process(poc, name: str):
     """The newest FLARE job process of participant ``name`` (the server's runner process, a site's worker process).
 
     The newest: a run returns once its last round's result has arrived, so the job process of the test before
-    may still be finishing beside the current one.
+    may still be finishing beside the current one. Not a spare (:mod:`fedkit.remote.spare`: the next job's process,
+    started ahead, named so until it becomes one).
     """
     import psutil
 
@@ -385,7 +412,7 @@ def job_process(poc, name: str):
         found = []
         for proc in poc.tree(name)[1:]:
             with contextlib.suppress(psutil.NoSuchProcess):  # a job process that ended meanwhile
-                if any(marker in part for part in proc.cmdline()):
+                if any(marker in part for part in proc.cmdline()) and proc.name() not in SPARE_NAMES:
                     found.append(proc)
         if found:
             return max(found, key=lambda proc: proc.create_time())
@@ -393,6 +420,7 @@ def job_process(poc, name: str):
     raise AssertionError(f"no job process of {name}")
 
 
+SPARE_NAMES = (SPARE_NAME, WARMING_NAME)
 RESUME_ROUNDS = 20
 
 

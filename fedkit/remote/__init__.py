@@ -8,8 +8,11 @@
   engine, :func:`fedkit.runner.run`); :mod:`fedkit.remote.controller` wraps it in a FLARE controller;
 - :mod:`fedkit.remote.submit` — the notebook/CLI side, which :func:`fedkit.run` calls for ``engine="remote"``:
   submit the job, follow it round by round, stop it, record it;
-- :mod:`fedkit.remote.kits` — ``fedkit remote provision`` and ``fedkit remote poc``.
+- :mod:`fedkit.remote.kits` — ``fedkit remote provision`` and ``fedkit remote poc``;
+- :mod:`fedkit.remote.prestart` — the kits' FLARE job launchers, which start each next job process ahead
+  (:mod:`fedkit.remote.spare`, imports done before the job comes).
 
-Nothing here imports ``nvflare`` at import time except the two FLARE wrappers, which only FLARE loads. This
+Nothing here imports ``nvflare`` at import time except the FLARE wrappers (controller, executor, launchers),
+which only FLARE loads. This
 package imports the core (runner, engines, tracking); the core never imports it (tests/test_layers.py).
 """

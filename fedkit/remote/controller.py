@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 import traceback
@@ -33,6 +34,8 @@ from fedkit.remote.server import RelayTracker, serve
 STORE = Path("fedkit") / "runs.sqlite"
 """The server's run store, under its workspace (FLARE's root folder of the server)."""
 CONTROL_TOPIC = "fedkit.control"
+TENSOR_DOWNLOADS = "nvflare.app_opt.pt.tensor_downloader"
+"""The module FLARE's server workflow imports at its end to cancel PyTorch tensor downloads (fedkit starts none)."""
 """App command the notebook sends to stop the run after the current round (the widget's Stop)."""
 
 
@@ -107,7 +110,14 @@ class FedkitController(Controller):
             communicator._task_check_period = self._task_check_period
 
     def start_controller(self, fl_ctx: FLContext) -> None:
-        """Register the app commands the notebook polls for events and sends to stop the run."""
+        """Register the app commands the notebook polls for events and sends to stop the run.
+
+        Also spares this job process FLARE's clean-up of PyTorch tensor downloads at the workflow's end
+        (:data:`TENSOR_DOWNLOADS`): fedkit's payloads are numpy arrays and bytes, never FLARE tensor
+        downloads, and that clean-up imports torch (seconds of CPU after every run) when torch is installed.
+        """
+        if "torch" not in sys.modules:
+            sys.modules.setdefault(TENSOR_DOWNLOADS, None)  # its import raises ImportError, which FLARE skips
         fl_ctx.get_engine().register_app_command(wire.EVENTS_TOPIC, self._events)
         fl_ctx.get_engine().register_app_command(CONTROL_TOPIC, self._control)
 

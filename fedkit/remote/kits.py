@@ -33,8 +33,23 @@ if TYPE_CHECKING:
 LOOPBACK = "127.0.0.1"
 ADMIN = "admin@fedkit.local"
 SERVER = "server"
-FEDKIT_SERVER_CLASSES: tuple[str, ...] = ("fedkit.remote.controller.FedkitController",)
-FEDKIT_SITE_CLASSES: tuple[str, ...] = ("fedkit.remote.executor.FedkitExecutor",)
+FEDKIT_SERVER_CLASSES: tuple[str, ...] = (
+    "fedkit.remote.controller.FedkitController",
+    "fedkit.remote.prestart.PrestartedServerLauncher",
+)
+FEDKIT_SITE_CLASSES: tuple[str, ...] = (
+    "fedkit.remote.executor.FedkitExecutor",
+    "fedkit.remote.prestart.PrestartedClientLauncher",
+)
+FLARE_LAUNCHERS: dict[str, str] = {
+    "nvflare.app_common.job_launcher.server_process_launcher.ServerProcessJobLauncher": (
+        "fedkit.remote.prestart.PrestartedServerLauncher"
+    ),
+    "nvflare.app_common.job_launcher.client_process_launcher.ClientProcessJobLauncher": (
+        "fedkit.remote.prestart.PrestartedClientLauncher"
+    ),
+}
+"""FLARE's job launcher -> fedkit's, which starts the next job process ahead (:mod:`~fedkit.remote.prestart`)."""
 SITE_HEARTBEAT = 2
 """Seconds between a poc site's heartbeats (FLARE's default: 10): a site whose job process died is reported at once."""
 BUILDERS: list[dict[str, Any]] = [
@@ -91,10 +106,12 @@ def provision(project: str | Path, workspace: str | Path) -> Path:
 
 
 def allow_fedkit(kits: Path) -> None:
-    """Add fedkit's controller (server) and executor (sites) to each kit's ``class_allow_list``.
+    """Add fedkit's controller (server) and executor (sites) to each kit's ``class_allow_list``, and its job launcher.
 
     FLARE builds only the component classes a site allows (``local/resources.json.default``); a site admin can
-    read exactly what fedkit adds there.
+    read exactly what fedkit adds there. The kit's ``process_launcher`` becomes fedkit's
+    (:mod:`fedkit.remote.prestart`: FLARE's launcher with the next job process started ahead); a site admin
+    can put FLARE's back in that file.
 
     Parameters
     ----------
@@ -111,6 +128,9 @@ def allow_fedkit(kits: Path) -> None:
             *conf["class_allow_list"],
             *(c for c in allowed if c not in conf["class_allow_list"]),
         ]
+        for component in conf.get("components", []):
+            if component.get("path") in FLARE_LAUNCHERS:
+                component["path"] = FLARE_LAUNCHERS[component["path"]]
         resources.write_text(json.dumps(conf, indent=2))
 
 
@@ -517,6 +537,39 @@ class Poc:
         raise PocError(
             f"The local federation was not ready after {timeout:.0f} s ({last}); see the logs in {self.kits}."
         )
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Block until no job runs and every participant has its next job process ready (:mod:`fedkit.remote.prestart`).
+
+        Idle: each participant's only child is a spare whose imports are done (named
+        :data:`~fedkit.remote.spare.SPARE_NAME`). A benchmark's runs start alike this way, as a user's would, seconds
+        apart. Linux only (process names).
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait at most.
+
+        Raises
+        ------
+        PocError
+            When the federation is not idle within ``timeout``.
+        """
+        import psutil
+
+        from fedkit.remote.spare import SPARE_NAME
+
+        def busy(name: str, pid: int) -> bool:
+            try:
+                return [c.name() for c in psutil.Process(pid).children()] != [SPARE_NAME]
+            except psutil.NoSuchProcess:
+                return True
+
+        deadline = time.monotonic() + timeout
+        while waiting := [name for name, proc in self.processes.items() if busy(name, proc.pid)]:
+            if time.monotonic() > deadline:
+                raise PocError(f"The local federation was still busy after {timeout:.0f} s: {', '.join(waiting)}.")
+            time.sleep(0.05)
 
     def __enter__(self) -> Poc:
         return self
