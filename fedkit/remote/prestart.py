@@ -113,7 +113,15 @@ class _Prestarted:
 
 
 def job_env(job_meta: dict, fl_ctx: FLContext) -> dict[str, str]:
-    """The environment FLARE's ``ProcessJobLauncher`` gives a job process (app custom folder, job credentials)."""
+    """The environment FLARE's ``ProcessJobLauncher`` gives a job process (app custom folder, job credentials).
+
+    Parameters
+    ----------
+    job_meta
+        The job's meta data (its id).
+    fl_ctx
+        The launch's FLARE context (workspace, job process arguments).
+    """
     env = os.environ.copy()
     workspace: Workspace = fl_ctx.get_prop(FLContextKey.WORKSPACE_OBJECT)
     custom = workspace.get_app_custom_dir(job_meta.get(JobConstants.JOB_ID))

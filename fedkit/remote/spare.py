@@ -33,15 +33,40 @@ WARM_PACKAGES: tuple[str, ...] = (
     "nvflare.fuel.utils.fobs.decomposers",
 )
 """Packages a job process imports module by module at its start (transport drivers, serializers): imported ahead."""
+_FEDKIT_CORE = (
+    "fedkit.config",
+    "fedkit.runner",
+    "fedkit.engines.simulation",
+    "fedkit.privacy.audit",
+    "fedkit.privacy.identity",
+    "fedkit.privacy.secagg",
+    "fedkit.privacy.validation",
+)
 WARM_MODULES: dict[str, tuple[str, ...]] = {
-    "nvflare.private.fed.app.client.worker_process": ("fedkit.remote.executor",),
-    "nvflare.private.fed.app.server.runner_process": ("fedkit.remote.controller",),
+    "nvflare.private.fed.app.client.worker_process": (
+        "fedkit.remote.executor",
+        *_FEDKIT_CORE,
+        "fedkit.data.silos",
+        "fedkit.data.preprocess",
+        "fedkit.remote.sitestate",
+    ),
+    "nvflare.private.fed.app.server.runner_process": (
+        "fedkit.remote.controller",
+        *_FEDKIT_CORE,
+        "fedkit.tracking.local",
+    ),
 }
-"""Each job module FLARE runs, with the fedkit component its job loads."""
+"""Each job module FLARE runs, with the fedkit component its job loads and the modules that loads on its first task."""
 
 
 def set_process_name(name: str) -> str | None:
-    """Set this process's name as ``ps`` shows it (Linux ``/proc/self/comm``); the name before, or None elsewhere."""
+    """Set this process's name as ``ps`` shows it (Linux ``/proc/self/comm``); the name before, or None elsewhere.
+
+    Parameters
+    ----------
+    name
+        The new name (cut to the kernel's 15 characters).
+    """
     comm = "/proc/self/comm"
     try:
         with open(comm) as f:
@@ -58,6 +83,11 @@ def warm(module: str) -> None:
 
     A module that fails to import is left for the job to report (FLARE scans the same folders and skips
     what does not load).
+
+    Parameters
+    ----------
+    module
+        The job module FLARE will run (a key of :data:`WARM_MODULES`, or any module).
     """
     names = [module, *WARM_MODULES.get(module, ())]
     for package in WARM_PACKAGES:
@@ -92,7 +122,13 @@ def run_request(module: str, request: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Warm up, wait for one job on stdin (one JSON line), run it; end quietly if stdin closes first."""
+    """Warm up, wait for one job on stdin (one JSON line), run it; end quietly if stdin closes first.
+
+    Parameters
+    ----------
+    argv
+        ``[job module]`` (default: the command line's arguments).
+    """
     module = (argv if argv is not None else sys.argv[1:])[0]
     name = set_process_name(WARMING_NAME)
     warm(module)
