@@ -144,6 +144,10 @@ def test_kits_use_fedkits_launchers_and_allow_them(tmp_path) -> None:
         conf = json.loads((tmp_path / kit / "local" / "resources.json.default").read_text())
         path = f"{cls.__module__}.{cls.__name__}"
         assert conf["components"][0]["path"] == path and path in conf["class_allow_list"]
+    kits.use_launchers(tmp_path, prestart=False)  # FLARE's own again (the benchmark's baseline)
+    for kit, kind in (("server", "server"), ("cleveland", "client")):
+        conf = json.loads((tmp_path / kit / "local" / "resources.json.default").read_text())
+        assert conf["components"][0]["path"] == launcher.format(kind, kind.title())
 
 
 def test_the_server_job_skips_flares_torch_tensor_clean_up() -> None:

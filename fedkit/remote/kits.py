@@ -128,9 +128,26 @@ def allow_fedkit(kits: Path) -> None:
             *conf["class_allow_list"],
             *(c for c in allowed if c not in conf["class_allow_list"]),
         ]
+        resources.write_text(json.dumps(conf, indent=2))
+    use_launchers(kits, prestart=True)
+
+
+def use_launchers(kits: Path, *, prestart: bool) -> None:
+    """Make each kit's job launcher fedkit's (``prestart``: the next job process started ahead) or FLARE's own.
+
+    Parameters
+    ----------
+    kits
+        The folder holding one kit each (:func:`provision`).
+    prestart
+        True for fedkit's launchers (:mod:`fedkit.remote.prestart`), False for FLARE's.
+    """
+    swap = FLARE_LAUNCHERS if prestart else {v: k for k, v in FLARE_LAUNCHERS.items()}
+    for resources in kits.glob("*/local/resources.json.default"):
+        conf = json.loads(resources.read_text())
         for component in conf.get("components", []):
-            if component.get("path") in FLARE_LAUNCHERS:
-                component["path"] = FLARE_LAUNCHERS[component["path"]]
+            if component.get("path") in swap:
+                component["path"] = swap[component["path"]]
         resources.write_text(json.dumps(conf, indent=2))
 
 
@@ -355,6 +372,8 @@ class Poc:
     started
         When each process was last started (``time.time()``): a restarted site is ready once the server
         heard from it after that, not from the entry its killed predecessor left on the server.
+    prestart
+        Whether the kits start each next job process ahead (fedkit's job launchers) or leave it to FLARE.
     """
 
     kits: Path
@@ -363,6 +382,8 @@ class Poc:
     """Each site's own data file (a copy in its kit folder: the other hospitals' files are not there)."""
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
+    prestart: bool = True
+    """Whether the kits start each next job process ahead (fedkit's job launchers) or leave it to FLARE."""
 
     @property
     def admin_kit(self) -> Path:
@@ -542,8 +563,8 @@ class Poc:
         """Block until no job runs and every participant has its next job process ready (:mod:`fedkit.remote.prestart`).
 
         Idle: each participant's only child is a spare whose imports are done (named
-        :data:`~fedkit.remote.spare.SPARE_NAME`). A benchmark's runs start alike this way, as a user's would, seconds
-        apart. Linux only (process names).
+        :data:`~fedkit.remote.spare.SPARE_NAME`), or it has no child when the kits leave job processes to FLARE. A
+        benchmark's runs start alike this way, as a user's would, seconds apart. Linux only (process names).
 
         Parameters
         ----------
@@ -561,7 +582,7 @@ class Poc:
 
         def busy(name: str, pid: int) -> bool:
             try:
-                return [c.name() for c in psutil.Process(pid).children()] != [SPARE_NAME]
+                return [c.name() for c in psutil.Process(pid).children()] != ([SPARE_NAME] if self.prestart else [])
             except psutil.NoSuchProcess:
                 return True
 
@@ -586,6 +607,7 @@ def start_poc(
     port: int | None = None,
     wait: bool = True,
     log_level: str = "WARNING",
+    prestart: bool = True,
 ) -> Poc:
     """Provision a loopback federation of the first ``silos`` hospitals under ``workspace`` and start it.
 
@@ -606,6 +628,9 @@ def start_poc(
         Block until the admin can log in and every site is connected.
     log_level
         FLARE's log level (their kits' default, INFO, writes a dozen lines per task and site).
+    prestart
+        Start each next job process ahead (fedkit's job launchers, the default); False keeps FLARE's own
+        (``benchmarks/remote_rounds.py`` compares the two).
 
     Raises
     ------
@@ -628,6 +653,8 @@ def start_poc(
     project = workspace / "project.yml"
     project.write_text(yaml.safe_dump(loopback_project(hospitals, port or free_port()), sort_keys=False))
     kits = provision(project, workspace / "kits")
+    if not prestart:
+        use_launchers(kits, prestart=False)
     _bind_loopback(kits / SERVER / "startup" / "fed_server.json")
     keep_server_state_in(kits / SERVER, (kits / SERVER).resolve())
     for default in kits.glob("*/local/log_config.json.default"):
@@ -641,7 +668,7 @@ def start_poc(
         folder.mkdir(exist_ok=True)
         own[h] = str((folder / file_name(h)).resolve())
         Path(own[h]).write_bytes(files[h])
-    poc = Poc(kits, tuple(hospitals), own)
+    poc = Poc(kits, tuple(hospitals), own, prestart=prestart)
     try:
         poc.start(SERVER)
         for h in hospitals:
