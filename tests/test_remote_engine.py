@@ -167,3 +167,24 @@ def test_remote_start_passes_sigterm_on_at_once_and_returns_the_exit_code() -> N
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_the_relay_holds_the_job_until_a_poll_has_handed_out_every_event() -> None:
+    """The job's process ends soon after its run: the end event must have left with a poll before (controller)."""
+    import threading
+
+    relay = RelayTracker()
+    relay.add({"kind": "round", "round": 1})
+    relay.since(0)  # the server's own look, not a poll
+    assert relay.wait_delivered(0.05) is False
+    assert relay.since(0, deliver=True) == [{"kind": "round", "round": 1}]
+    assert relay.wait_delivered(0.05) is True
+    relay.add({"kind": "end", "status": "finished"})
+    t0 = time.monotonic()
+    assert relay.wait_delivered(5.0, should_stop=lambda: True) is False  # an aborted job does not wait
+    assert time.monotonic() - t0 < 1.0
+    poll = threading.Timer(0.2, lambda: relay.since(1, deliver=True))
+    poll.start()
+    assert relay.wait_delivered(10.0) is True  # released by the poll, not by the timeout
+    assert time.monotonic() - t0 < 5.0
+    poll.join()

@@ -34,6 +34,8 @@ from fedkit.remote.server import RelayTracker, serve
 STORE = Path("fedkit") / "runs.sqlite"
 """The server's run store, under its workspace (FLARE's root folder of the server)."""
 CONTROL_TOPIC = "fedkit.control"
+END_WAIT = 30.0
+"""Seconds the job stays up after its run for the submitting machine to poll the last events (the end)."""
 TENSOR_DOWNLOADS = "nvflare.app_opt.pt.tensor_downloader"
 """The module FLARE's server workflow imports at its end to cancel PyTorch tensor downloads (fedkit starts none)."""
 """App command the notebook sends to stop the run after the current round (the widget's Stop)."""
@@ -123,7 +125,7 @@ class FedkitController(Controller):
 
     def _events(self, topic: str, data: Any, fl_ctx: FLContext) -> dict[str, Any]:
         start = int((data or {}).get("since", 0))
-        return {"events": self.relay.since(start)}
+        return {"events": self.relay.since(start, deliver=True)}
 
     def _control(self, topic: str, data: Any, fl_ctx: FLContext) -> dict[str, Any]:
         if (data or {}).get("stop"):
@@ -190,7 +192,14 @@ class FedkitController(Controller):
                 self.relay.add(
                     {"kind": "end", "status": "failed", "error": str(exc) if isinstance(exc, FedkitError) else text}
                 )
+            self._hand_over_the_end(abort_signal)
             self.system_panic(f"fedkit run failed: {exc}", fl_ctx)
+            return
+        self._hand_over_the_end(abort_signal)
+
+    def _hand_over_the_end(self, abort_signal: Signal) -> None:
+        """Keep the job up until the submitting machine has polled the run's last events (at most END_WAIT s)."""
+        self.relay.wait_delivered(END_WAIT, should_stop=lambda: abort_signal.triggered)
 
     def _broadcast(
         self,

@@ -616,7 +616,8 @@ class RelayTracker:
 
     def __init__(self) -> None:
         self._events: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._delivered = 0  # events handed out so far (the submitting machine's polls)
         self._round_audit: list[dict[str, Any]] = []
 
     def add(self, event: dict[str, Any]) -> None:
@@ -630,16 +631,44 @@ class RelayTracker:
         with self._lock:
             self._events.append(wire.to_json(event))
 
-    def since(self, start: int) -> list[dict[str, Any]]:
+    def since(self, start: int, *, deliver: bool = False) -> list[dict[str, Any]]:
         """Events from index ``start`` on.
 
         Parameters
         ----------
         start
             Index of the first event to return.
+        deliver
+            These events go to the submitting machine (its poll): counted for :meth:`wait_delivered`.
         """
         with self._lock:
-            return self._events[start:]
+            events = self._events[start:]
+            if deliver:
+                self._delivered = max(self._delivered, len(self._events))
+                self._lock.notify_all()
+            return events
+
+    def wait_delivered(self, timeout: float, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Wait until a poll has handed out every event so far (the end event with them); whether one has.
+
+        The job's process ends soon after its run does, and with it the app command the events are fetched
+        through: the run's last events must have left before.
+
+        Parameters
+        ----------
+        timeout
+            Seconds to wait at most (a run whose submitting machine stopped polling ends after that).
+        should_stop
+            Checked every 0.1 s: True ends the wait (the job is being aborted).
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._delivered < len(self._events):
+                left = deadline - time.monotonic()
+                if left <= 0 or should_stop():
+                    return False
+                self._lock.wait(min(left, 0.1))
+            return True
 
     def start_run(self, run_id: str, config: dict[str, Any], data: dict[str, Any]) -> None:
         """Relay the start of the run."""
