@@ -34,11 +34,11 @@ from fedkit.remote.server import RelayTracker, serve
 STORE = Path("fedkit") / "runs.sqlite"
 """The server's run store, under its workspace (FLARE's root folder of the server)."""
 CONTROL_TOPIC = "fedkit.control"
+"""App command the notebook sends to stop the run after the current round (the widget's Stop)."""
 END_WAIT = 30.0
 """Seconds the job stays up after its run for the submitting machine to poll the last events (the end)."""
 TENSOR_DOWNLOADS = "nvflare.app_opt.pt.tensor_downloader"
 """The module FLARE's server workflow imports at its end to cancel PyTorch tensor downloads (fedkit starts none)."""
-"""App command the notebook sends to stop the run after the current round (the widget's Stop)."""
 
 
 class FedkitController(Controller):
