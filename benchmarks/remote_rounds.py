@@ -39,7 +39,7 @@ from secagg_cost import one_round, payload_bytes
 import fedkit
 from fedkit.presets import FLAMBY_PROTOCOL
 from fedkit.remote import wire
-from fedkit.remote.kits import start_poc
+from fedkit.remote.kits import Poc, start_poc
 from fedkit.remote.submit import run_remote
 from fedkit.tracking.local import LocalStore
 
@@ -152,6 +152,33 @@ def command_seconds(config: fedkit.RunConfig, admin_kit: Path, home: Path) -> fl
     return time.perf_counter() - t0
 
 
+def command_and_phases(
+    poc: Poc, config: fedkit.RunConfig, home: Path, store: LocalStore
+) -> tuple[float, dict[str, float]]:
+    """``command_seconds`` then ``phases`` of ``config`` on ``poc``, each started on an idle federation.
+
+    Parameters
+    ----------
+    poc
+        The running federation.
+    config
+        A remote run.
+    home
+        ``FEDKIT_HOME`` of the command.
+    store
+        Where the in-process run is recorded.
+    """
+    poc.wait_idle()
+    command = command_seconds(config, poc.admin_kit, home)
+    poc.wait_idle()
+    return command, phases(config, poc.admin_kit, store)
+
+
+def remote_of(config: fedkit.RunConfig, secure: bool) -> fedkit.RunConfig:
+    """``config`` on the remote engine, with or without secure aggregation."""
+    return fedkit.RunConfig(**{**config.to_dict(), "engine": "remote", "secure_aggregation": secure})
+
+
 COMMAND_FIELDS = (
     "engine",
     "split",
@@ -225,7 +252,7 @@ def main() -> None:
                 poc.wait_idle()
                 t1 = time.perf_counter()
                 result = run_remote(
-                    fedkit.RunConfig(**{**config.to_dict(), "engine": "remote", "secure_aggregation": secure}),
+                    remote_of(config, secure),
                     admin_kit=poc.admin_kit,
                     trackers=[store],
                     progress=False,
@@ -233,21 +260,14 @@ def main() -> None:
                 )
                 per_round = statistics.median(b - a for a, b in itertools.pairwise(server_times[1:]))
                 remote[secure] = (result, per_round, time.perf_counter() - t1)
-            timed: dict[bool, tuple[float, dict[str, float]]] = {}
-            for secure in (False, True):
-                remote_config = fedkit.RunConfig(
-                    **{**config.to_dict(), "engine": "remote", "secure_aggregation": secure}
-                )
-                poc.wait_idle()
-                command = command_seconds(remote_config, poc.admin_kit, Path(tmp) / f"home-{secure}")
-                poc.wait_idle()
-                timed[secure] = (command, phases(remote_config, poc.admin_kit, store))
-        clear = fedkit.RunConfig(**{**config.to_dict(), "engine": "remote", "secure_aggregation": False})
+            timed = {
+                secure: command_and_phases(poc, remote_of(config, secure), Path(tmp) / f"home-{secure}", store)
+                for secure in (False, True)
+            }
         with start_poc(Path(tmp) / "poc-flare", 4, prestart=False) as flare_poc:  # the baseline: FLARE's launchers
-            flare_poc.wait_idle()
-            flare_command = command_seconds(clear, flare_poc.admin_kit, Path(tmp) / "home-flare")
-            flare_poc.wait_idle()
-            flare_parts = phases(clear, flare_poc.admin_kit, store)
+            flare_command, flare_parts = command_and_phases(
+                flare_poc, remote_of(config, False), Path(tmp) / "home-flare", store
+            )
     sim_round = statistics.median(b - a for a, b in itertools.pairwise(sim_times[1:]))
     diff = max(largest_difference(sim.summary(), r.summary()) for r, _, _ in remote.values())
     rows = [
@@ -258,9 +278,7 @@ def main() -> None:
         f"{sim.final['avg_accuracy']:.4f} | {sim.final['pooled']['auc']:.4f} | |",
     ]
     for secure, (result, per_round, total) in remote.items():
-        sent = site_bytes_per_round(
-            fedkit.RunConfig(**{**config.to_dict(), "engine": "remote", "secure_aggregation": secure})
-        )
+        sent = site_bytes_per_round(remote_of(config, secure))
         rows.append(
             f"| remote (FLARE, 4 sites + server on 127.0.0.1, mTLS) | {'on' if secure else 'off'} | "
             f"{per_round:.3f} | {total:.1f} (incl. job start) | {result.final['avg_accuracy']:.4f} | "
