@@ -39,7 +39,7 @@ from nvflare.app_common.job_launcher.server_process_launcher import ServerProces
 from nvflare.utils.job_launcher_utils import add_custom_dir_to_path, get_credential_env
 from nvflare.utils.process_utils import ProcessAdapter
 
-from fedkit.remote import spare
+from fedkit.remote import spare, tuning
 
 _log = logging.getLogger(__name__)
 
@@ -169,6 +169,18 @@ class PrestartedClientLauncher(_PrestartMixin, ClientProcessJobLauncher):
 
 
 class PrestartedServerLauncher(_PrestartMixin, ServerProcessJobLauncher):
-    """The server's job launcher: FLARE's ``ServerProcessJobLauncher`` with the job process started ahead."""
+    """The server's job launcher: FLARE's ``ServerProcessJobLauncher`` with the job process started ahead.
+
+    It also starts a submitted job without the scheduler's one-second wait
+    (:func:`fedkit.remote.tuning.wake_scheduler`).
+    """
 
     MODULE = "nvflare.private.fed.app.server.runner_process"
+
+    def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
+        """As the mixin's; also wakes the job scheduler at the start (set up) and when a job is submitted."""
+        super().handle_event(event_type, fl_ctx)
+        if event_type == EventType.SYSTEM_START:
+            tuning.wake_scheduler()
+        elif event_type == EventType.SUBMIT_JOB:
+            tuning.job_submitted()

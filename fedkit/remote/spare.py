@@ -23,6 +23,8 @@ import sys
 import warnings
 from typing import Any
 
+from fedkit.remote.tuning import tune_job_process
+
 WARMING_NAME = "fedkit-warming"
 """The process name (Linux ``comm``) of a spare still importing."""
 SPARE_NAME = "fedkit-spare"
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     module = (argv if argv is not None else sys.argv[1:])[0]
     name = set_process_name(WARMING_NAME)
     warm(module)
+    tune_job_process(module)
     set_process_name(SPARE_NAME)
     line = sys.stdin.readline()
     if not line.strip():
