@@ -46,7 +46,7 @@ from fedkit.result import (
     undefined_auc_notes,
 )
 from fedkit.strategies import BASELINES, Strategy, make_strategy
-from fedkit.strategies.base import Controls
+from fedkit.strategies.base import Controls, LocalTerm
 from fedkit.tracking.base import RoundStore, RunStore, Tracker
 from fedkit.tracking.checkpoint import Checkpoint, decode, encode, strategy_arrays, strategy_state
 
@@ -337,6 +337,7 @@ def run_round(
     state: Any,
     params: np.ndarray,
     hooks: Sequence[UpdateHook] = (),
+    ahead: bool = False,
 ) -> RoundOutcome:
     """One round: sample silos, train them, pass the replies through ``hooks``, validate, aggregate, evaluate.
 
@@ -359,14 +360,16 @@ def run_round(
         The global parameters before this round.
     hooks
         Called on every silo reply before validation and aggregation.
+    ahead
+        Another round follows: tell the engine its training before this round's evaluation (:func:`expect_fit`).
 
     Returns
     -------
     RoundOutcome
         The new global parameters and strategy state, the round's metric rows, who was asked and the verdicts.
     """
-    chosen = select_silos(engine.silos, config.fraction, config.seed, server_round)
-    replies = engine.fit(params, server_round, chosen, strategy.local_term(state, params))
+    chosen, term = fit_plan(engine, config, strategy, state, params, server_round)
+    replies = engine.fit(params, server_round, chosen, term)
     for hook in hooks:
         replies = [hook(server_round, r) for r in replies]
     accepted, verdicts = validate_replies(server_round, replies, params, config)
@@ -375,6 +378,8 @@ def run_round(
     check_global(server_round, new, config.strategy)
     rows = fit_rows(server_round, replies) + validation_rows(server_round, verdicts)
     attestations = tuple(r.attestation for r in replies if r.attestation is not None)
+    if ahead:
+        expect_fit(engine, config, strategy, state, new, server_round + 1)
     evaluated = evaluate_rows(server_round, engine, new, config)
     return RoundOutcome(
         new,
@@ -387,6 +392,55 @@ def run_round(
         attestations=attestations,
         participants=inputs.silos,
     )
+
+
+def fit_plan(
+    engine: Engine, config: RunConfig, strategy: Strategy, state: Any, params: np.ndarray, server_round: int
+) -> tuple[list[str], LocalTerm | None]:
+    """Who trains in round ``server_round`` and the strategy's local term, from the state and parameters before it.
+
+    Parameters
+    ----------
+    engine
+        The engine holding the silos.
+    config
+        The run.
+    strategy
+        The run's strategy.
+    state
+        The strategy's state before the round.
+    params
+        The global parameters before the round.
+    """
+    return select_silos(engine.silos, config.fraction, config.seed, server_round), strategy.local_term(state, params)
+
+
+def expect_fit(
+    engine: Engine, config: RunConfig, strategy: Strategy, state: Any, params: np.ndarray, server_round: int
+) -> None:
+    """Tell an engine that can start training ahead (an ``expect_fit`` method) what round ``server_round``'s is.
+
+    The remote engine sends it with the evaluation before it, in one task (:meth:`fedkit.remote.server.RemoteEngine.
+    expect_fit`); the simulation has nothing to gain and no such method.
+
+    Parameters
+    ----------
+    engine
+        The engine holding the silos.
+    config
+        The run.
+    strategy
+        The run's strategy.
+    state
+        The strategy's state before that round.
+    params
+        The global parameters before that round (those about to be evaluated).
+    server_round
+        The round.
+    """
+    ahead = getattr(engine, "expect_fit", None)
+    if ahead is not None and server_round <= config.rounds:
+        ahead(params, server_round, *fit_plan(engine, config, strategy, state, params, server_round))
 
 
 class UpdateInputs(NamedTuple):
@@ -968,7 +1022,10 @@ def run(
         progress, total=config.rounds, initial=first - 1, desc=config.strategy, unit="round", file=sys.stderr
     )
     try:
+        ahead = hasattr(engine, "expect_fit")  # the remote engine: training rides with the evaluation before it
         if resume is None:
+            if ahead and not (should_stop is not None and should_stop()):
+                expect_fit(engine, config, strategy, state, params, 1)
             rows, intervals = evaluate_rows(0, engine, params, config)
             spent = budget.privacy_rows(ledger, 0, [], 0)
             rows = rows + spent
@@ -979,7 +1036,8 @@ def run(
             recorder.record(0, rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)
             recorder.intervals = intervals
         for server_round in range(first, config.rounds + 1):
-            outcome = run_round(server_round, config, engine, strategy, state, params, hooks)
+            more = ahead and server_round < config.rounds and not (should_stop is not None and should_stop())
+            outcome = run_round(server_round, config, engine, strategy, state, params, hooks, ahead=more)
             params, state = outcome.params, outcome.state
             spent = budget.privacy_rows(ledger, server_round, outcome.selected, outcome.contributions)
             rows = outcome.rows + spent

@@ -18,8 +18,11 @@ import pytest
 import fedkit
 from fedkit.errors import RemoteRunError
 from fedkit.privacy.identity import ephemeral_identities
+from fedkit.remote import wire
 from fedkit.remote.server import RelayTracker, serve
 from fedkit.remote.silo import SiloWorker
+from fedkit.runner import select_silos
+from fedkit.tracking.local import LocalStore
 
 TOLERANCE = 1e-6
 HOSPITALS = ("cleveland", "hungarian", "switzerland", "va")
@@ -113,6 +116,89 @@ def test_a_silent_site_is_dropped_noted_and_rejoins() -> None:
     ]
     end = relay.since(0)[-1]
     assert end["kind"] == "end" and end["summary"]["notes"][-2:] == engine.notes
+
+
+def recording(workers: dict[str, SiloWorker], tasks: list[tuple[str, dict]]):
+    """A transport over ``workers`` that appends each task's name and payload to ``tasks``."""
+    base = transport_for(workers, set())
+
+    def transport(task, payload, sites, need):
+        tasks.append((task, payload))
+        return base(task, payload, sites, need)
+
+    return transport
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"strategy": "fedavg"}, {"strategy": "scaffold", "fraction": 0.5}, {"strategy": "fedprox", "mu": 0.1}],
+    ids=["fedavg", "scaffold-half-the-silos", "fedprox"],
+)
+def test_in_the_clear_each_evaluation_carries_the_next_rounds_training(fields) -> None:
+    """One task a round: round r's evaluation and round r + 1's training (of the silos it samples) go together,
+    and the run is the simulation's."""
+    config = fedkit.RunConfig(**{"rounds": 3, **fields, "secure_aggregation": False})
+    simulation = fedkit.run(config, trackers=[], progress=False)
+    tasks: list[tuple[str, dict]] = []
+    workers = site_workers()
+    remote, _ = serve(
+        recording(workers, tasks),
+        fedkit.RunConfig(**{**config.to_dict(), "engine": "remote"}),
+        list(HOSPITALS),
+        RelayTracker(),
+    )
+    assert [t for t, _ in tasks] == [wire.HELLO, wire.EVALUATE_FIT, wire.EVALUATE_FIT, wire.EVALUATE_FIT, wire.EVALUATE]
+    for server_round, (_, payload) in enumerate(tasks[1:4], start=1):
+        chosen = select_silos(HOSPITALS, config.fraction, config.seed, server_round)
+        assert payload["round"] == server_round and payload["fit_sites"] == chosen
+    np.testing.assert_allclose(remote.params, simulation.params, atol=TOLERANCE, rtol=0)
+    for a, b in zip(remote.records, simulation.records, strict=True):
+        assert (np.isnan(a["value"]) and np.isnan(b["value"])) or abs(a["value"] - b["value"]) <= TOLERANCE, (a, b)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"secure_aggregation": True},
+        {"secure_aggregation": False, "dp": "dpsgd", "dp_noise_multiplier": 0.5},
+        {"secure_aggregation": False, "personalize": "fedper", "model": "mlp"},
+    ],
+    ids=["secure-aggregation", "site-level-dp", "personal-model-scored"],
+)
+def test_training_goes_alone_under_secure_sums_site_level_dp_and_personal_scores(fields) -> None:
+    """Secure sums set up per task; site-level DP would spend privacy on a training the run might drop; a personal
+    model evaluated after the global one must not have trained the next round yet."""
+    tasks: list[tuple[str, dict]] = []
+    config = fedkit.RunConfig(**{"rounds": 2, **fields, "engine": "remote"})
+    serve(recording(site_workers(), tasks), config, list(HOSPITALS), RelayTracker(), verifier=VERIFIER)
+    names = [t for t, _ in tasks]
+    assert wire.EVALUATE_FIT not in names and names.count(wire.FIT) == 2
+
+
+def test_a_stop_drops_the_training_sent_ahead_and_the_resumed_run_is_the_uninterrupted_one(tmp_path) -> None:
+    """The Stop comes while round 1's evaluation carries round 2's training: the run stops after round 1, and its
+    resume (the sites' state reloaded from their own files, which hold round 2 too) ends as a run never stopped."""
+    config = fedkit.RunConfig(engine="remote", rounds=4, strategy="scaffold", secure_aggregation=False)
+    whole, _, _ = remote_run(config, store=LocalStore(tmp_path / "whole.sqlite"))
+    store, stop = LocalStore(tmp_path / "server.sqlite"), {"asked": False}
+    workers = site_workers(state=tmp_path / "sites")
+    base = transport_for(workers, set())
+
+    def transport(task, payload, sites, need):
+        stop["asked"] |= task == wire.EVALUATE_FIT and payload["round"] == 2
+        return base(task, payload, sites, need)
+
+    stopped, _ = serve(
+        transport, config, list(HOSPITALS), RelayTracker(), store=store, should_stop=lambda: stop["asked"]
+    )
+    assert stopped.status == "stopped" and max(r["round"] for r in stopped.records) == 1
+    assert workers["va"].state.rounds(stopped.run_id) == [1, 2]  # round 2 trained ahead, then dropped
+    resumed, _, _ = remote_run(
+        config, workers=site_workers(state=tmp_path / "sites"), store=store, resume=stopped.run_id
+    )
+    assert resumed.status == "finished"
+    np.testing.assert_allclose(resumed.params, whole.params, atol=TOLERANCE, rtol=0)
+    assert len(resumed.records) == len(whole.records)
 
 
 def test_too_few_sites_fail_the_run_with_the_names_of_those_that_answered() -> None:

@@ -142,7 +142,10 @@ def dying_transport_over(transport, task, at_round):
     def dying(name, payload, sites, need):
         state["round"] = payload.get("round", state["round"])
         replies = transport(name, payload, sites, need)
-        if name == task and state["round"] == at_round:
+        done = {(name, state["round"])}
+        if name == wire.EVALUATE_FIT:  # in the clear: round r's evaluation with round r + 1's training
+            done = {(wire.EVALUATE, state["round"] - 1), (wire.FIT, state["round"])}
+        if (task, at_round) in done:
             raise ServerDied(f"server job killed after {task} of round {at_round}")
         return replies
 
@@ -166,7 +169,7 @@ def test_a_run_whose_server_died_resumes_from_its_store_to_the_uninterrupted_res
         serve(dying_transport(workers, wire.FIT, 3), run, list(HOSPITALS), RelayTracker(), store=store)
     (stored,) = store.list_runs()
     assert stored["status"] == "failed"
-    assert workers["cleveland"].state.rounds(stored["run_id"]) == [2, 3]  # the last two rounds it trained
+    assert workers["cleveland"].state.rounds(stored["run_id"]) == [1, 2, 3]  # the last three rounds it trained
     relay = RelayTracker()
     fresh = site_workers(state=tmp_path / "b")  # new job processes: only the sites' own files remain
     resumed, _, _ = remote_run(run, workers=fresh, store=store, resume=stored["run_id"], relay=relay)

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -74,6 +74,34 @@ class Site:
     def silo(self) -> str:
         """The silo name (the site's FLARE name)."""
         return self.site
+
+
+class _Ahead(NamedTuple):
+    """A training sent ahead with an evaluation (:meth:`RemoteEngine.expect_fit`), and the replies it got."""
+
+    params: np.ndarray
+    server_round: int
+    silos: tuple[str, ...]
+    term: LocalTerm | None
+    replies: dict[str, dict[str, Any]]
+
+    def matches(self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None) -> bool:
+        """Whether a fit of these arguments is this training (same round, silos, parameters and local term)."""
+        return (
+            self.server_round == server_round
+            and self.silos == tuple(silos)
+            and np.array_equal(self.params, np.asarray(params, np.float32))
+            and _same_term(self.term, term)
+        )
+
+
+def _same_term(a: LocalTerm | None, b: LocalTerm | None) -> bool:
+    """Whether two local terms are equal (None is the empty term)."""
+    a, b = a or LocalTerm(), b or LocalTerm()
+    return a.prox_mu == b.prox_mu and all(
+        (x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
+        for x, y in ((a.anchor, b.anchor), (a.control, b.control))
+    )
 
 
 @dataclass
@@ -271,6 +299,10 @@ class RemoteEngine:
         Each site's credential (certificate, from its hello) to check its statements with.
     bound
         The run's ``max_update_norm``: the bound each site's statement must name.
+    ahead
+        Send each round's evaluation with the next round's training when the round loop says what that is
+        (:meth:`expect_fit`): one task round trip a round instead of two. Only in the clear; the server
+        turns it off under site-level DP (a training the run drops would still have spent privacy).
     """
 
     def __init__(
@@ -287,6 +319,7 @@ class RemoteEngine:
         verifier: Verifier | None = None,
         credentials: Mapping[str, bytes] | None = None,
         bound: float | None = None,
+        ahead: bool = False,
     ) -> None:
         self.transport = transport
         self.sites = list(sites)
@@ -300,6 +333,9 @@ class RemoteEngine:
         self.verifier = verifier
         self.credentials = dict(credentials or {})
         self.bound = bound
+        self.ahead = ahead and not secure
+        self._ahead: _Ahead | None = None  # the next round's training, to ride with the next evaluation
+        self._done_ahead: _Ahead | None = None  # that training's replies, for the next fit
         self.notes: list[str] = []
         self.on_note: Callable[[str], None] | None = None
         self._attendance = Attendance()
@@ -352,9 +388,14 @@ class RemoteEngine:
             for name in silos
             if self._by_silo[name].site in replies
         }
+        return self._count(silos, by_silo, what)
+
+    def _count(self, silos: Sequence[str], by_silo: dict[str, dict[str, Any]], what: str) -> dict[str, dict[str, Any]]:
+        """``by_silo``, the replies of ``silos`` to ``what``, once their dropouts and rejoins are noted and enough
+        answered (``min_silos``), else RemoteRunError."""
         for text in self._attendance.update(self._round, silos, list(by_silo), what):
             self.note(text)
-        if len(by_silo) < need:
+        if len(by_silo) < min(self.min_silos, len(silos)):
             raise RemoteRunError(
                 f"Round {self._round}: only {len(by_silo)} of {len(silos)} silos answered {what} "
                 f"({', '.join(by_silo) or 'none'}); the run needs min_silos={self.min_silos}. "
@@ -471,18 +512,23 @@ class RemoteEngine:
     def fit(
         self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
     ) -> list[FitReply]:
-        """Local training on each chosen site; the replies of the sites that answered in time."""
+        """Local training on each chosen site; the replies of the sites that answered in time.
+
+        When this training rode with the evaluation before it (:meth:`expect_fit`), the sites' replies are
+        already here and no task is sent.
+        """
         self._round = server_round
-        term = term or LocalTerm()
-        payload = {
-            "round": server_round,
-            "run_id": self.run_id,
-            "params": wire.pack(np.asarray(params, np.float32)),
-            "prox_mu": float(term.prox_mu),
-            "anchor": wire.pack(term.anchor),
-            "control": wire.pack(term.control),
-        }
-        replies = self._ask(wire.FIT, self._with_secagg(payload, silos, "training"), silos, "training")
+        done, self._done_ahead = self._done_ahead, None
+        if done is not None:
+            if not done.matches(params, server_round, silos, term):  # the sites trained already: never twice
+                raise RemoteRunError(
+                    f"Round {server_round}'s training differs from the one sent ahead with the evaluation before it; "
+                    "this is a bug in fedkit."
+                )
+            replies = self._count(silos, done.replies, "training")
+        else:
+            payload = self._with_secagg(self._fit_payload(params, server_round, term), silos, "training")
+            replies = self._ask(wire.FIT, payload, silos, "training")
         self._trained |= set(replies)
         if self._pending is not None:
             self._pending = (self._pending[0], replies)
@@ -499,6 +545,43 @@ class RemoteEngine:
             )
             for name, r in ((n, replies[n]) for n in silos if n in replies)
         ]
+
+    def _fit_payload(self, params: np.ndarray, server_round: int, term: LocalTerm | None) -> dict[str, Any]:
+        """The fit task's payload: the round, the run, the global parameters and the strategy's local term."""
+        term = term or LocalTerm()
+        return {
+            "round": server_round,
+            "run_id": self.run_id,
+            "params": wire.pack(np.asarray(params, np.float32)),
+            "prox_mu": float(term.prox_mu),
+            "anchor": wire.pack(term.anchor),
+            "control": wire.pack(term.control),
+        }
+
+    def expect_fit(
+        self, params: np.ndarray, server_round: int, silos: Sequence[str], term: LocalTerm | None = None
+    ) -> None:
+        """The next round's training, known before this round's evaluation: with ``ahead`` it rides with it.
+
+        The next :meth:`evaluate` of the same ``params`` is then one task (``fedkit_evaluate_fit``): each site
+        evaluates the parameters, then trains round ``server_round`` from them when it is among ``silos``,
+        and the matching :meth:`fit` takes those replies without a task. A training that the run does not
+        take (it stopped after this round) is dropped; each site keeps its state per round
+        (:mod:`fedkit.remote.sitestate`), so a resumed run reloads the state of the round it resumes from.
+
+        Parameters
+        ----------
+        params
+            The parameters this round's evaluation and the next round's training start from.
+        server_round
+            The next round.
+        silos
+            The silos that train in it.
+        term
+            The strategy's local term for it.
+        """
+        if self.ahead:
+            self._ahead = _Ahead(np.asarray(params, np.float32).copy(), server_round, tuple(silos), term, {})
 
     def _attestation(self, name: str, reply: Mapping[str, Any], server_round: int) -> dict[str, Any]:
         """The site's signed statement of its own check, verified; an unverifiable one becomes a rejection."""
@@ -581,6 +664,9 @@ class RemoteEngine:
 
     def _evaluation(self, task: str, payload: dict[str, Any], what: str) -> Evaluation:
         replies = self._ask(task, self._with_secagg(payload, self.silos, what), self.silos, what)
+        ahead, self._ahead = self._ahead, None
+        if task == wire.EVALUATE_FIT and ahead is not None:  # the next round's training came with it
+            self._done_ahead = ahead._replace(replies={n: r for n, r in replies.items() if "train_loss" in r})
         if self.secure:
             self._pending = (self._pending[0], replies)  # type: ignore[index]  # set by _with_secagg
         silos = [self._silo_evaluation(name, replies[name]["metrics"]) for name in self.silos if name in replies]
@@ -591,7 +677,16 @@ class RemoteEngine:
         return Evaluation(silos, check_stats(pooled, where=f"round {self._round}, {what}: summed statistics"))
 
     def evaluate(self, params: np.ndarray) -> Evaluation:
-        """The global model on every site's test set: each site's metrics and the summed statistics."""
+        """The global model on every site's test set: each site's metrics and the summed statistics.
+
+        With the next round's training expected from these parameters (:meth:`expect_fit`), both go in one task.
+        """
+        ahead = self._ahead
+        if ahead is not None and np.array_equal(ahead.params, np.asarray(params, np.float32)):
+            payload = self._fit_payload(params, ahead.server_round, ahead.term)
+            payload["fit_sites"] = [self._by_silo[s].site for s in ahead.silos]
+            return self._evaluation(wire.EVALUATE_FIT, payload, "evaluation")
+        self._ahead = None
         return self._evaluation(wire.EVALUATE, {"params": wire.pack(np.asarray(params, np.float32))}, "evaluation")
 
     def evaluate_personal(self, params: np.ndarray, server_round: int) -> Evaluation:
@@ -825,6 +920,7 @@ def serve(
         verifier=verifier,
         credentials={s: v["certificate"] for s, v in outline.options["sites"].items() if v["certificate"]},
         bound=config.max_update_norm,
+        ahead=config.dp != "dpsgd" and config.scored != "personal",  # see RemoteEngine's ``ahead``
     )
     if config.standardize == "federated":
         engine.scale(engine.moments())

@@ -409,6 +409,27 @@ class SiloWorker:
         """
         return self._evaluation(payload, "evaluate", self._engine().evaluate(wire.unpack(payload["params"])))
 
+    def evaluate_fit(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """:meth:`evaluate` of the payload's parameters, then :meth:`fit` from them when this site trains next round.
+
+        The server sends it in the clear when the next round's training is known before this round's
+        evaluation (:meth:`fedkit.remote.server.RemoteEngine.expect_fit`): one task round trip instead of two.
+
+        Parameters
+        ----------
+        payload
+            A fit task's payload (the next round's) and ``fit_sites``, the sites that train in it.
+        """
+        if "secagg" in payload:
+            raise ConfigError(
+                f"Site {self.site!r} got training with its evaluation under secure aggregation; the server sends "
+                "those as separate tasks. Refused (check that the server runs this fedkit version)."
+            )
+        out = self.evaluate(payload)
+        if self.site in payload["fit_sites"]:
+            out |= self.fit(payload)
+        return out
+
     def evaluate_personal(self, payload: dict[str, Any]) -> dict[str, Any]:
         """This site's own model (personal parameters, or fine-tuned from the global ones): metrics and statistics.
 
@@ -529,6 +550,7 @@ class SiloWorker:
             wire.FIT: self.fit,
             wire.EVALUATE: self.evaluate,
             wire.EVALUATE_PERSONAL: self.evaluate_personal,
+            wire.EVALUATE_FIT: self.evaluate_fit,
             wire.SECAGG: self.secagg,
             wire.RESTORE: self.restore,
         }

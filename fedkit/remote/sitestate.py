@@ -3,9 +3,10 @@
 SCAFFOLD's control variate and FedPer's personal parameters live only on the site (the server never
 sees them), so resuming a remote run needs each site to keep them. After every round it trains, a
 site stores its one-silo engine's :meth:`~fedkit.engines.base.Engine.state` under ``(run id, round)``
-in one SQLite transaction, in ``<site workspace>/fedkit/state.sqlite``, and keeps the last two rounds:
-the server may die after a site stored round r and before it committed round r itself, and then
-resumes from round r - 1. A resumed run asks each site for its state *after round r*: the latest it
+in one SQLite transaction, in ``<site workspace>/fedkit/state.sqlite``, and keeps the last three rounds:
+a site trains round r + 1 with round r's evaluation (one task, :meth:`~fedkit.remote.server.RemoteEngine.
+expect_fit`), so the server may die after a site stored round r + 1 and before it committed round r
+itself, and then resumes from round r - 1. A resumed run asks each site for its state *after round r*: the latest it
 stored at or before r (a site that missed rounds kept its state unchanged since, as in the simulation).
 The arrays are encoded as a checkpoint (:mod:`fedkit.tracking.checkpoint`: an ``.npz``, no pickle).
 """
@@ -19,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-KEEP = 2
-"""Rounds of a run a site keeps (the server's checkpoint is at most one round behind a site's)."""
+KEEP = 3
+"""Rounds of a run a site keeps (the server's checkpoint is at most two rounds behind a site's)."""
 FILE = "state.sqlite"
 """The file in the site's ``fedkit`` folder."""
 

@@ -14,6 +14,8 @@ SCALING = "fedkit_scaling"
 FIT = "fedkit_fit"
 EVALUATE = "fedkit_evaluate"
 EVALUATE_PERSONAL = "fedkit_evaluate_personal"
+EVALUATE_FIT = "fedkit_evaluate_fit"
+"""A round's evaluation with the next round's training from the same parameters: one task instead of two."""
 SECAGG = "fedkit_secagg"
 RESTORE = "fedkit_restore"
 TASKS: tuple[str, ...] = (
@@ -23,6 +25,7 @@ TASKS: tuple[str, ...] = (
     FIT,
     EVALUATE,
     EVALUATE_PERSONAL,
+    EVALUATE_FIT,
     SECAGG,
     RESTORE,
 )
@@ -122,6 +125,13 @@ _EVALUATION = {
         "pooled loss and accuracy (exact) and AUC (within the bound); in the clear only without secure aggregation",
     ),
 }
+_TRAINING = {
+    "train_loss": Field("float", "mean train loss of the local update (the local model's train curve)"),
+    "steps": Field("int", "local optimizer steps taken"),
+    "local_metrics": Field("{loss, auc, accuracy}: 3 floats", "the local model's exact metrics on its test rows"),
+    "params": Field("P float32", "the local model (personal coordinates replaced); without secure aggregation"),
+    "control_delta": Field("P float32 or none", "SCAFFOLD's control-variate change; without secure aggregation"),
+}
 _NEXT_SUM = {
     "advert": Field(
         "2 public keys (32 bytes each), certificate, signature",
@@ -163,11 +173,7 @@ SENT_BY_SITE: dict[str, dict[str, Field]] = {
     },
     SCALING: {},
     FIT: {
-        "train_loss": Field("float", "mean train loss of the local update (the local model's train curve)"),
-        "steps": Field("int", "local optimizer steps taken"),
-        "local_metrics": Field("{loss, auc, accuracy}: 3 floats", "the local model's exact metrics on its test rows"),
-        "params": Field("P float32", "the local model (personal coordinates replaced); without secure aggregation"),
-        "control_delta": Field("P float32 or none", "SCAFFOLD's control-variate change; without secure aggregation"),
+        **_TRAINING,
         "statement": Field(
             "{run_id, round, silo, bound, accepted, kind, reason}",
             "under secure aggregation: the site's verdict on its own update (shape, finiteness, norm bound), no norm",
@@ -177,6 +183,7 @@ SENT_BY_SITE: dict[str, dict[str, Field]] = {
     },
     EVALUATE: {**_EVALUATION, **_MASKED},
     EVALUATE_PERSONAL: {**_EVALUATION, **_MASKED},
+    EVALUATE_FIT: {**_EVALUATION, **_TRAINING},  # in the clear only; training fields from the sites that train
     SECAGG: {
         "shares": Field(
             "one 65-byte share per surviving or dropped neighbour",
