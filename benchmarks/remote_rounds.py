@@ -13,9 +13,10 @@ connect (the admin session's login), submit (the job uploaded), first round (rou
 here), rounds (median between round results, on the server's clock) and end (from the last round's
 result to ``run_remote`` returning). Every remote run starts on an idle federation (``Poc.wait_idle``).
 The baseline, in the same run: a second federation whose kits keep FLARE's own job launchers (every
-job process started when its job comes) times the first round and the command in the clear, against
-fedkit's launchers (the next job process started ahead). ``--write-docs`` puts the tables into their
-docs page (docs/benchmarks.md).
+job process started when its job comes, with FLARE's fixed waits: :mod:`fedkit.remote.tuning` applies only
+in fedkit's launchers and the job processes they start) times the first round and the command in the
+clear, against fedkit's launchers (the next job process started ahead, FLARE's waits shortened).
+``--write-docs`` puts the tables into their docs page (docs/benchmarks.md).
 
     python benchmarks/remote_rounds.py [--rounds 15] [--write-docs]
 """
@@ -321,9 +322,10 @@ def main() -> None:
             "",
             *breakdown,
             "",
-            "The same run in the clear with FLARE's own job launchers (each job process started when its job comes; "
-            f"a second federation, in this run): first round {flare_parts['first round']:.2f} s against "
-            f"{timed[False][1]['first round']:.2f} s with fedkit's (job processes started ahead), "
+            "The same run in the clear with FLARE's own job launchers (each job process started when its job comes, "
+            "FLARE's fixed waits kept; a second federation, in this run): first round "
+            f"{flare_parts['first round']:.2f} s against {timed[False][1]['first round']:.2f} s with fedkit's "
+            "(job processes started ahead, FLARE's waits shortened: `fedkit.remote.tuning`), "
             f"{flare_parts['first round'] / timed[False][1]['first round']:.1f}x; `fedkit run` command to result "
             f"{flare_command:.1f} s against {timed[False][0]:.1f} s.",
             "",
