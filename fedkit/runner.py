@@ -379,7 +379,7 @@ def run_round(
     rows = fit_rows(server_round, replies) + validation_rows(server_round, verdicts)
     attestations = tuple(r.attestation for r in replies if r.attestation is not None)
     if ahead:
-        expect_fit(engine, config, strategy, state, new, server_round + 1)
+        expect_fit(engine, new, server_round + 1, fit_plan(engine, config, strategy, state, new, server_round + 1))
     evaluated = evaluate_rows(server_round, engine, new, config)
     return RoundOutcome(
         new,
@@ -415,9 +415,7 @@ def fit_plan(
     return select_silos(engine.silos, config.fraction, config.seed, server_round), strategy.local_term(state, params)
 
 
-def expect_fit(
-    engine: Engine, config: RunConfig, strategy: Strategy, state: Any, params: np.ndarray, server_round: int
-) -> None:
+def expect_fit(engine: Engine, params: np.ndarray, server_round: int, plan: tuple[list[str], LocalTerm | None]) -> None:
     """Tell an engine that can start training ahead (an ``expect_fit`` method) what round ``server_round``'s is.
 
     The remote engine sends it with the evaluation before it, in one task (:meth:`fedkit.remote.server.RemoteEngine.
@@ -427,20 +425,16 @@ def expect_fit(
     ----------
     engine
         The engine holding the silos.
-    config
-        The run.
-    strategy
-        The run's strategy.
-    state
-        The strategy's state before that round.
     params
         The global parameters before that round (those about to be evaluated).
     server_round
         The round.
+    plan
+        Its :func:`fit_plan`: who trains, and the strategy's local term.
     """
     ahead = getattr(engine, "expect_fit", None)
-    if ahead is not None and server_round <= config.rounds:
-        ahead(params, server_round, *fit_plan(engine, config, strategy, state, params, server_round))
+    if ahead is not None:
+        ahead(params, server_round, *plan)
 
 
 class UpdateInputs(NamedTuple):
@@ -1025,7 +1019,7 @@ def run(
         ahead = hasattr(engine, "expect_fit")  # the remote engine: training rides with the evaluation before it
         if resume is None:
             if ahead and not (should_stop is not None and should_stop()):
-                expect_fit(engine, config, strategy, state, params, 1)
+                expect_fit(engine, params, 1, fit_plan(engine, config, strategy, state, params, 1))
             rows, intervals = evaluate_rows(0, engine, params, config)
             spent = budget.privacy_rows(ledger, 0, [], 0)
             rows = rows + spent
