@@ -24,7 +24,7 @@ submission to its first round, and one of its three round trips per task:
 
 Only fedkit's job launchers and job processes (:mod:`fedkit.remote.prestart`, :mod:`fedkit.remote.spare`)
 apply these; FLARE's own launchers (``start_poc(prestart=False)``) keep FLARE's waits. Each function
-checks that FLARE's module still looks as expected and otherwise leaves it alone (returns False).
+checks that FLARE's module still looks as expected and otherwise leaves it alone (returns False, or no keys).
 """
 
 from __future__ import annotations
