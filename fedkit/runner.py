@@ -411,6 +411,8 @@ def fit_plan(
         The strategy's state before the round.
     params
         The global parameters before the round.
+    server_round
+        The round.
     """
     return select_silos(engine.silos, config.fraction, config.seed, server_round), strategy.local_term(state, params)
 
@@ -418,8 +420,8 @@ def fit_plan(
 def expect_fit(engine: Engine, params: np.ndarray, server_round: int, plan: tuple[list[str], LocalTerm | None]) -> None:
     """Tell an engine that can start training ahead (an ``expect_fit`` method) what round ``server_round``'s is.
 
-    The remote engine sends it with the evaluation before it, in one task (:meth:`fedkit.remote.server.RemoteEngine.
-    expect_fit`); the simulation has nothing to gain and no such method.
+    The remote engine sends it with the evaluation before it, in one task
+    (:meth:`fedkit.remote.server.RemoteEngine.expect_fit`); the simulation has nothing to gain and no such method.
 
     Parameters
     ----------

@@ -178,7 +178,15 @@ class PrestartedServerLauncher(_PrestartMixin, ServerProcessJobLauncher):
     MODULE = "nvflare.private.fed.app.server.runner_process"
 
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
-        """As the mixin's; also wakes the job scheduler at the start (set up) and when a job is submitted."""
+        """As the mixin's; also wakes the job scheduler at the start (set up) and when a job is submitted.
+
+        Parameters
+        ----------
+        event_type
+            FLARE's event.
+        fl_ctx
+            Its context.
+        """
         super().handle_event(event_type, fl_ctx)
         if event_type == EventType.SYSTEM_START:
             tuning.wake_scheduler()

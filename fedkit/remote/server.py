@@ -373,12 +373,19 @@ class RemoteEngine:
             self.on_note(text)
 
     def _ask(
-        self, task: str, payload: dict[str, Any], silos: Sequence[str], what: str, wait_for: int | None = None
+        self,
+        task: str,
+        payload: dict[str, Any],
+        silos: Sequence[str],
+        what: str,
+        wait_for: int | None = None,
+        noted: Sequence[str] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Replies by silo name; records dropouts and rejoins; raises when fewer than ``min_silos`` answered.
 
         ``wait_for`` (default ``min_silos``) is how many replies the transport waits for before its
-        straggler timeout starts (a secure sum waits for its threshold t).
+        straggler timeout starts (a secure sum waits for its threshold t). ``noted``: the silos whose
+        dropouts and rejoins this task records (default: all of ``silos``).
         """
         targets = [self._by_silo[name].site for name in silos]
         need = min(self.min_silos, len(targets))
@@ -388,12 +395,15 @@ class RemoteEngine:
             for name in silos
             if self._by_silo[name].site in replies
         }
-        return self._count(silos, by_silo, what)
+        return self._count(silos, by_silo, what, noted)
 
-    def _count(self, silos: Sequence[str], by_silo: dict[str, dict[str, Any]], what: str) -> dict[str, dict[str, Any]]:
-        """``by_silo``, the replies of ``silos`` to ``what``, once their dropouts and rejoins are noted and enough
-        answered (``min_silos``), else RemoteRunError."""
-        for text in self._attendance.update(self._round, silos, list(by_silo), what):
+    def _count(
+        self, silos: Sequence[str], by_silo: dict[str, dict[str, Any]], what: str, noted: Sequence[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """``by_silo``, the replies of ``silos`` to ``what``, once the dropouts and rejoins of ``noted`` (default: all)
+        are noted and enough answered (``min_silos``), else RemoteRunError."""
+        noted = silos if noted is None else noted
+        for text in self._attendance.update(self._round, noted, [s for s in by_silo if s in noted], what):
             self.note(text)
         if len(by_silo) < min(self.min_silos, len(silos)):
             raise RemoteRunError(
@@ -663,9 +673,14 @@ class RemoteEngine:
         return SiloEvaluation(name, values, site.n_test, site.positives)
 
     def _evaluation(self, task: str, payload: dict[str, Any], what: str) -> Evaluation:
-        replies = self._ask(task, self._with_secagg(payload, self.silos, what), self.silos, what)
         ahead, self._ahead = self._ahead, None
-        if task == wire.EVALUATE_FIT and ahead is not None:  # the next round's training came with it
+        if task != wire.EVALUATE_FIT:
+            ahead = None
+        # a silo that trains next round and misses this task is noted as missing that training (when the next
+        # fit takes these replies), as in the simulation; the others here
+        noted = [s for s in self.silos if ahead is None or s not in ahead.silos]
+        replies = self._ask(task, self._with_secagg(payload, self.silos, what), self.silos, what, noted=noted)
+        if ahead is not None:  # the next round's training came with it
             self._done_ahead = ahead._replace(replies={n: r for n, r in replies.items() if "train_loss" in r})
         if self.secure:
             self._pending = (self._pending[0], replies)  # type: ignore[index]  # set by _with_secagg

@@ -4,10 +4,11 @@ SCAFFOLD's control variate and FedPer's personal parameters live only on the sit
 sees them), so resuming a remote run needs each site to keep them. After every round it trains, a
 site stores its one-silo engine's :meth:`~fedkit.engines.base.Engine.state` under ``(run id, round)``
 in one SQLite transaction, in ``<site workspace>/fedkit/state.sqlite``, and keeps the last three rounds:
-a site trains round r + 1 with round r's evaluation (one task, :meth:`~fedkit.remote.server.RemoteEngine.
-expect_fit`), so the server may die after a site stored round r + 1 and before it committed round r
-itself, and then resumes from round r - 1. A resumed run asks each site for its state *after round r*: the latest it
-stored at or before r (a site that missed rounds kept its state unchanged since, as in the simulation).
+a site trains round r + 1 with round r's evaluation (one task,
+:meth:`~fedkit.remote.server.RemoteEngine.expect_fit`), so the server may die after a site stored round
+r + 1 and before it committed round r itself, and then resumes from round r - 1. A resumed run asks
+each site for its state *after round r*: the latest it stored at or before r (a site that missed rounds
+kept its state unchanged since, as in the simulation).
 The arrays are encoded as a checkpoint (:mod:`fedkit.tracking.checkpoint`: an ``.npz``, no pickle).
 """
 

@@ -63,7 +63,13 @@ class ShortWaits:
         self.lengths = dict(lengths)
 
     def sleep(self, seconds: float) -> None:
-        """Sleep ``seconds``, or its shortened length when it is one of ``lengths``."""
+        """Sleep ``seconds``, or its shortened length when it is one of ``lengths``.
+
+        Parameters
+        ----------
+        seconds
+            What FLARE asks for.
+        """
         time.sleep(self.lengths.get(seconds, seconds))
 
     def __getattr__(self, name: str) -> Any:
@@ -88,7 +94,13 @@ class WakeOnSubmit(ShortWaits):
         self._wake.set()
 
     def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` (FLARE's one second), or less when a job was just submitted."""
+        """Wait ``seconds`` (FLARE's one second), or less when a job was just submitted.
+
+        Parameters
+        ----------
+        seconds
+            What FLARE asks for (other lengths than :data:`SCHEDULER_WAIT` are slept as they are).
+        """
         if seconds != SCHEDULER_WAIT:
             time.sleep(seconds)
         elif time.monotonic() < self._busy_until:
@@ -207,7 +219,17 @@ class KeyCache:
         self._keys: dict[tuple[bytes, bytes | None], Any] = {}
 
     def load_pem_private_key(self, data: bytes, password: bytes | None = None, **kwargs: Any) -> Any:
-        """The key in ``data``, parsed at its first use (options other than ``password`` are not cached)."""
+        """The key in ``data``, parsed at its first use (options other than ``password`` are not cached).
+
+        Parameters
+        ----------
+        data
+            The PEM bytes.
+        password
+            Its password (None: unencrypted).
+        **kwargs
+            cryptography's other options (parsed each time).
+        """
         if kwargs:
             return self._serialization.load_pem_private_key(data, password, **kwargs)
         found = self._keys.get((bytes(data), password))
