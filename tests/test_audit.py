@@ -155,6 +155,36 @@ def test_the_chain_logic_alone() -> None:
         Chain("r1").append("round", {"norm": float("nan")})  # NaN never enters a record: norms are null or numbers
 
 
+def test_a_log_checked_a_part_at_a_time_finds_what_checking_it_whole_finds() -> None:
+    """verify(tail, after=record) on every split of a seeded random log, clean and with one record tampered: the
+    same head, or an error naming the same record as verify(whole)."""
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        chain = Chain("r1")
+        log = [chain.append("start", {})]
+        log += [chain.append("round", {"norm": float(rng.random())}) for _ in range(int(rng.integers(1, 8)))]
+        log.append(chain.append("end", {}))
+        if trial % 2:  # tamper with one record: edit it, or put another run's, or drop one
+            i = int(rng.integers(1, len(log)))
+            log = [
+                *log[:i],
+                *[[{**log[i], "norm": -1.0}], [{**log[i], "run_id": "r2"}], []][int(rng.integers(3))],
+                *log[i + 1 :],
+            ]
+        try:
+            whole: str | None = verify(log, "r1", ended=True)
+        except AuditError as exc:
+            whole = str(exc)
+        for k in range(1, len(log)):
+            if whole is not None and whole.startswith("Audit record") and int(whole.split()[2]) < k:
+                continue  # the bad record is in the part checked before
+            try:
+                part = verify(log[:k], "r1") and verify(log[k:], "r1", ended=True, after=log[k - 1])
+            except AuditError as exc:
+                part = str(exc)
+            assert part == whole, (trial, k)
+
+
 def test_audit_show_prints_every_record(recorded, capsys) -> None:
     assert main(["audit", "show", recorded[0]]) == 0
     lines = capsys.readouterr().out.splitlines()

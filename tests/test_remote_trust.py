@@ -241,6 +241,31 @@ def test_the_submitting_machine_keeps_a_verified_copy_of_the_servers_audit_log(t
     assert here.audit_log(result.run_id)[0]["user"] == "alice@hospital (FLARE submitter)"
 
 
+@pytest.mark.parametrize("tamper", ["edited", "removed"])
+def test_a_round_whose_relayed_audit_record_was_tampered_with_is_refused_before_its_rows_are_stored(
+    tmp_path, tamper
+) -> None:
+    """The copy here grows a round at a time, each round's records checked as the continuation of what it holds."""
+    run = config(rounds=5, secure_aggregation=False)
+    result, _, relay = remote_run(run, store=LocalStore(tmp_path / "server.sqlite"))
+    events = relay.since(0)
+    target = [e for e in events if e["kind"] == "round" and e["audit"]][3]
+    if tamper == "edited":  # content changed in transit, hash kept
+        target["audit"][0] = {**target["audit"][0], "participants": ["va"]}
+    else:  # the round before's record never arrives
+        before = next(e for e in events if e["kind"] == "round" and e["round"] == target["round"] - 1)
+        before["audit"] = []
+    here = LocalStore(tmp_path / "here.sqlite")
+    follower = _Follower(run, [here], [])
+    expected = "relayed does not verify: Audit record .* was edited" if tamper == "edited" else "records were removed"
+    with pytest.raises(RemoteRunError, match=expected):
+        follower.feed(events)
+    last = target["round"] - (1 if tamper == "edited" else 2)  # the last round stored whole here
+    assert max(r["round"] for r in here.history(result.run_id)) == target["round"] - 1
+    assert here.audit_log(result.run_id)[-1]["round"] == last
+    here.verify_audit(result.run_id)  # what the copy holds verifies: nothing unchecked was stored
+
+
 def rewrite(store: LocalStore, run_id: str, seq: int, **fields) -> None:
     """Edit record ``seq`` of the run's log and recompute every hash after it: a log that verifies on its own."""
     records = store.audit_log(run_id)

@@ -128,27 +128,38 @@ class Chain:
         return record
 
 
-def verify(records: Sequence[Mapping[str, Any]], run_id: str, *, ended: bool = False) -> str:
+def verify(
+    records: Sequence[Mapping[str, Any]],
+    run_id: str,
+    *,
+    ended: bool = False,
+    after: Mapping[str, Any] | None = None,
+) -> str:
     """Check a run's log as stored (in storage order); returns the head hash, or raises naming the first bad record.
 
     Raises :class:`~fedkit.errors.AuditError` for the first record that was edited (its content does
     not give its hash), removed (a gap in the sequence), reordered (a record of another position),
     appended out of chain (its ``prev`` is not the previous record's hash) or belongs to another run.
     ``ended``: the run has ended, so its log must close with an ``end`` record (records removed from the
-    end are found this way).
+    end are found this way). ``after``: ``records`` are the log's continuation after this record, already
+    checked (a copy that grows a round at a time is checked in its new records only).
 
     Parameters
     ----------
     records
-        The run's records in storage order.
+        The run's records in storage order (with ``after``: the ones that follow it).
     run_id
         The run they must all belong to.
     ended
         The run has ended, so its log must close with an ``end`` record.
+    after
+        The record before ``records``, checked before (None: ``records`` start the log).
     """
-    head = GENESIS
+    head = GENESIS if after is None else str(after["hash"])
+    first = 0 if after is None else int(after["seq"]) + 1
+    previous = after
     by_seq = {r.get("seq") for r in records}
-    for position, record in enumerate(records):
+    for position, record in enumerate(records, start=first):
         seq = record.get("seq")
         where = f"Audit record {position} of run {run_id}"
         if record.get("hash") != record_hash(record):
@@ -164,11 +175,11 @@ def verify(records: Sequence[Mapping[str, Any]], run_id: str, *, ended: bool = F
                 f"{where} does not continue the chain (appended out of chain, or the record before it was "
                 "replaced): its prev hash is not the hash of the record before it."
             )
-        if position and records[position - 1].get("kind") == "end" and record.get("kind") != "resume":
+        if previous is not None and previous.get("kind") == "end" and record.get("kind") != "resume":
             raise AuditError(f"{where} was appended after the run's end record without a resume record.")
-        head = str(record["hash"])
-    if ended and (not records or records[-1].get("kind") != "end"):
-        last = len(records) - 1
+        head, previous = str(record["hash"]), record
+    if ended and (previous is None or previous.get("kind") != "end"):
+        last = first + len(records) - 1
         raise AuditError(
             f"The audit log of run {run_id} ends at record {last} without an end record although the run has "
             f"ended: the records after {last} were removed."

@@ -486,6 +486,7 @@ class _Follower:
         self.summary: dict[str, Any] | None = None
         self.started = False
         self.missing: set[str] = set()  # sites that dropped out and have not answered since
+        self._audit: tuple[str, int, dict[str, Any] | None] | None = None  # run, records of the copy here, its last
         self.last_round = -1  # the last round the trackers here have
         self.on_round: Callable[[int, dict[str, Any]], Any] = lambda server_round, pooled: None
         self.on_note: Callable[[str], Any] = lambda text: None
@@ -571,8 +572,27 @@ class _Follower:
     def _history_here(self) -> list[dict[str, Any]]:
         return [] if self.copy is None else self.copy.history(self.run_id)
 
-    def _check_audit(self, records: list[dict[str, Any]]) -> None:
-        """Append the server's new audit records to the copy here and verify it; a rewritten record fails the run.
+    def _audit_here(self) -> tuple[int, dict[str, Any] | None]:
+        """How many audit records of the run the copy here holds, and its last: read and verified once a run.
+
+        The copy then grows by records checked as its continuation (:meth:`_new_audit`), so each round
+        costs its own records, not the whole log again.
+        """
+        from fedkit.errors import AuditError
+        from fedkit.privacy.audit import verify
+
+        if self._audit is None or self._audit[0] != self.run_id:
+            here = self.copy.audit_log(self.run_id) if self.copy is not None else []
+            try:
+                verify(here, self.run_id)
+            except AuditError as exc:
+                raise RemoteRunError(f"This machine's copy of the audit log does not verify: {exc}") from exc
+            self._audit = (self.run_id, len(here), here[-1] if here else None)
+        return self._audit[1], self._audit[2]
+
+    def _new_audit(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The server's audit records the copy here lacks, checked as its continuation; a rewritten or removed
+        record fails the run. The caller stores them (with the round's rows, in one transaction).
 
         The copy is the anchor of the server's chain: a server log rewritten after the fact (even with
         every hash recomputed) no longer matches the records this machine already holds.
@@ -581,12 +601,14 @@ class _Follower:
         from fedkit.privacy.audit import verify
 
         if self.copy is None or not records:
-            return
-        here = self.copy.audit_log(self.run_id)
-        new = []
+            return []
+        count, last = self._audit_here()
+        here: list[dict[str, Any]] | None = None  # read only to compare records sent again (a resumed run's history)
+        new: list[dict[str, Any]] = []
         for record in records:
             seq = int(record["seq"])
-            if seq < len(here):
+            if seq < count:
+                here = here if here is not None else self.copy.audit_log(self.run_id)
                 if here[seq] != record:
                     raise RemoteRunError(
                         f"The server's audit log of run {self.run_id} was rewritten: its record {seq} "
@@ -594,19 +616,26 @@ class _Follower:
                         f"(hash {str(here[seq].get('hash'))[:12]} here, {str(record.get('hash'))[:12]} on the server). "
                         "Do not trust the server's log; keep this machine's copy (`fedkit audit show`)."
                     )
-            elif seq == len(here) + len(new):
+            elif seq == count + len(new):
                 new.append(record)
             else:
                 raise RemoteRunError(
                     f"The server sent audit record {seq} of run {self.run_id} but this machine holds records up to "
-                    f"{len(here) + len(new) - 1}: records were removed from the server's log."
+                    f"{count + len(new) - 1}: records were removed from the server's log."
                 )
         if new:
-            self.copy.append_audit(self.run_id, new)
-        try:
-            verify(self.copy.audit_log(self.run_id), self.run_id)
-        except AuditError as exc:
-            raise RemoteRunError(f"The audit log the server relayed does not verify: {exc}") from exc
+            try:
+                verify(new, self.run_id, after=last)
+            except AuditError as exc:
+                raise RemoteRunError(f"The audit log the server relayed does not verify: {exc}") from exc
+            self._audit = (self.run_id, count + len(new), new[-1])
+        return new
+
+    def _check_audit(self, records: list[dict[str, Any]]) -> None:
+        """Append the server's new audit records to the copy here, checked (:meth:`_new_audit`)."""
+        new = self._new_audit(records)
+        if new:
+            self.copy.append_audit(self.run_id, new)  # type: ignore[union-attr]  # records only with a copy
 
     def _on_audit(self, event: Mapping[str, Any]) -> None:
         self._check_audit(event["records"])
@@ -618,11 +647,16 @@ class _Follower:
         server_round = int(event["round"])
         self.records = [r for r in self.records if r["round"] != server_round] + rows
         self.params = np.asarray(event["params"], dtype=np.float32)
+        audit = self._new_audit(event.get("audit", []))
         if server_round > self.last_round:
             for t in self.trackers:
-                t.log_round(self.run_id, server_round, rows)
+                if t is self.copy:  # the round's rows and audit records in one transaction
+                    t.save_round(self.run_id, server_round, rows, audit=audit)
+                else:
+                    t.log_round(self.run_id, server_round, rows)
             self.last_round = server_round
-        self._check_audit(event.get("audit", []))
+        elif audit:
+            self.copy.append_audit(self.run_id, audit)  # type: ignore[union-attr]  # records only with a copy
         round_event = RoundEvent(self.run_id, server_round, self.config.rounds, rows, self.params)
         for callback in self.callbacks:
             callback(round_event)
