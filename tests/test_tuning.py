@@ -33,6 +33,9 @@ def test_flares_code_still_has_the_waits_fedkit_shortens() -> None:
     assert tuning._sleeps(client_app_runner.ClientAppRunner.notify_job_status, tuning.SITE_WAIT)
     assert tuning._sleeps(client_runner.ClientRunner.init_run, tuning.SITE_WAIT)
     assert client_runner._TASK_CHECK_RESULT_OK == 0
+    from nvflare.fuel.f3 import mpm
+
+    assert tuning._sleeps(mpm.MainProcessMonitor._start_shutdown, "shutdown_grace_time")
     assert not tuning._sleeps(client_runner.ClientRunner.init_run, 0.25)  # the check can fail
 
 
@@ -107,6 +110,10 @@ SITE_JOB = textwrap.dedent(
     client_runner.time.sleep(0.5)
     client_app_runner.time.sleep(0.5)
     slept = time.perf_counter() - t0
+    from nvflare.fuel.f3 import mpm
+    t0 = time.perf_counter()
+    mpm.time.sleep(3)  # the job process's grace after its run
+    grace = time.perf_counter() - t0
     from nvflare.fuel.f3.cellnet import credential_manager
     pem = open("startup/site.key", "rb").read()
     t0 = time.perf_counter()
@@ -114,7 +121,7 @@ SITE_JOB = textwrap.dedent(
     again_key = credential_manager.serialization.load_pem_private_key(pem, password=None)
     print(json.dumps({"applied": applied, "first": first, "again": again, "other": other, "calls": calls,
                       "slept": slept, "key_seconds": time.perf_counter() - t0, "same_key": key is again_key,
-                      "key_size": key.key_size}))
+                      "key_size": key.key_size, "grace": grace}))
     """
 )
 
@@ -146,7 +153,14 @@ def kit(tmp_path_factory) -> Path:
 
 def test_a_site_job_process_sends_each_result_first_unchecked_and_waits_short(kit) -> None:
     site = tuned("nvflare.private.fed.app.client.worker_process", kit)
-    assert site["applied"] == ["warm_inspect", "preload_keys", "shorten_site_waits", "send_results_unchecked_first"]
+    assert site["applied"] == [
+        "warm_inspect",
+        "preload_keys",
+        "shorten_job_exit",
+        "shorten_site_waits",
+        "send_results_unchecked_first",
+    ]
+    assert site["grace"] < 1.5  # FLARE's 3 s
     assert site["same_key"] and site["key_size"] == 2048
     assert site["key_seconds"] < 0.02  # parsed ahead (a 2048-bit RSA key takes ~50 ms to check)
     assert (site["first"], site["other"]) == (0, 0)  # first attempts: sent without a check
@@ -154,6 +168,6 @@ def test_a_site_job_process_sends_each_result_first_unchecked_and_waits_short(ki
     assert site["slept"] < 0.5  # two of FLARE's 0.5 s waits
 
     server = tuned("nvflare.private.fed.app.server.runner_process", kit)
-    assert server["applied"] == ["warm_inspect", "preload_keys"]
+    assert server["applied"] == ["warm_inspect", "preload_keys", "shorten_job_exit"]
     assert (server["first"], server["again"]) == (7, 7) and server["calls"] == ["t1", "t1", "t2"]
     assert server["slept"] >= 1.0

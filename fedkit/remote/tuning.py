@@ -17,6 +17,11 @@ submission to its first round, and one of its three round trips per task:
   ``CredentialManager`` loads it for its cell cipher, with cryptography's full RSA key check: ~60 ms each
   on a quiet machine). :func:`preload_keys` parses the kit's keys in the spare, before the job comes, and
   hands FLARE's credential manager the same key objects.
+- **Every job process waits 3 s after its run** before its clean-up (``MainProcessMonitor.run``'s
+  ``shutdown_grace_time``, "let pending activities finish"; the end-of-run sequence has finished by
+  then). The next job's process starts ahead only once this one has exited, so a run submitted right
+  after another found no spare ready and started five fresh processes. :func:`shorten_job_exit` makes
+  a job process's grace :data:`SHORT_GRACE` s.
 - **Before sending each task result**, a site's job asks the server whether the task is still
   waiting (``ClientRunner._check_task_once``: a round trip, "to fight against unstable network
   connections"). :func:`send_results_unchecked_first` sends the first attempt of each result without
@@ -46,6 +51,10 @@ SCHEDULER_WAIT = 1.0
 """FLARE 2.9's wait between the job scheduler's checks (``JobRunner.run``) and finished-job checks."""
 SITE_WAIT = 0.5
 """FLARE 2.9's wait between a site job's start notifications and before each sync with the server's job."""
+SHUTDOWN_GRACE = 3
+"""FLARE 2.9's wait of every FLARE process between its end and its clean-up (``MainProcessMonitor.run``'s default)."""
+SHORT_GRACE = 0.5
+"""The shortened grace of a job process (its run's end-of-run sequence has finished by then)."""
 
 
 class ShortWaits:
@@ -120,8 +129,9 @@ def _stands_in(module: ModuleType, clock: ShortWaits) -> bool:
     return True
 
 
-def _sleeps(function: Callable[..., Any], seconds: float) -> bool:
-    """Whether ``function``'s source calls ``time.sleep(seconds)`` (FLARE's code as this module expects it)."""
+def _sleeps(function: Callable[..., Any], seconds: float | str) -> bool:
+    """Whether ``function``'s source calls ``time.sleep(seconds)`` (FLARE's code as this module expects it;
+    ``seconds`` a number, or the name of the variable it sleeps)."""
     try:
         return f"time.sleep({seconds})" in inspect.getsource(function)
     except (OSError, TypeError):
@@ -269,6 +279,25 @@ def preload_keys(startup: str | Path) -> int:
     return parsed
 
 
+def shorten_job_exit() -> bool:
+    """Make this job process's wait between its run's end and its clean-up :data:`SHORT_GRACE` s (FLARE's: 3 s).
+
+    Call in a job process before FLARE's job module runs. False when FLARE's code is not as expected (left
+    alone).
+    """
+    from nvflare.fuel.f3 import mpm
+
+    monitor = mpm.MainProcessMonitor
+    default = inspect.signature(monitor.run).parameters.get("shutdown_grace_time")
+    if (
+        default is None
+        or default.default != SHUTDOWN_GRACE
+        or not _sleeps(monitor._start_shutdown, "shutdown_grace_time")
+    ):
+        return False
+    return _stands_in(mpm, ShortWaits({SHUTDOWN_GRACE: SHORT_GRACE}))
+
+
 def warm_inspect() -> None:
     """Fill ``inspect``'s module-by-file cache now: FLARE's job logger calls ``inspect.stack()`` at job start.
 
@@ -289,6 +318,8 @@ def tune_job_process(module: str) -> list[str]:
     applied = ["warm_inspect"]
     if preload_keys(Path.cwd() / "startup"):
         applied.append("preload_keys")
+    if shorten_job_exit():
+        applied.append("shorten_job_exit")
     if module == "nvflare.private.fed.app.client.worker_process":
         applied += [f.__name__ for f in (shorten_site_waits, send_results_unchecked_first) if f()]
     return applied
