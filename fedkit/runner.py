@@ -337,7 +337,7 @@ def run_round(
     state: Any,
     params: np.ndarray,
     hooks: Sequence[UpdateHook] = (),
-    ahead: bool = False,
+    expect_fit: Callable[..., None] | None = None,
 ) -> RoundOutcome:
     """One round: sample silos, train them, pass the replies through ``hooks``, validate, aggregate, evaluate.
 
@@ -360,8 +360,10 @@ def run_round(
         The global parameters before this round.
     hooks
         Called on every silo reply before validation and aggregation.
-    ahead
-        Another round follows: tell the engine its training before this round's evaluation (:func:`expect_fit`).
+    expect_fit
+        Another round follows and the engine can start its training ahead (its ``expect_fit``, e.g.
+        :meth:`fedkit.remote.server.RemoteEngine.expect_fit`): called with that round's parameters, number and
+        :func:`fit_plan` before this round's evaluation.
 
     Returns
     -------
@@ -378,8 +380,8 @@ def run_round(
     check_global(server_round, new, config.strategy)
     rows = fit_rows(server_round, replies) + validation_rows(server_round, verdicts)
     attestations = tuple(r.attestation for r in replies if r.attestation is not None)
-    if ahead:
-        expect_fit(engine, new, server_round + 1, fit_plan(engine, config, strategy, state, new, server_round + 1))
+    if expect_fit is not None:
+        expect_fit(new, server_round + 1, *fit_plan(engine, config, strategy, state, new, server_round + 1))
     evaluated = evaluate_rows(server_round, engine, new, config)
     return RoundOutcome(
         new,
@@ -415,28 +417,6 @@ def fit_plan(
         The round.
     """
     return select_silos(engine.silos, config.fraction, config.seed, server_round), strategy.local_term(state, params)
-
-
-def expect_fit(engine: Engine, params: np.ndarray, server_round: int, plan: tuple[list[str], LocalTerm | None]) -> None:
-    """Tell an engine that can start training ahead (an ``expect_fit`` method) what round ``server_round``'s is.
-
-    The remote engine sends it with the evaluation before it, in one task
-    (:meth:`fedkit.remote.server.RemoteEngine.expect_fit`); the simulation has nothing to gain and no such method.
-
-    Parameters
-    ----------
-    engine
-        The engine holding the silos.
-    params
-        The global parameters before that round (those about to be evaluated).
-    server_round
-        The round.
-    plan
-        Its :func:`fit_plan`: who trains, and the strategy's local term.
-    """
-    ahead = getattr(engine, "expect_fit", None)
-    if ahead is not None:
-        ahead(params, server_round, *plan)
 
 
 class UpdateInputs(NamedTuple):
@@ -1018,10 +998,10 @@ def run(
         progress, total=config.rounds, initial=first - 1, desc=config.strategy, unit="round", file=sys.stderr
     )
     try:
-        ahead = hasattr(engine, "expect_fit")  # the remote engine: training rides with the evaluation before it
+        expect = getattr(engine, "expect_fit", None)  # remote: a training rides with the evaluation before it
         if resume is None:
-            if ahead and not (should_stop is not None and should_stop()):
-                expect_fit(engine, params, 1, fit_plan(engine, config, strategy, state, params, 1))
+            if expect is not None and not (should_stop is not None and should_stop()):
+                expect(params, 1, *fit_plan(engine, config, strategy, state, params, 1))
             rows, intervals = evaluate_rows(0, engine, params, config)
             spent = budget.privacy_rows(ledger, 0, [], 0)
             rows = rows + spent
@@ -1032,8 +1012,12 @@ def run(
             recorder.record(0, rows, params, notes=notes, audit_fields=audit_fields, saved=saved_now)
             recorder.intervals = intervals
         for server_round in range(first, config.rounds + 1):
-            more = ahead and server_round < config.rounds and not (should_stop is not None and should_stop())
-            outcome = run_round(server_round, config, engine, strategy, state, params, hooks, ahead=more)
+            more = (
+                expect is not None and server_round < config.rounds and not (should_stop is not None and should_stop())
+            )
+            outcome = run_round(
+                server_round, config, engine, strategy, state, params, hooks, expect_fit=expect if more else None
+            )
             params, state = outcome.params, outcome.state
             spent = budget.privacy_rows(ledger, server_round, outcome.selected, outcome.contributions)
             rows = outcome.rows + spent

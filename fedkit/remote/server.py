@@ -672,12 +672,9 @@ class RemoteEngine:
         values = {m: float("nan") if metrics[m] is None else float(metrics[m]) for m in METRICS}
         return SiloEvaluation(name, values, site.n_test, site.positives)
 
-    def _evaluation(self, task: str, payload: dict[str, Any], what: str) -> Evaluation:
-        ahead, self._ahead = self._ahead, None
-        if task != wire.EVALUATE_FIT:
-            ahead = None
-        # a silo that trains next round and misses this task is noted as missing that training (when the next
-        # fit takes these replies), as in the simulation; the others here
+    def _evaluation(self, task: str, payload: dict[str, Any], what: str, ahead: _Ahead | None = None) -> Evaluation:
+        # with a training ``ahead`` in the task, a silo that trains in it and misses the task is noted as missing
+        # that training (when the next fit takes these replies), as in the simulation; the others here
         noted = [s for s in self.silos if ahead is None or s not in ahead.silos]
         replies = self._ask(task, self._with_secagg(payload, self.silos, what), self.silos, what, noted=noted)
         if ahead is not None:  # the next round's training came with it
@@ -696,12 +693,11 @@ class RemoteEngine:
 
         With the next round's training expected from these parameters (:meth:`expect_fit`), both go in one task.
         """
-        ahead = self._ahead
+        ahead, self._ahead = self._ahead, None
         if ahead is not None and np.array_equal(ahead.params, np.asarray(params, np.float32)):
             payload = self._fit_payload(params, ahead.server_round, ahead.term)
             payload["fit_sites"] = [self._by_silo[s].site for s in ahead.silos]
-            return self._evaluation(wire.EVALUATE_FIT, payload, "evaluation")
-        self._ahead = None
+            return self._evaluation(wire.EVALUATE_FIT, payload, "evaluation", ahead)
         return self._evaluation(wire.EVALUATE, {"params": wire.pack(np.asarray(params, np.float32))}, "evaluation")
 
     def evaluate_personal(self, params: np.ndarray, server_round: int) -> Evaluation:

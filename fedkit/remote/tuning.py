@@ -262,11 +262,15 @@ def preload_keys(startup: str | Path) -> int:
     startup
         The participant's ``startup`` folder.
     """
+    from cryptography.hazmat.primitives import serialization
     from nvflare.fuel.f3.cellnet import credential_manager
 
     current = getattr(credential_manager, "serialization", None)
-    cache = current if isinstance(current, KeyCache) else KeyCache()
-    if current is not cache._serialization and current is not cache:
+    if isinstance(current, KeyCache):
+        cache = current
+    elif current is serialization:
+        cache = KeyCache()
+    else:  # not the module this expects: left alone
         return 0
     parsed = 0
     for path in sorted(Path(startup).glob("*.key")):
