@@ -11,7 +11,8 @@ simulation. It then times the phases of one run as a user's shell sees them (iss
 ``fedkit run --engine remote`` as a subprocess from command start to its result, and, in-process,
 connect (the admin session's login), submit (the job uploaded), first round (round 1's result arrived
 here), rounds (median between round results, on the server's clock) and end (from the last round's
-result to ``run_remote`` returning). Every remote run starts on an idle federation (``Poc.wait_idle``).
+result to ``run_remote`` returning). Every remote run starts on an idle federation (``Poc.wait_idle``), but
+the last three: those go back to back, each submitted as soon as the one before returned.
 The baseline, in the same run: a second federation whose kits keep FLARE's own job launchers (every
 job process started when its job comes, with FLARE's fixed waits: :mod:`fedkit.remote.tuning` applies only
 in fedkit's launchers and the job processes they start) times the first round and the command in the
@@ -175,6 +176,10 @@ def command_and_phases(
     return command, phases(config, poc.admin_kit, store)
 
 
+BACK_TO_BACK = 3
+"""Runs submitted one right after another (a notebook loop over remote runs), timed by ``phases``."""
+
+
 def remote_of(config: fedkit.RunConfig, secure: bool) -> fedkit.RunConfig:
     """``config`` on the remote engine, with or without secure aggregation."""
     return fedkit.RunConfig(**{**config.to_dict(), "engine": "remote", "secure_aggregation": secure})
@@ -265,6 +270,8 @@ def main() -> None:
                 secure: command_and_phases(poc, remote_of(config, secure), Path(tmp) / f"home-{secure}", store)
                 for secure in (False, True)
             }
+            poc.wait_idle()
+            back_to_back = [phases(remote_of(config, False), poc.admin_kit, store) for _ in range(BACK_TO_BACK)]
         with start_poc(Path(tmp) / "poc-flare", 4, prestart=False) as flare_poc:  # the baseline: FLARE's launchers
             flare_command, flare_parts = command_and_phases(
                 flare_poc, remote_of(config, False), Path(tmp) / "home-flare", store
@@ -304,7 +311,8 @@ def main() -> None:
             f"`python benchmarks/remote_rounds.py --rounds {args.rounds}` (FLamby FedAvg config, seed 42; "
             f"federation start-up {ready:.1f} s, not counted; bytes: payload content of every reply a site sends in "
             "a round, measured in-process with the same payloads, FLARE's framing not counted; every remote run "
-            "starts on an idle federation (the job before ended, the next job processes ready: `Poc.wait_idle`); "
+            "starts on an idle federation (the job before ended, the next job processes ready: `Poc.wait_idle`), "
+            "but the back-to-back ones below; "
             "the machine's speed "
             f"at the start: the FLamby FedAvg simulation in {reference:.0f} ms, median of 11, "
             f"load average {load:.1f}):",
@@ -328,6 +336,14 @@ def main() -> None:
             "(job processes started ahead, FLARE's waits shortened: `fedkit.remote.tuning`), "
             f"{flare_parts['first round'] / timed[False][1]['first round']:.1f}x; `fedkit run` command to result "
             f"{flare_command:.1f} s against {timed[False][0]:.1f} s.",
+            "",
+            f"{BACK_TO_BACK} runs in the clear back to back, each submitted as soon as the one before returned "
+            "(its job processes still exiting, so no job process waits ready; each site starts one for the job "
+            "then): total "
+            + ", ".join(f"{p['total']:.1f}" for p in back_to_back)
+            + " s; first round "
+            + ", ".join(f"{p['first round']:.2f}" for p in back_to_back)
+            + " s.",
             "",
             "In simulation with 100 silos (iid split of the UCI rows, 5 rounds; masked: SecAgg+ with 14 neighbours, "
             "every sum one in-process run of the protocol; bytes: the protocol's messages of one silo for the "

@@ -113,18 +113,54 @@ def test_a_command_a_spare_cannot_run_is_left_to_flare_and_the_spare_kept(presta
     assert pre._spare is not None and pre._spare.pid == spare.pid
 
 
-def test_a_dead_spare_is_not_used_and_a_retired_one_ends_without_running(prestarted, tmp_path) -> None:
+def test_a_dead_spare_is_replaced_at_the_launch_and_a_retired_one_ends_without_running(prestarted, tmp_path) -> None:
     pre = prestarted
     pre.start_spare()
-    ready_spare(pre).kill()
+    dead = ready_spare(pre)
+    dead.kill()
     pre._spare.wait(10)
-    assert pre.launch([sys.executable, "-m", "fakejob", "--out", str(tmp_path / "x")], dict(os.environ)) is None
+    out = tmp_path / "out.json"
+    handle = pre.launch([sys.executable, "-m", "fakejob", "--out", str(out)], dict(os.environ))
+    assert handle is not None and handle.adapter.pid != dead.pid  # a spare started for the job
+    assert wait_exit(handle) == 3 and json.loads(out.read_text())["pid"] == handle.adapter.pid
     pre.start_spare()
     process = pre._spare
     ready_spare(pre)
     pre.retire()
     assert process.wait(30) == 0
-    assert not (tmp_path / "x").exists()
+    assert len(list(tmp_path.glob("*.json"))) == 1  # the retired spare ran nothing
+
+
+def test_a_job_launched_while_the_one_before_runs_gets_its_own_spare_and_only_its_exit_starts_the_next(
+    prestarted, tmp_path
+) -> None:
+    """Back to back: the second job comes before the first has exited (no spare waits); neither waits for the other,
+    and no spare warms up beside the second job when the first exits."""
+    pre = prestarted
+    gate = tmp_path / "gate"
+    slow = tmp_path / "slowjob.py"  # exits once ``gate`` exists
+    slow.write_text(
+        "import os, sys, time\n"
+        "if __name__ == '__main__':\n"
+        "    while not os.path.exists(sys.argv[1]):\n"
+        "        time.sleep(0.02)\n"
+    )
+    pre.module = "slowjob"
+    pre.start_spare()
+    ready_spare(pre)
+    first = pre.launch([sys.executable, "-m", "slowjob", str(gate)], dict(os.environ))
+    pre.replace_after(first.adapter.pid)
+    second = pre.launch([sys.executable, "-m", "slowjob", str(tmp_path / "gate2")], dict(os.environ))
+    pre.replace_after(second.adapter.pid)
+    assert first is not None and second is not None and second.adapter.pid != first.adapter.pid
+    gate.touch()
+    assert wait_exit(first) == 0
+    time.sleep(1.0)  # the first job's watcher has seen its exit
+    assert pre._spare is None  # the second job still runs: no spare beside it
+    assert second.adapter.poll() is None
+    (tmp_path / "gate2").touch()
+    assert wait_exit(second) == 0
+    assert ready_spare(pre).pid not in (first.adapter.pid, second.adapter.pid)
 
 
 def test_kits_use_fedkits_launchers_and_allow_them(tmp_path) -> None:

@@ -449,6 +449,7 @@ def test_a_run_whose_server_job_was_killed_resumes_after_a_server_restart(chaos,
     poc.start(kits.SERVER)
     poc.wait_ready()
     run_id = stored["run_id"]
+    assert not capsys.readouterr().out  # run_remote prints nothing on stdout (its notes go to stderr)
     assert main(["run", "--resume", run_id, "--admin-kit", str(poc.admin_kit), "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["status"] == "finished" and summary["run_id"] == run_id

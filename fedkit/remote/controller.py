@@ -59,6 +59,11 @@ class FedkitController(Controller):
         Seconds before a task is given up entirely.
     join_timeout
         Seconds to wait for every expected site at the start.
+    start_timeout
+        The straggler timeout of the run's first task (reading each site's data): at least
+        ``straggler_timeout``. It also covers each site's job process start (a fresh Python process that
+        imports NVIDIA FLARE: seconds on a loaded machine), so a site whose job starts late is not left out
+        of the whole run.
     task_check_period
         Seconds between FLARE's checks of the tasks.
     schema
@@ -77,6 +82,7 @@ class FedkitController(Controller):
         straggler_timeout: int = 10,
         task_timeout: int = 600,
         join_timeout: int = 60,
+        start_timeout: int = 30,
         task_check_period: float = 0.005,
         schema: str = "",
         run_id: str = "",
@@ -89,6 +95,7 @@ class FedkitController(Controller):
         self.straggler_timeout = straggler_timeout
         self.task_timeout = task_timeout
         self.join_timeout = join_timeout
+        self.start_timeout = max(start_timeout, straggler_timeout)
         self.schema = schema
         self.run_id = run_id
         self.resume = resume
@@ -162,7 +169,8 @@ class FedkitController(Controller):
             sites = [s for s in self._connected(fl_ctx) if not self.expected_sites or s in self.expected_sites]
 
             def transport(task: str, payload: dict[str, Any], targets: Any, need: int) -> dict[str, dict[str, Any]]:
-                return self._broadcast(task, payload, list(targets), need, fl_ctx, abort_signal)
+                straggler = self.straggler_timeout_of(task)
+                return self._broadcast(task, payload, list(targets), need, straggler, fl_ctx, abort_signal)
 
             root_ca = Path(workspace.get_startup_kit_dir()) / "rootCA.pem"  # checks the sites' signed statements
             verifier = CertificateAuthority.from_pem(root_ca.read_bytes()) if root_ca.is_file() else None
@@ -201,12 +209,23 @@ class FedkitController(Controller):
         """Keep the job up until the submitting machine has polled the run's last events (at most END_WAIT s)."""
         self.relay.wait_delivered(END_WAIT, should_stop=lambda: abort_signal.triggered)
 
+    def straggler_timeout_of(self, task: str) -> float:
+        """Seconds to wait for the other sites once ``min_silos`` answered ``task``: ``start_timeout`` for the first.
+
+        Parameters
+        ----------
+        task
+            The task's name (:mod:`fedkit.remote.wire`).
+        """
+        return self.start_timeout if task == wire.HELLO else self.straggler_timeout
+
     def _broadcast(
         self,
         task_name: str,
         payload: dict[str, Any],
         targets: list[str],
         need: int,
+        straggler_timeout: float,
         fl_ctx: FLContext,
         abort_signal: Signal,
     ) -> dict[str, dict[str, Any]]:
@@ -224,7 +243,7 @@ class FedkitController(Controller):
                 if client_task.result is not None:
                     replied_at.setdefault(client_task.client.name, elapsed)
             if elapsed > self.task_timeout or wait_over(
-                elapsed, replied_at, targets, self._absent, need, self.straggler_timeout
+                elapsed, replied_at, targets, self._absent, need, straggler_timeout
             ):
                 break
             time.sleep(self._task_check_period)

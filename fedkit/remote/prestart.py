@@ -11,8 +11,10 @@ waiting on a pipe. A job is handed to it as the exact command and environment FL
 launcher would have started (the spare sets them and runs the job module as ``__main__``), so the
 job process is the same program with the same arguments, a child of the same parent in its own session;
 the next spare starts once that job process has exited, so it never competes with a starting job.
-Whenever no ready spare fits (it died, or FLARE asks for another interpreter or module), the job is
-started FLARE's way.
+A job that comes while no spare waits (the job before has not exited yet, e.g. a run submitted right after
+another, or the spare died) goes to a spare started for it there and then: the same imports FLARE's own
+start would do, plus fedkit's tuning (:mod:`fedkit.remote.tuning`), which FLARE's own start lacks. Only a
+command a spare cannot run (another interpreter or module) is started FLARE's way.
 
 The spare itself is :mod:`fedkit.remote.spare` (``python -m fedkit.remote.spare <job module>``).
 """
@@ -45,33 +47,42 @@ _log = logging.getLogger(__name__)
 
 
 class _Prestarted:
-    """One ready spare at a time for job ``module``, replaced when the job it became has exited."""
+    """One ready spare at a time for job ``module``, replaced when the last job launched has exited."""
 
     def __init__(self, module: str) -> None:
         self.module = module
         self._lock = threading.Lock()
         self._spare: subprocess.Popen | None = None
+        self._launched = 0  # jobs launched so far: only the newest job's exit starts the next spare
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(  # noqa: S603 - this interpreter, our module
+            [sys.executable, "-m", spare.__name__, self.module],
+            stdin=subprocess.PIPE,
+            start_new_session=True,  # as FLARE's posix_spawn(setsid=True): the job is its own process group
+            env=os.environ.copy(),
+        )
 
     def start_spare(self) -> None:
         """Start a spare for the next job (once: a ready one is kept)."""
         with self._lock:
             if self._spare is not None and self._spare.poll() is None:
                 return
-            self._spare = subprocess.Popen(  # noqa: S603 - this interpreter, our module
-                [sys.executable, "-m", spare.__name__, self.module],
-                stdin=subprocess.PIPE,
-                start_new_session=True,  # as FLARE's posix_spawn(setsid=True): the job is its own process group
-                env=os.environ.copy(),
-            )
+            self._spare = self._spawn()
 
     def take(self, argv: list[str]) -> subprocess.Popen | None:
-        """The ready spare if it can run ``argv`` (this interpreter, ``-m`` our module), else None."""
+        """A spare for ``argv`` if a spare can run it (this interpreter, ``-m`` our module), else None.
+
+        The waiting spare when there is one alive; else one started now (its imports are those the job
+        would do at its start anyway).
+        """
         if argv[:3] != [sys.executable, "-m", self.module]:
             return None
         with self._lock:
             process, self._spare = self._spare, None
+            self._launched += 1
         if process is None or process.poll() is not None:
-            return None
+            process = self._spawn()
         return process
 
     def retire(self) -> None:
@@ -83,7 +94,7 @@ class _Prestarted:
                 process.stdin.close()
 
     def launch(self, argv: list[str], env: dict[str, str]) -> JobHandleSpec | None:
-        """Hand ``argv``/``env`` to the ready spare; None when there is none fit (the caller starts it FLARE's way)."""
+        """Hand ``argv``/``env`` to a spare (:meth:`take`); None if none can run it (FLARE's launch then)."""
         process = self.take(argv)
         if process is None:
             return None
@@ -100,16 +111,25 @@ class _Prestarted:
         return ProcessHandle(process_adapter=ProcessAdapter(process=process))
 
     def replace_after(self, pid: int) -> None:
-        """Start the next spare once job process ``pid`` has exited (in a thread; it never reaps ``pid``)."""
-        threading.Thread(target=self._replace_after, args=(pid,), daemon=True).start()
+        """Start the next spare once job process ``pid`` has exited (in a thread; it never reaps ``pid``).
 
-    def _replace_after(self, pid: int) -> None:
+        Unless a job was launched after it: that job's own exit starts the next spare, so no spare warms up
+        beside a running job.
+        """
+        with self._lock:
+            launched = self._launched
+        threading.Thread(target=self._replace_after, args=(pid, launched), daemon=True).start()
+
+    def _replace_after(self, pid: int, launched: int) -> None:
         waitid = getattr(os, "waitid", None)
         if waitid is None:  # no way to wait without reaping: FLARE's poll must see the status; no more spares
             return
         with contextlib.suppress(ChildProcessError):  # reaped already by FLARE's poll: it has exited
             waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-        self.start_spare()
+        with self._lock:
+            newest = launched == self._launched
+        if newest:
+            self.start_spare()
 
 
 def job_env(job_meta: dict, fl_ctx: FLContext) -> dict[str, str]:
@@ -132,10 +152,10 @@ def job_env(job_meta: dict, fl_ctx: FLContext) -> dict[str, str]:
 
 
 class _PrestartMixin:
-    """``launch_job`` through a pre-started process; FLARE's own launch when none fits.
+    """``launch_job`` through a spare process; FLARE's own launch for a command a spare cannot run.
 
     The first spare starts with the site (FLARE's ``SYSTEM_START``, fired in the site's parent process only,
-    not in job processes, which read the same resources), each next one when the job before has exited.
+    not in job processes, which read the same resources), each next one when the newest job has exited.
     """
 
     MODULE = ""
@@ -153,7 +173,7 @@ class _PrestartMixin:
             self._prestarted.retire()
 
     def launch_job(self, job_meta: dict, fl_ctx: FLContext) -> JobHandleSpec:
-        """Start the job process of ``job_meta``: the ready spare if it fits, else as FLARE's launcher does."""
+        """Start the job process of ``job_meta`` in a spare (:meth:`_Prestarted.take`), else as FLARE's does."""
         argv = shlex.split(self.get_command(job_meta, fl_ctx), True)  # type: ignore[attr-defined]
         handle = self._prestarted.launch(argv, job_env(job_meta, fl_ctx))
         if handle is None:

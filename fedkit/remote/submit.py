@@ -290,7 +290,7 @@ def run_remote(
         bar.set_postfix(auc=_f(pooled.get("auc")), acc=_f(pooled.get("accuracy")), refresh=False),
         bar.update(server_round - bar.n),
     )
-    follower.on_note = lambda text: bar.write(f"fedkit: {text}")
+    follower.on_note = lambda text: bar.write(f"fedkit: {text}", file=sys.stderr)  # beside the bar, off stdout
     job_id = None
     try:
         job_id = _running_job(session, run_id) if resume else None  # re-attach: the job still runs the run
