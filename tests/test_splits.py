@@ -142,3 +142,21 @@ def test_holdout_draws_exactly_what_scikit_learn_draws(stratify: bool) -> None:
         )
         found = holdout.split(labels, 0.66, state, stratify=stratify)
         assert [a.tolist() for a in found] == [sorted(a.tolist()) for a in expected], (n, classes, state)
+
+
+def test_the_uci_files_parsed_once_give_equal_federations_whose_rows_no_caller_can_change() -> None:
+    from fedkit.data.silos import read_uci_bytes
+    from fedkit.paths import data_dir
+
+    first, second = load_silos("flamby"), load_silos("flamby")
+    assert read_uci_bytes.cache_info().hits >= 4  # the second load parsed nothing
+    for a, b in zip(first.silos, second.silos, strict=True):
+        np.testing.assert_array_equal(a.x_train, b.x_train)
+        np.testing.assert_array_equal(a.y_test, b.y_test)
+        a.x_train[:] = 0  # a federation's own arrays stay the caller's to change...
+    third = load_silos("flamby")
+    np.testing.assert_array_equal(third.silos[0].x_train, second.silos[0].x_train)  # ...and reach no other load
+    raw = (data_dir() / "processed.va.data").read_bytes()
+    site = read_uci_bytes("va", raw, "va.data", "drop")
+    with pytest.raises(ValueError, match="read-only"):
+        site.x[0, 0] = 1.0

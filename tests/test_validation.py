@@ -192,3 +192,17 @@ def test_with_fedavg_the_norm_bound_keeps_the_model_finite(data_dir) -> None:
     assert np.isfinite(bounded.params).all() and len(bounded.rejected) == 3
     clean = fedkit.run(RunConfig(**FAST), progress=False, trackers=[])
     assert float(np.linalg.norm(bounded.params - clean.params)) < 0.05
+
+
+def test_update_norm_is_numpys_norm_to_the_bit_on_random_updates() -> None:
+    from fedkit.privacy.validation import update_norm
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        size = int(rng.integers(1, 400))
+        dtype = rng.choice([np.float32, np.float64])
+        scale = 10.0 ** rng.integers(-8, 30)
+        local = (rng.standard_normal(size) * scale).astype(dtype)
+        reference = (rng.standard_normal(size) * scale).astype(dtype)
+        expected = float(np.linalg.norm(local.astype(np.float64) - reference.astype(np.float64)))
+        assert update_norm(local, reference) == expected

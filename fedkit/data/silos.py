@@ -13,6 +13,7 @@ Splits:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -492,8 +493,12 @@ def load_silos(
     )
 
 
+@functools.lru_cache(maxsize=16)
 def read_uci_bytes(hospital: str, raw: bytes, source: str, missing: str) -> SiteData:
     """One UCI hospital's file (its bytes, read once) against the UCI schema, with its own not-measured codes.
+
+    Parsed once per process for the same bytes (a sweep loads the federation once per seed); the arrays
+    of the result are read-only, so no caller can change what the next one gets.
 
     Parameters
     ----------
@@ -506,9 +511,12 @@ def read_uci_bytes(hospital: str, raw: bytes, source: str, missing: str) -> Site
     missing
         ``drop`` or ``impute``.
     """
-    return read_site_bytes(
+    site = read_site_bytes(
         raw, UCI_HEART_DISEASE, source=source, missing=missing, not_measured=uci_not_measured(hospital, missing)
     )
+    site.x.setflags(write=False)
+    site.y.setflags(write=False)
+    return site
 
 
 def validation_split(federation: Federation, *, seed: int, fold: int = 0, folds: int = 4) -> Federation:
