@@ -206,3 +206,37 @@ def test_update_norm_is_numpys_norm_to_the_bit_on_random_updates() -> None:
         reference = (rng.standard_normal(size) * scale).astype(dtype)
         expected = float(np.linalg.norm(local.astype(np.float64) - reference.astype(np.float64)))
         assert update_norm(local, reference) == expected
+
+
+def test_validate_updates_gives_each_updates_own_check_and_norm_on_random_rounds() -> None:
+    """The one-pass check of a usual round and the update-by-update one agree on random rounds, usual or not."""
+    from fedkit.privacy.validation import malformed, update_norm, validate_updates
+
+    rng = np.random.default_rng(11)
+    for _ in range(150):
+        size, k = int(rng.integers(1, 50)), int(rng.integers(1, 8))
+        dtype = rng.choice([np.float32, np.float64])
+        params = rng.standard_normal(size).astype(dtype)
+        local = [(params + rng.standard_normal(size)).astype(dtype) for _ in range(k)]
+        losses: list[float | None] = [float(v) for v in rng.random(k)] if rng.random() < 0.7 else [None] * k
+        for _ in range(int(rng.integers(0, 3))):  # a few broken updates, or none (the usual round)
+            i = int(rng.integers(k))
+            kind = rng.integers(5)
+            if kind == 0:
+                local[i] = local[i].copy()
+                local[i][int(rng.integers(size))] = rng.choice([np.nan, np.inf, -np.inf])
+            elif kind == 1:
+                local[i] = np.zeros(size + 1, dtype=dtype)
+            elif kind == 2:
+                local[i] = local[i].astype(np.float64 if dtype == np.float32 else np.float32)
+            elif kind == 3:
+                losses[i] = float("nan")
+            else:
+                local[i] = local[i] * 1e6
+        verdicts = validate_updates([f"s{i}" for i in range(k)], local, losses, params, max_norm_ratio=3.0)
+        for verdict, update, loss in zip(verdicts, local, losses, strict=True):
+            bad = malformed(update, params, loss)
+            if bad is not None:
+                assert (verdict.kind, verdict.reason, verdict.norm) == (*bad, None)
+            else:
+                assert verdict.norm == update_norm(update, params)

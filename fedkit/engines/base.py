@@ -91,14 +91,16 @@ def evaluate_silos(
     group = np.repeat(np.arange(len(sizes)), sizes)
     values = grouped_metrics(y, z, group, len(sizes))
     bounds = grouped_intervals(y, z, group, len(sizes))
-    positives = np.bincount(group, y, minlength=len(sizes))
+    positives = np.bincount(group, y, minlength=len(sizes)).astype(np.int64).tolist()
+    columns = {m: np.asarray(values[m], dtype=np.float64).tolist() for m in METRICS}  # as float() of each
+    limits = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in bounds.items()}
     silos = [
         SiloEvaluation(
             name,
-            {m: float(values[m][i]) for m in METRICS},
+            {m: columns[m][i] for m in METRICS},
             sizes[i],
-            int(positives[i]),
-            {k: float(v[i]) for k, v in bounds.items()},
+            positives[i],
+            {k: v[i] for k, v in limits.items()},
         )
         for i, name in enumerate(names)
     ]

@@ -143,6 +143,29 @@ def _too_large(norm: float, max_update_norm: float | None, max_norm_ratio: float
     )
 
 
+def _checked(
+    local_params: Sequence[np.ndarray], losses: Sequence[float | None], params: np.ndarray
+) -> tuple[list[tuple[str, str] | None], list[float | None]]:
+    """Each update's :func:`malformed` problem and, when well-formed, its :func:`update_norm`.
+
+    When every update has the global model's shape and dtype, a finite loss and finite values (the usual
+    round), this takes one pass over the stacked updates instead of one per update; the norms are the same
+    floats (the same subtraction and dot product, row by row).
+    """
+    reference = np.asarray(params)
+    usual = all(
+        isinstance(p, np.ndarray) and p.shape == reference.shape and p.dtype == reference.dtype for p in local_params
+    ) and all(loss is None or math.isfinite(loss) for loss in losses)
+    if usual and local_params:
+        stacked = np.stack(local_params)
+        if np.isfinite(stacked).all():
+            diffs = stacked.astype(np.float64).reshape(len(local_params), -1) - reference.astype(np.float64).ravel()
+            return [None] * len(local_params), [math.sqrt(row.dot(row)) for row in diffs]
+    problems = [malformed(p, params, loss) for p, loss in zip(local_params, losses, strict=True)]
+    norms = [None if bad else update_norm(p, params) for p, bad in zip(local_params, problems, strict=True)]
+    return problems, norms
+
+
 def validate_updates(
     silos: Sequence[str],
     local_params: Sequence[np.ndarray],
@@ -173,8 +196,7 @@ def validate_updates(
     max_norm_ratio
         Reject an update whose L2 norm exceeds this multiple of the median norm (None: no relative bound).
     """
-    problems = [malformed(p, params, loss) for p, loss in zip(local_params, losses, strict=True)]
-    norms = [None if bad else update_norm(p, params) for p, bad in zip(local_params, problems, strict=True)]
+    problems, norms = _checked(local_params, losses, params)
     good = [n for n in norms if n is not None]
     bound = norm_bound(good, max_update_norm, max_norm_ratio)
     verdicts = []
